@@ -1,0 +1,9 @@
+"""The one exception type for mistakes a user can fix (bad path, wrong layout, unknown option).
+
+CLIs catch :class:`UserError` and print its message without a traceback; anything else is a bug
+and keeps its traceback.
+"""
+
+
+class UserError(Exception):
+    """A problem with the user's input; the message names the culprit and what was expected."""

@@ -1,0 +1,63 @@
+"""A name → builder registry, one per package (losses, models, samplers, ...).
+
+Usage::
+
+    LOSSES = Registry("loss")
+
+    @LOSSES.register("triplet")
+    class TripletLoss(nn.Module): ...
+
+    LOSSES.build("triplet", margin=0.2)
+
+Unknown names raise ``ValueError`` listing the known ones; a duplicate registration raises too.
+Keyword arguments go to the builder untouched, so an unknown kwarg is a ``TypeError``, never dropped.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Iterator
+
+
+class Registry:
+    """Maps names (and optional aliases) to classes or factory functions."""
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self._entries: dict[str, Callable[..., Any]] = {}
+        self._aliases: dict[str, str] = {}
+
+    def register(self, name: str, aliases: tuple[str, ...] = ()) -> Callable[[Callable], Callable]:
+        """Decorator registering ``obj`` under ``name`` and each alias."""
+
+        def decorator(obj: Callable) -> Callable:
+            for key in (name, *aliases):
+                if key in self._entries or key in self._aliases:
+                    raise ValueError(f"{self.kind} {key!r} is registered twice")
+            self._entries[name] = obj
+            for alias in aliases:
+                self._aliases[alias] = name
+            return obj
+
+        return decorator
+
+    def canonical(self, name: str) -> str:
+        """The registered name for ``name`` or one of its aliases."""
+        key = self._aliases.get(name, name)
+        if key not in self._entries:
+            known = ", ".join(self.names())
+            raise ValueError(f"unknown {self.kind} {name!r}; choose one of: {known}")
+        return key
+
+    def get(self, name: str) -> Callable[..., Any]:
+        return self._entries[self.canonical(name)]
+
+    def build(self, name: str, **kwargs: Any) -> Any:
+        return self.get(name)(**kwargs)
+
+    def names(self) -> list[str]:
+        return sorted(self._entries)
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._entries or name in self._aliases
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.names())
