@@ -1,4 +1,4 @@
-"""The one exception type for mistakes a user can fix (bad path, wrong layout, unknown option).
+"""Exceptions for mistakes a user can fix (bad path, wrong layout, unknown option).
 
 CLIs catch :class:`UserError` and print its message without a traceback; anything else is a bug
 and keeps its traceback.
@@ -7,3 +7,7 @@ and keeps its traceback.
 
 class UserError(Exception):
     """A problem with the user's input; the message names the culprit and what was expected."""
+
+
+class UnknownOptionError(UserError, ValueError):
+    """A name that no registry knows; the message lists the valid names."""

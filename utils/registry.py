@@ -9,12 +9,14 @@ Usage::
 
     LOSSES.build("triplet", margin=0.2)
 
-Unknown names raise ``ValueError`` listing the known ones; a duplicate registration raises too.
+Unknown names raise :class:`UnknownOptionError` (a ``ValueError``) listing the known ones; a duplicate registration raises too.
 Keyword arguments go to the builder untouched, so an unknown kwarg is a ``TypeError``, never dropped.
 """
 from __future__ import annotations
 
 from typing import Any, Callable, Iterator
+
+from utils.errors import UnknownOptionError
 
 
 class Registry:
@@ -44,7 +46,7 @@ class Registry:
         key = self._aliases.get(name, name)
         if key not in self._entries:
             known = ", ".join(self.names())
-            raise ValueError(f"unknown {self.kind} {name!r}; choose one of: {known}")
+            raise UnknownOptionError(f"unknown {self.kind} {name!r}; choose one of: {known}")
         return key
 
     def get(self, name: str) -> Callable[..., Any]:
