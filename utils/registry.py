@@ -9,12 +9,14 @@ Usage::
 
     LOSSES.build("triplet", margin=0.2)
 
-Unknown names raise :class:`UnknownOptionError` (a ``ValueError``) listing the known ones; a duplicate registration raises too.
+Unknown names raise :class:`UnknownOptionError` (a ``ValueError``) listing the known ones; a duplicate
+registration raises too.
 Keyword arguments go to the builder untouched, so an unknown kwarg is a ``TypeError``, never dropped.
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 from utils.errors import UnknownOptionError
 

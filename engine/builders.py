@@ -1,0 +1,159 @@
+"""Turn a resolved config into objects: datasets, model, criterion, sampler, optimiser, scheduler.
+
+Everything is looked up by name in the packages' registries; nothing here names a paper.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+
+import data
+import losses
+import models
+import samplers
+from engine.config import parse_key_values, parse_number_list
+from engine.loading import split_classes
+from utils.errors import UserError
+
+# Flags that map one-to-one onto model builder options when set (None = leave the model's default).
+_MODEL_FLAGS = ("pretrained", "gd_config", "pooling", "stage3_stride", "frozen_bn")
+
+
+def model_options(cfg: dict[str, Any], for_inference: bool = False) -> dict[str, Any]:
+    """Model builder keyword options from the config (``pretrained`` dropped when rebuilding for inference)."""
+    opts = {k: cfg[k] for k in _MODEL_FLAGS if cfg.get(k) is not None}
+    if cfg.get("no_se"):
+        opts["use_se"] = False
+    opts.update(parse_key_values(cfg.get("model_option") or [], "--model_option"))
+    if for_inference:
+        opts.pop("pretrained", None)
+    return opts
+
+
+def build_model(cfg: dict[str, Any], num_classes: int) -> torch.nn.Module:
+    try:
+        return models.build_model(cfg["backbone_type"], cfg["head"], cfg["feature_dim"], num_classes,
+                                  **model_options(cfg))
+    except TypeError as err:
+        raise UserError(f"model options: {err}") from None
+
+
+def loss_terms(cfg: dict[str, Any]) -> list[dict[str, Any]]:
+    """The criterion's terms from ``--loss/--loss_weights/--miner/--loss_option`` or a YAML list."""
+    spec = cfg["loss"]
+    if isinstance(spec, list):
+        terms = [dict(t) for t in spec]
+        for t in terms:
+            if "name" not in t:
+                raise UserError(f"loss term {t} has no 'name'")
+    else:
+        names = [n.strip() for n in str(spec).split("+") if n.strip()]
+        weights = parse_number_list(cfg.get("loss_weights"), "--loss_weights", float) or [1.0] * len(names)
+        if len(weights) != len(names):
+            raise UserError(f"--loss_weights has {len(weights)} values for {len(names)} losses in --loss {spec}")
+        terms = [{"name": n, "weight": w} for n, w in zip(names, weights)]
+    miner = cfg.get("miner")
+    for term in terms:
+        term.setdefault("weight", 1.0)
+        if "miner" not in term and miner and miner != "none" and _is_embedding_loss(term["name"]):
+            term["miner"] = miner
+    for key, value in parse_key_values(cfg.get("loss_option") or [], "--loss_option").items():
+        loss_name, _, hparam = key.rpartition(".")
+        targets = [t for t in terms if not loss_name or losses.LOSSES.canonical(t["name"]) ==
+                   losses.LOSSES.canonical(loss_name)]
+        if not targets:
+            raise UserError(f"--loss_option {key}: no loss named {loss_name!r} in --loss {spec}")
+        for t in targets:
+            t[hparam] = value
+    return terms
+
+
+def _is_embedding_loss(name: str) -> bool:
+    return getattr(losses.LOSSES.get(name), "input", "embedding") == "embedding" and \
+        getattr(losses.LOSSES.get(name), "accepts_miner", True)
+
+
+def build_das(cfg: dict[str, Any], num_classes: int) -> torch.nn.Module | None:
+    if not cfg["das"]:
+        return None
+    return samplers.DAS(num_classes=num_classes, dim=cfg["feature_dim"], num_produce=cfg["das_num_produce"],
+                        dfs_num_scale=cfg["das_dfs_num_scale"], dfs_scale_left=cfg["das_dfs_scale_left"],
+                        dfs_scale_right=cfg["das_dfs_scale_right"],
+                        mts_num_transformation_bank=cfg["das_mts_num_transformation_bank"],
+                        mts_scale=cfg["das_mts_scale"], normalize=not cfg["das_not_normalize"],
+                        detach=cfg["detach"], seed=cfg["seed"])
+
+
+def build_criterion(cfg: dict[str, Any], num_classes: int, class_counts: torch.Tensor) -> torch.nn.Module:
+    try:
+        return losses.build_criterion(loss_terms(cfg), num_classes=num_classes, embedding_dim=cfg["feature_dim"],
+                                      class_counts=class_counts, das=build_das(cfg, num_classes),
+                                      aux_loss_weight=cfg["aux_loss_weight"] if cfg["aux_loss"] else None)
+    except TypeError as err:
+        raise UserError(f"loss options: {err}") from None
+
+
+def build_sampler(cfg: dict[str, Any], labels: torch.Tensor, rank: int, world_size: int):
+    return samplers.build_batch_sampler(cfg["sampler"], labels, cfg["batch_size"], m=cfg["samples_per_class"],
+                                        seed=cfg["seed"], rank=rank, world_size=world_size)
+
+
+def build_optimizer(cfg: dict[str, Any], model: torch.nn.Module, criterion: torch.nn.Module
+                    ) -> torch.optim.Optimizer:
+    """Parameter groups: backbone, head (each with its lr multiplier) and loss-owned parameters."""
+    lr, wd = cfg["lr"], cfg["weight_decay"]
+    groups = [{"name": "backbone", "params": [p for p in model.backbone.parameters() if p.requires_grad],
+               "lr": lr * cfg["backbone_lr_mult"], "weight_decay": wd},
+              {"name": "head", "params": [p for p in model.head.parameters() if p.requires_grad],
+               "lr": lr * cfg["head_lr_mult"], "weight_decay": wd}]
+    groups += criterion.param_groups(lr)
+    groups = [g for g in groups if g["params"]]
+    if cfg["optimizer"] == "sgd":
+        return torch.optim.SGD(groups, lr=lr, momentum=cfg["momentum"])
+    cls = torch.optim.AdamW if cfg["optimizer"] == "adamw" else torch.optim.Adam
+    return cls(groups, lr=lr)
+
+
+def build_scheduler(cfg: dict[str, Any], optimizer: torch.optim.Optimizer, steps_per_epoch: int
+                    ) -> torch.optim.lr_scheduler.LRScheduler:
+    """Per-step schedule: optional linear warm-up, then multistep (epoch milestones), cosine or constant."""
+    epochs = cfg["num_epochs"]
+    total = epochs * steps_per_epoch
+    warmup = int(round(cfg["warmup_epochs"] * steps_per_epoch))
+    if cfg["scheduler"] == "multistep":
+        marks = [m * epochs if m < 1 else m for m in parse_number_list(cfg["milestones"], "--milestones", float)]
+        milestones = sorted(int(round(m)) * steps_per_epoch for m in marks)
+
+        def factor(step: int) -> float:
+            return cfg["gamma"] ** sum(step >= m for m in milestones)
+    elif cfg["scheduler"] == "cosine":
+        def factor(step: int) -> float:
+            progress = min(max(step - warmup, 0) / max(total - warmup, 1), 1.0)
+            return 0.5 * (1 + math.cos(math.pi * progress))
+    else:
+        def factor(step: int) -> float:
+            return 1.0
+
+    def with_warmup(step: int) -> float:
+        scale = (step + 1) / warmup if step < warmup else 1.0
+        return scale * factor(step)
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, with_warmup)
+
+
+def build_datasets(cfg: dict[str, Any], root: str) -> dict[str, Any]:
+    """Train split (optionally minus held-out validation classes) and the evaluation splits."""
+    info = data.get_benchmark(cfg["data_name"])
+    crop = cfg["crop_type"] == "cropped"
+    train_tf = data.build_transform(cfg["transform"], train=True, image_size=cfg["image_size"])
+    eval_tf = data.build_transform(cfg["transform"], train=False, image_size=cfg["image_size"])
+    kw = {"crop": crop, "skip_bad_images": cfg["skip_bad_images"]}
+    train = data.build_dataset(info.name, root, info.train_split, transform=train_tf, **kw)
+    evals = {split: data.build_dataset(info.name, root, split, transform=eval_tf, **kw)
+             for split in info.eval_splits}
+    out = {"info": info, "train": train, "test": evals, "val": None}
+    if cfg["val_classes"] > 0:
+        out["train"], out["val"] = split_classes(train, cfg["val_classes"], eval_transform=eval_tf)
+    return out

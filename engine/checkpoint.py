@@ -1,0 +1,101 @@
+"""Atomic checkpoints, RNG state capture, and rebuilding a model from a saved run.
+
+A checkpoint is written to a temporary file in the same folder, flushed to disk, then renamed over the
+target (``os.replace`` is atomic on POSIX), so a run killed at any moment leaves either the previous
+complete file or the new complete file, never a torn one.
+
+Files in a run folder:
+- ``checkpoint_latest.pth``: everything needed to resume exactly (model, optimiser, scheduler, grad
+  scaler, criterion incl. DAS state, sampler position, RNG states, best metric, config);
+- ``model_best.pth``: the selected model's weights with its config (what ``test.py`` loads);
+- ``database_best.pth``: the feature database of that model (see ``evaluation.database``).
+"""
+from __future__ import annotations
+
+import os
+import random
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from utils.errors import UserError
+
+LATEST = "checkpoint_latest.pth"
+BEST_MODEL = "model_best.pth"
+BEST_DATABASE = "database_best.pth"
+
+
+def atomic_save(obj: Any, path: str | Path) -> None:
+    """``torch.save`` to ``path`` through a temporary file and an atomic rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load_file(path: str | Path) -> dict[str, Any]:
+    """Load a checkpoint-like file onto the CPU with a clear error for a missing or corrupt file."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"checkpoint not found: {path}")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as err:  # torch raises several types for a corrupt zip/pickle
+        raise UserError(f"cannot read checkpoint {path}: {err}") from None
+
+
+def rng_state() -> dict[str, Any]:
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def resolve_resume(resume: str | None, output_dir: str | Path) -> Path | None:
+    """``None`` → no resume; ``latest`` → the run folder's latest checkpoint (must exist); else a path."""
+    if not resume:
+        return None
+    path = Path(output_dir) / LATEST if resume == "latest" else Path(resume)
+    if not path.is_file():
+        raise UserError(f"--resume {resume}: no checkpoint at {path}")
+    return path
+
+
+def model_config(cfg: dict[str, Any], num_classes: int) -> dict[str, Any]:
+    """The subset of the run config that rebuilds the model (stored next to its weights)."""
+    from engine.builders import model_options  # local import: builders imports heavy packages
+
+    return {"backbone": cfg["backbone_type"], "head": cfg["head"], "feature_dim": cfg["feature_dim"],
+            "num_classes": num_classes, "options": model_options(cfg, for_inference=True)}
+
+
+def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[torch.nn.Module, dict[str, Any]]:
+    """Rebuild the model saved by the trainer (``model_best.pth`` or a full checkpoint) in eval mode."""
+    import models
+
+    ckpt = load_file(path)
+    if "model" not in ckpt or "model_config" not in ckpt:
+        raise UserError(f"{path} is not a metric-retrieval checkpoint (expected keys 'model' and 'model_config')")
+    mc = ckpt["model_config"]
+    model = models.build_model(mc["backbone"], mc["head"], mc["feature_dim"], mc["num_classes"], **mc["options"])
+    models.load_model_state(model, ckpt["model"])
+    return model.to(device).eval(), ckpt

@@ -1,0 +1,222 @@
+"""Run configuration: argparse flags, YAML files and their merge into one resolved config.
+
+Precedence (lowest to highest): flag defaults < ``--config FILE`` (YAML) < flags given on the command line.
+The YAML file uses the flag names as keys (``gd_config: SG``), plus list-valued nodes where a flag can
+only say less (``loss: [{name: ls_ce, smoothing: 0.1}, {name: batch_hard_triplet, margin: 0.1}]``).
+Unknown keys and incompatible combinations raise :class:`UserError` naming them; the resolved config is
+saved with every run (``config.yaml``) and inside every checkpoint.
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from utils.errors import UserError
+
+AMP_CHOICES = ("off", "bf16", "fp16")
+
+
+def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
+    """The ``train.py`` parser; defaults follow the seed repositories (CGD/CLF) where they exist."""
+    p = argparse.ArgumentParser("Train a retrieval model", add_help=add_help,
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--config", default=None, help="YAML file with any of these options (flags override it)")
+
+    g = p.add_argument_group("data")
+    g.add_argument("--data_path", default=None,
+                   help="dataset root; omitted: a built-in synthetic dataset is generated and used")
+    g.add_argument("--data_name", default="folder",
+                   help="cub, cars, sop, inshop, folder (aliases: car, cub200, cars196, isc, ...)")
+    g.add_argument("--crop_type", default="uncropped", choices=("uncropped", "cropped"),
+                   help="crop CUB/CARS images to their bounding boxes")
+    g.add_argument("--transform", default="cgd", help="augmentation preset: cgd, clf, das, abir")
+    g.add_argument("--image_size", type=int, default=224)
+    g.add_argument("--workers", type=int, default=2, help="data-loading worker processes")
+    g.add_argument("--skip_bad_images", action="store_true", help="drop undecodable images with a warning")
+    g.add_argument("--val_classes", type=float, default=0.0,
+                   help="fraction of training classes held out as a validation split for model selection")
+
+    g = p.add_argument_group("model")
+    g.add_argument("--backbone_type", default="resnet18")
+    g.add_argument("--head", default="baseline", help="baseline, cgd, clf, abir, gem, rmac, regional_attention")
+    g.add_argument("--feature_dim", type=int, default=512)
+    g.add_argument("--pretrained", default=None,
+                   help="'imagenet' for torchvision weights or a local state-dict file")
+    g.add_argument("--gd_config", default=None, help="CGD global descriptors, e.g. SG, MG, SMG")
+    g.add_argument("--pooling", default=None, help="CLF/baseline pooling: max, avg, avgmax, gem, sap")
+    g.add_argument("--stage3_stride", type=int, default=None, help="1 keeps a 14x14 map at 224 (CGD/CLF)")
+    g.add_argument("--frozen_bn", action=argparse.BooleanOptionalAction, default=None,
+                   help="keep backbone BatchNorm2d statistics fixed (affine still trained)")
+    g.add_argument("--no_se", action="store_true", help="ABIR ablation without squeeze-and-excitation")
+    g.add_argument("--model_option", action="append", default=[], metavar="KEY=VALUE",
+                   help="any other model builder option (repeatable)")
+    g.add_argument("--sync_bn", action="store_true", help="SyncBatchNorm under DDP")
+
+    g = p.add_argument_group("loss, sampler, DAS")
+    g.add_argument("--loss", default="triplet",
+                   help="loss name, or names joined by '+' (weighted sum), e.g. ls_ce+batch_hard_triplet")
+    g.add_argument("--loss_weights", default=None, help="comma-separated weights for the '+' terms")
+    g.add_argument("--miner", default="semihard", help="miner for embedding losses, or 'none'")
+    g.add_argument("--loss_option", action="append", default=[], metavar="[LOSS.]KEY=VALUE",
+                   help="loss hyper-parameter (repeatable), e.g. triplet.margin=0.1")
+    g.add_argument("--sampler", default="m_per_class", help="m_per_class, class_random, identity, shuffle")
+    g.add_argument("--samples_per_class", type=int, default=4)
+    g.add_argument("--das", "--embedding_producer_used", dest="das", action="store_true",
+                   help="densely-anchored sampling (DFS + MTS)")
+    g.add_argument("--das_num_produce", type=int, default=3)
+    g.add_argument("--das_dfs_num_scale", type=int, default=4)
+    g.add_argument("--das_dfs_scale_left", type=float, default=0.5)
+    g.add_argument("--das_dfs_scale_right", type=float, default=2.0)
+    g.add_argument("--das_mts_num_transformation_bank", type=int, default=10)
+    g.add_argument("--das_mts_scale", type=float, default=0.01)
+    g.add_argument("--das_not_normalize", action="store_true")
+    g.add_argument("--detach", action="store_true", help="DAS: generate from detached embeddings")
+    g.add_argument("--aux_loss", action="store_true", help="DAS: L(real) + w * L(real + generated)")
+    g.add_argument("--aux_loss_weight", type=float, default=1.0)
+
+    g = p.add_argument_group("optimisation")
+    g.add_argument("--batch_size", type=int, default=32, help="per-process batch size")
+    g.add_argument("--num_epochs", type=int, default=20)
+    g.add_argument("--optimizer", default="adam", choices=("adam", "adamw", "sgd"))
+    g.add_argument("--lr", type=float, default=1e-4)
+    g.add_argument("--weight_decay", type=float, default=0.0)
+    g.add_argument("--momentum", type=float, default=0.9)
+    g.add_argument("--backbone_lr_mult", type=float, default=1.0)
+    g.add_argument("--head_lr_mult", type=float, default=1.0)
+    g.add_argument("--scheduler", default="multistep", choices=("multistep", "cosine", "constant"))
+    g.add_argument("--milestones", default="0.6,0.8",
+                   help="multistep epochs; values < 1 are fractions of --num_epochs (CGD: 12,16 of 20)")
+    g.add_argument("--gamma", type=float, default=0.1)
+    g.add_argument("--warmup_epochs", type=float, default=0.0)
+    g.add_argument("--grad_clip", type=float, default=0.0, help="max gradient norm; 0 disables")
+    g.add_argument("--max_steps_per_epoch", type=int, default=0, help="cap on steps per epoch; 0 = full")
+
+    g = p.add_argument_group("evaluation and selection")
+    g.add_argument("--recalls", default=None, help="comma-separated K list; default per dataset")
+    g.add_argument("--eval_every", type=int, default=1, help="evaluate every N epochs; 0 = only at the end")
+    g.add_argument("--eval_batch_size", type=int, default=64)
+    g.add_argument("--knn_backend", default="auto")
+    g.add_argument("--eval_chunk_size", type=int, default=None)
+    g.add_argument("--select_metric", default="recall@1")
+    g.add_argument("--select_on", default=None, choices=("val", "test"),
+                   help="split used to keep 'best' (default: val if --val_classes > 0 else test)")
+
+    g = p.add_argument_group("runtime")
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
+    g.add_argument("--amp", default="off", choices=AMP_CHOICES)
+    g.add_argument("--channels_last", action="store_true")
+    g.add_argument("--compile", action="store_true", help="torch.compile the model")
+    g.add_argument("--deterministic", action="store_true", help="deterministic algorithms (slower)")
+    g.add_argument("--output_dir", default="runs/default")
+    g.add_argument("--resume", default=None, help="checkpoint path, or 'latest' in --output_dir")
+    g.add_argument("--checkpoint_every", type=int, default=0,
+                   help="also checkpoint every N steps inside an epoch; 0 = end of epoch only")
+    g.add_argument("--no_tensorboard", action="store_true")
+    return p
+
+
+def _explicit_flags(parser: argparse.ArgumentParser, argv: list[str] | None) -> set[str]:
+    """Names of the options the user typed (so they beat the YAML file)."""
+    shadow = argparse.ArgumentParser(add_help=False)
+    for action in parser._actions:
+        if action.option_strings and action.dest != "help":
+            kwargs = {"dest": action.dest, "default": argparse.SUPPRESS}
+            if action.nargs == 0 or isinstance(action, argparse.BooleanOptionalAction):
+                kwargs["action"] = "store_const"
+                kwargs["const"] = True
+                shadow.add_argument(*action.option_strings, **kwargs)
+            else:
+                shadow.add_argument(*action.option_strings, nargs=action.nargs, **kwargs)
+    known, _ = shadow.parse_known_args(argv)
+    return set(vars(known))
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"--config: file not found: {path}")
+    try:
+        content = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise UserError(f"--config: {path} is not valid YAML: {err}") from None
+    if not isinstance(content, dict):
+        raise UserError(f"--config: {path} must hold a mapping of option: value, got {type(content).__name__}")
+    return content
+
+
+def resolve_config(argv: list[str] | None = None,
+                   parser: argparse.ArgumentParser | None = None) -> dict[str, Any]:
+    """Parse ``argv`` and merge it with the YAML file it names; returns the validated config dict."""
+    parser = parser or get_args_parser()
+    args = parser.parse_args(argv)
+    cfg = vars(args)
+    if args.config:
+        file_cfg = load_yaml(args.config)
+        unknown = sorted(set(file_cfg) - set(cfg))
+        if unknown:
+            raise UserError(f"--config {args.config}: unknown keys {unknown}; valid keys are the train.py "
+                            "flag names (see train.py --help)")
+        explicit = _explicit_flags(parser, argv)
+        for key, value in file_cfg.items():
+            if key not in explicit:
+                cfg[key] = value
+    validate_config(cfg)
+    return cfg
+
+
+def validate_config(cfg: dict[str, Any]) -> None:
+    """Reject combinations that cannot work, naming the flags involved."""
+    problems = []
+    if cfg["amp"] not in AMP_CHOICES:
+        problems.append(f"--amp must be one of {AMP_CHOICES}, got {cfg['amp']!r}")
+    if cfg["batch_size"] < 1 or cfg["num_epochs"] < 1:
+        problems.append("--batch_size and --num_epochs must be positive")
+    if cfg["sampler"] in ("m_per_class", "class_random", "identity") and cfg["batch_size"] % cfg[
+            "samples_per_class"]:
+        problems.append(f"--batch_size {cfg['batch_size']} must be a multiple of --samples_per_class "
+                        f"{cfg['samples_per_class']} for the {cfg['sampler']} sampler")
+    if not 0.0 <= cfg["val_classes"] < 1.0:
+        problems.append(f"--val_classes must be a fraction in [0, 1), got {cfg['val_classes']}")
+    if cfg["select_on"] == "val" and cfg["val_classes"] == 0:
+        problems.append("--select_on val needs --val_classes > 0")
+    if cfg["crop_type"] == "cropped" and cfg["data_name"] not in ("cub", "cub200", "cars", "car", "cars196"):
+        problems.append(f"--crop_type cropped works only for CUB and CARS, not --data_name {cfg['data_name']}")
+    das_only = [f for f in ("detach", "aux_loss", "das_not_normalize") if cfg[f]]
+    if das_only and not cfg["das"]:
+        problems.append(f"{', '.join('--' + f for f in das_only)} only apply with --das")
+    if not cfg["das_dfs_scale_left"] <= cfg["das_dfs_scale_right"]:
+        problems.append("--das_dfs_scale_left must not exceed --das_dfs_scale_right")
+    if cfg["compile"] and cfg["deterministic"]:
+        problems.append("--compile and --deterministic cannot be combined")
+    if problems:
+        raise UserError("invalid configuration:\n  " + "\n  ".join(problems))
+
+
+def parse_key_values(items: list[str], flag: str) -> dict[str, Any]:
+    """``["a=1", "b=x"]`` → ``{"a": 1, "b": "x"}``; values are parsed as YAML scalars."""
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise UserError(f"{flag} expects KEY=VALUE, got {item!r}")
+        out[key.strip()] = yaml.safe_load(value)
+    return out
+
+
+def parse_number_list(text: str | list | None, flag: str, kind: type = int) -> list:
+    if text is None:
+        return []
+    if isinstance(text, (list, tuple)):
+        return [kind(v) for v in text]
+    try:
+        return [kind(v) for v in str(text).split(",") if v.strip()]
+    except ValueError:
+        raise UserError(f"{flag} expects comma-separated numbers, got {text!r}") from None
+
+
+def save_config(cfg: dict[str, Any], path: str | Path) -> None:
+    Path(path).write_text(yaml.safe_dump(cfg, sort_keys=False))

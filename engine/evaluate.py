@@ -1,0 +1,40 @@
+"""Embedding extraction and per-split retrieval evaluation during training.
+
+Evaluation runs on rank 0 with the unwrapped model (other ranks wait at a barrier), on the real
+embeddings only: DAS-generated rows exist inside the criterion and never reach this code.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+import evaluation
+from engine.loading import eval_loader
+
+
+def embed(model: torch.nn.Module, dataset: Any, cfg: dict[str, Any], device: torch.device,
+          autocast_dtype: torch.dtype | None) -> dict[str, Any]:
+    """``{"embeddings" (N, D) float32 cpu, "labels" (N,), "paths"}`` for a dataset in eval mode."""
+    loader = eval_loader(dataset, cfg["eval_batch_size"], cfg["workers"], device.type == "cuda")
+    with torch.autocast(device.type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None):
+        embeddings, labels = evaluation.extract_embeddings(model, loader, device)
+    return {"embeddings": embeddings.float(), "labels": labels.long(), "paths": list(dataset.paths)}
+
+
+def evaluate_split(model: torch.nn.Module, splits: dict[str, Any], protocol: str, ks: list[int],
+                   cfg: dict[str, Any], device: torch.device, autocast_dtype: torch.dtype | None
+                   ) -> tuple[dict[str, float], dict[str, Any]]:
+    """Metrics and the feature database for one evaluation set.
+
+    ``splits`` holds ``test`` (leave-one-out) or ``query`` + ``gallery`` (query→gallery protocol).
+    """
+    if protocol == "query_gallery":
+        query, gallery = (embed(model, splits[s], cfg, device, autocast_dtype) for s in ("query", "gallery"))
+    else:
+        query, gallery = embed(model, next(iter(splits.values())), cfg, device, autocast_dtype), None
+    metrics = evaluation.retrieval_metrics(
+        query["embeddings"], query["labels"],
+        None if gallery is None else gallery["embeddings"], None if gallery is None else gallery["labels"],
+        ks=tuple(ks), backend=cfg["knn_backend"], chunk_size=cfg["eval_chunk_size"])
+    return metrics, {"query": query, "gallery": gallery}

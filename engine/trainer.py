@@ -1,0 +1,301 @@
+"""The training run: set-up from a resolved config, the epoch loop, evaluation, checkpoints, logging.
+
+One step: batch → model → (embedding, logits) → gathered across ranks → criterion (miners, losses and
+DAS see the global batch) → backward → optimiser and per-step scheduler. ``train`` reads top to bottom
+like torchvision's reference ``main``; the stages are the functions below it.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm import tqdm
+
+import data
+import models
+from engine import builders
+from engine.checkpoint import (
+    BEST_DATABASE,
+    BEST_MODEL,
+    LATEST,
+    atomic_save,
+    load_file,
+    model_config,
+    resolve_resume,
+    rng_state,
+    set_rng_state,
+)
+from engine.config import parse_number_list, save_config
+from engine.distributed import (
+    DistInfo,
+    all_gather_no_grad,
+    barrier,
+    cleanup_distributed,
+    gather_with_grad,
+    init_distributed,
+)
+from engine.evaluate import evaluate_split
+from engine.loading import SeededBatches, train_loader
+from engine.run_log import RunLog, setup_logging
+from utils.errors import UserError
+
+log = logging.getLogger("metric_retrieval")
+AMP_DTYPES = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+class TrainingDiverged(UserError):
+    """The loss became NaN or infinite; the last good checkpoint is kept untouched."""
+
+
+@dataclass
+class Progress:
+    """Where the run stands; saved in every checkpoint."""
+
+    epoch: int = 0  # epoch to run (0-based)
+    step: int = 0  # steps of that epoch already done
+    global_step: int = 0
+    best: float = float("-inf")
+    best_epoch: int = -1
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"--device {name}: CUDA is not available on this machine (use --device cpu)")
+    return device
+
+
+def seed_everything(seed: int, deterministic: bool) -> None:
+    import random
+
+    import numpy as np
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    if deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=False)
+        torch.backends.cudnn.benchmark = False
+
+
+def default_data(cfg: dict[str, Any]) -> str:
+    """The built-in synthetic dataset (generated once into ``.synth/``) when no ``--data_path`` is given."""
+    if cfg["data_path"]:
+        return cfg["data_path"]
+    cfg["data_name"] = "folder"
+    return str(data.ensure_default_dataset())
+
+
+def train(cfg: dict[str, Any]) -> dict[str, Any]:
+    """Run a whole training; returns the final and best metrics. ``cfg`` comes from ``resolve_config``."""
+    device = resolve_device(cfg["device"])
+    dist_info = init_distributed(device)
+    if dist_info.enabled and device.type == "cuda":
+        device = torch.device("cuda", dist_info.local_rank)
+    out_dir = Path(cfg["output_dir"])
+    if dist_info.is_main:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    setup_logging(dist_info, out_dir / "train.log" if dist_info.is_main else None)
+    seed_everything(cfg["seed"], cfg["deterministic"])
+    root = default_data(cfg)
+    try:
+        return _train(cfg, root, device, dist_info, out_dir)
+    finally:
+        cleanup_distributed(dist_info)
+
+
+def _train(cfg: dict[str, Any], root: str, device: torch.device, dist_info: DistInfo, out_dir: Path
+           ) -> dict[str, Any]:
+    splits = builders.build_datasets(cfg, root)
+    train_set, info = splits["train"], splits["info"]
+    ks = parse_number_list(cfg["recalls"], "--recalls") or list(info.recall_ks)
+    num_classes = train_set.num_classes
+    class_counts = torch.bincount(train_set.labels, minlength=num_classes)
+    log.info("data %s at %s: %d training images of %d classes; evaluation %s", info.name, root, len(train_set),
+             num_classes, {k: len(v) for k, v in splits["test"].items()})
+
+    model = builders.build_model(cfg, num_classes)
+    if dist_info.is_main:
+        params, macs = models.profile(model, image_size=cfg["image_size"])
+        log.info("model %s + %s: %.2fM params | %.2fG MACs at %d px", cfg["backbone_type"], cfg["head"],
+                 params / 1e6, macs / 1e9, cfg["image_size"])
+    model.to(device)
+    if cfg["channels_last"]:
+        model.to(memory_format=torch.channels_last)
+    criterion = builders.build_criterion(cfg, num_classes, class_counts).to(device)
+    sampler = builders.build_sampler(cfg, train_set.labels, dist_info.rank, dist_info.world_size)
+    steps_per_epoch = len(sampler) if not cfg["max_steps_per_epoch"] else min(len(sampler),
+                                                                                cfg["max_steps_per_epoch"])
+    if steps_per_epoch == 0:
+        raise UserError(f"--batch_size {cfg['batch_size']} leaves no full batch in {len(train_set)} training images")
+    optimizer = builders.build_optimizer(cfg, model, criterion)
+    scheduler = builders.build_scheduler(cfg, optimizer, steps_per_epoch)
+    scaler = torch.amp.GradScaler(device.type, enabled=cfg["amp"] == "fp16")
+    progress = Progress()
+
+    resume = resolve_resume(cfg["resume"], out_dir)
+    if resume is not None:
+        progress = _load_checkpoint(resume, model, criterion, optimizer, scheduler, scaler)
+        log.info("resumed from %s at epoch %d step %d", resume, progress.epoch + 1, progress.step)
+
+    train_model = model
+    if cfg["sync_bn"] and dist_info.enabled:
+        train_model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(train_model)
+    if dist_info.enabled:
+        train_model = torch.nn.parallel.DistributedDataParallel(
+            train_model, device_ids=[device.index] if device.type == "cuda" else None)
+    if cfg["compile"]:
+        train_model = torch.compile(train_model)
+
+    run_log = RunLog(out_dir, cfg, enabled=dist_info.is_main, tensorboard=not cfg["no_tensorboard"])
+    if dist_info.is_main:
+        save_config(cfg, out_dir / "config.yaml")
+        select_on = cfg["select_on"] or ("val" if splits["val"] is not None else "test")
+        if select_on == "test":
+            log.warning("model selection on the TEST split (the papers' protocol, optimistic); "
+                        "use --val_classes for an honest validation split")
+    batches = SeededBatches(sampler, cfg["seed"], dist_info.rank, cfg["batch_size"])
+    loader = train_loader(train_set, batches, cfg["workers"], device.type == "cuda")
+    state = {"model": model, "criterion": criterion, "optimizer": optimizer, "scheduler": scheduler,
+             "scaler": scaler, "sampler": sampler, "cfg": cfg, "num_classes": num_classes, "out_dir": out_dir}
+
+    last_metrics: dict[str, Any] = {}
+    for epoch in range(progress.epoch, cfg["num_epochs"]):
+        batches.set_epoch(epoch)
+        sampler.load_state_dict({"epoch": epoch, "start": progress.step})
+        epoch_stats = train_one_epoch(train_model, criterion, optimizer, scheduler, scaler, loader, device,
+                                      cfg, dist_info, progress, steps_per_epoch, state, run_log)
+        progress.epoch, progress.step = epoch + 1, 0
+        row = {"epoch": epoch + 1, **epoch_stats}
+        if _should_evaluate(cfg, epoch):
+            if dist_info.is_main:
+                last_metrics = _evaluate_and_select(model, splits, info.protocol, ks, cfg, device, progress, row,
+                                                    run_log, epoch)
+            barrier(dist_info)
+        progress.history.append(row)
+        if dist_info.is_main:
+            run_log.epoch_end(row, progress.history, progress.global_step)
+            _save_checkpoint(out_dir / LATEST, state, progress)
+        barrier(dist_info)
+    run_log.close()
+    return {"last": last_metrics, "best": progress.best, "best_epoch": progress.best_epoch,
+            "history": progress.history}
+
+
+def train_one_epoch(model, criterion, optimizer, scheduler, scaler, loader, device, cfg, dist_info, progress,
+                    steps_per_epoch, state, run_log) -> dict[str, float]:
+    """Train from ``progress.step`` to the end of the epoch; returns the epoch's mean loss and the lr."""
+    model.train()
+    criterion.train()
+    amp_dtype = AMP_DTYPES[cfg["amp"]]
+    total, count, start_time = 0.0, 0, time.perf_counter()
+    bar = tqdm(total=steps_per_epoch, initial=progress.step, disable=not dist_info.is_main, dynamic_ncols=True,
+               desc=f"epoch {progress.epoch + 1}/{cfg['num_epochs']}")
+    for images, labels, _ in loader:
+        if progress.step >= steps_per_epoch:
+            break
+        images = images.to(device, non_blocking=True)
+        if cfg["channels_last"]:
+            images = images.contiguous(memory_format=torch.channels_last)
+        labels = labels.to(device, non_blocking=True)
+        with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+            embeddings, logits = model(images)
+        embeddings = gather_with_grad(embeddings.float(), dist_info)
+        logits = gather_with_grad(None if logits is None else logits.float(), dist_info)
+        loss, parts = criterion(embeddings, logits, all_gather_no_grad(labels, dist_info))
+        if not torch.isfinite(loss):
+            raise TrainingDiverged(f"the loss became {loss.item()} at epoch {progress.epoch + 1}, step "
+                                   f"{progress.step + 1}; stopped without saving. The last good checkpoint is "
+                                   f"{Path(cfg['output_dir']) / LATEST} (if one was written): lower --lr, "
+                                   "use --grad_clip, or --amp off")
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        if cfg["grad_clip"] > 0:
+            scaler.unscale_(optimizer)
+            torch.nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]],
+                                           cfg["grad_clip"])
+        scaler.step(optimizer)
+        scaler.update()
+        scheduler.step()
+        progress.step += 1
+        progress.global_step += 1
+        total, count = total + loss.item(), count + 1
+        bar.set_postfix(loss=f"{loss.item():.4f}", lr=f"{optimizer.param_groups[0]['lr']:.2e}")
+        bar.update(1)
+        run_log.step(progress.global_step, loss.item(), parts, optimizer, getattr(criterion, "das_stats", None))
+        if cfg["checkpoint_every"] and progress.step % cfg["checkpoint_every"] == 0 and dist_info.is_main \
+                and progress.step < steps_per_epoch:
+            _save_checkpoint(Path(cfg["output_dir"]) / LATEST, state, progress)
+    bar.close()
+    elapsed = time.perf_counter() - start_time
+    return {"loss": total / max(count, 1), "lr": optimizer.param_groups[0]["lr"],
+            "images_per_s": count * cfg["batch_size"] * dist_info.world_size / max(elapsed, 1e-9)}
+
+
+def _should_evaluate(cfg: dict[str, Any], epoch: int) -> bool:
+    last = epoch + 1 == cfg["num_epochs"]
+    return last or (cfg["eval_every"] > 0 and (epoch + 1) % cfg["eval_every"] == 0)
+
+
+def _evaluate_and_select(model, splits, protocol, ks, cfg, device, progress, row, run_log, epoch
+                         ) -> dict[str, Any]:
+    """Evaluate test (and val) splits, log them, and keep the best model + feature database."""
+    from evaluation import save_database
+
+    amp_dtype = AMP_DTYPES[cfg["amp"]]
+    test_metrics, database = evaluate_split(model, splits["test"], protocol, ks, cfg, device, amp_dtype)
+    row.update({f"test_{k}": v for k, v in test_metrics.items()})
+    metrics = {"test": test_metrics}
+    if splits["val"] is not None:
+        val_metrics, _ = evaluate_split(model, {"val": splits["val"]}, "leave_one_out", ks, cfg, device, amp_dtype)
+        row.update({f"val_{k}": v for k, v in val_metrics.items()})
+        metrics["val"] = val_metrics
+    select_on = cfg["select_on"] or ("val" if splits["val"] is not None else "test")
+    key = cfg["select_metric"]
+    if key not in metrics[select_on]:
+        raise UserError(f"--select_metric {key} is not computed; available: {sorted(metrics[select_on])}")
+    score = metrics[select_on][key]
+    log.info("epoch %d: %s", epoch + 1, "  ".join(f"{s}/{k} {v:.4f}" for s, m in metrics.items()
+                                                   for k, v in m.items() if isinstance(v, float)))
+    out_dir = Path(cfg["output_dir"])
+    if score > progress.best:
+        progress.best, progress.best_epoch = score, epoch + 1
+        model_cfg = model_config(cfg, splits["train"].num_classes)
+        atomic_save({"model": model.state_dict(), "model_config": model_cfg, "config": cfg, "epoch": epoch + 1,
+                     "metrics": metrics}, out_dir / BEST_MODEL)
+        save_database(out_dir / BEST_DATABASE, query=database["query"], gallery=database["gallery"],
+                      checkpoint=str(out_dir / BEST_MODEL), config=cfg)
+        log.info("new best %s/%s %.4f at epoch %d: saved %s and %s", select_on, key, score, epoch + 1, BEST_MODEL,
+                 BEST_DATABASE)
+    run_log.evaluation(epoch + 1, metrics, database, out_dir)
+    return metrics
+
+
+def _save_checkpoint(path: Path, state: dict[str, Any], progress: Progress) -> None:
+    cfg = state["cfg"]
+    atomic_save({"model": state["model"].state_dict(), "criterion": state["criterion"].state_dict(),
+                 "optimizer": state["optimizer"].state_dict(), "scheduler": state["scheduler"].state_dict(),
+                 "scaler": state["scaler"].state_dict(), "sampler": state["sampler"].state_dict(),
+                 "progress": progress.__dict__, "rng": rng_state(), "config": cfg,
+                 "model_config": model_config(cfg, state["num_classes"])}, path)
+
+
+def _load_checkpoint(path: Path, model, criterion, optimizer, scheduler, scaler) -> Progress:
+    ckpt = load_file(path)
+    missing = [k for k in ("model", "criterion", "optimizer", "scheduler", "progress", "rng") if k not in ckpt]
+    if missing:
+        raise UserError(f"{path} cannot be resumed from: it lacks {missing} (is it a model_best.pth?)")
+    models.load_model_state(model, ckpt["model"])
+    criterion.load_state_dict(ckpt["criterion"])
+    optimizer.load_state_dict(ckpt["optimizer"])
+    scheduler.load_state_dict(ckpt["scheduler"])
+    scaler.load_state_dict(ckpt["scaler"])
+    set_rng_state(ckpt["rng"])
+    return Progress(**ckpt["progress"])

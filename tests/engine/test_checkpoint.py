@@ -1,0 +1,50 @@
+"""Atomic checkpoint writes and RNG state round trips."""
+import random
+
+import numpy as np
+import pytest
+import torch
+
+from engine.checkpoint import atomic_save, load_file, resolve_resume, rng_state, set_rng_state
+from utils.errors import UserError
+
+
+class Unpicklable:
+    def __reduce__(self):
+        raise RuntimeError("simulated crash while writing")
+
+
+def test_atomic_save_replaces_whole_file(tmp_path):
+    path = tmp_path / "ckpt.pth"
+    atomic_save({"step": 1}, path)
+    atomic_save({"step": 2}, path)
+    assert load_file(path) == {"step": 2}
+    assert [p.name for p in tmp_path.iterdir()] == ["ckpt.pth"]
+
+
+def test_failed_save_keeps_previous_file_and_leaves_no_temp(tmp_path):
+    path = tmp_path / "ckpt.pth"
+    atomic_save({"step": 1}, path)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        atomic_save({"step": 2, "bad": Unpicklable()}, path)
+    assert load_file(path) == {"step": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["ckpt.pth"]
+
+
+def test_corrupt_and_missing_checkpoints_are_user_errors(tmp_path):
+    bad = tmp_path / "bad.pth"
+    bad.write_bytes(b"not a checkpoint")
+    with pytest.raises(UserError, match="cannot read checkpoint .*bad.pth"):
+        load_file(bad)
+    with pytest.raises(UserError, match="checkpoint not found"):
+        load_file(tmp_path / "missing.pth")
+    with pytest.raises(UserError, match="--resume latest: no checkpoint"):
+        resolve_resume("latest", tmp_path)
+    assert resolve_resume(None, tmp_path) is None
+
+
+def test_rng_state_round_trip():
+    state = rng_state()
+    expected = (random.random(), np.random.rand(), torch.rand(1).item())
+    set_rng_state(state)
+    assert (random.random(), np.random.rand(), torch.rand(1).item()) == expected

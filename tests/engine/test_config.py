@@ -1,0 +1,69 @@
+"""Config resolution: defaults < YAML < explicit flags; unknown keys and bad combinations are rejected."""
+import pytest
+
+from engine.config import parse_key_values, resolve_config
+from utils.errors import UserError
+
+
+def write(tmp_path, text):
+    path = tmp_path / "run.yaml"
+    path.write_text(text)
+    return str(path)
+
+
+def test_defaults_then_yaml_then_flags(tmp_path):
+    cfg_file = write(tmp_path, "lr: 0.5\nbatch_size: 16\nhead: cgd\n")
+    cfg = resolve_config(["--config", cfg_file, "--lr", "0.25"])
+    assert cfg["lr"] == 0.25  # the flag wins over the file
+    assert cfg["batch_size"] == 16  # the file wins over the default
+    assert cfg["head"] == "cgd"
+    assert cfg["num_epochs"] == 20  # untouched default
+
+
+def test_flag_equal_to_default_still_beats_yaml(tmp_path):
+    cfg = resolve_config(["--config", write(tmp_path, "lr: 0.5\n"), "--lr", "1e-4"])
+    assert cfg["lr"] == 1e-4
+
+
+def test_boolean_flags_beat_yaml(tmp_path):
+    cfg = resolve_config(["--config", write(tmp_path, "frozen_bn: false\n"), "--frozen_bn"])
+    assert cfg["frozen_bn"] is True
+
+
+def test_yaml_loss_list_is_kept(tmp_path):
+    cfg = resolve_config(["--config", write(tmp_path, "loss:\n  - {name: ls_ce, smoothing: 0.1}\n"
+                                                      "  - {name: batch_hard_triplet, margin: 0.1}\n")])
+    assert cfg["loss"][1] == {"name": "batch_hard_triplet", "margin": 0.1}
+
+
+def test_unknown_yaml_key_is_named(tmp_path):
+    with pytest.raises(UserError, match=r"unknown keys \['learning_rate'\]"):
+        resolve_config(["--config", write(tmp_path, "learning_rate: 0.1\n")])
+
+
+def test_missing_and_invalid_yaml(tmp_path):
+    with pytest.raises(UserError, match="file not found"):
+        resolve_config(["--config", str(tmp_path / "nope.yaml")])
+    with pytest.raises(UserError, match="not valid YAML"):
+        resolve_config(["--config", write(tmp_path, "a: [1,\n")])
+    with pytest.raises(UserError, match="must hold a mapping"):
+        resolve_config(["--config", write(tmp_path, "- 1\n- 2\n")])
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--batch_size", "30", "--samples_per_class", "4"], "multiple of --samples_per_class"),
+    (["--detach"], "only apply with --das"),
+    (["--select_on", "val"], "needs --val_classes"),
+    (["--crop_type", "cropped", "--data_name", "sop"], "only for CUB and CARS"),
+    (["--compile", "--deterministic"], "cannot be combined"),
+    (["--das", "--das_dfs_scale_left", "2", "--das_dfs_scale_right", "1"], "must not exceed"),
+])
+def test_incompatible_combinations(argv, message):
+    with pytest.raises(UserError, match=message):
+        resolve_config(argv)
+
+
+def test_key_values():
+    assert parse_key_values(["a=1", "b=x", "c=0.5", "d=true"], "--x") == {"a": 1, "b": "x", "c": 0.5, "d": True}
+    with pytest.raises(UserError, match="--x expects KEY=VALUE"):
+        parse_key_values(["oops"], "--x")
