@@ -1,8 +1,8 @@
 """Run configuration: argparse flags, YAML files and their merge into one resolved config.
 
 Precedence (lowest to highest): flag defaults < ``--config FILE`` (YAML) < flags given on the command line.
-The YAML file uses the flag names as keys (``gd_config: SG``), plus list-valued nodes where a flag can
-only say less (``loss: [{name: ls_ce, smoothing: 0.1}, {name: batch_hard_triplet, margin: 0.1}]``).
+The YAML file uses the flag names as keys (``gd_config: SG``), may start from another file
+(``base: base.yaml``), and may use list-valued nodes where a flag can only say less (``loss: [{name: ls_ce, smoothing: 0.1}, {name: batch_hard_triplet, margin: 0.1}]``).
 Unknown keys and incompatible combinations raise :class:`UserError` naming them; the resolved config is
 saved with every run (``config.yaml``) and inside every checkpoint.
 """
@@ -17,6 +17,11 @@ import yaml
 from utils.errors import UserError
 
 AMP_CHOICES = ("off", "bf16", "fp16")
+
+# Without --data_path the run uses the built-in synthetic dataset; these settings (unless given by a flag or
+# the YAML file) make that default run a one-minute CPU job from random weights.
+QUICK_RECIPE = {"image_size": 64, "num_epochs": 6, "batch_size": 32, "samples_per_class": 4, "lr": 1e-3,
+                "milestones": "0.7", "eval_every": 2}
 
 
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
@@ -64,8 +69,8 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
                    help="loss hyper-parameter (repeatable), e.g. triplet.margin=0.1")
     g.add_argument("--sampler", default="m_per_class", help="m_per_class, class_random, identity, shuffle")
     g.add_argument("--samples_per_class", type=int, default=4)
-    g.add_argument("--das", "--embedding_producer_used", dest="das", action="store_true",
-                   help="densely-anchored sampling (DFS + MTS)")
+    g.add_argument("--das", "--embedding_producer_used", dest="das", action=argparse.BooleanOptionalAction,
+                   default=False, help="densely-anchored sampling (DFS + MTS)")
     g.add_argument("--das_num_produce", type=int, default=3)
     g.add_argument("--das_dfs_num_scale", type=int, default=4)
     g.add_argument("--das_dfs_scale_left", type=float, default=0.5)
@@ -135,17 +140,23 @@ def _explicit_flags(parser: argparse.ArgumentParser, argv: list[str] | None) -> 
     return set(vars(known))
 
 
-def load_yaml(path: str | Path) -> dict[str, Any]:
+def load_yaml(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """Read a config file; a ``base: other.yaml`` key (relative to the file) is loaded first and overridden."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"--config: file not found: {path}")
+    if path.resolve() in _seen:
+        raise UserError(f"--config: {path} includes itself through 'base:'")
     try:
         content = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as err:
         raise UserError(f"--config: {path} is not valid YAML: {err}") from None
     if not isinstance(content, dict):
         raise UserError(f"--config: {path} must hold a mapping of option: value, got {type(content).__name__}")
-    return content
+    base = content.pop("base", None)
+    if base is None:
+        return content
+    return {**load_yaml(path.parent / base, (*_seen, path.resolve())), **content}
 
 
 def resolve_config(argv: list[str] | None = None,
@@ -154,16 +165,15 @@ def resolve_config(argv: list[str] | None = None,
     parser = parser or get_args_parser()
     args = parser.parse_args(argv)
     cfg = vars(args)
-    if args.config:
-        file_cfg = load_yaml(args.config)
-        unknown = sorted(set(file_cfg) - set(cfg))
-        if unknown:
-            raise UserError(f"--config {args.config}: unknown keys {unknown}; valid keys are the train.py "
-                            "flag names (see train.py --help)")
-        explicit = _explicit_flags(parser, argv)
-        for key, value in file_cfg.items():
-            if key not in explicit:
-                cfg[key] = value
+    explicit = _explicit_flags(parser, argv)
+    file_cfg = load_yaml(args.config) if args.config else {}
+    unknown = sorted(set(file_cfg) - set(cfg))
+    if unknown:
+        raise UserError(f"--config {args.config}: unknown keys {unknown}; valid keys are the train.py "
+                        "flag names (see train.py --help)")
+    cfg.update({k: v for k, v in file_cfg.items() if k not in explicit})
+    if not cfg["data_path"]:
+        cfg.update({k: v for k, v in QUICK_RECIPE.items() if k not in explicit and k not in file_cfg})
     validate_config(cfg)
     return cfg
 

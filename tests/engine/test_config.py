@@ -12,7 +12,7 @@ def write(tmp_path, text):
 
 
 def test_defaults_then_yaml_then_flags(tmp_path):
-    cfg_file = write(tmp_path, "lr: 0.5\nbatch_size: 16\nhead: cgd\n")
+    cfg_file = write(tmp_path, "lr: 0.5\nbatch_size: 16\nhead: cgd\ndata_path: /data/cub\n")
     cfg = resolve_config(["--config", cfg_file, "--lr", "0.25"])
     assert cfg["lr"] == 0.25  # the flag wins over the file
     assert cfg["batch_size"] == 16  # the file wins over the default
@@ -67,3 +67,29 @@ def test_key_values():
     assert parse_key_values(["a=1", "b=x", "c=0.5", "d=true"], "--x") == {"a": 1, "b": "x", "c": 0.5, "d": True}
     with pytest.raises(UserError, match="--x expects KEY=VALUE"):
         parse_key_values(["oops"], "--x")
+
+
+def test_base_inheritance_and_cycles(tmp_path):
+    (tmp_path / "base.yaml").write_text("lr: 0.5\nbatch_size: 16\n")
+    (tmp_path / "child.yaml").write_text("base: base.yaml\nbatch_size: 8\n")
+    cfg = resolve_config(["--config", str(tmp_path / "child.yaml")])
+    assert (cfg["lr"], cfg["batch_size"]) == (0.5, 8)
+    (tmp_path / "loop.yaml").write_text("base: loop.yaml\n")
+    with pytest.raises(UserError, match="includes itself"):
+        resolve_config(["--config", str(tmp_path / "loop.yaml")])
+
+
+def test_every_shipped_config_resolves():
+    from pathlib import Path
+
+    for path in sorted(Path("configs").rglob("*.yaml")):
+        if path.name != "base.yaml":
+            cfg = resolve_config(["--config", str(path)])
+            assert cfg["backbone_type"] and cfg["head"], path
+
+
+def test_quick_recipe_applies_only_to_the_builtin_data(tmp_path):
+    quick = resolve_config([])
+    assert quick["image_size"] == 64 and quick["data_path"] is None
+    assert resolve_config(["--image_size", "96"])["image_size"] == 96
+    assert resolve_config(["--data_path", str(tmp_path)])["image_size"] == 224

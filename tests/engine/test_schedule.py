@@ -9,7 +9,7 @@ from engine.config import resolve_config
 
 
 def lrs(argv, steps_per_epoch):
-    cfg = resolve_config(argv)
+    cfg = resolve_config(["--data_path", "unused", *argv])
     opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=cfg["lr"])
     sched = build_scheduler(cfg, opt, steps_per_epoch)
     out = []

@@ -1,0 +1,125 @@
+"""Runs the rows of a paper-table script (``scripts/*.sh``): for real, as a dry run, or as a smoke test.
+
+The shell scripts list one row per line on stdin, ``NAME<TAB>ENTRY ARGS``, where ENTRY is ``train`` or
+``eval`` (``test.py --eval``) and ARGS may contain ``{root}`` (the data root given to the script).
+
+- ``--mode run``: each row as its own ``python train.py ...`` process, run folder ``runs/<table>/<NAME>``;
+- ``--mode dry``: prints each command and the hyper-parameters it resolves to, runs nothing;
+- ``--mode smoke``: every row in this process for a few steps on synthetic data in the dataset's real
+  layout (small images, random weights), then ``N passed, M failed``.
+"""
+from __future__ import annotations
+
+import argparse
+import shlex
+import subprocess
+import sys
+import tempfile
+import traceback
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from engine.config import resolve_config  # noqa: E402
+
+SMOKE = {"num_epochs": 1, "max_steps_per_epoch": 2, "image_size": 32, "workers": 0, "eval_batch_size": 64,
+         "pretrained": None, "no_tensorboard": True, "eval_every": 1}
+SUMMARY_KEYS = ("data_name", "crop_type", "backbone_type", "head", "gd_config", "pooling", "feature_dim",
+                "loss", "miner", "sampler", "samples_per_class", "batch_size", "optimizer", "lr", "weight_decay",
+                "num_epochs", "milestones", "gamma", "transform", "das", "das_num_produce", "das_dfs_num_scale",
+                "das_dfs_scale_left", "das_dfs_scale_right", "das_mts_scale", "detach", "aux_loss")
+
+
+def read_rows(stream) -> list[tuple[str, str, list[str]]]:
+    rows = []
+    for line in stream:
+        if line.strip():
+            name, _, command = line.rstrip("\n").partition("\t")
+            entry, *args = shlex.split(command)
+            rows.append((name, entry, args))
+    return rows
+
+
+def summary(cfg: dict[str, Any]) -> str:
+    return " ".join(f"{k}={cfg[k]}" for k in SUMMARY_KEYS if k in cfg and cfg[k] not in (None, False))
+
+
+def dry_run(table: str, rows, root: str, extra: list[str]) -> int:
+    for name, entry, args in rows:
+        args = [a.replace("{root}", root or "DATA_ROOT") for a in args] + extra
+        script = "train.py" if entry == "train" else "test.py --eval"
+        print(f"# {table}/{name}\npython {script} {shlex.join(args)}")
+        if entry == "train":
+            print(f"#   {summary(resolve_config(args))}")
+    return 0
+
+
+def real_run(table: str, rows, root: str, extra: list[str]) -> int:
+    for name, entry, args in rows:
+        args = [a.replace("{root}", root) for a in args] + extra
+        if entry == "train":
+            command = [sys.executable, "train.py", *args, "--output_dir", f"runs/{table}/{name}"]
+        else:
+            command = [sys.executable, "test.py", "--eval", *args, "--json", f"runs/{table}/{name}.json"]
+        print(f"== {table}/{name}: {shlex.join(command)}", flush=True)
+        if subprocess.run(command, cwd=REPO).returncode:
+            print(f"{table}/{name} failed; stopping", file=sys.stderr)
+            return 1
+    return 0
+
+
+def smoke_run(table: str, rows, extra: list[str]) -> int:
+    """Every row for two steps on synthetic data; returns 1 if any row fails."""
+    import data
+    from engine.trainer import train
+    from test import evaluate_checkpoint_args
+
+    cache = Path(tempfile.gettempdir()) / "metric_retrieval_smoke"
+    passed, failed = 0, []
+    for name, entry, args in rows:
+        try:
+            if entry == "train":
+                cfg = resolve_config([a.replace("{root}", "UNUSED") for a in args] + extra)
+                layout = data.get_benchmark(cfg["data_name"]).name
+                cfg.update(SMOKE, data_path=str(data.ensure_smoke_dataset(layout, cache)),
+                           output_dir=str(cache / "runs" / table / name),
+                           batch_size=_smoke_batch(cfg), checkpoint_every=0, resume=None)
+                train(cfg)
+            else:
+                evaluate_checkpoint_args(args, smoke_cache=cache)
+            passed += 1
+            print(f"ok   {table}/{name}", flush=True)
+        except Exception:  # a smoke test reports every failing row, then fails as a whole
+            failed.append(name)
+            print(f"FAIL {table}/{name}\n{traceback.format_exc()}", flush=True)
+    print(f"{passed} passed, {len(failed)} failed")
+    return 1 if failed else 0
+
+
+def _smoke_batch(cfg: dict[str, Any]) -> int:
+    """A small batch that keeps the sampler's classes-per-batch structure."""
+    if cfg["sampler"] == "shuffle":
+        return 16
+    return 4 * cfg["samples_per_class"]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--table", required=True)
+    parser.add_argument("--mode", choices=("run", "dry", "smoke"), required=True)
+    parser.add_argument("--data_root", default="")
+    parser.add_argument("extra", nargs=argparse.REMAINDER, help="extra flags for every row, after --")
+    args = parser.parse_args()
+    extra = args.extra[1:] if args.extra[:1] == ["--"] else args.extra
+    rows = read_rows(sys.stdin)
+    if args.mode == "dry":
+        return dry_run(args.table, rows, args.data_root, extra)
+    if args.mode == "smoke":
+        return smoke_run(args.table, rows, extra)
+    return real_run(args.table, rows, args.data_root, extra)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
