@@ -2,7 +2,8 @@
 
 Precedence (lowest to highest): flag defaults < ``--config FILE`` (YAML) < flags given on the command line.
 The YAML file uses the flag names as keys (``gd_config: SG``), may start from another file
-(``base: base.yaml``), and may use list-valued nodes where a flag can only say less (``loss: [{name: ls_ce, smoothing: 0.1}, {name: batch_hard_triplet, margin: 0.1}]``).
+(``base: base.yaml``), and may use list-valued nodes where a flag can only say less
+(``loss: [{name: ls_ce, smoothing: 0.1}, {name: batch_hard_triplet, margin: 0.1}]``).
 Unknown keys and incompatible combinations raise :class:`UserError` naming them; the resolved config is
 saved with every run (``config.yaml``) and inside every checkpoint.
 """

@@ -11,6 +11,7 @@ import torch
 
 import evaluation
 from engine.loading import eval_loader
+from utils.errors import UserError
 
 
 def embed(model: torch.nn.Module, dataset: Any, cfg: dict[str, Any], device: torch.device,
@@ -38,3 +39,64 @@ def evaluate_split(model: torch.nn.Module, splits: dict[str, Any], protocol: str
         None if gallery is None else gallery["embeddings"], None if gallery is None else gallery["labels"],
         ks=tuple(ks), backend=cfg["knn_backend"], chunk_size=cfg["eval_chunk_size"])
     return metrics, {"query": query, "gallery": gallery}
+
+
+def _qe_spec(text: str | None, dba: int) -> dict[str, Any] | None:
+    """``aqe:K`` or ``alpha:K:ALPHA`` (and/or DBA with K neighbours) → ``evaluate_landmarks``'s ``qe`` dict."""
+    if not text and not dba:
+        return None
+    method, *rest = (text or "none").split(":")
+    try:
+        spec = {"method": method, "k": int(rest[0]) if rest else 0, "dba_k": dba}
+        if len(rest) > 1:
+            spec["alpha"] = float(rest[1])
+    except ValueError:
+        raise UserError(f"--qe expects aqe:K or alpha:K:ALPHA, got {text!r}") from None
+    if method not in ("aqe", "alpha", "none"):
+        raise UserError(f"--qe method must be aqe, alpha or none, got {method!r}")
+    return spec
+
+
+def build_eval_model(args: Any, device: torch.device) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """The model of ``--checkpoint``, or one built from ``--backbone_type/--head/...`` (landmark off-the-shelf)."""
+    import models
+    from engine.checkpoint import load_model
+    from engine.config import parse_key_values
+
+    if args.checkpoint:
+        model, ckpt = load_model(args.checkpoint, device)
+        return model, ckpt.get("config", {})
+    if not args.backbone_type or not args.head:
+        raise UserError("--eval needs --checkpoint, or --backbone_type and --head for an off-the-shelf model")
+    options = parse_key_values(args.model_option, "--model_option")
+    if args.pretrained:
+        options["pretrained"] = args.pretrained
+    model = models.build_model(args.backbone_type, args.head, args.feature_dim, 0, **options)
+    return model.to(device).eval(), {}
+
+
+def evaluate_checkpoint(args: Any) -> dict[str, Any]:
+    """``test.py --eval``: the dataset's test protocol on a saved or off-the-shelf model; returns metrics."""
+    import data
+    from engine.config import parse_number_list
+    from engine.trainer import resolve_device
+
+    device = resolve_device(args.device)
+    model, run_cfg = build_eval_model(args, device)
+    info = data.get_benchmark(args.data_name)
+    if info.protocol == "landmark":
+        landmarks = data.load_landmark_dataset(info.name, args.data_path)
+        transform = data.build_transform("landmark", train=False, image_size=args.imsize)
+        scales = parse_number_list(args.scales, "--scales", float) or [1.0]
+        return evaluation.evaluate_landmarks(model, landmarks, device, transform, imsize=args.imsize, scales=scales,
+                                             whitening=args.whitening, qe=_qe_spec(args.qe, args.dba),
+                                             num_workers=args.workers)
+    cfg = {"eval_batch_size": args.eval_batch_size, "workers": args.workers, "knn_backend": args.knn_backend,
+           "eval_chunk_size": None}
+    transform = data.build_transform(run_cfg.get("transform", args.transform), train=False,
+                                     image_size=run_cfg.get("image_size", args.image_size))
+    splits = {s: data.build_dataset(info.name, args.data_path, s, transform=transform,
+                                    crop=args.crop_type == "cropped") for s in info.eval_splits}
+    ks = parse_number_list(args.recalls, "--recalls") or list(info.recall_ks)
+    metrics, _ = evaluate_split(model, splits, info.protocol, ks, cfg, device, None)
+    return metrics

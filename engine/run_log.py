@@ -104,7 +104,7 @@ class RunLog:
         import numpy as np
         from PIL import Image
 
-        from evaluation import montage_for_query
+        from engine.query import montage_for_query
 
         png = out_dir / "montages" / f"epoch_{epoch:03d}.png"
         montage_for_query(database, query_index=0, k=min(8, len(database["query"]["paths"]) - 1), out_png=png)

@@ -73,8 +73,10 @@ def real_run(table: str, rows, root: str, extra: list[str]) -> int:
 def smoke_run(table: str, rows, extra: list[str]) -> int:
     """Every row for two steps on synthetic data; returns 1 if any row fails."""
     import data
+    from engine.evaluate import evaluate_checkpoint
     from engine.trainer import train
-    from test import evaluate_checkpoint_args
+
+    test_cli = _load_test_cli()
 
     cache = Path(tempfile.gettempdir()) / "metric_retrieval_smoke"
     passed, failed = 0, []
@@ -83,12 +85,15 @@ def smoke_run(table: str, rows, extra: list[str]) -> int:
             if entry == "train":
                 cfg = resolve_config([a.replace("{root}", "UNUSED") for a in args] + extra)
                 layout = data.get_benchmark(cfg["data_name"]).name
-                cfg.update(SMOKE, data_path=str(data.ensure_smoke_dataset(layout, cache)),
+                cfg.update(SMOKE, data_path=str(smoke_dataset(layout, cache)),
                            output_dir=str(cache / "runs" / table / name),
                            batch_size=_smoke_batch(cfg), checkpoint_every=0, resume=None)
                 train(cfg)
             else:
-                evaluate_checkpoint_args(args, smoke_cache=cache)
+                eval_args = test_cli.get_args_parser().parse_args(["--eval", *args, *extra])
+                eval_args.data_path = str(smoke_dataset(data.get_benchmark(eval_args.data_name).name, cache))
+                eval_args.imsize, eval_args.pretrained, eval_args.workers = 64, None, 0
+                evaluate_checkpoint(eval_args)
             passed += 1
             print(f"ok   {table}/{name}", flush=True)
         except Exception:  # a smoke test reports every failing row, then fails as a whole
@@ -96,6 +101,23 @@ def smoke_run(table: str, rows, extra: list[str]) -> int:
             print(f"FAIL {table}/{name}\n{traceback.format_exc()}", flush=True)
     print(f"{passed} passed, {len(failed)} failed")
     return 1 if failed else 0
+
+
+def smoke_dataset(layout: str, cache: Path) -> Path:
+    """A miniature synthetic copy of a benchmark in its real layout (made once, then reused)."""
+    import data
+
+    return Path(data.ensure_synthetic(layout, cache / layout, image_size=(32, 32), images_per_class=2, seed=0))
+
+
+def _load_test_cli():
+    """``test.py`` as a module (the name ``test`` would otherwise resolve to Python's own test package)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("test_cli", REPO / "test.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def _smoke_batch(cfg: dict[str, Any]) -> int:
