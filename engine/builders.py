@@ -75,21 +75,20 @@ def _is_embedding_loss(name: str) -> bool:
         getattr(losses.LOSSES.get(name), "accepts_miner", True)
 
 
-def build_das(cfg: dict[str, Any], num_classes: int) -> torch.nn.Module | None:
+def das_options(cfg: dict[str, Any]) -> dict[str, Any] | None:
+    """``samplers.DAS`` keyword options from the DAS flags (the criterion adds class count and dimension)."""
     if not cfg["das"]:
         return None
-    return samplers.DAS(num_classes=num_classes, dim=cfg["feature_dim"], num_produce=cfg["das_num_produce"],
-                        dfs_num_scale=cfg["das_dfs_num_scale"], dfs_scale_left=cfg["das_dfs_scale_left"],
-                        dfs_scale_right=cfg["das_dfs_scale_right"],
-                        mts_num_transformation_bank=cfg["das_mts_num_transformation_bank"],
-                        mts_scale=cfg["das_mts_scale"], normalize=not cfg["das_not_normalize"],
-                        detach=cfg["detach"], seed=cfg["seed"])
+    return {"num_produce": cfg["das_num_produce"], "dfs_num_scale": cfg["das_dfs_num_scale"],
+            "dfs_scale_left": cfg["das_dfs_scale_left"], "dfs_scale_right": cfg["das_dfs_scale_right"],
+            "mts_num_transformation_bank": cfg["das_mts_num_transformation_bank"], "mts_scale": cfg["das_mts_scale"],
+            "normalize": not cfg["das_not_normalize"], "detach": cfg["detach"], "seed": cfg["seed"]}
 
 
 def build_criterion(cfg: dict[str, Any], num_classes: int, class_counts: torch.Tensor) -> torch.nn.Module:
     try:
         return losses.build_criterion(loss_terms(cfg), num_classes=num_classes, embedding_dim=cfg["feature_dim"],
-                                      class_counts=class_counts, das=build_das(cfg, num_classes),
+                                      class_counts=class_counts, das=das_options(cfg),
                                       aux_loss_weight=cfg["aux_loss_weight"] if cfg["aux_loss"] else None)
     except TypeError as err:
         raise UserError(f"loss options: {err}") from None

@@ -1,0 +1,93 @@
+"""Metric-learning losses, batch miners and the weighted training criterion.
+
+``build_loss(name, **hparams)``, ``build_miner(name, **kw)`` and ``build_criterion(terms, ...)`` are the entry
+points; ``LOSSES`` / ``MINERS`` are the registries (``list_losses()`` / ``list_miners()`` name them).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from torch import nn
+
+from losses._registry import LOSSES, MINERS, check_kwargs
+from losses.arcface import ArcFaceLoss
+from losses.base import EmbeddingLoss, LogitsLoss
+from losses.batch_hard_triplet import BatchHardTripletLoss
+from losses.binomial import BinomialDevianceLoss
+from losses.contrastive import ContrastiveLoss
+from losses.criterion import Criterion, build_criterion
+from losses.lifted import LiftedLoss
+from losses.ls_ce import LabelSmoothingCELoss, balanced_class_weights
+from losses.margin import MarginLoss
+from losses.miners import (
+    BaseMiner,
+    BatchHardMiner,
+    DistanceWeightedMiner,
+    LiftedMiner,
+    NPairMiner,
+    RandomMiner,
+    SemihardMiner,
+)
+from losses.multi_similarity import MultiSimilarityLoss
+from losses.normalized_softmax import NormalizedSoftmaxLoss
+from losses.npair import NPairLoss
+from losses.proxy_anchor import ProxyAnchorLoss
+from losses.proxy_nca import ProxyNCALoss
+from losses.triplet import TripletLoss
+
+
+def build_loss(name: str, **hparams: Any) -> nn.Module:
+    """Build a registered loss; an unknown name lists the known ones, an unknown hparam is a TypeError."""
+    cls = LOSSES.get(name)
+    check_kwargs("loss", name, cls, hparams)
+    return cls(**hparams)
+
+
+def build_miner(name: str, **kwargs: Any) -> nn.Module:
+    """Build a registered miner (``generator=`` gives it its own ``torch.Generator``)."""
+    cls = MINERS.get(name)
+    check_kwargs("miner", name, cls, kwargs)
+    return cls(**kwargs)
+
+
+def list_losses() -> list[str]:
+    return LOSSES.names()
+
+
+def list_miners() -> list[str]:
+    return MINERS.names()
+
+
+__all__ = [
+    "LOSSES",
+    "MINERS",
+    "ArcFaceLoss",
+    "BaseMiner",
+    "BatchHardMiner",
+    "BatchHardTripletLoss",
+    "BinomialDevianceLoss",
+    "ContrastiveLoss",
+    "Criterion",
+    "DistanceWeightedMiner",
+    "EmbeddingLoss",
+    "LabelSmoothingCELoss",
+    "LiftedLoss",
+    "LiftedMiner",
+    "LogitsLoss",
+    "MarginLoss",
+    "MultiSimilarityLoss",
+    "NPairLoss",
+    "NPairMiner",
+    "NormalizedSoftmaxLoss",
+    "ProxyAnchorLoss",
+    "ProxyNCALoss",
+    "RandomMiner",
+    "SemihardMiner",
+    "TripletLoss",
+    "balanced_class_weights",
+    "build_criterion",
+    "build_loss",
+    "build_miner",
+    "list_losses",
+    "list_miners",
+]

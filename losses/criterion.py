@@ -1,0 +1,203 @@
+"""The training criterion: a weighted sum of registered losses, each reading the field it needs.
+
+A term is ``{"name": "triplet", "weight": 1.0, "miner": "semihard" | {"name": ..., **kw} | None, **hparams}``.
+Embedding terms (``input == "embedding"``) read the embedding and use their miner; logits terms read the
+model's classifier logits. CGD, for instance, is ``[{"name": "ls_ce"}, {"name": "batch_hard_triplet"}]``.
+
+DAS (spec-training §1.1) lives here: with ``das`` the embedding terms see ``das(embeddings, labels)`` —
+real rows first, then the generated ones — while logits terms see only the real rows. With
+``aux_loss_weight = w`` each embedding term becomes ``L(real) + w · L(real + generated)`` (DAS ``--aux_loss``).
+In eval mode DAS passes its input through, so a validation loss never sees generated rows.
+
+Embeddings and logits in float16/bfloat16 (autocast) are cast to float32 before mining and the losses.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from losses._registry import LOSSES, MINERS, accepted_kwargs, check_kwargs
+
+RUNTIME_KWARGS = ("num_classes", "embedding_dim", "class_counts")
+
+
+def build_loss_with_runtime(name: str, hparams: Mapping[str, Any], runtime: Mapping[str, Any]) -> nn.Module:
+    """Build loss ``name`` from user ``hparams`` plus the runtime kwargs its constructor declares.
+
+    A user hparam the constructor does not accept is a ``TypeError`` naming the loss; runtime kwargs
+    (num_classes, embedding_dim, class_counts) are passed only where declared and never override the user.
+    """
+    cls = LOSSES.get(name)
+    check_kwargs("loss", name, cls, hparams)
+    names, _ = accepted_kwargs(cls)
+    kwargs = {k: v for k, v in runtime.items() if k in names and v is not None and k not in hparams}
+    kwargs.update(hparams)
+    return cls(**kwargs)
+
+
+def build_miner_from_spec(spec: str | Mapping[str, Any] | None, loss: nn.Module) -> nn.Module | None:
+    """A miner from ``"name"`` or ``{"name": ..., **kw}`` (or None). A miner taking ``margin`` inherits the
+    loss's ``margin`` unless given (RDML: the semihard window is the triplet loss margin)."""
+    if spec is None:
+        return None
+    if isinstance(spec, str):
+        name, kw = spec, {}
+    elif isinstance(spec, Mapping):
+        if "name" not in spec:
+            raise ValueError(f"miner spec {dict(spec)!r} needs a 'name'")
+        kw = {k: v for k, v in spec.items() if k != "name"}
+        name = spec["name"]
+    else:
+        raise TypeError(f"miner must be a name, a dict with 'name', or None; got {type(spec).__name__}")
+    cls = MINERS.get(name)
+    check_kwargs("miner", name, cls, kw)
+    names, _ = accepted_kwargs(cls)
+    if "margin" in names and "margin" not in kw and isinstance(getattr(loss, "margin", None), float):
+        kw["margin"] = loss.margin
+    return cls(**kw)
+
+
+class Criterion(nn.Module):
+    """Weighted sum of loss terms with optional miners and DAS.
+
+    Args:
+        losses: the loss modules.
+        weights: one weight per loss.
+        miners: one miner (or None) per loss; only embedding losses may have one.
+        names: the key under which each term is reported (unique).
+        das: an optional :class:`samplers.DAS` module (or any ``(emb, labels) -> (emb', labels')`` module).
+        aux_loss_weight: with DAS, the embedding part is ``L(real) + w·L(real+generated)``.
+    """
+
+    def __init__(
+        self,
+        losses: Sequence[nn.Module],
+        weights: Sequence[float],
+        miners: Sequence[nn.Module | None],
+        names: Sequence[str],
+        das: nn.Module | None = None,
+        aux_loss_weight: float | None = None,
+    ) -> None:
+        super().__init__()
+        if not (len(losses) == len(weights) == len(miners) == len(names)) or not losses:
+            raise ValueError("Criterion needs at least one term and equal numbers of losses/weights/miners/names")
+        if len(set(names)) != len(names):
+            raise ValueError(f"term names must be unique, got {list(names)}")
+        if aux_loss_weight is not None and das is None:
+            raise ValueError("aux_loss_weight only applies together with DAS (das=...)")
+        for loss, miner, name in zip(losses, miners, names, strict=True):
+            kind = getattr(loss, "input", None)
+            if kind not in ("embedding", "logits"):
+                raise TypeError(f"loss {name!r} must declare input = 'embedding' or 'logits', got {kind!r}")
+            if miner is not None and not getattr(loss, "accepts_miner", False):
+                raise ValueError(f"loss {name!r} ({type(loss).__name__}) takes no miner (it mines internally, "
+                                 "reads logits or uses proxies); drop its 'miner'")
+        self.losses = nn.ModuleList(losses)
+        self.miners = nn.ModuleList([m if m is not None else nn.Identity() for m in miners])
+        self._has_miner = [m is not None for m in miners]
+        self.weights = [float(w) for w in weights]
+        self.names = list(names)
+        self.das = das
+        self.aux_loss_weight = None if aux_loss_weight is None else float(aux_loss_weight)
+
+    def _embedding_term(self, i: int, emb: Tensor, labels: Tensor) -> Tensor:
+        loss = self.losses[i]
+        if self._has_miner[i]:
+            return loss(emb, labels, self.miners[i](emb, labels))
+        return loss(emb, labels)
+
+    def forward(
+        self, embeddings: Tensor | None, logits: Tensor | None, labels: Tensor
+    ) -> tuple[Tensor, dict[str, Tensor]]:
+        """Args: embeddings ``(B, D)``, logits ``(B, M)`` or None, labels ``(B,)`` int64.
+
+        Returns ``(total, {term name: detached unweighted term value})``; ``total = Σ weight · term``.
+        """
+        labels = labels.long()
+        if embeddings is not None and embeddings.dtype in (torch.float16, torch.bfloat16):
+            embeddings = embeddings.float()
+        if logits is not None and logits.dtype in (torch.float16, torch.bfloat16):
+            logits = logits.float()
+        emb_all, labels_all = embeddings, labels
+        use_das = self.das is not None and self.training and embeddings is not None
+        if use_das and any(loss.input == "embedding" for loss in self.losses):
+            emb_all, labels_all = self.das(embeddings, labels)
+        total: Tensor | None = None
+        values: dict[str, Tensor] = {}
+        for i, (loss, weight, name) in enumerate(zip(self.losses, self.weights, self.names, strict=True)):
+            if loss.input == "logits":
+                if logits is None:
+                    raise ValueError(f"loss {name!r} reads classifier logits but the model returned none "
+                                     "(give the model a classifier head, e.g. num_classes > 0)")
+                value = loss(logits, labels)
+            else:
+                if embeddings is None:
+                    raise ValueError(f"loss {name!r} reads the embedding but none was given")
+                value = self._embedding_term(i, emb_all, labels_all)
+                if use_das and self.aux_loss_weight is not None:
+                    value = self._embedding_term(i, embeddings, labels) + self.aux_loss_weight * value
+            values[name] = value.detach()
+            total = weight * value if total is None else total + weight * value
+        assert total is not None  # at least one term (checked in __init__)
+        return total, values
+
+    def param_groups(self, base_lr: float) -> list[dict[str, Any]]:
+        """Optimiser param groups for loss-owned parameters: one per loss that has any, with
+        ``lr = loss.lr`` if set else ``base_lr * loss.lr_multiplier``, weight decay 0, and a ``name``."""
+        groups = []
+        for loss, name in zip(self.losses, self.names, strict=True):
+            params = [p for p in loss.parameters() if p.requires_grad]
+            if not params:
+                continue
+            lr = getattr(loss, "lr", None)
+            lr = float(lr) if lr is not None else float(base_lr) * float(getattr(loss, "lr_multiplier", 1.0))
+            groups.append({"params": params, "lr": lr, "weight_decay": 0.0, "name": f"loss.{name}"})
+        return groups
+
+
+def build_criterion(
+    terms: Sequence[Mapping[str, Any]],
+    *,
+    num_classes: int | None = None,
+    embedding_dim: int | None = None,
+    class_counts: Sequence[int] | Tensor | None = None,
+    das: nn.Module | Mapping[str, Any] | None = None,
+    aux_loss_weight: float | None = None,
+) -> Criterion:
+    """Build a :class:`Criterion` from term dicts (see the module docstring).
+
+    ``das`` is a DAS module or a dict of :class:`samplers.DAS` keyword arguments (``num_classes`` and
+    ``embedding_dim`` are filled in). Term names are the loss names, suffixed ``_2``, ``_3`` ... on repeats,
+    or a term's explicit ``"key"``.
+    """
+    if isinstance(terms, Mapping) or not terms:
+        raise ValueError("terms must be a non-empty list of {'name': ..., 'weight': ..., ...} dicts")
+    runtime = {"num_classes": num_classes, "embedding_dim": embedding_dim, "class_counts": class_counts}
+    losses, weights, miners, names = [], [], [], []
+    for term in terms:
+        if not isinstance(term, Mapping) or "name" not in term:
+            raise ValueError(f"each criterion term needs a 'name', got {term!r}")
+        hparams = dict(term)
+        name = hparams.pop("name")
+        weight = hparams.pop("weight", 1.0)
+        miner_spec = hparams.pop("miner", None)
+        key = hparams.pop("key", None) or LOSSES.canonical(name)
+        loss = build_loss_with_runtime(name, hparams, runtime)
+        miner = build_miner_from_spec(miner_spec, loss)
+        base, k = key, 2
+        while key in names:
+            key, k = f"{base}_{k}", k + 1
+        losses.append(loss)
+        weights.append(weight)
+        miners.append(miner)
+        names.append(key)
+    if isinstance(das, Mapping):
+        from samplers.das import DAS
+
+        if num_classes is None or embedding_dim is None:
+            raise ValueError("DAS needs num_classes and embedding_dim")
+        das = DAS(num_classes=num_classes, embedding_dim=embedding_dim, **das)
+    return Criterion(losses, weights, miners, names, das=das, aux_loss_weight=aux_loss_weight)
