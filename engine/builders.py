@@ -144,7 +144,7 @@ def build_scheduler(cfg: dict[str, Any], optimizer: torch.optim.Optimizer, steps
 
 def build_datasets(cfg: dict[str, Any], root: str) -> dict[str, Any]:
     """Train split (optionally minus held-out validation classes) and the evaluation splits."""
-    info = data.get_benchmark(cfg["data_name"])
+    info = data.get_benchmark(cfg["data_name"], root)
     crop = cfg["crop_type"] == "cropped"
     train_tf = data.build_transform(cfg["transform"], train=True, image_size=cfg["image_size"])
     eval_tf = data.build_transform(cfg["transform"], train=False, image_size=cfg["image_size"])

@@ -83,7 +83,7 @@ def evaluate_checkpoint(args: Any) -> dict[str, Any]:
 
     device = resolve_device(args.device)
     model, run_cfg = build_eval_model(args, device)
-    info = data.get_benchmark(args.data_name)
+    info = data.get_benchmark(args.data_name, args.data_path)
     if info.protocol == "landmark":
         landmarks = data.load_landmark_dataset(info.name, args.data_path)
         transform = data.build_transform("landmark", train=False, image_size=args.imsize)

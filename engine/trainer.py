@@ -86,11 +86,13 @@ def seed_everything(seed: int, deterministic: bool) -> None:
 
 
 def default_data(cfg: dict[str, Any]) -> str:
-    """The built-in synthetic dataset (generated once into ``.synth/``) when no ``--data_path`` is given."""
+    """The built-in synthetic dataset (``data.ensure_default_dataset``) when no ``--data_path`` is given."""
     if cfg["data_path"]:
         return cfg["data_path"]
     cfg["data_name"] = "folder"
-    return str(data.ensure_default_dataset())
+    root = data.ensure_default_dataset()
+    log.info("no --data_path: using the built-in synthetic dataset at %s", root)
+    return str(root)
 
 
 def train(cfg: dict[str, Any]) -> dict[str, Any]:

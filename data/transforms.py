@@ -1,0 +1,106 @@
+"""Named augmentation presets of the papers (torchvision.transforms.v2); output float32 CHW tensors.
+
+Presets (s = ``image_size``; train → eval):
+
+- ``cgd``: Resize((s·9/8,)*2) → RandomCrop(s) → HFlip → eval Resize((s, s)). leftthomas/CGD ``ImageReader``
+  (spec-models §1.6).
+- ``clf``: Resize((s·8/7,)*2) → RandomCrop(s) → HFlip → eval Resize((s, s)). CLF (spec-models §2.5), ImageNet
+  statistics (the later CLF commits' dataset-specific statistics are not used).
+- ``das``: RandomResizedCrop(s) → HFlip → eval Resize(s·8/7) → CenterCrop(s). DAS / RDML (spec-training §1.8).
+- ``abir``: Resize(s·8/7) → RandomResizedCrop(s, scale=(0.16, 1)) → HFlip → eval Resize(s·8/7) → CenterCrop(s);
+  BGR channel order, 0-255 range minus mean [104, 117, 128] (Deep_Metric, spec-models §3.6).
+- ``landmark``: no resize; ToTensor + ImageNet normalisation (cirtorch test, spec-landmarks §4.5).
+
+Geometric steps run on the PIL image (PIL antialiased resampling, as the seed code did); the tensor
+conversion and normalisation come last.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torchvision.transforms import v2
+
+from utils.registry import Registry
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+CAFFE_BGR_MEAN = (104 / 255, 117 / 255, 128 / 255)  # Deep_Metric: x·255 − [104, 117, 128] on BGR
+CAFFE_STD = (1 / 255, 1 / 255, 1 / 255)
+
+TRANSFORMS = Registry("transform preset")
+
+
+class ToBGR(torch.nn.Module):
+    """Reverse the channel order of a (3, H, W) tensor (RGB → BGR); picklable for loader workers."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.flip(-3)
+
+
+def _to_tensor(mean=IMAGENET_MEAN, std=IMAGENET_STD, bgr: bool = False) -> list:
+    steps = [v2.ToImage(), v2.ToDtype(torch.float32, scale=True)]
+    if bgr:
+        steps.append(ToBGR())
+    return steps + [v2.Normalize(mean, std), v2.ToPureTensor()]
+
+
+def _scaled(size: int, ratio: float) -> int:
+    return int(round(size * ratio))
+
+
+@TRANSFORMS.register("cgd")
+def cgd(train: bool, image_size: int) -> list:
+    s = image_size
+    if train:
+        return [v2.Resize((_scaled(s, 9 / 8),) * 2), v2.RandomCrop(s), v2.RandomHorizontalFlip()]
+    return [v2.Resize((s, s))]
+
+
+@TRANSFORMS.register("clf")
+def clf(train: bool, image_size: int) -> list:
+    s = image_size
+    if train:
+        return [v2.Resize((_scaled(s, 8 / 7),) * 2), v2.RandomCrop(s), v2.RandomHorizontalFlip()]
+    return [v2.Resize((s, s))]
+
+
+@TRANSFORMS.register("das", aliases=("rdml",))
+def das(train: bool, image_size: int) -> list:
+    s = image_size
+    if train:
+        return [v2.RandomResizedCrop(s), v2.RandomHorizontalFlip()]
+    return [v2.Resize(_scaled(s, 8 / 7)), v2.CenterCrop(s)]
+
+
+@TRANSFORMS.register("abir", aliases=("deep_metric",))
+def abir(train: bool, image_size: int) -> list:
+    s = image_size
+    if train:
+        return [v2.Resize(_scaled(s, 8 / 7)), v2.RandomResizedCrop(s, scale=(0.16, 1.0)), v2.RandomHorizontalFlip()]
+    return [v2.Resize(_scaled(s, 8 / 7)), v2.CenterCrop(s)]
+
+
+@TRANSFORMS.register("landmark", aliases=("cirtorch",))
+def landmark(train: bool, image_size: int) -> list:
+    return []
+
+
+def build_transform(preset: str, train: bool, image_size: int = 224) -> Callable:
+    """The ``preset`` pipeline for training (random) or evaluation (deterministic) at ``image_size``.
+
+    Returns a callable mapping a PIL RGB image to a float32 (3, H, W) tensor. An unknown preset raises
+    :class:`~utils.errors.UnknownOptionError` listing the presets.
+    """
+    name = TRANSFORMS.canonical(preset)
+    steps = TRANSFORMS.get(name)(train, int(image_size))
+    if name == "abir":
+        return v2.Compose(steps + _to_tensor(CAFFE_BGR_MEAN, CAFFE_STD, bgr=True))
+    return v2.Compose(steps + _to_tensor())
+
+
+def list_transforms() -> list[str]:
+    return TRANSFORMS.names()
+
+
+__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "TRANSFORMS", "build_transform", "list_transforms"]

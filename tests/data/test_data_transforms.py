@@ -1,0 +1,55 @@
+"""Augmentation presets: output sizes, dtype, normalisation, unknown names."""
+from __future__ import annotations
+
+import pytest
+import torch
+from PIL import Image
+
+import data
+from data.transforms import IMAGENET_MEAN, IMAGENET_STD
+from utils.errors import UnknownOptionError
+
+IMAGE = Image.new("RGB", (300, 200), (200, 100, 50))
+
+
+@pytest.mark.parametrize("preset", ["cgd", "clf", "das", "abir"])
+@pytest.mark.parametrize("train", [True, False])
+@pytest.mark.parametrize("size", [224, 64])
+def test_square_output(preset, train, size):
+    torch.manual_seed(0)
+    x = data.build_transform(preset, train=train, image_size=size)(IMAGE)
+    assert type(x) is torch.Tensor and x.dtype == torch.float32 and x.shape == (3, size, size)
+
+
+def test_pipelines_follow_the_papers():
+    def steps(preset, train):
+        return [type(t).__name__ for t in data.build_transform(preset, train).transforms]
+
+    cgd = data.build_transform("cgd", True).transforms
+    assert cgd[0].size == [252, 252] and cgd[1].size == (224, 224)
+    assert data.build_transform("clf", True).transforms[0].size == [256, 256]
+    assert data.build_transform("cgd", False).transforms[0].size == [224, 224]
+    das_eval = data.build_transform("das", False).transforms
+    assert das_eval[0].size == [256] and das_eval[1].size == (224, 224)
+    abir = data.build_transform("abir", True).transforms
+    assert abir[1].scale == (0.16, 1.0)
+    assert steps("das", True)[:2] == ["RandomResizedCrop", "RandomHorizontalFlip"]
+
+
+def test_normalisation():
+    x = data.build_transform("cgd", train=False, image_size=32)(IMAGE)
+    expected = [(c / 255 - m) / s for c, m, s in zip((200, 100, 50), IMAGENET_MEAN, IMAGENET_STD)]
+    assert x.mean(dim=(1, 2)).tolist() == pytest.approx(expected, abs=1e-4)
+    # ABIR / Deep_Metric: BGR order, 0-255 scale minus [104, 117, 128]
+    y = data.build_transform("abir", train=False, image_size=32)(IMAGE)
+    assert y.mean(dim=(1, 2)).tolist() == pytest.approx([50 - 104, 100 - 117, 200 - 128], abs=1e-3)
+
+
+def test_landmark_preset_keeps_size():
+    x = data.build_transform("landmark", train=False)(IMAGE)
+    assert x.shape == (3, 200, 300)
+
+
+def test_unknown_preset_lists_the_known_ones():
+    with pytest.raises(UnknownOptionError, match="unknown transform preset 'imagenet'; choose one of: abir, cgd"):
+        data.build_transform("imagenet", train=True)
