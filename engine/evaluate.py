@@ -19,7 +19,7 @@ def embed(model: torch.nn.Module, dataset: Any, cfg: dict[str, Any], device: tor
     """``{"embeddings" (N, D) float32 cpu, "labels" (N,), "paths"}`` for a dataset in eval mode."""
     loader = eval_loader(dataset, cfg["eval_batch_size"], cfg["workers"], device.type == "cuda")
     with torch.autocast(device.type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None):
-        embeddings, labels = evaluation.extract_embeddings(model, loader, device)
+        embeddings, labels, _ = evaluation.embed(model, loader, device)
     return {"embeddings": embeddings.float(), "labels": labels.long(), "paths": list(dataset.paths)}
 
 

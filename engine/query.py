@@ -14,6 +14,7 @@ import torch
 import data
 import evaluation
 from engine.checkpoint import load_model
+from evaluation.database import QueryResult, find_path
 from utils.errors import UserError
 
 
@@ -29,9 +30,9 @@ def embed_image(path: str, checkpoint: str | Path, device: str = "cpu") -> torch
 
 
 def retrieve(database: str | Path | dict[str, Any], query_path: str, k: int, checkpoint: str | None = None,
-             device: str = "cpu") -> evaluation.QueryResult:
+             device: str = "cpu") -> QueryResult:
     db = evaluation.load_database(database) if not isinstance(database, dict) else database
-    if evaluation.find_path(db, query_path) is not None:
+    if find_path(db, query_path) is not None:
         return evaluation.query_database(db, query_path, k)
     if not Path(query_path).is_file():
         raise UserError(f"--query_img_name {query_path}: no such image, and it is not a path stored in the database")
@@ -43,7 +44,7 @@ def retrieve(database: str | Path | dict[str, Any], query_path: str, k: int, che
     return dataclasses.replace(result, query_path=query_path)
 
 
-def write_outputs(result: evaluation.QueryResult, out_dir: str | Path) -> tuple[Path, Path]:
+def write_outputs(result: QueryResult, out_dir: str | Path) -> tuple[Path, Path]:
     """``montage.png`` (query, then the K results with rank, distance and a green/red border) + ``index.html``."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,31 @@
+"""Models: backbones (``BACKBONES``), heads (``HEADS``) and ``build_model`` joining them::
+
+    import models
+    model = models.build_model("resnet50", "cgd", feature_dim=1536, num_classes=98, gd_config="SG")
+    embedding, logits = model(images)  # (B, 1536) L2-normalised, (B, 98)
+
+``models.list_models()`` prints what exists; ``models.profile(model)`` returns ``(params, macs)``;
+``models.load_model_state(model, state_dict)`` loads strictly with a readable mismatch report.
+"""
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from models.backbones import BACKBONES, Backbone, InputSpec, build_backbone, convert_cadene_se_resnet50
+from models.checkpoint import load_model_state, read_state_dict, unwrap_state_dict
+from models.errors import ModelConfigError
+from models.heads import HEADS, Head, rmac_regions
+from models.retrieval_model import RetrievalModel, build_model, list_models, model_options
+
+__all__ = ["BACKBONES", "HEADS", "Backbone", "Head", "InputSpec", "ModelConfigError", "RetrievalModel",
+           "build_backbone", "build_model", "convert_cadene_se_resnet50", "list_models", "load_model_state",
+           "model_options", "profile", "read_state_dict", "rmac_regions", "unwrap_state_dict"]
+
+
+def __getattr__(name: str) -> Any:
+    # ``models.profile`` is imported lazily so that ``python -m models.profile`` does not find it imported;
+    # the module is callable: ``models.profile(model, image_size=224) -> (params, macs)``.
+    if name == "profile":
+        return importlib.import_module("models.profile")
+    raise AttributeError(f"module 'models' has no attribute {name!r}")

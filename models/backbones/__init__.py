@@ -1,0 +1,31 @@
+"""Backbones (``BACKBONES`` registry): trunks mapping images to feature maps (timm-style contract).
+
+Every entry is a builder with explicit keyword options (``pretrained``, ``stage3_stride``, ``frozen_bn``,
+``taps``; VGG16 has no ``stage3_stride``) returning a :class:`Backbone`.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from models.backbones.base import CAFFE_BGR255, IMAGENET_RGB, Backbone, InputSpec
+from models.backbones.caffe_resnet import CaffeResNet, caffe_resnet101, convert_cadene_se_resnet50, seresnet50
+from models.backbones.resnet import TorchvisionResNet, resnet18, resnet50, resnet101, resnext50_32x4d
+from models.backbones.vgg import VGG16Trunk, vgg16
+from utils.registry import Registry
+
+__all__ = ["BACKBONES", "CAFFE_BGR255", "IMAGENET_RGB", "Backbone", "CaffeResNet", "InputSpec",
+           "TorchvisionResNet", "VGG16Trunk", "build_backbone", "convert_cadene_se_resnet50"]
+
+BACKBONES = Registry("backbone")
+BACKBONES.register("resnet18")(resnet18)
+BACKBONES.register("resnet50")(resnet50)
+BACKBONES.register("resnet101")(resnet101)
+BACKBONES.register("resnext50", aliases=("resnext50_32x4d",))(resnext50_32x4d)
+BACKBONES.register("seresnet50", aliases=("se_resnet50",))(seresnet50)
+BACKBONES.register("caffe_resnet101", aliases=("resnet101_caffe",))(caffe_resnet101)
+BACKBONES.register("vgg16")(vgg16)
+
+
+def build_backbone(name: str, **options: Any) -> Backbone:
+    """Build the backbone registered as ``name`` (unknown name → ``UnknownOptionError`` listing the names)."""
+    return BACKBONES.build(name, **options)

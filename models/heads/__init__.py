@@ -1,0 +1,28 @@
+"""Heads (``HEADS`` registry): feature map(s) → ``(embedding (B, D), logits (B, M) or None)``.
+
+One file per paper: ``baseline`` (Revisiting-DML), ``cgd``, ``clf``, ``abir``, ``rmac``,
+``regional_attention``, ``gem`` (cirtorch).
+"""
+from __future__ import annotations
+
+from models.heads.abir import ABIRHead
+from models.heads.base import Head, ModelConfigError, l2n
+from models.heads.baseline import BaselineHead
+from models.heads.cgd import GD_CONFIGS, CGDHead
+from models.heads.clf import CLFHead
+from models.heads.gem import GeMHead
+from models.heads.regional_attention import RegionalAttentionHead
+from models.heads.rmac import RMACHead, rmac_regions
+from utils.registry import Registry
+
+__all__ = ["GD_CONFIGS", "HEADS", "ABIRHead", "BaselineHead", "CGDHead", "CLFHead", "GeMHead", "Head",
+           "ModelConfigError", "RMACHead", "RegionalAttentionHead", "l2n", "rmac_regions"]
+
+HEADS = Registry("head")
+HEADS.register("baseline", aliases=("rdml",))(BaselineHead)
+HEADS.register("cgd")(CGDHead)
+HEADS.register("clf")(CLFHead)
+HEADS.register("abir")(ABIRHead)
+HEADS.register("rmac")(RMACHead)
+HEADS.register("regional_attention", aliases=("ra",))(RegionalAttentionHead)
+HEADS.register("gem")(GeMHead)

@@ -1,0 +1,49 @@
+"""What every head shares: the forward contract, output width and paper-default backbone options.
+
+A head maps the backbone output (one map ``(B, C, H, W)``, or the list of tapped maps when
+``uses_intermediates``) to ``(embedding (B, D), logits (B, M) or None)``. Its constructor takes
+``in_channels`` (``C``, or the list of tap widths), ``feature_dim`` (``D``; ``None`` = the head's default),
+``num_classes`` (``M``; ``None``/0 = no classifier) and keyword options. ``backbone_defaults`` are the
+backbone options the paper used with this head and ``freeze_backbone_default`` whether the paper kept the
+trunk fixed; :func:`models.build_model` applies both unless the caller sets the option.
+"""
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from models.errors import ModelConfigError
+
+__all__ = ["Head", "ModelConfigError", "l2n"]
+
+
+def l2n(x: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
+    """Row-wise L2 normalisation ``x / max(||x||_2, eps)`` over the last dimension."""
+    return F.normalize(x, p=2.0, dim=-1, eps=eps)
+
+
+class Head(nn.Module):
+    """Base class of the heads in ``HEADS`` (one level deep; subclasses write ``forward``)."""
+
+    uses_intermediates: ClassVar[bool] = False
+    backbone_defaults: ClassVar[dict[str, Any]] = {}
+    freeze_backbone_default: ClassVar[bool] = False  # off-the-shelf descriptors train only their head
+    feature_dim: int
+    num_classes: int
+
+    @staticmethod
+    def _num_classes(num_classes: int | None) -> int:
+        if num_classes is None:
+            return 0
+        if int(num_classes) < 0:
+            raise ModelConfigError(f"num_classes must be >= 0, got {num_classes}")
+        return int(num_classes)
+
+    @staticmethod
+    def _positive(name: str, value: int) -> int:
+        if int(value) <= 0:
+            raise ModelConfigError(f"{name} must be a positive integer, got {value!r}")
+        return int(value)

@@ -1,0 +1,129 @@
+"""Parameter and MAC counts, and the CLF-README-style table (``python -m models.profile``).
+
+``profile(model, image_size=224) -> (params, macs)``: ``params`` is the exact number of parameters
+(``sum(p.numel())``, trainable or not); ``macs`` is what thop counts for one ``1×3×H×W`` forward in eval mode,
+which the CGD/CLF READMEs print as "FLOPs" (multiply-accumulates; spec-models §1.11). The model is
+deep-copied first because thop attaches buffers and hooks.
+
+Example (the CLF README table, spec-models §2.8)::
+
+    python -m models.profile --backbone_type resnet18,resnet50,seresnet50 --head clf --feature_dim 1536
+
+prints ``| Backbone | CARS196 | CUB200 | SOP | In-shop |`` with ``Params \\| FLOPs`` cells such as
+``12.12M \\| 4.29G`` (the pipe is escaped so that each cell stays one Markdown cell). ``--data_name`` adds a
+line with the exact counts for that dataset.
+
+``models.profile`` is both this module and the function: the module is callable (``models.profile(model)``).
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import sys
+import types
+import warnings
+
+import torch
+from torch import nn
+
+__all__ = ["DATASET_CLASSES", "main", "profile", "profile_table"]
+
+# dataset -> (table column, number of training classes M), spec-models §0
+DATASET_CLASSES = {"cars": ("CARS196", 98), "cub": ("CUB200", 100), "sop": ("SOP", 11318),
+                   "inshop": ("In-shop", 3997)}
+_ALIASES = {"car": "cars", "cars196": "cars", "cub200": "cub", "isc": "inshop", "in-shop": "inshop",
+            "online_products": "sop"}
+
+
+def profile(model: nn.Module, image_size: int | tuple[int, int] = 224) -> tuple[int, float]:
+    """``(params, macs)`` of ``model`` for one ``1×3×image_size`` input (see the module docstring)."""
+    params = sum(p.numel() for p in model.parameters())
+    h, w = (image_size, image_size) if isinstance(image_size, int) else image_size
+    probe = copy.deepcopy(model).eval()
+    device = next(iter(probe.parameters()), torch.empty(0)).device
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # thop's import and hooks warn about distutils and unknown modules
+        import thop  # imported lazily: only profiling needs it
+
+        macs, _ = thop.profile(probe, inputs=(torch.zeros(1, 3, h, w, device=device),), verbose=False)
+    return int(params), float(macs)
+
+
+def _dataset(name: str) -> str:
+    from utils.errors import UnknownOptionError
+
+    key = _ALIASES.get(name.lower(), name.lower())
+    if key not in DATASET_CLASSES:
+        raise UnknownOptionError(f"unknown --data_name {name!r}; choose one of: {', '.join(DATASET_CLASSES)}")
+    return key
+
+
+def profile_table(backbones: list[str], head: str, feature_dim: int | None = None, image_size: int = 224,
+                  **options) -> tuple[str, dict[tuple[str, str], tuple[int, float]]]:
+    """The Markdown table over the four datasets and the raw ``{(backbone, dataset): (params, macs)}``."""
+    from models.retrieval_model import build_model
+
+    counts: dict[tuple[str, str], tuple[int, float]] = {}
+    lines = ["| Backbone | " + " | ".join(col for col, _ in DATASET_CLASSES.values()) + " |",
+             "|---" * (len(DATASET_CLASSES) + 1) + "|"]
+    for name in backbones:
+        cells = []
+        display = name
+        for key, (_, num_classes) in DATASET_CLASSES.items():
+            model = build_model(name, head, feature_dim, num_classes, **options)
+            display = getattr(model.backbone, "display_name", name)
+            counts[(name, key)] = params, macs = profile(model, image_size)
+            cells.append(f"{params / 1e6:.2f}M \\| {macs / 1e9:.2f}G")
+            del model
+        lines.append(f"| {display} | " + " | ".join(cells) + " |")
+    return "\n".join(lines), counts
+
+
+def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser("python -m models.profile", add_help=add_help,
+                                description="Params | FLOPs (thop MACs) over CARS196, CUB200, SOP, In-shop",
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--backbone_type", default="resnet18,resnet50,seresnet50",
+                   help="comma-separated backbones")
+    p.add_argument("--head", default="clf")
+    p.add_argument("--feature_dim", type=int, default=None, help="embedding width (CLF README: 1536)")
+    p.add_argument("--data_name", default=None, help="also print the exact counts for this dataset")
+    p.add_argument("--image_size", type=int, default=224)
+    p.add_argument("--gd_config", default=None)
+    p.add_argument("--pooling", default=None)
+    p.add_argument("--stage3_stride", type=int, default=None)
+    return p
+
+
+def main(args: argparse.Namespace) -> int:
+    from utils.errors import UserError
+
+    backbones = [b.strip() for b in args.backbone_type.split(",") if b.strip()]
+    options = {"gd_config": args.gd_config, "pooling": args.pooling, "stage3_stride": args.stage3_stride}
+    try:
+        data_key = _dataset(args.data_name) if args.data_name else None
+        table, counts = profile_table(backbones, args.head, args.feature_dim, args.image_size, **options)
+    except (UserError, TypeError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(table)
+    if data_key is not None:
+        column, num_classes = DATASET_CLASSES[data_key]
+        for name in backbones:
+            params, macs = counts[(name, data_key)]
+            print(f"{name} + {args.head} on {column} ({num_classes} classes): {params:,} params, "
+                  f"{macs / 1e9:.2f}G MACs at {args.image_size}px")
+    return 0
+
+
+class _CallableModule(types.ModuleType):
+    """Lets ``models.profile(model)`` call :func:`profile` although ``models.profile`` is this module."""
+
+    def __call__(self, model: nn.Module, image_size: int | tuple[int, int] = 224) -> tuple[int, float]:
+        return profile(model, image_size)
+
+
+if __name__ == "__main__":
+    sys.exit(main(get_args_parser().parse_args()))
+else:
+    sys.modules[__name__].__class__ = _CallableModule

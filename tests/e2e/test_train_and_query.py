@@ -1,0 +1,76 @@
+"""End to end on the built-in synthetic data: train → evaluate → feature database → query retrieval."""
+import shutil
+
+import pytest
+import torch
+from PIL import Image
+
+import train as train_cli
+from engine import builders, resolve_config
+from engine.evaluate import evaluate_split
+from engine.trainer import default_data
+from tests.e2e.cli import run_test_cli
+
+FAST = ["--workers", "0", "--no_tensorboard"]
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("run")
+    argv = ["--output_dir", str(out), *FAST]
+    cfg = resolve_config(argv)
+    root = default_data(cfg)
+    splits = builders.build_datasets(cfg, root)
+    torch.manual_seed(cfg["seed"])
+    untrained = builders.build_model(cfg, splits["train"].num_classes)
+    before, _ = evaluate_split(untrained, splits["test"], splits["info"].protocol, [1], cfg, torch.device("cpu"), None)
+    assert train_cli.main(argv) == 0
+    return out, before
+
+
+def test_training_beats_the_untrained_model(trained_run):
+    out, before = trained_run
+    after = torch.load(out / "model_best.pth", weights_only=False)["metrics"]["test"]
+    assert after["recall@1"] > before["recall@1"] + 0.1, (before, after)
+    for name in ("config.yaml", "env.json", "statistics.csv", "checkpoint_latest.pth", "database_best.pth"):
+        assert (out / name).is_file(), name
+    assert "recall@1" in (out / "statistics.csv").read_text().splitlines()[0].replace("test_", "")
+
+
+def test_query_a_stored_image_writes_montage_and_html(trained_run, tmp_path):
+    out, _ = trained_run
+    db = torch.load(out / "database_best.pth", weights_only=False)
+    query = db["query"]["paths"][0]
+    result_dir = tmp_path / "q"
+    code, stdout, _ = run_test_cli(["--query_img_name", query, "--data_base", str(out / "database_best.pth"),
+                                    "--retrieval_num", "5", "--output_dir", str(result_dir)])
+    assert code == 0
+    ranked = [line for line in stdout.splitlines() if line.strip()[:1].isdigit()]
+    assert len(ranked) == 5 and all(query not in line for line in ranked)  # never retrieves itself
+    montage = Image.open(result_dir / "montage.png")
+    assert montage.width >= 6 * montage.height * 0.9  # query + 5 results in one row
+    html = (result_dir / "index.html").read_text()
+    assert html.count("<img") == 6
+
+
+def test_query_an_external_image_uses_the_saved_checkpoint(trained_run, tmp_path):
+    out, _ = trained_run
+    db = torch.load(out / "database_best.pth", weights_only=False)
+    external = tmp_path / "my_photo.jpg"
+    shutil.copy(db["query"]["paths"][3], external)
+    code, stdout, _ = run_test_cli(["--query_img_name", str(external), "--data_base",
+                                    str(out / "database_best.pth"), "--retrieval_num", "3",
+                                    "--output_dir", str(tmp_path / "ext")])
+    assert code == 0
+    first = [line for line in stdout.splitlines() if line.strip().startswith("1 ")][0]
+    assert db["query"]["paths"][3] in first  # the same picture is its own nearest neighbour
+    assert float(first.split()[1]) < 1e-3
+
+
+def test_resume_continues_from_latest(trained_run, tmp_path):
+    out, _ = trained_run
+    run = tmp_path / "resumed"
+    shutil.copytree(out, run)
+    assert train_cli.main(["--output_dir", str(run), *FAST, "--num_epochs", "5", "--resume", "latest"]) == 0
+    rows = (run / "statistics.csv").read_text().splitlines()
+    assert len(rows) == 1 + 5 and rows[-1].startswith("5,")
