@@ -48,7 +48,7 @@ def test_query_a_stored_image_writes_montage_and_html(trained_run, tmp_path):
     ranked = [line for line in stdout.splitlines() if line.strip()[:1].isdigit()]
     assert len(ranked) == 5 and all(query not in line for line in ranked)  # never retrieves itself
     montage = Image.open(result_dir / "montage.png")
-    assert montage.width >= 6 * montage.height * 0.9  # query + 5 results in one row
+    assert montage.width == 6 * 224  # query + 5 results in one row of 224-px tiles
     html = (result_dir / "index.html").read_text()
     assert html.count("<img") == 6
 
