@@ -1,0 +1,41 @@
+"""Embedding extraction for the retrieval benchmarks: run the model over a loader in eval mode."""
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+import torch
+
+__all__ = ["embed"]
+
+
+@torch.no_grad()
+def embed(model: torch.nn.Module, loader: Any, device: str | torch.device = "cpu",
+          amp: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Embeddings of every batch ``(images, labels, indices)`` of ``loader``.
+
+    The model returns ``(embedding (B, D), logits or None)`` (a bare tensor is accepted); it is put in eval
+    mode for the pass and restored afterwards. Rows are returned in loader order.
+
+    Returns:
+        (embeddings (N, D) float32, labels (N,) int64, indices (N,) int64), CPU tensors.
+    """
+    device = torch.device(device)
+    was_training = model.training
+    model.eval()
+    embs, labels, indices = [], [], []
+    try:
+        for batch in loader:
+            images, y = batch[0], batch[1]
+            idx = batch[2] if len(batch) > 2 else torch.arange(len(y)) + sum(len(t) for t in labels)
+            with torch.autocast(device.type) if amp else contextlib.nullcontext():  # keep a caller's autocast
+                out = model(images.to(device, non_blocking=True))
+            e = out[0] if isinstance(out, (tuple, list)) else out
+            embs.append(e.float().cpu())
+            labels.append(torch.as_tensor(y).long().cpu())
+            indices.append(torch.as_tensor(idx).long().cpu())
+    finally:
+        model.train(was_training)
+    if not embs:
+        raise ValueError("the loader yielded no batches")
+    return torch.cat(embs), torch.cat(labels), torch.cat(indices)

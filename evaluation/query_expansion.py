@@ -1,0 +1,79 @@
+"""Query expansion and database-side augmentation for landmark retrieval (spec-landmarks §2, §8.13).
+
+Descriptors are rows, L2-normalised; similarity = inner product. Neighbours come from the exact
+:func:`evaluation.knn.knn` (ties by lower database index).
+
+- :func:`average_qe` — AQE (Chum et al., ICCV 2007; DIR ``--aqe``): ``q' = mean(q, x_1..x_k)``, then L2
+  (DIR does not re-normalise; the ranking is the same).
+- :func:`alpha_qe` — αQE (Radenović et al., TPAMI 2018): ``q' = q + Σ_{i≤k} max(qᵀx_i, 0)^α x_i``, then L2.
+- :func:`database_augmentation` — DBA with DIR's weights (``--dbe k``): each database vector is replaced by
+  the weighted mean of its top-(k+1) neighbours (position 0 is normally itself) with weights
+  ``[1, k/k, (k−1)/k, …, 1/k]``; no re-normalisation by default (as DIR), ``normalize=True`` adds L2.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from evaluation.knn import _as_tensor, knn
+
+__all__ = ["alpha_qe", "average_qe", "database_augmentation"]
+
+
+def _prep(Q: Any, X: Any, k: int) -> tuple[torch.Tensor, torch.Tensor, bool]:
+    squeeze = (isinstance(Q, torch.Tensor) and Q.dim() == 1) or getattr(Q, "ndim", 2) == 1
+    q = _as_tensor(Q.reshape(1, -1) if squeeze else Q, "Q")
+    x = _as_tensor(X, "X")
+    if k < 0 or k > x.shape[0]:
+        raise ValueError(f"k must be in [0, {x.shape[0]}], got {k}")
+    return q, x, squeeze
+
+
+def average_qe(Q: Any, X: Any, k: int) -> torch.Tensor:
+    """Average query expansion: (Q, D) queries, (N, D) database → (Q, D) expanded queries (L2).
+
+    >>> import torch
+    >>> X = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.6, 0.8]])
+    >>> average_qe(torch.tensor([[1.0, 0.0]]), X, k=1).tolist()
+    [[1.0, 0.0]]
+    """
+    q, x, squeeze = _prep(Q, X, k)
+    if k == 0:
+        out = F.normalize(q, dim=1)
+    else:
+        _, idx = knn(q, x, k, metric="ip")
+        out = F.normalize((q + x[idx].sum(dim=1)) / (k + 1), dim=1)
+    return out[0] if squeeze else out
+
+
+def alpha_qe(Q: Any, X: Any, k: int, alpha: float = 3.0) -> torch.Tensor:
+    """αQE: neighbours weighted by their similarity to the query raised to ``alpha`` (negatives → 0)."""
+    q, x, squeeze = _prep(Q, X, k)
+    if k == 0:
+        out = F.normalize(q, dim=1)
+    else:
+        s, idx = knn(q, x, k, metric="ip")
+        w = s.clamp(min=0).pow(alpha)
+        out = F.normalize(q + (w[:, :, None] * x[idx]).sum(dim=1), dim=1)
+    return out[0] if squeeze else out
+
+
+def database_augmentation(X: Any, k: int, normalize: bool = False) -> torch.Tensor:
+    """DBA with DIR weights: (N, D) → (N, D).
+
+    >>> import torch
+    >>> X = torch.tensor([[1.0, 0.0], [0.8, 0.6], [0.0, 1.0]])
+    >>> [[round(v, 4) for v in row] for row in database_augmentation(X, k=1).tolist()]  # (x_self + x_nn) / 2
+    [[0.9, 0.3], [0.9, 0.3], [0.4, 0.8]]
+    """
+    x = _as_tensor(X, "X")
+    if k < 0 or k + 1 > x.shape[0]:
+        raise ValueError(f"k must be in [0, {x.shape[0] - 1}], got {k}")
+    if k == 0:
+        return F.normalize(x, dim=1) if normalize else x.clone()
+    _, idx = knn(x, x, k + 1, metric="ip")
+    w = torch.cat([torch.ones(1), torch.arange(k, 0, -1, dtype=torch.float32) / k])  # [1, k/k, ..., 1/k]
+    out = (w[None, :, None] * x[idx]).sum(dim=1) / w.sum()
+    return F.normalize(out, dim=1) if normalize else out
