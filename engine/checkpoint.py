@@ -12,9 +12,7 @@ Files in a run folder:
 """
 from __future__ import annotations
 
-import os
 import random
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -22,26 +20,14 @@ import numpy as np
 import torch
 
 from utils.errors import UserError
+from utils.io import atomic_save
+
+__all__ = ["BEST_DATABASE", "BEST_MODEL", "LATEST", "atomic_save", "load_file", "load_model", "model_config",
+           "resolve_resume", "rng_state", "set_rng_state"]
 
 LATEST = "checkpoint_latest.pth"
 BEST_MODEL = "model_best.pth"
 BEST_DATABASE = "database_best.pth"
-
-
-def atomic_save(obj: Any, path: str | Path) -> None:
-    """``torch.save`` to ``path`` through a temporary file and an atomic rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def load_file(path: str | Path) -> dict[str, Any]:

@@ -24,9 +24,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from evaluation._io import atomic_torch_save
 from evaluation.knn import _as_tensor, iter_knn
 from utils.errors import UserError
+from utils.io import atomic_save
 
 __all__ = ["DATABASE_VERSION", "QueryResult", "find_path", "load_database", "make_split", "query_database",
            "save_database", "search_database"]
@@ -71,7 +71,7 @@ def save_database(path: str | os.PathLike, query: Any, gallery: Any = None, chec
         raise ValueError(f"query dim {q['embeddings'].shape[1]} != gallery dim {g['embeddings'].shape[1]}")
     db = {"version": DATABASE_VERSION, "metric": metric, "query": q, "gallery": g,
           "checkpoint": None if checkpoint is None else os.fspath(checkpoint), "config": dict(config or {})}
-    atomic_torch_save(db, path)
+    atomic_save(db, path)
     return db
 
 

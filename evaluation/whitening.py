@@ -23,8 +23,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from evaluation._io import atomic_torch_save
 from utils.errors import UserError
+from utils.io import atomic_save
 
 __all__ = ["cholesky_with_jitter", "learned_whitening_fit", "load_whitening", "pca_whitening_fit",
            "save_whitening", "whiten_apply"]
@@ -129,7 +129,7 @@ def whiten_apply(X: Any, mean: Any, P: Any, dim: int | None = None) -> Any:
 def save_whitening(path: str | os.PathLike, mean: Any, P: Any, dim: int | None = None,
                    meta: dict | None = None) -> None:
     """Save a whitening (atomic write): ``{"version": 1, "mean", "P", "dim", "meta"}`` as float64 tensors."""
-    atomic_torch_save({
+    atomic_save({
         "version": 1,
         "mean": torch.as_tensor(np.asarray(mean, dtype=np.float64)),
         "P": torch.as_tensor(np.asarray(P, dtype=np.float64)),

@@ -1,4 +1,4 @@
-"""Atomic ``torch.save``: write to a temporary file in the target folder, then ``os.replace``."""
+"""Atomic file writes: a run killed at any moment leaves the old file or the complete new one, never a torn one."""
 from __future__ import annotations
 
 import os
@@ -8,11 +8,9 @@ from typing import Any
 
 import torch
 
-__all__ = ["atomic_torch_save"]
 
-
-def atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:
-    """Save ``obj`` so that ``path`` is either the old file or the complete new one, never a partial one."""
+def atomic_save(obj: Any, path: str | os.PathLike) -> Path:
+    """``torch.save`` to a temporary file in the target folder, ``fsync``, then ``os.replace`` (atomic on POSIX)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -23,7 +21,6 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        Path(tmp).unlink(missing_ok=True)
         raise
     return path
