@@ -6,6 +6,7 @@ like torchvision's reference ``main``; the stages are the functions below it.
 """
 from __future__ import annotations
 
+import json
 import logging
 import time
 from dataclasses import dataclass, field
@@ -287,6 +288,11 @@ def _save_checkpoint(path: Path, state: dict[str, Any], progress: Progress) -> N
                  "scaler": state["scaler"].state_dict(), "sampler": state["sampler"].state_dict(),
                  "progress": progress.__dict__, "rng": rng_state(), "config": cfg,
                  "model_config": model_config(cfg, state["num_classes"])}, path)
+    # A small summary next to it, so tools (and people) can see where the run stands without loading it.
+    summary = {"epoch": progress.epoch, "step": progress.step, "global_step": progress.global_step}
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(summary))
+    tmp.replace(path.with_suffix(".json"))
 
 
 def _load_checkpoint(path: Path, model, criterion, optimizer, scheduler, scaler) -> Progress:

@@ -1,0 +1,91 @@
+"""Exact resume after SIGKILL, and DDP (2 gloo processes) equal to one process with the global batch."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[2]
+# triplet + semihard miner (global RNG) and DAS (its own generator) make the run depend on every RNG.
+COMMON = ["--workers", "0", "--no_tensorboard", "--image_size", "32", "--num_epochs", "2", "--batch_size", "16",
+          "--loss", "triplet", "--miner", "semihard", "--das", "--lr", "1e-4", "--eval_every", "1",
+          "--device", "cpu"]
+
+
+def run(argv, **kw):
+    return subprocess.run([sys.executable, "train.py", *argv], cwd=REPO, capture_output=True, text=True, **kw)
+
+
+def final_state(out: Path) -> dict:
+    return torch.load(out / "checkpoint_latest.pth", weights_only=False)
+
+
+def test_train_cli_reports_user_errors_without_traceback(tmp_path):
+    result = run(["--data_path", str(tmp_path / "nowhere"), "--data_name", "cub", "--output_dir", str(tmp_path)])
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "error:" in result.stderr and "nowhere" in result.stderr
+    result = run(["--loss", "tripletz", "--output_dir", str(tmp_path)])
+    assert result.returncode == 2 and "tripletz" in result.stderr and "multi_similarity" in result.stderr
+
+
+@pytest.mark.slow
+def test_sigkill_mid_epoch_then_resume_matches_uninterrupted_run(tmp_path):
+    args = [*COMMON, "--deterministic", "--checkpoint_every", "1"]
+    full = tmp_path / "full"
+    assert run([*args, "--output_dir", str(full)]).returncode == 0
+
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen([sys.executable, "train.py", *args, "--output_dir", str(killed)], cwd=REPO,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    summary = killed / "checkpoint_latest.json"
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        if summary.is_file() and json.loads(summary.read_text())["epoch"] == 1 and \
+                json.loads(summary.read_text())["step"] >= 2:
+            os.kill(proc.pid, signal.SIGKILL)  # mid-epoch 2, possibly while a checkpoint is being written
+            break
+        time.sleep(0.02)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "the run ended before it could be killed mid-epoch"
+    resumed = run([*args, "--output_dir", str(killed), "--resume", "latest"])
+    assert resumed.returncode == 0, resumed.stderr
+
+    a, b = final_state(full), final_state(killed)
+    for key in a["model"]:
+        assert torch.equal(a["model"][key], b["model"][key]), key
+    for key in a["criterion"]:  # DAS frequency counts and banks
+        if torch.is_tensor(a["criterion"][key]):
+            assert torch.equal(a["criterion"][key], b["criterion"][key]), key
+    metric = [{k: v for k, v in r.items() if k.startswith("test_")} for r in (a["progress"]["history"][-1],
+                                                                             b["progress"]["history"][-1])]
+    assert metric[0] == metric[1]
+
+
+@pytest.mark.slow
+def test_ddp_two_gloo_ranks_equal_one_process_with_double_batch(tmp_path):
+    args = [*COMMON, "--num_epochs", "1", "--max_steps_per_epoch", "4", "--deterministic"]
+    single = tmp_path / "single"
+    assert run([*args, "--batch_size", "16", "--output_dir", str(single)]).returncode == 0
+    ddp = tmp_path / "ddp"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                             "train.py", *args, "--batch_size", "8", "--output_dir", str(ddp)], cwd=REPO,
+                            capture_output=True, text=True, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    a, b = final_state(single), final_state(ddp)
+    assert a["progress"]["history"][0]["loss"] == pytest.approx(b["progress"]["history"][0]["loss"], rel=1e-4)
+    for key in a["model"]:
+        torch.testing.assert_close(a["model"][key], b["model"][key], rtol=1e-4, atol=1e-5, msg=key)
+
+
+def test_bf16_autocast_and_channels_last_train_and_evaluate(tmp_path):
+    result = run(["--workers", "0", "--no_tensorboard", "--image_size", "32", "--num_epochs", "1",
+                  "--max_steps_per_epoch", "2", "--amp", "bf16", "--channels_last", "--output_dir", str(tmp_path)])
+    assert result.returncode == 0, result.stderr[-2000:]
+    metrics = torch.load(tmp_path / "model_best.pth", weights_only=False)["metrics"]["test"]
+    assert 0.0 <= metrics["recall@1"] <= 1.0 and metrics["num_queries"] > 0
