@@ -153,14 +153,13 @@ def main(args: argparse.Namespace) -> dict[str, float]:
     root = make_images(args)
     variants = build_variants(args, root)
     tf = data.build_transform(args.preset, train=True, image_size=args.image_size)
-    gpu_tf = tf
     best: dict[str, float] = {}
     for name, dl in variants.items():
-        run_epochs(name, dl, 1, gpu_tf)  # warm-up: worker start-up, page cache, nvJPEG handles
+        run_epochs(name, dl, 1, tf)  # warm-up: worker start-up, page cache, nvJPEG handles
     for round_ in range(args.repeats):
         for name, dl in variants.items():
             start = time.perf_counter()
-            seen = run_epochs(name, dl, args.epochs, gpu_tf)
+            seen = run_epochs(name, dl, args.epochs, tf)
             rate = seen / (time.perf_counter() - start)
             best[name] = max(best.get(name, 0.0), rate)
             print(f"round {round_ + 1} {name:<9} {rate:8.1f} images/s", flush=True)

@@ -33,7 +33,7 @@ def get_benchmark(name: str, root: str | Path | None = None) -> BenchmarkInfo:
 
 def build_dataset(name: str, root: str | Path, split: str, transform: Callable | None = None, crop: bool = False,
                   verify_images: bool = True, skip_bad_images: bool = False, max_size: int | None = None,
-                  imsize: int | None = 1024) -> RetrievalDataset | LandmarkImageDataset:
+                  imsize: int | None = 1024, decode: str = "fast") -> RetrievalDataset | LandmarkImageDataset:
     """One split of a dataset as a map-style ``Dataset``.
 
     Args:
@@ -49,6 +49,9 @@ def build_dataset(name: str, root: str | Path, split: str, transform: Callable |
         skip_bad_images: drop bad files with a :class:`DatasetWarning` instead of raising.
         max_size: reduced-size JPEG decoding (faster, slightly different pixels); None = exact.
         imsize: landmark sets only, the longest image side (cirtorch default 1024).
+        decode: ``"fast"`` (reduced-size JPEG decoding + tensor transforms, the default) or ``"pil"``
+            (full-size PIL, torchvision ``ImageFolder`` style); see :class:`RetrievalDataset`. Not used by
+            landmark sets.
 
     Labels are in ``[0, num_classes)``, numbered by sorted raw class id; query and gallery share one map.
     """
@@ -78,7 +81,7 @@ def build_dataset(name: str, root: str | Path, split: str, transform: Callable |
     paths = [records.paths[i] for i in keep]
     labels = [mapping[records.raw_labels[i]] for i in keep]
     boxes = None if records.boxes is None else [records.boxes[i] for i in keep]
-    return RetrievalDataset(paths, labels, classes, boxes, transform, crop, max_size, reader.name, split)
+    return RetrievalDataset(paths, labels, classes, boxes, transform, crop, max_size, reader.name, split, decode)
 
 
 def load_landmark_dataset(name: str, root: str | Path, verify_images: bool = False) -> LandmarkData:

@@ -11,11 +11,15 @@ Presets (s = ``image_size``; train → eval):
   BGR channel order, 0-255 range minus mean [104, 117, 128] (Deep_Metric, spec-models §3.6).
 - ``landmark``: no resize; ToTensor + ImageNet normalisation (cirtorch test, spec-landmarks §4.5).
 
-Geometric steps run on the PIL image (PIL antialiased resampling, as the seed code did); the tensor
-conversion and normalisation come last.
+The presets accept a PIL image or a uint8 (3, H, W) tensor. The training datasets hand them a uint8 tensor
+(``decode="fast"``, see :mod:`data.image_io`), so the geometric steps run on tensors with torch's antialiased
+resampling (matching PIL's antialiased bilinear filter to within a few grey levels, about 3x faster);
+the tensor conversion and normalisation come last. :func:`min_decode_scale` tells the decoder how far a JPEG
+may be shrunk in the DCT domain before the first geometric step without changing what that step sees.
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import torch
@@ -99,8 +103,42 @@ def build_transform(preset: str, train: bool, image_size: int = 224) -> Callable
     return v2.Compose(steps + _to_tensor())
 
 
+def min_decode_scale(transform: Callable | None, width: int, height: int) -> float:
+    """The smallest decode scale in (0, 1] of a ``width`` x ``height`` image that loses nothing for ``transform``.
+
+    Reduced-size JPEG decoding (DCT scaling, an antialiased downscale by 2, 4 or 8) is exact in spirit
+    only while the pipeline's first geometric step still *downsamples* from the decoded image, so each
+    step's requirement is kept at every random draw:
+
+    - ``Resize((h, w))``: both decoded sides >= the output, scale >= max(w/W, h/H);
+      ``Resize(s)`` (shorter side): scale >= s / min(W, H).
+    - ``RandomResizedCrop((h, w), scale=(a, b), ratio=(r1, r2))``: the smallest crop it can draw has area
+      a·W·H and aspect r1 (narrowest, width sqrt(a·W·H·r1)) or r2 (flattest, height sqrt(a·W·H/r2)); it must
+      still have >= w columns and >= h rows after decoding, so
+      scale >= max(w / sqrt(a·W·H·r1), h / sqrt(a·W·H/r2)). With the torchvision defaults (a = 0.08) this
+      allows a reduction only for photos above ~1000 px, which is the point: small crops are never blurred.
+    - anything else first (a crop at native resolution, no resize, a non-v2 callable): 1 (full size).
+    """
+    steps = getattr(transform, "transforms", [transform])
+    first = steps[0] if steps else None
+    if isinstance(first, v2.Resize) and first.size is not None:
+        if len(first.size) == 1:
+            scale = first.size[0] / min(width, height)
+        else:
+            scale = max(first.size[1] / width, first.size[0] / height)
+    elif isinstance(first, v2.RandomResizedCrop):
+        smallest_area = first.scale[0] * width * height
+        out_h, out_w = first.size
+        narrowest, flattest = math.sqrt(smallest_area * first.ratio[0]), math.sqrt(smallest_area / first.ratio[1])
+        scale = max(out_w / narrowest, out_h / flattest)
+    else:
+        return 1.0
+    return min(1.0, scale)
+
+
 def list_transforms() -> list[str]:
     return TRANSFORMS.names()
 
 
-__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "TRANSFORMS", "build_transform", "list_transforms"]
+__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "TRANSFORMS", "build_transform", "list_transforms",
+           "min_decode_scale"]

@@ -1,0 +1,116 @@
+"""The fast decoding path (``decode="fast"``): same sizes and statistically the same pixels as plain PIL."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torchvision import transforms as T
+from torchvision.transforms import v2
+from torchvision.transforms.v2.functional import pil_to_tensor
+
+import data
+from data.dataset import RetrievalDataset
+from data.errors import DatasetError
+from data.image_io import decode_image, decode_jpeg_batch, load_image
+from data.transforms import min_decode_scale
+from utils.errors import UserError
+
+
+def _photo(path, size=(800, 600), seed=0):
+    """A smooth photo-like JPEG (gradients + blobs), so resampling differences stay small."""
+    w, h = size
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:h, 0:w] / max(w, h)
+    channels = [np.sin(2 * np.pi * (x * rng.uniform(1, 3) + y * rng.uniform(1, 3)) + rng.uniform(0, 6))
+                for _ in range(3)]
+    arr = ((np.stack(channels, -1) + 1) * 127.5).astype(np.uint8)
+    Image.fromarray(arr).save(path, "JPEG", quality=90)
+    return str(path)
+
+
+def _corr(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float(np.corrcoef(a.flatten().numpy(), b.flatten().numpy())[0, 1])
+
+
+def test_min_decode_scale_per_first_step():
+    # Resize((h, w)) keeps both sides >= the output; Resize(s) the shorter side
+    assert min_decode_scale(data.build_transform("cgd", True, 224), 500, 375) == pytest.approx(252 / 375)
+    assert min_decode_scale(data.build_transform("cgd", False, 64), 800, 600) == pytest.approx(64 / 600)
+    assert min_decode_scale(data.build_transform("abir", True, 224), 1000, 500) == pytest.approx(256 / 500)
+    # RandomResizedCrop: the smallest crop (area 0.08, aspect 3/4) keeps >= 224 columns
+    rrc = min_decode_scale(data.build_transform("das", True, 224), 2000, 1500)
+    assert rrc == pytest.approx(224 / math.sqrt(0.08 * 2000 * 1500 * 0.75))
+    assert min_decode_scale(data.build_transform("das", True, 224), 500, 375) == 1.0  # never upsample further
+    assert min_decode_scale(data.build_transform("landmark", False), 4000, 3000) == 1.0
+    assert min_decode_scale(v2.Compose([v2.RandomCrop(64)]), 4000, 3000) == 1.0
+    assert min_decode_scale(None, 4000, 3000) == 1.0
+
+
+def test_every_random_resized_crop_keeps_output_resolution(fast_tmp):
+    path = _photo(fast_tmp / "big.jpg", size=(2400, 1800))
+    tf = data.build_transform("das", True, 224)
+    decoded = decode_image(path, min_scale=lambda w, h: min_decode_scale(tf, w, h))
+    assert decoded.shape == (3, 900, 1200)  # DCT scale 1/2 is allowed, 1/4 is not
+    torch.manual_seed(0)
+    crops = [T.RandomResizedCrop.get_params(decoded, (0.08, 1.0), (3 / 4, 4 / 3)) for _ in range(3000)]
+    assert min(min(h, w) for _, _, h, w in crops) >= 224
+
+
+@pytest.mark.parametrize("preset", ["cgd", "das"])
+def test_fast_matches_pil_after_eval_transform(fast_tmp, preset):
+    path = _photo(fast_tmp / "photo.jpg", size=(800, 600))
+    tf = data.build_transform(preset, train=False, image_size=64)
+    fast_ds = RetrievalDataset([path], [0], ["a"], transform=tf)
+    pil_ds = RetrievalDataset([path], [0], ["a"], transform=tf, decode="pil")
+    assert fast_ds.decode == "fast"
+    fast, pil = fast_ds[0][0], pil_ds[0][0]
+    assert fast.shape == pil.shape == (3, 64, 64) and fast.dtype == pil.dtype == torch.float32
+    assert _corr(fast, pil) > 0.99
+    assert (fast - pil).abs().mean() < 0.05  # normalised units: ~3 grey levels
+    assert fast.min() > pil.min() - 0.2 and fast.max() < pil.max() + 0.2
+
+
+def test_draft_and_full_size_decoding(fast_tmp):
+    path = _photo(fast_tmp / "photo.jpg", size=(800, 600))
+    small = decode_image(path, min_scale=lambda w, h: min_decode_scale(data.build_transform("cgd", False, 64), w, h))
+    assert small.shape == (3, 75, 100) and small.dtype == torch.uint8  # 1/8: both sides still >= 64
+    full = decode_image(path, min_scale=lambda w, h: 300 / 600)  # 1/2 exactly keeps 300 rows
+    assert full.shape == (3, 300, 400)
+    assert torch.equal(decode_image(path), pil_to_tensor(load_image(path)))  # libjpeg-turbo, same pixels
+
+
+def test_box_crop_matches_pil(synth_root):
+    root = synth_root("cub", image_size=(120, 90))
+    ds = data.build_dataset("cub", root, "train", crop=True)
+    for i in range(3):
+        box = (3.4, 5.6, 77.5, 80.2) if i == 0 else ds.boxes[i]
+        assert torch.equal(decode_image(ds.paths[i], box), pil_to_tensor(load_image(ds.paths[i], box)))
+
+
+def test_dataset_paths_and_validation(synth_root):
+    root = synth_root("cub", image_size=(64, 48))
+    fast = data.build_dataset("cub", root, "train", transform=data.build_transform("cgd", False, 32))
+    x, label, index = fast[0]
+    assert fast.decode == "fast" and x.shape == (3, 32, 32) and (label, index) == (0, 0)
+    raw = data.build_dataset("cub", root, "train")  # no transform: the documented PIL image
+    assert isinstance(raw[0][0], Image.Image)
+    legacy = RetrievalDataset(fast.paths, fast.labels, fast.classes, transform=lambda im: im.size)
+    assert legacy[0][0] == (64, 48)  # non-v2 callables still get PIL images
+    with pytest.raises(DatasetError, match="decode must be one of fast, pil, not 'gpu'"):
+        data.build_dataset("cub", root, "train", decode="gpu")
+    assert issubclass(DatasetError, UserError)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="GPU JPEG decoding needs CUDA")
+def test_gpu_batch_decoding(fast_tmp):
+    from torchvision.io import read_file
+
+    paths = [_photo(fast_tmp / f"{i}.jpg", size=(320, 240), seed=i) for i in range(3)]
+    images = decode_jpeg_batch([read_file(p) for p in paths])
+    for path, image in zip(paths, images):
+        cpu = decode_image(path)
+        assert image.is_cuda and image.dtype == torch.uint8 and image.shape == cpu.shape
+        assert (image.cpu().float() - cpu.float()).abs().mean() < 2  # nvJPEG's IDCT differs by ~1 level
