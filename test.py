@@ -42,6 +42,7 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     g.add_argument("--image_size", type=int, default=224)
     g.add_argument("--eval_batch_size", type=int, default=64)
     g.add_argument("--workers", type=int, default=2)
+    g.add_argument("--decode", default="fast", choices=("fast", "pil"), help="JPEG decoding path")
     g.add_argument("--knn_backend", default="auto")
     g = p.add_argument_group("off-the-shelf model (no --checkpoint) and landmark retrieval")
     g.add_argument("--backbone_type", default=None)
@@ -49,6 +50,10 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     g.add_argument("--feature_dim", type=int, default=2048)
     g.add_argument("--pretrained", default=None)
     g.add_argument("--model_option", action="append", default=[], metavar="KEY=VALUE")
+    g.add_argument("--attention_weights", default=None,
+                   help="regional attention: state dict of the attention network (conv_att_1/2 weights)")
+    g.add_argument("--region_whitening", default=None,
+                   help="regional attention: per-region PCA-whitening file (evaluation.save_whitening)")
     g.add_argument("--imsize", type=int, default=1024, help="landmarks: longest image side")
     g.add_argument("--scales", default="1", help="landmarks: multi-scale factors, e.g. 1,0.7071,0.5")
     g.add_argument("--whitening", default=None, help="landmarks: whitening file (evaluation.save_whitening)")

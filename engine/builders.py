@@ -148,7 +148,7 @@ def build_datasets(cfg: dict[str, Any], root: str) -> dict[str, Any]:
     crop = cfg["crop_type"] == "cropped"
     train_tf = data.build_transform(cfg["transform"], train=True, image_size=cfg["image_size"])
     eval_tf = data.build_transform(cfg["transform"], train=False, image_size=cfg["image_size"])
-    kw = {"crop": crop, "skip_bad_images": cfg["skip_bad_images"]}
+    kw = {"crop": crop, "skip_bad_images": cfg["skip_bad_images"], "decode": cfg["decode"]}
     train = data.build_dataset(info.name, root, info.train_split, transform=train_tf, **kw)
     evals = {split: data.build_dataset(info.name, root, split, transform=eval_tf, **kw)
              for split in info.eval_splits}

@@ -17,7 +17,7 @@ import yaml
 
 from utils.errors import UserError
 
-AMP_CHOICES = ("off", "bf16", "fp16")
+AMP_CHOICES = ("auto", "off", "bf16", "fp16")
 
 # Without --data_path the run uses the built-in synthetic dataset; these settings (unless given by a flag or
 # the YAML file) make that default run a one-minute CPU job from random weights. Multi-similarity learns
@@ -42,6 +42,8 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     g.add_argument("--transform", default="cgd", help="augmentation preset: cgd, clf, das, abir")
     g.add_argument("--image_size", type=int, default=224)
     g.add_argument("--workers", type=int, default=2, help="data-loading worker processes")
+    g.add_argument("--decode", default="fast", choices=("fast", "pil"),
+                   help="fast: DCT-scaled / libjpeg-turbo JPEG decoding (same results); pil: plain PIL")
     g.add_argument("--skip_bad_images", action="store_true", help="drop undecodable images with a warning")
     g.add_argument("--val_classes", type=float, default=0.0,
                    help="fraction of training classes held out as a validation split for model selection")
@@ -114,8 +116,11 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     g = p.add_argument_group("runtime")
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
-    g.add_argument("--amp", default="off", choices=AMP_CHOICES)
-    g.add_argument("--channels_last", action="store_true")
+    g.add_argument("--amp", default="auto", choices=AMP_CHOICES,
+                   help="mixed precision; auto = bf16 where the hardware computes it natively (CUDA with bf16, "
+                        "CPUs with AVX512-BF16/AMX), else off")
+    g.add_argument("--channels_last", action=argparse.BooleanOptionalAction, default=True,
+                   help="NHWC memory format for the model and its inputs")
     g.add_argument("--compile", action="store_true", help="torch.compile the model")
     g.add_argument("--deterministic", action="store_true", help="deterministic algorithms (slower)")
     g.add_argument("--output_dir", default="runs/default")

@@ -72,7 +72,24 @@ def build_eval_model(args: Any, device: torch.device) -> tuple[torch.nn.Module, 
     if args.pretrained:
         options["pretrained"] = args.pretrained
     model = models.build_model(args.backbone_type, args.head, args.feature_dim, 0, **options)
+    load_head_parts(model, args)
     return model.to(device).eval(), {}
+
+
+def load_head_parts(model: torch.nn.Module, args: Any) -> None:
+    """Regional attention's separately shipped parts: attention weights and per-region whitening."""
+    import models
+    from engine.checkpoint import load_file
+
+    parts = {"--attention_weights": args.attention_weights, "--region_whitening": args.region_whitening}
+    given = [flag for flag, value in parts.items() if value]
+    if given and not hasattr(model.head, "attention"):
+        raise UserError(f"{', '.join(given)} only apply to --head regional_attention, not --head {args.head}")
+    if args.attention_weights:
+        models.load_model_state(model.head.attention, load_file(args.attention_weights), what=args.attention_weights)
+    if args.region_whitening:
+        mean, projection = evaluation.load_whitening(args.region_whitening)
+        model.head.set_whitening(torch.as_tensor(mean).float(), torch.as_tensor(projection).float())
 
 
 def evaluate_checkpoint(args: Any) -> dict[str, Any]:
@@ -95,7 +112,7 @@ def evaluate_checkpoint(args: Any) -> dict[str, Any]:
            "eval_chunk_size": None}
     transform = data.build_transform(run_cfg.get("transform", args.transform), train=False,
                                      image_size=run_cfg.get("image_size", args.image_size))
-    splits = {s: data.build_dataset(info.name, args.data_path, s, transform=transform,
+    splits = {s: data.build_dataset(info.name, args.data_path, s, transform=transform, decode=args.decode,
                                     crop=args.crop_type == "cropped") for s in info.eval_splits}
     ks = parse_number_list(args.recalls, "--recalls") or list(info.recall_ks)
     metrics, _ = evaluate_split(model, splits, info.protocol, ks, cfg, device, None)

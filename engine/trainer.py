@@ -73,6 +73,20 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
+def resolve_amp(amp: str, device: torch.device) -> str:
+    """``auto`` → ``bf16`` where bf16 matmuls/convolutions are native (2.7x fp32 on an AVX512-BF16 CPU,
+    benchmarks/bench_train.py), else ``off``."""
+    if amp != "auto":
+        return amp
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "off"
+    try:
+        native = torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    except (AttributeError, RuntimeError):
+        native = False
+    return "bf16" if native else "off"
+
+
 def seed_everything(seed: int, deterministic: bool) -> None:
     import random
 
@@ -102,6 +116,7 @@ def train(cfg: dict[str, Any]) -> dict[str, Any]:
     dist_info = init_distributed(device)
     if dist_info.enabled and device.type == "cuda":
         device = torch.device("cuda", dist_info.local_rank)
+    cfg["amp"] = resolve_amp(cfg["amp"], device)
     out_dir = Path(cfg["output_dir"])
     if dist_info.is_main:
         out_dir.mkdir(parents=True, exist_ok=True)

@@ -14,7 +14,7 @@ REPO = Path(__file__).resolve().parents[2]
 # triplet + semihard miner (global RNG) and DAS (its own generator) make the run depend on every RNG.
 COMMON = ["--workers", "0", "--no_tensorboard", "--image_size", "32", "--num_epochs", "2", "--batch_size", "16",
           "--loss", "triplet", "--miner", "semihard", "--das", "--lr", "1e-4", "--eval_every", "1",
-          "--device", "cpu"]
+          "--device", "cpu", "--amp", "off"]
 
 
 def run(argv, **kw):
