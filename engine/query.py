@@ -19,13 +19,20 @@ from utils.errors import UserError
 
 
 def embed_image(path: str, checkpoint: str | Path, device: str = "cpu") -> torch.Tensor:
-    """(D,) embedding of one image file with the model and eval transform of a saved run."""
+    """(D,) embedding of one image file, computed exactly as the run computed its database: same eval
+    transform, decoding path and precision."""
+    from engine.trainer import AMP_DTYPES, resolve_amp
+
     model, ckpt = load_model(checkpoint, device)
     cfg = ckpt.get("config", {})
+    memory_format = torch.channels_last if cfg.get("channels_last") else torch.contiguous_format
+    model = model.to(memory_format=memory_format)
     transform = data.build_transform(cfg.get("transform", "cgd"), train=False, image_size=cfg.get("image_size", 224))
-    image = transform(data.load_image(path)).unsqueeze(0).to(device)
-    with torch.no_grad():
-        embedding, _ = model(image)
+    image = data.RetrievalDataset([path], [0], ["query"], transform=transform, decode=cfg.get("decode", "fast"))[0][0]
+    dtype = AMP_DTYPES[resolve_amp(cfg.get("amp", "off"), torch.device(device))]
+    with torch.no_grad(), torch.autocast(torch.device(device).type, dtype=dtype or torch.float32,
+                                         enabled=dtype is not None):
+        embedding, _ = model(image.unsqueeze(0).to(device).contiguous(memory_format=memory_format))
     return torch.nn.functional.normalize(embedding.float(), dim=1)[0].cpu()
 
 
