@@ -14,7 +14,7 @@ from PIL import Image
 import data
 from data.oxford_paris import PARIS_CORRUPT
 
-REFERENCE = Path("/work/shared/reference/data")
+REFERENCE = Path(__file__).resolve().parents[1] / "fixtures"
 OXFORD = ("all_souls", "ashmolean", "balliol", "bodleian", "christ_church", "cornmarket", "hertford", "keble",
           "magdalen", "pitt_rivers", "radcliffe_camera")
 PARIS = ("defense", "eiffel", "invalides", "louvre", "moulinrouge", "museedorsay", "notredame", "pantheon",
