@@ -16,7 +16,7 @@ import json
 import sys
 from pathlib import Path
 
-from engine.evaluate import evaluate_checkpoint
+from engine.evaluate import evaluate_checkpoint, learn_whitening
 from engine.query import retrieve, write_outputs
 from utils.errors import UserError
 
@@ -59,6 +59,10 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     g.add_argument("--whitening", default=None, help="landmarks: whitening file (evaluation.save_whitening)")
     g.add_argument("--qe", default=None, help="landmarks: query expansion aqe:K or alpha:K:ALPHA")
     g.add_argument("--dba", type=int, default=0, help="landmarks: database-side augmentation with K neighbours")
+    g.add_argument("--learn_whitening", default=None, metavar="FILE",
+                   help="fit a whitening on --data_name/--data_path (a training set) and save it to FILE")
+    g.add_argument("--whitening_type", default="pca", choices=("pca", "learned"),
+                   help="pca: PCA-whitening; learned: cirtorch Lw from same-class pairs (labelled data)")
     p.add_argument("--device", default="auto")
     return p
 
@@ -73,6 +77,13 @@ def print_table(metrics: dict) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = get_args_parser().parse_args(argv)
     try:
+        if args.learn_whitening:
+            if not args.data_name or not args.data_path:
+                raise UserError("--learn_whitening needs --data_name and --data_path (a training set)")
+            info = learn_whitening(args)
+            print(f"whitening ({args.whitening_type}) fitted on {info['num_images']} descriptors of dimension "
+                  f"{info['dim']}: {args.learn_whitening}")
+            return 0
         if args.eval:
             if not args.data_name or not args.data_path:
                 raise UserError("--eval needs --data_name and --data_path")

@@ -117,3 +117,57 @@ def evaluate_checkpoint(args: Any) -> dict[str, Any]:
     ks = parse_number_list(args.recalls, "--recalls") or list(info.recall_ks)
     metrics, _ = evaluate_split(model, splits, info.protocol, ks, cfg, device, None)
     return metrics
+
+
+def matching_pairs(labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each image paired with the next image of its class (cyclically): the positives of learned whitening."""
+    order = torch.argsort(labels, stable=True)
+    sorted_labels = labels[order]
+    nxt = torch.roll(order, -1)
+    # within a class block the next index is the class's next image; the block's last wraps to its first
+    starts = torch.ones_like(sorted_labels, dtype=torch.bool)
+    starts[1:] = sorted_labels[1:] != sorted_labels[:-1]
+    first_of_block = order[torch.cummax(torch.where(starts, torch.arange(len(order)), 0), 0).values]
+    ends = torch.roll(starts, -1)
+    partner = torch.where(ends, first_of_block, nxt)
+    keep = partner != order
+    return order[keep], partner[keep]
+
+
+def learn_whitening(args: Any) -> dict[str, Any]:
+    """``test.py --learn_whitening FILE``: fit a whitening on a training set's descriptors and save it.
+
+    ``pca`` (unsupervised PCA-whitening) works on any dataset, landmark databases included (learn on
+    Paris6k to test on Oxford5k, as Tolias et al.); ``learned`` (cirtorch Lw from matching pairs) needs
+    class labels: the training split of a labelled benchmark. Never fit on the test set you report.
+    """
+    import data
+    from engine.config import parse_number_list
+    from engine.trainer import resolve_device
+
+    device = resolve_device(args.device)
+    model, run_cfg = build_eval_model(args, device)
+    info = data.get_benchmark(args.data_name, args.data_path)
+    if info.protocol == "landmark":
+        if args.whitening_type == "learned":
+            raise UserError("--whitening_type learned needs class labels; landmark databases have none (use pca, "
+                            "or a labelled training set)")
+        landmarks = data.load_landmark_dataset(info.name, args.data_path)
+        images = data.LandmarkImageDataset(list(landmarks.db_paths), imsize=args.imsize,
+                                           transform=data.build_transform("landmark", train=False))
+        scales = parse_number_list(args.scales, "--scales", float) or [1.0]
+        X, labels = evaluation.extract_landmark_descriptors(model, images, device, scales), None
+    else:
+        transform = data.build_transform(run_cfg.get("transform", args.transform), train=False,
+                                         image_size=run_cfg.get("image_size", args.image_size))
+        train = data.build_dataset(info.name, args.data_path, info.train_split, transform=transform,
+                                   decode=args.decode)
+        loader = eval_loader(train, args.eval_batch_size, args.workers, device.type == "cuda")
+        X, labels, _ = evaluation.embed(model, loader, device)
+    if args.whitening_type == "learned":
+        mean, projection = evaluation.learned_whitening_fit(X, *matching_pairs(labels))
+    else:
+        mean, projection = evaluation.pca_whitening_fit(X)
+    evaluation.save_whitening(args.learn_whitening, mean, projection,
+                              meta={"type": args.whitening_type, "data_name": info.name, "num_images": len(X)})
+    return {"num_images": len(X), "dim": int(X.shape[1])}

@@ -94,3 +94,28 @@ def test_eval_cli_on_revisited_landmarks_with_an_off_the_shelf_model(tmp_path):
 def test_test_cli_user_errors(argv, message):
     code, _, err = run_test_cli(argv)
     assert code == 2 and message in err and "Traceback" not in err
+
+
+def test_matching_pairs_link_every_image_to_another_of_its_class():
+    from engine.evaluate import matching_pairs
+
+    labels = torch.tensor([2, 0, 2, 1, 0, 2])
+    q, p = matching_pairs(labels)
+    assert sorted(zip(q.tolist(), p.tolist())) == [(0, 2), (1, 4), (2, 5), (4, 1), (5, 0)]  # class 1 has no pair
+
+
+@pytest.mark.parametrize("kind", ["pca", "learned"])
+def test_learn_whitening_on_a_training_set_then_apply_it(kind, tmp_path):
+    root = data.ensure_synthetic("roxford5k", tmp_path / "roxford5k", image_size=(64, 48))
+    model = ["--backbone_type", "resnet18", "--head", "gem", "--feature_dim", "512", "--workers", "0"]
+    folder = str(data.ensure_default_dataset())
+    whitening = tmp_path / "w.pth"
+    code, stdout, err = run_test_cli(["--learn_whitening", str(whitening), "--whitening_type", kind,
+                                      "--data_name", "folder", "--data_path", folder, "--image_size", "48", *model])
+    assert code == 0, err
+    mean, projection = __import__("evaluation").load_whitening(whitening)
+    assert tuple(mean.shape) == (512,) and tuple(projection.shape) == (512, 512)
+    code, _, err = run_test_cli(["--eval", "--data_name", "roxford5k", "--data_path", str(root), "--imsize", "64",
+                                 "--whitening", str(whitening), "--json", str(tmp_path / "m.json"), *model])
+    assert code == 0, err
+    assert 0 <= json.loads((tmp_path / "m.json").read_text())["mAP_medium"] <= 1
