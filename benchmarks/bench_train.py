@@ -34,7 +34,7 @@ import losses  # noqa: E402
 import models  # noqa: E402
 from engine.distributed import DistInfo  # noqa: E402
 from engine.run_log import RunLog  # noqa: E402
-from engine.trainer import AMP_DTYPES, Progress, train_one_epoch  # noqa: E402
+from engine.trainer import AMP_DTYPES, TrainContext, train_one_epoch  # noqa: E402
 
 NUM_CLASSES = 100
 VARIANTS = {"fp32": ("off", False), "channels_last": ("off", True), "bf16": ("bf16", False),
@@ -95,12 +95,13 @@ def trainer_loop(model, criterion, optimizer, data, device, amp: str, channels_l
     """Seconds for the same steps through ``engine.trainer.train_one_epoch`` (progress bar, logging, scheduler)."""
     cfg = {"amp": amp, "channels_last": channels_last, "grad_clip": 0.0, "checkpoint_every": 0, "num_epochs": 1,
            "batch_size": data[0][0].shape[0], "output_dir": tempfile.gettempdir()}
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
-    scaler = torch.amp.GradScaler(device.type, enabled=False)
-    run_log = RunLog(tempfile.gettempdir(), cfg, enabled=False)
+    ctx = TrainContext(cfg=cfg, model=model, train_model=model, criterion=criterion, optimizer=optimizer,
+                       scheduler=torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0),
+                       scaler=torch.amp.GradScaler(device.type, enabled=False), sampler=None, device=device,
+                       dist=DistInfo(), num_classes=NUM_CLASSES, steps_per_epoch=len(data),
+                       run_log=RunLog(tempfile.gettempdir(), cfg, enabled=False))
     start = time.perf_counter()
-    train_one_epoch(model, criterion, optimizer, scheduler, scaler, data, device, cfg, DistInfo(), Progress(),
-                    len(data), {}, run_log)
+    train_one_epoch(ctx, data)
     _sync(device)
     return time.perf_counter() - start
 

@@ -64,6 +64,30 @@ class Progress:
     history: list[dict[str, Any]] = field(default_factory=list)
 
 
+@dataclass
+class TrainContext:
+    """Everything one epoch of training touches (built once by ``train``; saved/restored by checkpoints)."""
+
+    cfg: dict[str, Any]
+    model: torch.nn.Module  # the bare model (evaluation, checkpoints)
+    train_model: torch.nn.Module  # what the step calls: the model, or its DDP / compiled wrapper
+    criterion: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    scaler: torch.amp.GradScaler
+    sampler: Any
+    device: torch.device
+    dist: DistInfo
+    num_classes: int
+    steps_per_epoch: int
+    run_log: RunLog
+    progress: Progress = field(default_factory=Progress)
+
+    @property
+    def latest(self) -> Path:
+        return Path(self.cfg["output_dir"]) / LATEST
+
+
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -154,107 +178,116 @@ def _train(cfg: dict[str, Any], root: str, device: torch.device, dist_info: Dist
     if steps_per_epoch == 0:
         raise UserError(f"--batch_size {cfg['batch_size']} leaves no full batch in {len(train_set)} training images")
     optimizer = builders.build_optimizer(cfg, model, criterion)
-    scheduler = builders.build_scheduler(cfg, optimizer, steps_per_epoch)
-    scaler = torch.amp.GradScaler(device.type, enabled=cfg["amp"] == "fp16")
-    progress = Progress()
-
+    ctx = TrainContext(
+        cfg=cfg, model=model, train_model=model, criterion=criterion, optimizer=optimizer,
+        scheduler=builders.build_scheduler(cfg, optimizer, steps_per_epoch),
+        scaler=torch.amp.GradScaler(device.type, enabled=cfg["amp"] == "fp16"), sampler=sampler, device=device,
+        dist=dist_info, num_classes=num_classes, steps_per_epoch=steps_per_epoch,
+        run_log=RunLog(out_dir, cfg, enabled=dist_info.is_main, tensorboard=not cfg["no_tensorboard"]))
     resume = resolve_resume(cfg["resume"], out_dir)
     if resume is not None:
-        progress = _load_checkpoint(resume, model, criterion, optimizer, scheduler, scaler)
-        log.info("resumed from %s at epoch %d step %d", resume, progress.epoch + 1, progress.step)
-
-    train_model = model
-    if cfg["sync_bn"] and dist_info.enabled:
-        train_model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(train_model)
-    if dist_info.enabled:
-        train_model = torch.nn.parallel.DistributedDataParallel(
-            train_model, device_ids=[device.index] if device.type == "cuda" else None)
-    if cfg["compile"]:
-        train_model = torch.compile(train_model)
-
-    run_log = RunLog(out_dir, cfg, enabled=dist_info.is_main, tensorboard=not cfg["no_tensorboard"])
+        ctx.progress = _load_checkpoint(resume, ctx)
+        log.info("resumed from %s at epoch %d step %d", resume, ctx.progress.epoch + 1, ctx.progress.step)
+    ctx.train_model = _wrap_for_training(model, cfg, dist_info, device)
     if dist_info.is_main:
         save_config(cfg, out_dir / "config.yaml")
-        select_on = cfg["select_on"] or ("val" if splits["val"] is not None else "test")
-        if select_on == "test":
+        if _select_split(cfg, splits) == "test":
             log.warning("model selection on the TEST split (the papers' protocol, optimistic); "
                         "use --val_classes for an honest validation split")
     batches = SeededBatches(sampler, cfg["seed"], dist_info.rank, cfg["batch_size"])
     loader = train_loader(train_set, batches, cfg["workers"], device.type == "cuda")
-    state = {"model": model, "criterion": criterion, "optimizer": optimizer, "scheduler": scheduler,
-             "scaler": scaler, "sampler": sampler, "cfg": cfg, "num_classes": num_classes, "out_dir": out_dir}
 
-    last_metrics: dict[str, Any] = {}
+    progress, last_metrics = ctx.progress, {}
     for epoch in range(progress.epoch, cfg["num_epochs"]):
         batches.set_epoch(epoch)
         sampler.load_state_dict({"epoch": epoch, "start": progress.step})
-        epoch_stats = train_one_epoch(train_model, criterion, optimizer, scheduler, scaler, loader, device,
-                                      cfg, dist_info, progress, steps_per_epoch, state, run_log)
+        row = {"epoch": epoch + 1, **train_one_epoch(ctx, loader)}
         progress.epoch, progress.step = epoch + 1, 0
-        row = {"epoch": epoch + 1, **epoch_stats}
         if _should_evaluate(cfg, epoch):
             if dist_info.is_main:
-                last_metrics = _evaluate_and_select(model, splits, info.protocol, ks, cfg, device, progress, row,
-                                                    run_log, epoch)
+                last_metrics = _evaluate_and_select(ctx, splits, info.protocol, ks, row, epoch)
             barrier(dist_info)
         progress.history.append(row)
         if dist_info.is_main:
-            run_log.epoch_end(row, progress.history, progress.global_step)
-            _save_checkpoint(out_dir / LATEST, state, progress)
+            ctx.run_log.epoch_end(row, progress.history, progress.global_step)
+            _save_checkpoint(ctx)
         barrier(dist_info)
-    run_log.close()
+    ctx.run_log.close()
     return {"last": last_metrics, "best": progress.best, "best_epoch": progress.best_epoch,
             "history": progress.history}
 
 
-def train_one_epoch(model, criterion, optimizer, scheduler, scaler, loader, device, cfg, dist_info, progress,
-                    steps_per_epoch, state, run_log) -> dict[str, float]:
-    """Train from ``progress.step`` to the end of the epoch; returns the epoch's mean loss and the lr."""
-    model.train()
-    criterion.train()
-    amp_dtype = AMP_DTYPES[cfg["amp"]]
+def _wrap_for_training(model: torch.nn.Module, cfg: dict[str, Any], dist_info: DistInfo, device: torch.device
+                       ) -> torch.nn.Module:
+    """SyncBatchNorm (in place), DDP and ``torch.compile`` as asked; parameters stay the model's own."""
+    wrapped = model
+    if cfg["sync_bn"] and dist_info.enabled:
+        wrapped = torch.nn.SyncBatchNorm.convert_sync_batchnorm(wrapped)
+    if dist_info.enabled:
+        wrapped = torch.nn.parallel.DistributedDataParallel(
+            wrapped, device_ids=[device.index] if device.type == "cuda" else None)
+    if cfg["compile"]:
+        wrapped = torch.compile(wrapped)
+    return wrapped
+
+
+def _select_split(cfg: dict[str, Any], splits: dict[str, Any]) -> str:
+    return cfg["select_on"] or ("val" if splits["val"] is not None else "test")
+
+
+def train_one_epoch(ctx: TrainContext, loader: Any) -> dict[str, float]:
+    """Train from ``ctx.progress.step`` to the end of the epoch; returns its mean loss, last lr and images/s."""
+    cfg, progress, optimizer = ctx.cfg, ctx.progress, ctx.optimizer
+    ctx.train_model.train()
+    ctx.criterion.train()
     total, count, start_time = 0.0, 0, time.perf_counter()
-    bar = tqdm(total=steps_per_epoch, initial=progress.step, disable=not dist_info.is_main, dynamic_ncols=True,
+    bar = tqdm(total=ctx.steps_per_epoch, initial=progress.step, disable=not ctx.dist.is_main, dynamic_ncols=True,
                desc=f"epoch {progress.epoch + 1}/{cfg['num_epochs']}")
     for images, labels, _ in loader:
-        if progress.step >= steps_per_epoch:
+        if progress.step >= ctx.steps_per_epoch:
             break
-        images = images.to(device, non_blocking=True)
-        if cfg["channels_last"]:
-            images = images.contiguous(memory_format=torch.channels_last)
-        labels = labels.to(device, non_blocking=True)
-        with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
-            embeddings, logits = model(images)
-        embeddings = gather_with_grad(embeddings.float(), dist_info)
-        logits = gather_with_grad(None if logits is None else logits.float(), dist_info)
-        loss, parts = criterion(embeddings, logits, all_gather_no_grad(labels, dist_info))
-        if not torch.isfinite(loss):
-            raise TrainingDiverged(f"the loss became {loss.item()} at epoch {progress.epoch + 1}, step "
-                                   f"{progress.step + 1}; stopped without saving. The last good checkpoint is "
-                                   f"{Path(cfg['output_dir']) / LATEST} (if one was written): lower --lr, "
-                                   "use --grad_clip, or --amp off")
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        if cfg["grad_clip"] > 0:
-            scaler.unscale_(optimizer)
-            torch.nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]],
-                                           cfg["grad_clip"])
-        scaler.step(optimizer)
-        scaler.update()
-        scheduler.step()
+        loss, parts = train_step(ctx, images, labels)
         progress.step += 1
         progress.global_step += 1
-        total, count = total + loss.item(), count + 1
-        bar.set_postfix(loss=f"{loss.item():.4f}", lr=f"{optimizer.param_groups[0]['lr']:.2e}")
+        total, count = total + loss, count + 1
+        bar.set_postfix(loss=f"{loss:.4f}", lr=f"{optimizer.param_groups[0]['lr']:.2e}")
         bar.update(1)
-        run_log.step(progress.global_step, loss.item(), parts, optimizer, getattr(criterion, "das_stats", None))
-        if cfg["checkpoint_every"] and progress.step % cfg["checkpoint_every"] == 0 and dist_info.is_main \
-                and progress.step < steps_per_epoch:
-            _save_checkpoint(Path(cfg["output_dir"]) / LATEST, state, progress)
+        das = getattr(ctx.criterion, "das", None)
+        ctx.run_log.step(progress.global_step, loss, parts, optimizer, das.last_stats if das is not None else None)
+        if cfg["checkpoint_every"] and progress.step % cfg["checkpoint_every"] == 0 and ctx.dist.is_main \
+                and progress.step < ctx.steps_per_epoch:
+            _save_checkpoint(ctx)
     bar.close()
     elapsed = time.perf_counter() - start_time
     return {"loss": total / max(count, 1), "lr": optimizer.param_groups[0]["lr"],
-            "images_per_s": count * cfg["batch_size"] * dist_info.world_size / max(elapsed, 1e-9)}
+            "images_per_s": count * cfg["batch_size"] * ctx.dist.world_size / max(elapsed, 1e-9)}
+
+
+def train_step(ctx: TrainContext, images: torch.Tensor, labels: torch.Tensor) -> tuple[float, dict[str, Any]]:
+    """One optimisation step on this rank's batch; miners, losses and DAS see the gathered global batch."""
+    cfg, device = ctx.cfg, ctx.device
+    amp_dtype = AMP_DTYPES[cfg["amp"]]
+    images = images.to(device, non_blocking=True)
+    if cfg["channels_last"]:
+        images = images.contiguous(memory_format=torch.channels_last)
+    with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+        embeddings, logits = ctx.train_model(images)
+    embeddings = gather_with_grad(embeddings.float(), ctx.dist)
+    logits = gather_with_grad(None if logits is None else logits.float(), ctx.dist)
+    loss, parts = ctx.criterion(embeddings, logits, all_gather_no_grad(labels.to(device), ctx.dist))
+    if not torch.isfinite(loss):
+        raise TrainingDiverged(f"the loss became {loss.item()} at epoch {ctx.progress.epoch + 1}, step "
+                               f"{ctx.progress.step + 1}; stopped without saving. The last good checkpoint is "
+                               f"{ctx.latest} (if one was written): lower --lr, use --grad_clip, or --amp off")
+    ctx.optimizer.zero_grad(set_to_none=True)
+    ctx.scaler.scale(loss).backward()
+    if cfg["grad_clip"] > 0:
+        ctx.scaler.unscale_(ctx.optimizer)
+        torch.nn.utils.clip_grad_norm_([p for g in ctx.optimizer.param_groups for p in g["params"]], cfg["grad_clip"])
+    ctx.scaler.step(ctx.optimizer)
+    ctx.scaler.update()
+    ctx.scheduler.step()
+    return loss.item(), parts
 
 
 def _should_evaluate(cfg: dict[str, Any], epoch: int) -> bool:
@@ -262,11 +295,12 @@ def _should_evaluate(cfg: dict[str, Any], epoch: int) -> bool:
     return last or (cfg["eval_every"] > 0 and (epoch + 1) % cfg["eval_every"] == 0)
 
 
-def _evaluate_and_select(model, splits, protocol, ks, cfg, device, progress, row, run_log, epoch
-                         ) -> dict[str, Any]:
+def _evaluate_and_select(ctx: TrainContext, splits: dict[str, Any], protocol: str, ks: list[int],
+                         row: dict[str, Any], epoch: int) -> dict[str, Any]:
     """Evaluate test (and val) splits, log them, and keep the best model + feature database."""
     from evaluation import save_database
 
+    cfg, model, device, progress = ctx.cfg, ctx.model, ctx.device, ctx.progress
     amp_dtype = AMP_DTYPES[cfg["amp"]]
     test_metrics, database = evaluate_split(model, splits["test"], protocol, ks, cfg, device, amp_dtype)
     row.update({f"test_{k}": v for k, v in test_metrics.items()})
@@ -275,7 +309,7 @@ def _evaluate_and_select(model, splits, protocol, ks, cfg, device, progress, row
         val_metrics, _ = evaluate_split(model, {"val": splits["val"]}, "leave_one_out", ks, cfg, device, amp_dtype)
         row.update({f"val_{k}": v for k, v in val_metrics.items()})
         metrics["val"] = val_metrics
-    select_on = cfg["select_on"] or ("val" if splits["val"] is not None else "test")
+    select_on = _select_split(cfg, splits)
     key = cfg["select_metric"]
     if key not in metrics[select_on]:
         raise UserError(f"--select_metric {key} is not computed; available: {sorted(metrics[select_on])}")
@@ -292,33 +326,33 @@ def _evaluate_and_select(model, splits, protocol, ks, cfg, device, progress, row
                       checkpoint=str(out_dir / BEST_MODEL), config=cfg)
         log.info("new best %s/%s %.4f at epoch %d: saved %s and %s", select_on, key, score, epoch + 1, BEST_MODEL,
                  BEST_DATABASE)
-    run_log.evaluation(epoch + 1, metrics, database, out_dir)
+    ctx.run_log.evaluation(epoch + 1, metrics, database, out_dir)
     return metrics
 
 
-def _save_checkpoint(path: Path, state: dict[str, Any], progress: Progress) -> None:
-    cfg = state["cfg"]
-    atomic_save({"model": state["model"].state_dict(), "criterion": state["criterion"].state_dict(),
-                 "optimizer": state["optimizer"].state_dict(), "scheduler": state["scheduler"].state_dict(),
-                 "scaler": state["scaler"].state_dict(), "sampler": state["sampler"].state_dict(),
-                 "progress": progress.__dict__, "rng": rng_state(), "config": cfg,
-                 "model_config": model_config(cfg, state["num_classes"])}, path)
+def _save_checkpoint(ctx: TrainContext) -> None:
+    progress = ctx.progress
+    atomic_save({"model": ctx.model.state_dict(), "criterion": ctx.criterion.state_dict(),
+                 "optimizer": ctx.optimizer.state_dict(), "scheduler": ctx.scheduler.state_dict(),
+                 "scaler": ctx.scaler.state_dict(), "sampler": ctx.sampler.state_dict(),
+                 "progress": progress.__dict__, "rng": rng_state(), "config": ctx.cfg,
+                 "model_config": model_config(ctx.cfg, ctx.num_classes)}, ctx.latest)
     # A small summary next to it, so tools (and people) can see where the run stands without loading it.
     summary = {"epoch": progress.epoch, "step": progress.step, "global_step": progress.global_step}
-    tmp = path.with_suffix(".json.tmp")
+    tmp = ctx.latest.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(summary))
-    tmp.replace(path.with_suffix(".json"))
+    tmp.replace(ctx.latest.with_suffix(".json"))
 
 
-def _load_checkpoint(path: Path, model, criterion, optimizer, scheduler, scaler) -> Progress:
+def _load_checkpoint(path: Path, ctx: TrainContext) -> Progress:
     ckpt = load_file(path)
     missing = [k for k in ("model", "criterion", "optimizer", "scheduler", "progress", "rng") if k not in ckpt]
     if missing:
         raise UserError(f"{path} cannot be resumed from: it lacks {missing} (is it a model_best.pth?)")
-    models.load_model_state(model, ckpt["model"])
-    criterion.load_state_dict(ckpt["criterion"])
-    optimizer.load_state_dict(ckpt["optimizer"])
-    scheduler.load_state_dict(ckpt["scheduler"])
-    scaler.load_state_dict(ckpt["scaler"])
+    models.load_model_state(ctx.model, ckpt["model"], what=str(path))
+    ctx.criterion.load_state_dict(ckpt["criterion"])
+    ctx.optimizer.load_state_dict(ckpt["optimizer"])
+    ctx.scheduler.load_state_dict(ckpt["scheduler"])
+    ctx.scaler.load_state_dict(ckpt["scaler"])
     set_rng_state(ckpt["rng"])
     return Progress(**ckpt["progress"])
