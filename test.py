@@ -42,7 +42,7 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     g.add_argument("--image_size", type=int, default=224)
     g.add_argument("--eval_batch_size", type=int, default=64)
     g.add_argument("--workers", type=int, default=2)
-    g.add_argument("--decode", default="fast", choices=("fast", "pil"), help="JPEG decoding path")
+    g.add_argument("--decode", default="fast", choices=("fast", "cache", "pil"), help="JPEG decoding path")
     g.add_argument("--knn_backend", default="auto")
     g = p.add_argument_group("off-the-shelf model (no --checkpoint) and landmark retrieval")
     g.add_argument("--backbone_type", default=None)

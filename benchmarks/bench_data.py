@@ -8,6 +8,9 @@ runs the same ``--preset`` training transform through a ``torch.utils.data.DataL
 - ``pil``      — the baseline: ``torchvision.datasets.ImageFolder`` (``Image.open(p).convert("RGB")``) + transform;
 - ``fast``     — ``RetrievalDataset(decode="fast")``, what training uses: reduced-size JPEG decoding where the
   preset allows it, transforms on uint8 tensors;
+- ``cache``    — ``RetrievalDataset(decode="cache")``: ``fast`` plus the exact on-disk cache of decode + the
+  preset's fixed-size first resize (cgd, clf; :mod:`data.decoded_cache`); its warm-up epoch fills the cache,
+  so the timed epochs show every epoch after the first;
 - ``tvjpeg``   — ``torchvision.io.decode_jpeg`` (libjpeg-turbo, full size) + the same tensor transforms
   (``--decoders``: measured to decide the CPU decoder);
 - ``prepared`` — ``fast`` on the ``data_utils.py prepare --size 256`` cache of the same images (``--prepared``);
@@ -120,7 +123,10 @@ def build_variants(args: argparse.Namespace, root: Path) -> dict[str, DataLoader
     wanted = set(paths)
     keep = [i for i, (p, _) in enumerate(folder.samples) if p in wanted]
     fast = RetrievalDataset(paths, [0] * len(paths), ["all"], transform=tf, decode="fast")
-    out = {"pil": loader(Subset(folder, keep), args), "fast": loader(fast, args)}
+    # decode="cache": the warm-up epoch fills the cache, the timed epochs show the steady state (epoch >= 2)
+    cached = RetrievalDataset(paths, [0] * len(paths), ["all"], transform=tf, decode="cache",
+                              cache_dir=str(root) + "_decoded")
+    out = {"pil": loader(Subset(folder, keep), args), "fast": loader(fast, args), "cache": loader(cached, args)}
     if args.decoders:
         out["tvjpeg"] = loader(TVJpegDataset(paths, tf), args)
     if args.prepared:

@@ -49,7 +49,8 @@ def build_dataset(name: str, root: str | Path, split: str, transform: Callable |
         skip_bad_images: drop bad files with a :class:`DatasetWarning` instead of raising.
         max_size: reduced-size JPEG decoding (faster, slightly different pixels); None = exact.
         imsize: landmark sets only, the longest image side (cirtorch default 1024).
-        decode: ``"fast"`` (reduced-size JPEG decoding + tensor transforms, the default) or ``"pil"``
+        decode: ``"fast"`` (reduced-size JPEG decoding + tensor transforms, the default), ``"cache"`` (fast + an
+            exact on-disk cache of decode + fixed-size resize, :mod:`data.decoded_cache`) or ``"pil"``
             (full-size PIL, torchvision ``ImageFolder`` style); see :class:`RetrievalDataset`. Not used by
             landmark sets.
 

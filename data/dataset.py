@@ -9,11 +9,12 @@ from torch.utils.data import Dataset
 from torchvision.transforms import v2
 
 from data.common import Box
+from data.decoded_cache import DecodedCache, split_fixed_resize
 from data.errors import DatasetError
 from data.image_io import decode_image, load_image
 from data.transforms import min_decode_scale
 
-DECODERS = ("fast", "pil")
+DECODERS = ("fast", "pil", "cache")
 
 
 class RetrievalDataset(Dataset):
@@ -34,6 +35,9 @@ class RetrievalDataset(Dataset):
             resizing runs in torch (``benchmarks/bench_data.py``, 500x375 JPEGs, cgd: 1.3-1.6x the
             images/s of PIL loading; 1.5-2.2x on a ``data_utils.py prepare --size 256`` copy).
             ``"pil"``: full-size PIL decoding and PIL transforms (torchvision ``ImageFolder`` behaviour).
+            ``"cache"``: ``"fast"`` plus an exact on-disk cache of the decoded and resized image when the
+            pipeline starts with a fixed-size ``Resize`` (cgd, clf; :mod:`data.decoded_cache`); later epochs
+            skip decoding. ``cache_dir`` defaults to ``$METRIC_RETRIEVAL_CACHE/decoded``.
             Other callables, and ``transform=None``, always get the full-size PIL image.
 
     ``dataset[i]`` → ``(image, label: int, i)``: the transformed image (a float32 CHW tensor with the
@@ -42,7 +46,8 @@ class RetrievalDataset(Dataset):
 
     def __init__(self, paths: Sequence[str], labels: Sequence[int] | torch.Tensor, classes: Sequence[str],
                  boxes: Sequence[Box] | None = None, transform: Callable | None = None, crop: bool = False,
-                 max_size: int | None = None, name: str = "", split: str = "", decode: str = "fast") -> None:
+                 max_size: int | None = None, name: str = "", split: str = "", decode: str = "fast",
+                 cache_dir: str | None = None) -> None:
         self.paths = list(paths)
         self.labels = torch.as_tensor(labels, dtype=torch.long).reshape(-1)
         if len(self.labels) != len(self.paths):
@@ -55,6 +60,7 @@ class RetrievalDataset(Dataset):
         if decode not in DECODERS:
             raise DatasetError(f"decode must be one of {', '.join(DECODERS)}, not {decode!r}")
         self.name, self.split, self.decode = name, split, decode
+        self.cache = DecodedCache(cache_dir) if decode == "cache" else None
 
     @property
     def num_classes(self) -> int:
@@ -65,7 +71,13 @@ class RetrievalDataset(Dataset):
 
     def __getitem__(self, i: int):
         box = self.boxes[i] if self.crop else None
-        if self.decode == "fast" and isinstance(self.transform, v2.Transform):
+        if self.cache is not None:
+            resize, rest = split_fixed_resize(self.transform)
+            if resize is not None:
+                image = self.cache.get(self.paths[i], box, resize, partial(
+                    decode_image, self.paths[i], box, self.max_size, partial(min_decode_scale, self.transform)))
+                return rest(image), int(self.labels[i]), i
+        if self.decode in ("fast", "cache") and isinstance(self.transform, v2.Transform):
             # The rule is looked up per call: ``transform`` is settable (validation subsets swap it).
             image = decode_image(self.paths[i], box, self.max_size, partial(min_decode_scale, self.transform))
             return self.transform(image), int(self.labels[i]), i

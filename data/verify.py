@@ -15,10 +15,15 @@ from data.image_io import check_image
 MAX_LISTED = 10
 
 
-def cache_dir() -> Path:
-    """Where verification results are kept: ``$METRIC_RETRIEVAL_CACHE/verified`` or ``~/.cache/metric-retrieval/``."""
+def cache_root() -> Path:
+    """``$METRIC_RETRIEVAL_CACHE`` or ``~/.cache/metric-retrieval``: verification results, decoded images."""
     base = os.environ.get("METRIC_RETRIEVAL_CACHE")
-    return Path(base).expanduser() / "verified" if base else Path.home() / ".cache" / "metric-retrieval" / "verified"
+    return Path(base).expanduser() if base else Path.home() / ".cache" / "metric-retrieval"
+
+
+def cache_dir() -> Path:
+    """Where verification results are kept: ``cache_root()/verified``."""
+    return cache_root() / "verified"
 
 
 def _cache_file(paths: Sequence[str]) -> Path:
@@ -87,4 +92,4 @@ def handle_bad_images(bad: dict[int, str], paths: Sequence[str], what: str, skip
     return [i for i in range(len(paths)) if i not in bad]
 
 
-__all__ = ["cache_dir", "find_bad_images", "find_missing", "handle_bad_images"]
+__all__ = ["cache_dir", "cache_root", "find_bad_images", "find_missing", "handle_bad_images"]

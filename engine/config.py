@@ -42,8 +42,9 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     g.add_argument("--transform", default="cgd", help="augmentation preset: cgd, clf, das, abir")
     g.add_argument("--image_size", type=int, default=224)
     g.add_argument("--workers", type=int, default=2, help="data-loading worker processes")
-    g.add_argument("--decode", default="fast", choices=("fast", "pil"),
-                   help="fast: DCT-scaled / libjpeg-turbo JPEG decoding (same results); pil: plain PIL")
+    g.add_argument("--decode", default="fast", choices=("fast", "cache", "pil"),
+                   help="fast: DCT-scaled / libjpeg-turbo JPEG decoding; cache: fast + exact on-disk cache of "
+                        "decode + fixed-size resize ($METRIC_RETRIEVAL_CACHE/decoded); pil: plain PIL")
     g.add_argument("--skip_bad_images", action="store_true", help="drop undecodable images with a warning")
     g.add_argument("--val_classes", type=float, default=0.0,
                    help="fraction of training classes held out as a validation split for model selection")

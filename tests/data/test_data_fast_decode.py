@@ -99,7 +99,7 @@ def test_dataset_paths_and_validation(synth_root):
     assert isinstance(raw[0][0], Image.Image)
     legacy = RetrievalDataset(fast.paths, fast.labels, fast.classes, transform=lambda im: im.size)
     assert legacy[0][0] == (64, 48)  # non-v2 callables still get PIL images
-    with pytest.raises(DatasetError, match="decode must be one of fast, pil, not 'gpu'"):
+    with pytest.raises(DatasetError, match="decode must be one of fast, pil, cache, not 'gpu'"):
         data.build_dataset("cub", root, "train", decode="gpu")
     assert issubclass(DatasetError, UserError)
 
@@ -114,3 +114,29 @@ def test_gpu_batch_decoding(fast_tmp):
         cpu = decode_image(path)
         assert image.is_cuda and image.dtype == torch.uint8 and image.shape == cpu.shape
         assert (image.cpu().float() - cpu.float()).abs().mean() < 2  # nvJPEG's IDCT differs by ~1 level
+
+
+def test_decoded_cache_is_exact_and_only_for_a_fixed_size_first_resize(tmp_path):
+    from data.dataset import RetrievalDataset
+    from data.transforms import build_transform
+
+    root = data.write_synthetic("cub", tmp_path / "cub", image_size=(120, 90), images_per_class=1)
+    paths = sorted(str(p) for p in root.rglob("*.jpg"))[:4]
+    cache = tmp_path / "decoded"
+    cgd = build_transform("cgd", train=True, image_size=64)
+
+    def items(decode, transform):
+        ds = RetrievalDataset(paths, [0] * 4, ["c"], transform=transform, decode=decode, cache_dir=str(cache))
+        out = []
+        for i in range(4):
+            torch.manual_seed(i)
+            out.append(ds[i][0])
+        return out
+
+    fast = items("fast", cgd)
+    first, second = items("cache", cgd), items("cache", cgd)  # fills the cache, then reads it
+    assert len(list(cache.rglob("*.npy"))) == 4
+    for a, b, c in zip(fast, first, second):
+        assert torch.equal(a, b) and torch.equal(a, c)
+    items("cache", build_transform("das", train=True, image_size=64))  # random first step: nothing cached
+    assert len(list(cache.rglob("*.npy"))) == 4
