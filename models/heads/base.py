@@ -31,6 +31,9 @@ class Head(nn.Module):
     uses_intermediates: ClassVar[bool] = False
     backbone_defaults: ClassVar[dict[str, Any]] = {}
     freeze_backbone_default: ClassVar[bool] = False  # off-the-shelf descriptors train only their head
+    # parameter-name suffix -> learning-rate multiplier for parameters trained at their own rate without
+    # weight decay (e.g. cirtorch's GeM p: x10); the trainer turns them into optimiser parameter groups
+    lr_multipliers: ClassVar[dict[str, float]] = {}
     feature_dim: int
     num_classes: int
 

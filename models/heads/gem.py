@@ -2,9 +2,10 @@
 Annotation", TPAMI 2018 (arXiv 1711.02512). spec-landmarks §4.1–4.2.
 
 ``GeM(x)`` with one learnable ``p`` (init 3, eps 1e-6) → L2 → optional whitening ``Linear(C, D)`` with bias →
-L2. (cirtorch trains ``p`` with 10× the learning rate and no weight decay; here ``p`` is an ordinary head
-parameter.) ``whitening=None`` (default) adds the whitening layer exactly when ``feature_dim`` is
-given and differs from C; ``True`` forces it (D = ``feature_dim`` or C, cirtorch's ``-w`` nets use D = C).
+L2. ``p`` is trained with 10× the learning rate and no weight decay, as in cirtorch (``lr_multipliers``, turned
+into an optimiser parameter group by the trainer). ``whitening=None`` (default) adds the whitening layer
+exactly when ``feature_dim`` is given and differs from C; ``True`` forces it (D = ``feature_dim`` or C;
+cirtorch's ``-w`` nets use D = C).
 """
 from __future__ import annotations
 
@@ -29,6 +30,8 @@ class GeMHead(Head):
         whitening: add ``Linear(C, D)`` + L2 (``None`` = only when D ≠ C).
         embedding_norm: L2-normalise the output (default True).
     """
+
+    lr_multipliers = {"pool.p": 10.0}
 
     def __init__(self, in_channels: int, feature_dim: int | None = None, num_classes: int | None = None,
                  gem_p: float = 3.0, learn_p: bool = True, whitening: bool | None = None,

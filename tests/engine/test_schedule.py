@@ -38,3 +38,20 @@ def test_cosine_with_linear_warmup():
     assert values[:2] == pytest.approx([0.5, 1.0 * 0.5 * (1 + math.cos(0))])
     assert values[2] == pytest.approx(1.0)
     assert values[-1] == pytest.approx(0.5 * (1 + math.cos(math.pi * 5 / 6)))
+
+
+def test_parameter_groups_give_gem_p_ten_times_the_lr_without_decay():
+    import losses
+    import models
+    from engine.builders import build_optimizer
+
+    cfg = resolve_config(["--data_path", "unused", "--lr", "1e-3", "--weight_decay", "0.01", "--head_lr_mult", "2"])
+    model = models.build_model("resnet18", "gem", 512, 0)
+    criterion = losses.build_criterion([{"name": "proxy_anchor"}], num_classes=5, embedding_dim=512)
+    groups = {g["name"]: g for g in build_optimizer(cfg, model, criterion).param_groups}
+    assert groups["head.pool.p"]["params"] == [model.head.pool.p]
+    assert groups["head.pool.p"]["lr"] == pytest.approx(2e-2) and groups["head.pool.p"]["weight_decay"] == 0
+    assert groups["backbone"]["lr"] == pytest.approx(1e-3) and groups["backbone"]["weight_decay"] == 0.01
+    assert "head" not in groups  # the gem head has no other trainable parameter at D = C
+    total = sum(len(g["params"]) for g in groups.values())  # every trainable parameter, exactly once
+    assert total == sum(1 for p in [*model.parameters(), *criterion.parameters()] if p.requires_grad)
