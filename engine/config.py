@@ -197,6 +197,9 @@ def validate_config(cfg: dict[str, Any]) -> None:
             "samples_per_class"]:
         problems.append(f"--batch_size {cfg['batch_size']} must be a multiple of --samples_per_class "
                         f"{cfg['samples_per_class']} for the {cfg['sampler']} sampler")
+    if not cfg["data_path"] and cfg["data_name"] != "folder":
+        problems.append(f"--data_name {cfg['data_name']} needs --data_path (without it the built-in synthetic "
+                        "dataset is used)")
     if not 0.0 <= cfg["val_classes"] < 1.0:
         problems.append(f"--val_classes must be a fraction in [0, 1), got {cfg['val_classes']}")
     if cfg["select_on"] == "val" and cfg["val_classes"] == 0:

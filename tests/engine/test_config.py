@@ -54,7 +54,8 @@ def test_missing_and_invalid_yaml(tmp_path):
     (["--batch_size", "30", "--samples_per_class", "4"], "multiple of --samples_per_class"),
     (["--detach"], "only apply with --das"),
     (["--select_on", "val"], "needs --val_classes"),
-    (["--crop_type", "cropped", "--data_name", "sop"], "only for CUB and CARS"),
+    (["--crop_type", "cropped", "--data_name", "sop", "--data_path", "x"], "only for CUB and CARS"),
+    (["--data_name", "cub"], "--data_name cub needs --data_path"),
     (["--compile", "--deterministic"], "cannot be combined"),
     (["--das", "--das_dfs_scale_left", "2", "--das_dfs_scale_right", "1"], "must not exceed"),
 ])
@@ -84,7 +85,7 @@ def test_every_shipped_config_resolves():
 
     for path in sorted(Path("configs").rglob("*.yaml")):
         if path.name != "base.yaml":
-            cfg = resolve_config(["--config", str(path)])
+            cfg = resolve_config(["--config", str(path), "--data_path", "/data"])
             assert cfg["backbone_type"] and cfg["head"], path
 
 
