@@ -28,7 +28,11 @@ def embed_image(path: str, checkpoint: str | Path, device: str = "cpu") -> torch
     memory_format = torch.channels_last if cfg.get("channels_last") else torch.contiguous_format
     model = model.to(memory_format=memory_format)
     transform = data.build_transform(cfg.get("transform", "cgd"), train=False, image_size=cfg.get("image_size", 224))
-    image = data.RetrievalDataset([path], [0], ["query"], transform=transform, decode=cfg.get("decode", "fast"))[0][0]
+    try:
+        image = data.RetrievalDataset([path], [0], ["query"], transform=transform,
+                                      decode=cfg.get("decode", "fast"))[0][0]
+    except (OSError, SyntaxError, ValueError) as err:  # PIL's UnidentifiedImageError is an OSError
+        raise UserError(f"--query_img_name {path}: cannot read it as an image ({err})") from None
     dtype = AMP_DTYPES[resolve_amp(cfg.get("amp", "off"), torch.device(device))]
     with torch.no_grad(), torch.autocast(torch.device(device).type, dtype=dtype or torch.float32,
                                          enabled=dtype is not None):

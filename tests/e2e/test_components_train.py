@@ -119,3 +119,12 @@ def test_learn_whitening_on_a_training_set_then_apply_it(kind, tmp_path):
                                  "--whitening", str(whitening), "--json", str(tmp_path / "m.json"), *model])
     assert code == 0, err
     assert 0 <= json.loads((tmp_path / "m.json").read_text())["mAP_medium"] <= 1
+
+
+def test_an_unreadable_external_query_is_a_user_error(tmp_path):
+    run(tmp_path / "run")
+    bogus = tmp_path / "notes.jpg"
+    bogus.write_text("not an image")
+    code, _, err = run_test_cli(["--query_img_name", str(bogus), "--data_base",
+                                 str(tmp_path / "run" / "database_best.pth")])
+    assert code == 2 and "cannot read it as an image" in err and "Traceback" not in err
