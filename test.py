@@ -18,6 +18,7 @@ from pathlib import Path
 
 from engine.evaluate import evaluate_checkpoint, learn_whitening
 from engine.query import retrieve, write_outputs
+from engine.trainer import resolve_device
 from utils.errors import UserError
 
 
@@ -95,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if not args.query_img_name or not args.data_base:
             raise UserError("give --query_img_name and --data_base (query retrieval) or --eval (evaluation)")
-        device = "cpu" if args.device == "auto" else args.device
+        device = str(resolve_device(args.device)) if args.device != "auto" else "cpu"
         result = retrieve(args.data_base, args.query_img_name, args.retrieval_num, args.checkpoint, device)
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)

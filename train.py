@@ -3,8 +3,8 @@
 Examples::
 
     python train.py                                   # built-in synthetic data, about a minute on a CPU
-    python train.py --config configs/cgd_cars.yaml --data_path /data/cars196
-    torchrun --nproc_per_node 4 train.py --config configs/das_table2_ms_cub.yaml --data_path /data/cub200
+    python train.py --config configs/cgd/cars.yaml --data_path /data/cars196
+    torchrun --nproc_per_node 4 train.py --config configs/das/table1.yaml --data_name cub --data_path /data/cub200
 """
 from __future__ import annotations
 

@@ -90,7 +90,7 @@ def build_criterion(cfg: dict[str, Any], num_classes: int, class_counts: torch.T
         return losses.build_criterion(loss_terms(cfg), num_classes=num_classes, embedding_dim=cfg["feature_dim"],
                                       class_counts=class_counts, das=das_options(cfg),
                                       aux_loss_weight=cfg["aux_loss_weight"] if cfg["aux_loss"] else None)
-    except TypeError as err:
+    except (TypeError, ValueError) as err:  # unknown or out-of-range loss / miner / DAS settings
         raise UserError(f"loss options: {err}") from None
 
 

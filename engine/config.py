@@ -179,11 +179,46 @@ def resolve_config(argv: list[str] | None = None,
     if unknown:
         raise UserError(f"--config {args.config}: unknown keys {unknown}; valid keys are the train.py "
                         "flag names (see train.py --help)")
-    cfg.update({k: v for k, v in file_cfg.items() if k not in explicit})
+    cfg.update({k: _check_file_value(parser, k, v, args.config) for k, v in file_cfg.items() if k not in explicit})
     if not cfg["data_path"]:
         cfg.update({k: v for k, v in QUICK_RECIPE.items() if k not in explicit and k not in file_cfg})
     validate_config(cfg)
     return cfg
+
+
+def _check_file_value(parser: argparse.ArgumentParser, key: str, value: Any, path: str) -> Any:
+    """A YAML value checked (and converted) like the flag of the same name would check it."""
+    action = next(a for a in parser._actions if a.dest == key)
+    where = f"--config {path}: {key}"
+    if value is None or key == "loss":  # loss may be a name or a list of term dicts (checked by its builder)
+        return value
+    if action.nargs == 0 or isinstance(action, argparse.BooleanOptionalAction):
+        if not isinstance(value, bool):
+            raise UserError(f"{where} must be true or false, got {value!r}")
+        return value
+    if isinstance(action, argparse._AppendAction):
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise UserError(f"{where} must be a list of KEY=VALUE strings, got {value!r}")
+        return value
+    if isinstance(value, (bool, list, dict)):
+        raise UserError(f"{where} must be a single value, got {value!r}")
+    converted = _convert(action.type, value) if action.type is not None else value
+    if converted is None:
+        raise UserError(f"{where} must be {'an integer' if action.type is int else 'a number'}, got {value!r}")
+    if action.choices is not None and converted not in action.choices:
+        raise UserError(f"{where} must be one of {', '.join(map(str, action.choices))}, got {value!r}")
+    return converted
+
+
+def _convert(kind: type, value: Any) -> Any:
+    """``kind(value)``, or None when it does not fit (an int flag given 8.5 is rejected, not truncated)."""
+    try:
+        number = float(value)
+        if kind is int:
+            return int(number) if number == int(number) else None
+        return kind(value)
+    except (TypeError, ValueError, OverflowError):
+        return None
 
 
 def validate_config(cfg: dict[str, Any]) -> None:
@@ -191,10 +226,16 @@ def validate_config(cfg: dict[str, Any]) -> None:
     problems = []
     if cfg["amp"] not in AMP_CHOICES:
         problems.append(f"--amp must be one of {AMP_CHOICES}, got {cfg['amp']!r}")
-    if cfg["batch_size"] < 1 or cfg["num_epochs"] < 1:
-        problems.append("--batch_size and --num_epochs must be positive")
-    if cfg["sampler"] in ("m_per_class", "class_random", "identity") and cfg["batch_size"] % cfg[
-            "samples_per_class"]:
+    for flag in ("batch_size", "num_epochs", "samples_per_class", "feature_dim", "image_size", "eval_batch_size"):
+        if cfg[flag] < 1:
+            problems.append(f"--{flag} must be a positive integer, got {cfg[flag]}")
+    for flag in ("workers", "eval_every", "checkpoint_every", "max_steps_per_epoch"):
+        if cfg[flag] < 0:
+            problems.append(f"--{flag} must be >= 0, got {cfg[flag]}")
+    if any(k < 1 for k in parse_number_list(cfg["recalls"], "--recalls")):
+        problems.append(f"--recalls must list positive integers, got {cfg['recalls']}")
+    if cfg["sampler"] in ("m_per_class", "class_random", "identity") and cfg["samples_per_class"] > 0 and \
+            cfg["batch_size"] % cfg["samples_per_class"]:
         problems.append(f"--batch_size {cfg['batch_size']} must be a multiple of --samples_per_class "
                         f"{cfg['samples_per_class']} for the {cfg['sampler']} sampler")
     if not cfg["data_path"] and cfg["data_name"] != "folder":

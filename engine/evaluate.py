@@ -54,6 +54,8 @@ def _qe_spec(text: str | None, dba: int) -> dict[str, Any] | None:
         raise UserError(f"--qe expects aqe:K or alpha:K:ALPHA, got {text!r}") from None
     if method not in ("aqe", "alpha", "none"):
         raise UserError(f"--qe method must be aqe, alpha or none, got {method!r}")
+    if method != "none" and spec["k"] < 1 or dba < 0:
+        raise UserError(f"--qe {text}: K must be a positive number of neighbours (e.g. aqe:5); --dba must be >= 0")
     return spec
 
 
@@ -71,7 +73,10 @@ def build_eval_model(args: Any, device: torch.device) -> tuple[torch.nn.Module, 
     options = parse_key_values(args.model_option, "--model_option")
     if args.pretrained:
         options["pretrained"] = args.pretrained
-    model = models.build_model(args.backbone_type, args.head, args.feature_dim, 0, **options)
+    try:
+        model = models.build_model(args.backbone_type, args.head, args.feature_dim, 0, **options)
+    except TypeError as err:
+        raise UserError(f"model options: {err}") from None
     load_head_parts(model, args)
     return model.to(device).eval(), {}
 

@@ -46,6 +46,10 @@ from utils.errors import UserError
 
 log = logging.getLogger("metric_retrieval")
 AMP_DTYPES = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+# Settings a resumed run may change without changing what it computes (or that only extend it).
+RESUME_MAY_CHANGE = {"resume", "output_dir", "workers", "device", "num_epochs", "eval_every", "checkpoint_every",
+                     "no_tensorboard", "eval_batch_size", "knn_backend", "eval_chunk_size", "config", "decode",
+                     "compile", "recalls", "select_metric", "select_on", "pretrained"}
 
 
 class TrainingDiverged(UserError):
@@ -91,7 +95,10 @@ class TrainContext:
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise UserError(f"--device {name}: expected auto, cpu, cuda or cuda:N") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise UserError(f"--device {name}: CUDA is not available on this machine (use --device cpu)")
     return device
@@ -172,6 +179,10 @@ def _train(cfg: dict[str, Any], root: str, device: torch.device, dist_info: Dist
     if cfg["channels_last"]:
         model.to(memory_format=torch.channels_last)
     criterion = builders.build_criterion(cfg, num_classes, class_counts).to(device)
+    logit_losses = [n for n, loss in zip(criterion.names, criterion.losses) if getattr(loss, "input", "") == "logits"]
+    if logit_losses and not getattr(model.head, "num_classes", 0):
+        raise UserError(f"--loss {'+'.join(logit_losses)} reads classifier logits, but --head {cfg['head']} has no "
+                        "classifier; use a head with one (cgd, clf) or an embedding loss")
     sampler = builders.build_sampler(cfg, train_set.labels, dist_info.rank, dist_info.world_size)
     steps_per_epoch = len(sampler) if not cfg["max_steps_per_epoch"] else min(len(sampler),
                                                                                 cfg["max_steps_per_epoch"])
@@ -348,7 +359,14 @@ def _load_checkpoint(path: Path, ctx: TrainContext) -> Progress:
     ckpt = load_file(path)
     missing = [k for k in ("model", "criterion", "optimizer", "scheduler", "progress", "rng") if k not in ckpt]
     if missing:
-        raise UserError(f"{path} cannot be resumed from: it lacks {missing} (is it a model_best.pth?)")
+        raise UserError(f"{path} cannot be resumed from: it lacks {missing} (a full checkpoint_latest.pth "
+                        "is needed; model_best.pth / database_best.pth hold only weights / features)")
+    changed = [k for k in sorted(ckpt["config"]) if k not in RESUME_MAY_CHANGE
+               and ckpt["config"][k] != ctx.cfg.get(k)]
+    if changed:
+        raise UserError(f"--resume {path}: the run was made with other settings for "
+                        + ", ".join(f"--{k} ({ckpt['config'][k]!r} there, {ctx.cfg.get(k)!r} now)" for k in changed)
+                        + "; resume with the same settings, or start a new --output_dir")
     models.load_model_state(ctx.model, ckpt["model"], what=str(path))
     ctx.criterion.load_state_dict(ckpt["criterion"])
     ctx.optimizer.load_state_dict(ckpt["optimizer"])

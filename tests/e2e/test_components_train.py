@@ -9,6 +9,7 @@ import losses
 from engine import resolve_config, train
 from engine.trainer import TrainingDiverged
 from tests.e2e.cli import run_test_cli
+from utils.errors import UserError
 
 TINY = ["--workers", "0", "--no_tensorboard", "--image_size", "32", "--num_epochs", "1", "--max_steps_per_epoch",
         "2", "--batch_size", "16", "--amp", "off"]
@@ -128,3 +129,14 @@ def test_an_unreadable_external_query_is_a_user_error(tmp_path):
     code, _, err = run_test_cli(["--query_img_name", str(bogus), "--data_base",
                                  str(tmp_path / "run" / "database_best.pth")])
     assert code == 2 and "cannot read it as an image" in err and "Traceback" not in err
+
+
+def test_resume_with_other_settings_names_them(tmp_path):
+    run(tmp_path)
+    with pytest.raises(UserError, match=r"--loss \('multi_similarity' there, 'triplet' now\)"):
+        run(tmp_path, "--resume", "latest", "--loss", "triplet", "--miner", "semihard")
+
+
+def test_a_logits_loss_needs_a_head_with_a_classifier(tmp_path):
+    with pytest.raises(UserError, match="--loss ls_ce reads classifier logits, but --head baseline"):
+        run(tmp_path, "--loss", "ls_ce")

@@ -94,3 +94,31 @@ def test_quick_recipe_applies_only_to_the_builtin_data(tmp_path):
     assert quick["image_size"] == 64 and quick["data_path"] is None
     assert resolve_config(["--image_size", "96"])["image_size"] == 96
     assert resolve_config(["--data_path", str(tmp_path)])["image_size"] == 224
+
+
+@pytest.mark.parametrize("text, message", [
+    ("lr: abc\n", "lr must be a number, got 'abc'"),
+    ("batch_size: 8.5\n", "batch_size must be an integer"),
+    ("optimizer: sgdd\n", "optimizer must be one of adam, adamw, sgd"),
+    ("frozen_bn: maybe\n", "frozen_bn must be true or false"),
+    ("milestones: [x]\n", "milestones must be a single value"),
+    ("model_option: {foo: 1}\n", "model_option must be a list of KEY=VALUE strings"),
+])
+def test_yaml_values_are_checked_like_flags(tmp_path, text, message):
+    with pytest.raises(UserError, match=message):
+        resolve_config(["--config", write(tmp_path, text)])
+
+
+def test_yaml_numbers_are_converted_like_flags(tmp_path):
+    cfg = resolve_config(["--config", write(tmp_path, "lr: 1e-4\nbatch_size: 16.0\n")])
+    assert cfg["lr"] == 1e-4 and cfg["batch_size"] == 16 and isinstance(cfg["batch_size"], int)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--recalls", "0,1"], "--recalls must list positive integers"),
+    (["--samples_per_class", "0"], "--samples_per_class must be a positive integer"),
+    (["--workers", "-1"], "--workers must be >= 0"),
+])
+def test_out_of_range_numbers(argv, message):
+    with pytest.raises(UserError, match=message):
+        resolve_config(argv)
