@@ -51,7 +51,12 @@ def retrieve(database: str | Path | dict[str, Any], query_path: str, k: int, che
     if not checkpoint:
         raise UserError(f"{query_path} is not in the database and the database names no checkpoint to embed "
                         "it with; pass --checkpoint")
-    result = evaluation.query_database(db, embed_image(query_path, checkpoint, device), k)
+    embedding = embed_image(query_path, checkpoint, device)
+    stored = db["query"]["embeddings"].shape[1]
+    if embedding.shape[0] != stored:
+        raise UserError(f"--checkpoint {checkpoint} gives {embedding.shape[0]}-d embeddings but the database holds "
+                        f"{stored}-d ones: use the checkpoint of the run that wrote the database")
+    result = evaluation.query_database(db, embedding, k)
     return dataclasses.replace(result, query_path=query_path)
 
 
