@@ -124,8 +124,9 @@ def quick_recall(amp: str, channels_last: bool) -> float:
     from engine import resolve_config, train
 
     with tempfile.TemporaryDirectory() as out:
-        argv = ["--output_dir", out, "--workers", "0", "--no_tensorboard", "--amp", amp]
-        result = train(resolve_config(argv + (["--channels_last"] if channels_last else [])))
+        argv = ["--output_dir", out, "--workers", "0", "--no_tensorboard", "--amp", amp,
+                "--channels_last" if channels_last else "--no-channels_last"]
+        result = train(resolve_config(argv))
     return result["best"]
 
 
