@@ -9,12 +9,18 @@ from torch.utils.data import Dataset
 from torchvision.transforms import v2
 
 from data.common import Box
-from data.decoded_cache import DecodedCache, split_fixed_resize
+from data.decoded_cache import DecodedCache, cache_fits, split_fixed_resize
 from data.errors import DatasetError
 from data.image_io import decode_image, load_image
 from data.transforms import min_decode_scale
 
-DECODERS = ("fast", "pil", "cache")
+DECODERS = ("fast", "pil", "cache", "auto")
+
+
+def dataset_decode(decode: str) -> str:
+    """The :class:`RetrievalDataset` decoding path of a ``--decode`` choice. ``gpu`` decodes training batches
+    on the device (:mod:`data.device_decode`); its datasets (evaluation, queries) decode with ``fast``."""
+    return "fast" if decode == "gpu" else decode
 
 
 class RetrievalDataset(Dataset):
@@ -31,17 +37,19 @@ class RetrievalDataset(Dataset):
             :func:`data.image_io.load_image`); overrides the transform-derived size of ``decode="fast"``.
         decode: ``"fast"`` (default): when ``transform`` is a ``torchvision.transforms.v2`` pipeline (every
             preset), JPEGs are decoded at the smallest DCT scale its first geometric step allows
-            (:func:`data.transforms.min_decode_scale`) and it receives a uint8 (3, H, W) tensor, so
-            resizing runs in torch (``benchmarks/bench_data.py``, 500x375 JPEGs, cgd: 1.3-1.6x the
-            images/s of PIL loading; 1.5-2.2x on a ``data_utils.py prepare --size 256`` copy).
+            (:func:`data.transforms.min_decode_scale`), by libjpeg-turbo straight into a uint8 (3, H, W)
+            tensor, and the geometric steps run in torch (``benchmarks/bench_data.py``).
             ``"pil"``: full-size PIL decoding and PIL transforms (torchvision ``ImageFolder`` behaviour).
             ``"cache"``: ``"fast"`` plus an exact on-disk cache of the decoded and resized image when the
             pipeline starts with a fixed-size ``Resize`` (cgd, clf; :mod:`data.decoded_cache`); later epochs
             skip decoding. ``cache_dir`` defaults to ``$METRIC_RETRIEVAL_CACHE/decoded``.
-            Other callables, and ``transform=None``, always get the full-size PIL image.
+            ``"auto"``: ``"cache"`` when the pipeline is cacheable and the cache of this dataset fits
+            comfortably on the disk (:func:`data.decoded_cache.cache_fits`), else ``"fast"``; the attribute
+            holds the choice made. Other callables, and ``transform=None``, always get the full-size PIL image.
 
-    ``dataset[i]`` → ``(image, label: int, i)``: the transformed image (a float32 CHW tensor with the
-    presets of :mod:`data.transforms`), the label and the index (used to look the path up later).
+    ``dataset[i]`` → ``(image, label: int, i)``: the transformed image (with the presets of
+    :mod:`data.transforms` a float32 CHW tensor, or uint8 when built with ``normalize=False`` as the
+    loaders are), the label and the index (used to look the path up later).
     """
 
     def __init__(self, paths: Sequence[str], labels: Sequence[int] | torch.Tensor, classes: Sequence[str],
@@ -59,6 +67,8 @@ class RetrievalDataset(Dataset):
         self.transform, self.crop, self.max_size = transform, crop, max_size
         if decode not in DECODERS:
             raise DatasetError(f"decode must be one of {', '.join(DECODERS)}, not {decode!r}")
+        if decode == "auto":
+            decode = "cache" if cache_fits(transform, len(self.paths), cache_dir) else "fast"
         self.name, self.split, self.decode = name, split, decode
         self.cache = DecodedCache(cache_dir) if decode == "cache" else None
 
@@ -77,7 +87,7 @@ class RetrievalDataset(Dataset):
                 image = self.cache.get(self.paths[i], box, resize, partial(
                     decode_image, self.paths[i], box, self.max_size, partial(min_decode_scale, self.transform)))
                 return rest(image), int(self.labels[i]), i
-        if self.decode in ("fast", "cache") and isinstance(self.transform, v2.Transform):
+        if self.decode != "pil" and isinstance(self.transform, v2.Transform):
             # The rule is looked up per call: ``transform`` is settable (validation subsets swap it).
             image = decode_image(self.paths[i], box, self.max_size, partial(min_decode_scale, self.transform))
             return self.transform(image), int(self.labels[i]), i
@@ -91,4 +101,4 @@ class RetrievalDataset(Dataset):
                 f"{self.num_classes} classes, crop={self.crop}, decode={self.decode})")
 
 
-__all__ = ["DECODERS", "RetrievalDataset"]
+__all__ = ["DECODERS", "RetrievalDataset", "dataset_decode"]

@@ -8,12 +8,19 @@ cached run sees exactly the same tensors as an uncached one (``decode="cache"``)
 step is random (RandomResizedCrop: das, abir train) have no such prefix and are decoded as with
 ``decode="fast"``. Entries are keyed by path, size, modification time, crop box and resize target, so a
 changed file is decoded again; the folder can be deleted at any time.
+
+``decode="auto"`` (the training default) caches when the pipeline allows it and the cache of the dataset
+would take at most :data:`AUTO_FRACTION` of the free space where it lives (:func:`cache_fits`), and
+decodes with ``fast`` otherwise. A write that fails (disk full, quota, read-only folder) warns once and
+training goes on uncached.
 """
 from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import tempfile
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -21,11 +28,35 @@ import numpy as np
 import torch
 from torchvision.transforms import v2
 
+from data.errors import DatasetWarning
 from data.verify import cache_root
+
+AUTO_FRACTION = 0.1  # decode="auto" caches when the cache needs at most this share of the free disk space
 
 
 def default_cache_dir() -> Path:
     return cache_root() / "decoded"
+
+
+def cache_bytes(transform: Callable | None, num_images: int) -> int:
+    """Bytes the cache of ``num_images`` images takes for ``transform``: 3·h·w each; 0 when it caches nothing."""
+    resize, _ = split_fixed_resize(transform)
+    return 0 if resize is None else num_images * 3 * resize.size[0] * resize.size[1]
+
+
+def free_bytes(folder: str | os.PathLike) -> int:
+    """Free space of the file system that holds (or will hold) ``folder``."""
+    path = Path(folder).absolute()
+    while not path.exists():
+        path = path.parent
+    return shutil.disk_usage(path).free
+
+
+def cache_fits(transform: Callable | None, num_images: int, folder: str | os.PathLike | None = None) -> bool:
+    """Whether ``decode="auto"`` caches: the pipeline has a cacheable start and its cache takes at most
+    :data:`AUTO_FRACTION` of the free space under ``folder`` (default :func:`default_cache_dir`)."""
+    need = cache_bytes(transform, num_images)
+    return need > 0 and need <= AUTO_FRACTION * free_bytes(folder or default_cache_dir())
 
 
 def split_fixed_resize(transform: Callable | None) -> tuple[v2.Resize | None, Callable | None]:
@@ -43,6 +74,7 @@ class DecodedCache:
 
     def __init__(self, folder: str | os.PathLike | None = None) -> None:
         self.folder = Path(folder) if folder is not None else default_cache_dir()
+        self.writable = True
 
     def entry(self, path: str, box: Sequence[float] | None, size: Sequence[int]) -> Path:
         stat = os.stat(path)
@@ -59,9 +91,24 @@ class DecodedCache:
         except (FileNotFoundError, ValueError, OSError):  # absent, or torn by a crash before the rename
             pass
         image = resize(decode()).contiguous()
+        if self.writable:
+            try:
+                self._store(entry, image)
+            except OSError as err:
+                self.writable = False
+                warnings.warn(f"cannot write the decoded-image cache in {self.folder} ({err}); going on without "
+                              "it (free some space, set METRIC_RETRIEVAL_CACHE, or use --decode fast)",
+                              DatasetWarning, stacklevel=2)
+        return image
+
+    @staticmethod
+    def _store(entry: Path, image: torch.Tensor) -> None:
         entry.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=".", suffix=".npy", dir=entry.parent)
-        with os.fdopen(fd, "wb") as f:
-            np.save(f, image.numpy())
-        os.replace(tmp, entry)
-        return image
+        try:
+            with os.fdopen(fd, "wb") as f:
+                np.save(f, image.numpy())
+            os.replace(tmp, entry)
+        except OSError:
+            Path(tmp).unlink(missing_ok=True)
+            raise

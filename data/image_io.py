@@ -109,19 +109,30 @@ def decode_image(path: str, box: Sequence[float] | None = None, max_size: int | 
     (coordinates rounded).
     """
     with open(path, "rb") as f:
-        encoded = f.read()  # read once: PIL parses the header from memory, libjpeg decodes the same bytes
+        return decode_bytes(f.read(), box, max_size, min_scale)  # PIL parses the header from memory
+
+
+def decode_bytes(encoded: bytes, box: Sequence[float] | None = None, max_size: int | None = None,
+                 min_scale: ScaleRule | None = None) -> torch.Tensor:
+    """:func:`decode_image` of a file's contents."""
     with Image.open(io.BytesIO(encoded)) as im:
         full = im.size
         if im.format != "JPEG" or _draft(im, box, max_size, min_scale):
             return pil_to_tensor(_to_rgb(im, full, box))
-    image = _libjpeg_decode(encoded)
-    if image is None:
-        return pil_to_tensor(load_image(path, box))
-    region = _scaled_box(box, 1.0, 1.0, *full)
+        image = _libjpeg_decode(encoded)
+        if image is None:
+            return pil_to_tensor(_to_rgb(im, full, box))
+    return crop_box(image, box)
+
+
+def crop_box(image: torch.Tensor, box: Sequence[float] | None) -> torch.Tensor:
+    """``image`` (..., H, W) cropped to ``box`` = (x1, y1, x2, y2) as PIL crops it (clamped, rounded); the whole
+    image without a box or when less than a pixel of it is left."""
+    region = _scaled_box(box, 1.0, 1.0, image.shape[-1], image.shape[-2])
     if region is None:
         return image
     x1, y1, x2, y2 = (round(v) for v in region)
-    return image[:, y1:y2, x1:x2]
+    return image[..., y1:y2, x1:x2]
 
 
 def _libjpeg_decode(encoded: bytes) -> torch.Tensor | None:
@@ -166,4 +177,4 @@ def check_image(path: str) -> str | None:
     return None
 
 
-__all__ = ["check_image", "decode_image", "decode_jpeg_batch", "load_image"]
+__all__ = ["check_image", "crop_box", "decode_bytes", "decode_image", "decode_jpeg_batch", "load_image"]

@@ -1,4 +1,4 @@
-"""Named augmentation presets of the papers (torchvision.transforms.v2); output float32 CHW tensors.
+"""Named augmentation presets of the papers (torchvision.transforms.v2); output float32 or uint8 CHW tensors.
 
 Presets (s = ``image_size``; train → eval):
 
@@ -14,17 +14,18 @@ Presets (s = ``image_size``; train → eval):
 The presets accept a PIL image or a uint8 (3, H, W) tensor. The training datasets hand them a uint8 tensor
 (``decode="fast"``, see :mod:`data.image_io`), so the geometric steps run on tensors with torch's antialiased
 resampling (matching PIL's antialiased bilinear filter to within a few grey levels, about 3x faster);
-the tensor conversion and normalisation come last. :func:`min_decode_scale` tells the decoder how far a JPEG
-may be shrunk in the DCT domain before the first geometric step without changing what that step sees.
+normalisation comes last, or, in the loaders (``normalize=False``), on the device (:mod:`data.batch`).
+:func:`min_decode_scale` tells the decoder how far a JPEG may be shrunk in the DCT domain before the first
+geometric step without changing what that step sees.
 """
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
 
-import torch
 from torchvision.transforms import v2
 
+from data.batch import Normalize
 from utils.registry import Registry
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -33,20 +34,6 @@ CAFFE_BGR_MEAN = (104 / 255, 117 / 255, 128 / 255)  # Deep_Metric: x·255 − [1
 CAFFE_STD = (1 / 255, 1 / 255, 1 / 255)
 
 TRANSFORMS = Registry("transform preset")
-
-
-class ToBGR(torch.nn.Module):
-    """Reverse the channel order of a (3, H, W) tensor (RGB → BGR); picklable for loader workers."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x.flip(-3)
-
-
-def _to_tensor(mean=IMAGENET_MEAN, std=IMAGENET_STD, bgr: bool = False) -> list:
-    steps = [v2.ToImage(), v2.ToDtype(torch.float32, scale=True)]
-    if bgr:
-        steps.append(ToBGR())
-    return steps + [v2.Normalize(mean, std), v2.ToPureTensor()]
 
 
 def _scaled(size: int, ratio: float) -> int:
@@ -90,17 +77,27 @@ def landmark(train: bool, image_size: int) -> list:
     return []
 
 
-def build_transform(preset: str, train: bool, image_size: int = 224) -> Callable:
+def build_transform(preset: str, train: bool, image_size: int = 224, normalize: bool = True) -> Callable:
     """The ``preset`` pipeline for training (random) or evaluation (deterministic) at ``image_size``.
 
-    Returns a callable mapping a PIL RGB image to a float32 (3, H, W) tensor. An unknown preset raises
-    :class:`~utils.errors.UnknownOptionError` listing the presets.
+    Returns a callable mapping a PIL RGB image or a uint8 (3, H, W) tensor to a float32 (3, H, W) network
+    input, or with ``normalize=False`` to the uint8 (3, H, W) image before normalisation: what the training
+    and evaluation loaders ship, normalised on the device by :func:`build_normalize` (:mod:`data.batch`).
+    An unknown preset raises :class:`~utils.errors.UnknownOptionError` listing the presets.
     """
     name = TRANSFORMS.canonical(preset)
-    steps = TRANSFORMS.get(name)(train, int(image_size))
-    if name == "abir":
-        return v2.Compose(steps + _to_tensor(CAFFE_BGR_MEAN, CAFFE_STD, bgr=True))
-    return v2.Compose(steps + _to_tensor())
+    steps = TRANSFORMS.get(name)(train, int(image_size)) + [v2.ToImage(), v2.ToPureTensor()]
+    if normalize:
+        steps.append(build_normalize(name))
+    return v2.Compose(steps)
+
+
+def build_normalize(preset: str) -> Normalize:
+    """The preset's uint8 → float32 normalisation: ImageNet statistics on RGB, or for ``abir`` Caffe's BGR
+    0-255 scale minus [104, 117, 128] (Deep_Metric, spec-models §3.6)."""
+    if TRANSFORMS.canonical(preset) == "abir":
+        return Normalize(CAFFE_BGR_MEAN, CAFFE_STD, bgr=True)
+    return Normalize(IMAGENET_MEAN, IMAGENET_STD)
 
 
 def min_decode_scale(transform: Callable | None, width: int, height: int) -> float:
@@ -140,5 +137,5 @@ def list_transforms() -> list[str]:
     return TRANSFORMS.names()
 
 
-__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "TRANSFORMS", "build_transform", "list_transforms",
+__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "TRANSFORMS", "build_normalize", "build_transform", "list_transforms",
            "min_decode_scale"]

@@ -13,6 +13,7 @@ import data
 import losses
 import models
 import samplers
+from data.dataset import dataset_decode
 from engine.config import parse_key_values, parse_number_list
 from engine.loading import split_classes
 from utils.errors import UserError
@@ -148,16 +149,24 @@ def build_scheduler(cfg: dict[str, Any], optimizer: torch.optim.Optimizer, steps
 
 
 def build_datasets(cfg: dict[str, Any], root: str) -> dict[str, Any]:
-    """Train split (optionally minus held-out validation classes) and the evaluation splits."""
+    """Train split (optionally minus held-out validation classes) and the evaluation splits.
+
+    The datasets yield uint8 images (the preset without normalisation; see :mod:`data.batch`);
+    ``train_transform`` is kept for ``--decode gpu``, which applies it on the device; ``decode`` says how
+    each split is decoded (``--decode auto`` chooses per split).
+    """
     info = data.get_benchmark(cfg["data_name"], root)
     crop = cfg["crop_type"] == "cropped"
-    train_tf = data.build_transform(cfg["transform"], train=True, image_size=cfg["image_size"])
-    eval_tf = data.build_transform(cfg["transform"], train=False, image_size=cfg["image_size"])
-    kw = {"crop": crop, "skip_bad_images": cfg["skip_bad_images"], "decode": cfg["decode"]}
+    train_tf = data.build_transform(cfg["transform"], train=True, image_size=cfg["image_size"], normalize=False)
+    eval_tf = data.build_transform(cfg["transform"], train=False, image_size=cfg["image_size"], normalize=False)
+    kw = {"crop": crop, "skip_bad_images": cfg["skip_bad_images"], "decode": dataset_decode(cfg["decode"])}
     train = data.build_dataset(info.name, root, info.train_split, transform=train_tf, **kw)
     evals = {split: data.build_dataset(info.name, root, split, transform=eval_tf, **kw)
              for split in info.eval_splits}
-    out = {"info": info, "train": train, "test": evals, "val": None}
+    decode = {split: ds.decode for split, ds in {"train": train, **evals}.items()}
+    if cfg["decode"] == "gpu":
+        decode["train"] = "gpu"
+    out = {"info": info, "train": train, "test": evals, "val": None, "train_transform": train_tf, "decode": decode}
     if cfg["val_classes"] > 0:
         out["train"], out["val"] = split_classes(train, cfg["val_classes"], eval_transform=eval_tf)
     return out

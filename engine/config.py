@@ -42,9 +42,12 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     g.add_argument("--transform", default="cgd", help="augmentation preset: cgd, clf, das, abir")
     g.add_argument("--image_size", type=int, default=224)
     g.add_argument("--workers", type=int, default=2, help="data-loading worker processes")
-    g.add_argument("--decode", default="fast", choices=("fast", "cache", "pil"),
+    g.add_argument("--decode", default="auto", choices=("auto", "fast", "cache", "pil", "gpu"),
                    help="fast: DCT-scaled / libjpeg-turbo JPEG decoding; cache: fast + exact on-disk cache of "
-                        "decode + fixed-size resize ($METRIC_RETRIEVAL_CACHE/decoded); pil: plain PIL")
+                        "decode + fixed-size resize ($METRIC_RETRIEVAL_CACHE/decoded); auto: cache where the "
+                        "preset allows it and the cache takes <= 10%% of the free disk space, else fast; "
+                        "pil: plain PIL; gpu: training batches decoded and augmented on the GPU (nvJPEG; "
+                        "evaluation uses fast)")
     g.add_argument("--skip_bad_images", action="store_true", help="drop undecodable images with a warning")
     g.add_argument("--val_classes", type=float, default=0.0,
                    help="fraction of training classes held out as a validation split for model selection")

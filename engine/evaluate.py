@@ -9,17 +9,24 @@ from typing import Any
 
 import torch
 
+import data
 import evaluation
+from data.batch import DeviceInput
 from engine.loading import eval_loader
 from utils.errors import UserError
 
 
+def device_input(cfg: dict[str, Any], device: torch.device) -> DeviceInput:
+    """How the run's uint8 evaluation batches become model input: its preset's normalisation and memory format."""
+    return DeviceInput(device, data.build_normalize(cfg.get("transform", "cgd")), bool(cfg.get("channels_last")))
+
+
 def embed(model: torch.nn.Module, dataset: Any, cfg: dict[str, Any], device: torch.device,
           autocast_dtype: torch.dtype | None) -> dict[str, Any]:
-    """``{"embeddings" (N, D) float32 cpu, "labels" (N,), "paths"}`` for a dataset in eval mode."""
+    """``{"embeddings" (N, D) float32 cpu, "labels" (N,), "paths"}`` for a dataset of uint8 images in eval mode."""
     loader = eval_loader(dataset, cfg["eval_batch_size"], cfg["workers"], device.type == "cuda")
     with torch.autocast(device.type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None):
-        embeddings, labels, _ = evaluation.embed(model, loader, device)
+        embeddings, labels, _ = evaluation.embed(model, loader, device, preprocess=device_input(cfg, device))
     return {"embeddings": embeddings.float(), "labels": labels.long(), "paths": list(dataset.paths)}
 
 
@@ -99,7 +106,6 @@ def load_head_parts(model: torch.nn.Module, args: Any) -> None:
 
 def evaluate_checkpoint(args: Any) -> dict[str, Any]:
     """``test.py --eval``: the dataset's test protocol on a saved or off-the-shelf model; returns metrics."""
-    import data
     from engine.config import parse_number_list
     from engine.trainer import resolve_device
 
@@ -113,15 +119,20 @@ def evaluate_checkpoint(args: Any) -> dict[str, Any]:
         return evaluation.evaluate_landmarks(model, landmarks, device, transform, imsize=args.imsize, scales=scales,
                                              whitening=args.whitening, qe=_qe_spec(args.qe, args.dba),
                                              num_workers=args.workers)
-    cfg = {"eval_batch_size": args.eval_batch_size, "workers": args.workers, "knn_backend": args.knn_backend,
-           "eval_chunk_size": None}
-    transform = data.build_transform(run_cfg.get("transform", args.transform), train=False,
-                                     image_size=run_cfg.get("image_size", args.image_size))
+    cfg = _eval_config(args, run_cfg)
+    transform = data.build_transform(cfg["transform"], train=False, image_size=cfg["image_size"], normalize=False)
     splits = {s: data.build_dataset(info.name, args.data_path, s, transform=transform, decode=args.decode,
                                     crop=args.crop_type == "cropped") for s in info.eval_splits}
     ks = parse_number_list(args.recalls, "--recalls") or list(info.recall_ks)
     metrics, _ = evaluate_split(model, splits, info.protocol, ks, cfg, device, None)
     return metrics
+
+
+def _eval_config(args: Any, run_cfg: dict[str, Any]) -> dict[str, Any]:
+    """``embed``'s settings for ``test.py``: loader flags, and the preset and size of the checkpoint's run."""
+    return {"eval_batch_size": args.eval_batch_size, "workers": args.workers, "knn_backend": args.knn_backend,
+            "eval_chunk_size": None, "transform": run_cfg.get("transform", args.transform),
+            "image_size": run_cfg.get("image_size", args.image_size)}
 
 
 def matching_pairs(labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -146,7 +157,6 @@ def learn_whitening(args: Any) -> dict[str, Any]:
     Paris6k to test on Oxford5k, as Tolias et al.); ``learned`` (cirtorch Lw from matching pairs) needs
     class labels: the training split of a labelled benchmark. Never fit on the test set you report.
     """
-    import data
     from engine.config import parse_number_list
     from engine.trainer import resolve_device
 
@@ -163,12 +173,12 @@ def learn_whitening(args: Any) -> dict[str, Any]:
         scales = parse_number_list(args.scales, "--scales", float) or [1.0]
         X, labels = evaluation.extract_landmark_descriptors(model, images, device, scales), None
     else:
-        transform = data.build_transform(run_cfg.get("transform", args.transform), train=False,
-                                         image_size=run_cfg.get("image_size", args.image_size))
+        cfg = _eval_config(args, run_cfg)
+        transform = data.build_transform(cfg["transform"], train=False, image_size=cfg["image_size"], normalize=False)
         train = data.build_dataset(info.name, args.data_path, info.train_split, transform=transform,
                                    decode=args.decode)
-        loader = eval_loader(train, args.eval_batch_size, args.workers, device.type == "cuda")
-        X, labels, _ = evaluation.embed(model, loader, device)
+        features = embed(model, train, cfg, device, None)
+        X, labels = features["embeddings"], features["labels"]
     if args.whitening_type == "learned":
         mean, projection = evaluation.learned_whitening_fit(X, *matching_pairs(labels))
     else:

@@ -15,6 +15,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from data.batch import collate
+
 
 def sample_seed(seed: int, epoch: int, step: int, position: int) -> int:
     """A 63-bit seed that is a pure function of where a sample sits in the run (NumPy's SeedSequence hash)."""
@@ -42,7 +44,11 @@ class SeededBatches:
 
 
 class SeededDataset(Dataset):
-    """``dataset[(index, seed)]`` → ``dataset[index]`` computed under ``torch.manual_seed(seed)``."""
+    """``dataset[(index, seed)]`` → ``(*dataset[index], seed)``, the sample computed under ``torch.manual_seed(seed)``.
+
+    The seed travels with the sample so that work deferred to the main process (``--decode gpu``
+    transforms the images there) draws the same random parameters as a worker would.
+    """
 
     def __init__(self, dataset: Dataset) -> None:
         self.dataset = dataset
@@ -54,7 +60,7 @@ class SeededDataset(Dataset):
         index, seed = key
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            return self.dataset[index]
+            return (*self.dataset[index], seed)
 
 
 class ClassSubset(Dataset):
@@ -69,6 +75,9 @@ class ClassSubset(Dataset):
         self.labels = remap[dataset.labels[self.indices]]
         self.paths = [dataset.paths[i] for i in self.indices.tolist()]
         self.num_classes = len(classes)
+        self.crop = getattr(dataset, "crop", False)
+        boxes = getattr(dataset, "boxes", None)
+        self.boxes = None if boxes is None else [boxes[i] for i in self.indices.tolist()]
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -100,8 +109,9 @@ def train_loader(dataset: Dataset, batches: SeededBatches, workers: int, pin_mem
     # or a resumed run would diverge from the uninterrupted one.
     return DataLoader(SeededDataset(dataset), batch_sampler=batches, num_workers=workers, pin_memory=pin_memory,
                       persistent_workers=workers > 0, prefetch_factor=4 if workers > 0 else None,
-                      generator=torch.Generator().manual_seed(batches.seed))
+                      generator=torch.Generator().manual_seed(batches.seed), collate_fn=collate)
 
 
 def eval_loader(dataset: Dataset, batch_size: int, workers: int, pin_memory: bool) -> DataLoader:
-    return DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers, pin_memory=pin_memory)
+    return DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers, pin_memory=pin_memory,
+                      collate_fn=collate)

@@ -20,23 +20,26 @@ from utils.errors import UserError
 
 def embed_image(path: str, checkpoint: str | Path, device: str = "cpu") -> torch.Tensor:
     """(D,) embedding of one image file, computed exactly as the run computed its database: same eval
-    transform, decoding path and precision."""
+    transform, decoding path, normalisation on the device, precision and memory format."""
+    from engine.evaluate import device_input
     from engine.trainer import AMP_DTYPES, resolve_amp
 
     model, ckpt = load_model(checkpoint, device)
     cfg = ckpt.get("config", {})
-    memory_format = torch.channels_last if cfg.get("channels_last") else torch.contiguous_format
-    model = model.to(memory_format=memory_format)
-    transform = data.build_transform(cfg.get("transform", "cgd"), train=False, image_size=cfg.get("image_size", 224))
+    if cfg.get("channels_last"):
+        model = model.to(memory_format=torch.channels_last)
+    transform = data.build_transform(cfg.get("transform", "cgd"), train=False, image_size=cfg.get("image_size", 224),
+                                     normalize=False)
     try:
-        image = data.RetrievalDataset([path], [0], ["query"], transform=transform,
-                                      decode=cfg.get("decode", "fast"))[0][0]
+        # the cache gives exactly the pixels of fast; one query image is not worth a cache entry
+        decode = "pil" if cfg.get("decode") == "pil" else "fast"
+        image = data.RetrievalDataset([path], [0], ["query"], transform=transform, decode=decode)[0][0]
     except (OSError, SyntaxError, ValueError) as err:  # PIL's UnidentifiedImageError is an OSError
         raise UserError(f"--query_img_name {path}: cannot read it as an image ({err})") from None
     dtype = AMP_DTYPES[resolve_amp(cfg.get("amp", "off"), torch.device(device))]
     with torch.no_grad(), torch.autocast(torch.device(device).type, dtype=dtype or torch.float32,
                                          enabled=dtype is not None):
-        embedding, _ = model(image.unsqueeze(0).to(device).contiguous(memory_format=memory_format))
+        embedding, _ = model(device_input(cfg, torch.device(device))(image.unsqueeze(0)))
     return torch.nn.functional.normalize(embedding.float(), dim=1)[0].cpu()
 
 

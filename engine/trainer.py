@@ -18,6 +18,9 @@ from tqdm import tqdm
 
 import data
 import models
+from data.batch import DeviceInput
+from data.decoded_cache import default_cache_dir
+from data.device_decode import DeviceDecoder, EncodedFiles
 from engine import builders
 from engine.checkpoint import (
     BEST_DATABASE,
@@ -85,6 +88,7 @@ class TrainContext:
     num_classes: int
     steps_per_epoch: int
     run_log: RunLog
+    device_input: DeviceInput  # loader batch → normalised network input on the device
     progress: Progress = field(default_factory=Progress)
 
     @property
@@ -116,6 +120,12 @@ def resolve_amp(amp: str, device: torch.device) -> str:
     except (AttributeError, RuntimeError):
         native = False
     return "bf16" if native else "off"
+
+
+def check_gpu_decode(device: torch.device) -> None:
+    if device.type != "cuda":
+        raise UserError(f"--decode gpu decodes training images on the GPU, but the device is {device}; "
+                        "use --decode fast (or cache) on a CPU")
 
 
 def seed_everything(seed: int, deterministic: bool) -> None:
@@ -169,6 +179,8 @@ def _train(cfg: dict[str, Any], root: str, device: torch.device, dist_info: Dist
     class_counts = torch.bincount(train_set.labels, minlength=num_classes)
     log.info("data %s at %s: %d training images of %d classes; evaluation %s", info.name, root, len(train_set),
              num_classes, {k: len(v) for k, v in splits["test"].items()})
+    log.info("decode %s: %s%s", cfg["decode"], ", ".join(f"{split} {how}" for split, how in splits["decode"].items()),
+             f" (decoded images cached in {default_cache_dir()})" if "cache" in splits["decode"].values() else "")
 
     model = builders.build_model(cfg, num_classes)
     if dist_info.is_main:
@@ -189,12 +201,17 @@ def _train(cfg: dict[str, Any], root: str, device: torch.device, dist_info: Dist
     if steps_per_epoch == 0:
         raise UserError(f"--batch_size {cfg['batch_size']} leaves no full batch in {len(train_set)} training images")
     optimizer = builders.build_optimizer(cfg, model, criterion)
+    decoder = None
+    if cfg["decode"] == "gpu":
+        check_gpu_decode(device)
+        decoder = DeviceDecoder(splits["train_transform"], device)
     ctx = TrainContext(
         cfg=cfg, model=model, train_model=model, criterion=criterion, optimizer=optimizer,
         scheduler=builders.build_scheduler(cfg, optimizer, steps_per_epoch),
         scaler=torch.amp.GradScaler(device.type, enabled=cfg["amp"] == "fp16"), sampler=sampler, device=device,
         dist=dist_info, num_classes=num_classes, steps_per_epoch=steps_per_epoch,
-        run_log=RunLog(out_dir, cfg, enabled=dist_info.is_main, tensorboard=not cfg["no_tensorboard"]))
+        run_log=RunLog(out_dir, cfg, enabled=dist_info.is_main, tensorboard=not cfg["no_tensorboard"]),
+        device_input=DeviceInput(device, data.build_normalize(cfg["transform"]), cfg["channels_last"], decoder))
     resume = resolve_resume(cfg["resume"], out_dir)
     if resume is not None:
         ctx.progress = _load_checkpoint(resume, ctx)
@@ -206,7 +223,8 @@ def _train(cfg: dict[str, Any], root: str, device: torch.device, dist_info: Dist
             log.warning("model selection on the TEST split (the papers' protocol, optimistic); "
                         "use --val_classes for an honest validation split")
     batches = SeededBatches(sampler, cfg["seed"], dist_info.rank, cfg["batch_size"])
-    loader = train_loader(train_set, batches, cfg["workers"], device.type == "cuda")
+    loader = train_loader(train_set if decoder is None else EncodedFiles(train_set), batches, cfg["workers"],
+                          device.type == "cuda")
 
     progress, last_metrics = ctx.progress, {}
     for epoch in range(progress.epoch, cfg["num_epochs"]):
@@ -254,10 +272,10 @@ def train_one_epoch(ctx: TrainContext, loader: Any) -> dict[str, float]:
     total, count, start_time = 0.0, 0, time.perf_counter()
     bar = tqdm(total=ctx.steps_per_epoch, initial=progress.step, disable=not ctx.dist.is_main, dynamic_ncols=True,
                desc=f"epoch {progress.epoch + 1}/{cfg['num_epochs']}")
-    for images, labels, _ in loader:
+    for images, labels, _, seeds in loader:
         if progress.step >= ctx.steps_per_epoch:
             break
-        loss, parts = train_step(ctx, images, labels)
+        loss, parts = train_step(ctx, images, labels, seeds)
         progress.step += 1
         progress.global_step += 1
         total, count = total + loss, count + 1
@@ -274,13 +292,15 @@ def train_one_epoch(ctx: TrainContext, loader: Any) -> dict[str, float]:
             "images_per_s": count * cfg["batch_size"] * ctx.dist.world_size / max(elapsed, 1e-9)}
 
 
-def train_step(ctx: TrainContext, images: torch.Tensor, labels: torch.Tensor) -> tuple[float, dict[str, Any]]:
-    """One optimisation step on this rank's batch; miners, losses and DAS see the gathered global batch."""
+def train_step(ctx: TrainContext, images: torch.Tensor | list, labels: torch.Tensor, seeds: torch.Tensor | None = None
+               ) -> tuple[float, dict[str, Any]]:
+    """One optimisation step on this rank's batch; miners, losses and DAS see the gathered global batch.
+
+    ``images`` is the loader's uint8 batch (or encoded files with ``--decode gpu``, augmented under ``seeds``).
+    """
     cfg, device = ctx.cfg, ctx.device
     amp_dtype = AMP_DTYPES[cfg["amp"]]
-    images = images.to(device, non_blocking=True)
-    if cfg["channels_last"]:
-        images = images.contiguous(memory_format=torch.channels_last)
+    images = ctx.device_input(images, seeds)
     with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
         embeddings, logits = ctx.train_model(images)
     embeddings = gather_with_grad(embeddings.float(), ctx.dist)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -10,12 +11,14 @@ __all__ = ["embed"]
 
 
 @torch.no_grad()
-def embed(model: torch.nn.Module, loader: Any, device: str | torch.device = "cpu",
-          amp: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def embed(model: torch.nn.Module, loader: Any, device: str | torch.device = "cpu", amp: bool = False,
+          preprocess: Callable[[Any], torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Embeddings of every batch ``(images, labels, indices)`` of ``loader``.
 
     The model returns ``(embedding (B, D), logits or None)`` (a bare tensor is accepted); it is put in eval
-    mode for the pass and restored afterwards. Rows are returned in loader order.
+    mode for the pass and restored afterwards. Rows are returned in loader order. ``preprocess`` maps the
+    loader's image batch to the model input on ``device`` (a :class:`data.batch.DeviceInput` for the uint8
+    loaders of the trainer); without it the images are moved as they are.
 
     Returns:
         (embeddings (N, D) float32, labels (N,) int64, indices (N,) int64), CPU tensors.
@@ -29,7 +32,7 @@ def embed(model: torch.nn.Module, loader: Any, device: str | torch.device = "cpu
             images, y = batch[0], batch[1]
             idx = batch[2] if len(batch) > 2 else torch.arange(len(y)) + sum(len(t) for t in labels)
             with torch.autocast(device.type) if amp else contextlib.nullcontext():  # keep a caller's autocast
-                out = model(images.to(device, non_blocking=True))
+                out = model(preprocess(images) if preprocess else images.to(device, non_blocking=True))
             e = out[0] if isinstance(out, (tuple, list)) else out
             embs.append(e.float().cpu())
             labels.append(torch.as_tensor(y).long().cpu())

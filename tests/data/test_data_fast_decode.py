@@ -99,7 +99,7 @@ def test_dataset_paths_and_validation(synth_root):
     assert isinstance(raw[0][0], Image.Image)
     legacy = RetrievalDataset(fast.paths, fast.labels, fast.classes, transform=lambda im: im.size)
     assert legacy[0][0] == (64, 48)  # non-v2 callables still get PIL images
-    with pytest.raises(DatasetError, match="decode must be one of fast, pil, cache, not 'gpu'"):
+    with pytest.raises(DatasetError, match="decode must be one of fast, pil, cache, auto, not 'gpu'"):
         data.build_dataset("cub", root, "train", decode="gpu")
     assert issubclass(DatasetError, UserError)
 
@@ -140,3 +140,37 @@ def test_decoded_cache_is_exact_and_only_for_a_fixed_size_first_resize(tmp_path)
         assert torch.equal(a, b) and torch.equal(a, c)
     items("cache", build_transform("das", train=True, image_size=64))  # random first step: nothing cached
     assert len(list(cache.rglob("*.npy"))) == 4
+
+
+def test_auto_caches_only_what_fits_on_the_disk(tmp_path, monkeypatch):
+    from data import decoded_cache
+    from data.transforms import build_transform
+
+    cgd, das = build_transform("cgd", train=True, image_size=64), build_transform("das", train=True, image_size=64)
+    assert decoded_cache.cache_bytes(cgd, 10) == 10 * 3 * 72 * 72  # Resize((72, 72)) first
+    assert decoded_cache.cache_bytes(das, 10) == 0  # RandomResizedCrop first: nothing to cache
+    assert decoded_cache.free_bytes(tmp_path / "not" / "yet" / "there") > 0  # the nearest existing folder counts
+    monkeypatch.setattr(decoded_cache, "free_bytes", lambda folder: 10 * 3 * 72 * 72 * 10)
+    assert decoded_cache.cache_fits(cgd, 10, tmp_path)  # exactly AUTO_FRACTION (10%) of the free space
+    assert not decoded_cache.cache_fits(cgd, 11, tmp_path) and not decoded_cache.cache_fits(das, 1, tmp_path)
+    paths = [str(tmp_path / f"{i}.jpg") for i in range(11)]
+    assert RetrievalDataset(paths[:10], [0] * 10, ["a"], transform=cgd, decode="auto").decode == "cache"
+    assert RetrievalDataset(paths, [0] * 11, ["a"], transform=cgd, decode="auto").decode == "fast"
+    assert RetrievalDataset(paths[:1], [0], ["a"], transform=das, decode="auto").decode == "fast"
+
+
+def test_a_cache_that_cannot_be_written_warns_once_and_goes_on(fast_tmp):
+    from data.errors import DatasetWarning
+    from data.transforms import build_transform
+
+    paths = [_photo(fast_tmp / f"{i}.jpg", size=(96, 72), seed=i) for i in range(3)]
+    (fast_tmp / "file").write_text("not a folder")
+    tf = build_transform("cgd", train=False, image_size=32)
+    broken = RetrievalDataset(paths, [0] * 3, ["a"], transform=tf, decode="cache",
+                              cache_dir=str(fast_tmp / "file" / "c"))
+    fast = RetrievalDataset(paths, [0] * 3, ["a"], transform=tf)
+    with pytest.warns(DatasetWarning, match="cannot write the decoded-image cache") as caught:
+        images = [broken[i][0] for i in range(3)]
+    assert len(caught) == 1
+    for i, image in enumerate(images):
+        assert torch.equal(image, fast[i][0])
