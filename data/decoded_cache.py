@@ -2,9 +2,10 @@
 
 The CGD and CLF presets (and every eval preset that starts with ``Resize((h, w))``) begin with a step that
 is a pure function of the file: decoding and resizing to a fixed size. Its uint8 (3, h, w) output is stored
-once per image as a raw ``.npy`` file (3·h·w bytes: 190 KB at 252²) and later epochs read it instead of
-decoding and resizing the JPEG again; the random steps that follow (RandomCrop, flip) run as before, so a
-cached run sees exactly the same tensors as an uncached one (``decode="cache"``). Pipelines whose first
+once per image as a raw file of its pixel-interleaved (h, w, 3) bytes (190 KB at 252²; read back as the
+same channels-last view a JPEG decodes to, three times faster than ``.npy``), and later epochs read it
+instead of decoding and resizing the JPEG again; the random steps that follow (RandomCrop, flip) run as
+before, so a cached run sees exactly the same tensors as an uncached one (``decode="cache"``). Pipelines whose first
 step is random (RandomResizedCrop: das, abir train) have no such prefix and are decoded as with
 ``decode="fast"``. Entries are keyed by path, size, modification time, crop box and resize target, so a
 changed file is decoded again; the folder can be deleted at any time.
@@ -70,7 +71,7 @@ def split_fixed_resize(transform: Callable | None) -> tuple[v2.Resize | None, Ca
 
 
 class DecodedCache:
-    """``folder/ab/<sha1>.npy`` files holding resized uint8 images."""
+    """``folder/ab/<sha1>.rgb`` files holding resized uint8 images as raw (h, w, 3) bytes."""
 
     def __init__(self, folder: str | os.PathLike | None = None) -> None:
         self.folder = Path(folder) if folder is not None else default_cache_dir()
@@ -80,17 +81,20 @@ class DecodedCache:
         stat = os.stat(path)
         key = f"{os.path.abspath(path)}|{stat.st_size}|{stat.st_mtime_ns}|{box}|{tuple(size)}"
         digest = hashlib.sha1(key.encode()).hexdigest()
-        return self.folder / digest[:2] / f"{digest}.npy"
+        return self.folder / digest[:2] / f"{digest}.rgb"
 
     def get(self, path: str, box: Sequence[float] | None, resize: v2.Resize,
             decode: Callable[[], torch.Tensor]) -> torch.Tensor:
         """The resized uint8 (3, h, w) image: from the cache, or decoded, resized and stored (atomically)."""
+        h, w = resize.size
         entry = self.entry(path, box, resize.size)
         try:
-            return torch.from_numpy(np.load(entry))
-        except (FileNotFoundError, ValueError, OSError):  # absent, or torn by a crash before the rename
+            pixels = np.fromfile(entry, dtype=np.uint8)
+            if pixels.size == h * w * 3:  # anything else is not an entry this code wrote
+                return torch.from_numpy(pixels).view(h, w, 3).permute(2, 0, 1)
+        except OSError:  # absent or unreadable: decode again
             pass
-        image = resize(decode()).contiguous()
+        image = resize(decode())
         if self.writable:
             try:
                 self._store(entry, image)
@@ -104,10 +108,10 @@ class DecodedCache:
     @staticmethod
     def _store(entry: Path, image: torch.Tensor) -> None:
         entry.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".", suffix=".npy", dir=entry.parent)
+        fd, tmp = tempfile.mkstemp(prefix=".", suffix=".rgb", dir=entry.parent)
         try:
             with os.fdopen(fd, "wb") as f:
-                np.save(f, image.numpy())
+                image.permute(1, 2, 0).contiguous().numpy().tofile(f)
             os.replace(tmp, entry)
         except OSError:
             Path(tmp).unlink(missing_ok=True)

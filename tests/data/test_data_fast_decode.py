@@ -135,11 +135,15 @@ def test_decoded_cache_is_exact_and_only_for_a_fixed_size_first_resize(tmp_path)
 
     fast = items("fast", cgd)
     first, second = items("cache", cgd), items("cache", cgd)  # fills the cache, then reads it
-    assert len(list(cache.rglob("*.npy"))) == 4
+    assert len(list(cache.rglob("*.rgb"))) == 4
     for a, b, c in zip(fast, first, second):
         assert torch.equal(a, b) and torch.equal(a, c)
+    entry = sorted(cache.rglob("*.rgb"))[0]
+    entry.write_bytes(entry.read_bytes()[:100])  # not an entry this code wrote: decoded again, rewritten
+    assert [torch.equal(a, b) for a, b in zip(fast, items("cache", cgd))] == [True] * 4
+    assert entry.stat().st_size == 3 * 72 * 72
     items("cache", build_transform("das", train=True, image_size=64))  # random first step: nothing cached
-    assert len(list(cache.rglob("*.npy"))) == 4
+    assert len(list(cache.rglob("*.rgb"))) == 4
 
 
 def test_auto_caches_only_what_fits_on_the_disk(tmp_path, monkeypatch):
