@@ -6,17 +6,19 @@ runs the same ``--preset`` training transform through a ``torch.utils.data.DataL
 ``--workers``, ``--batch_size``, persistent workers, prefetch 4 and pinned memory on CUDA (as the trainer),
 and each batch is turned into the network input on ``--device`` inside the timed loop, as the trainer does:
 
-- ``pil``      — the baseline: ``torchvision.datasets.ImageFolder`` (``Image.open(p).convert("RGB")``) + the
-  preset's float pipeline (normalised in the workers), ``default_collate``;
-- ``fast``     — what training uses (``--decode fast``): ``RetrievalDataset(decode="fast")`` (reduced-size JPEG
-  decoding where the preset allows it, libjpeg-turbo into a tensor, geometric steps on uint8 tensors), uint8
-  batches collated channels-last (:func:`data.batch.collate`), normalised on the device (:class:`DeviceInput`);
+- ``pil``      — the baseline, the original code's pipeline: ``torchvision.datasets.ImageFolder``
+  (``Image.open(p).convert("RGB")``), the preset's geometric steps on the PIL image, then torchvision's
+  ``ToImage`` + ``ToDtype(float32, scale=True)`` + ``Normalize`` in the workers, ``default_collate``;
+- ``fast``     — ``--decode fast`` (and ``auto`` where nothing is cached): ``RetrievalDataset(decode="fast")``
+  (reduced-size JPEG decoding where the preset allows it, libjpeg-turbo into a tensor, geometric steps on
+  uint8 tensors), uint8 batches collated channels-last (:func:`data.batch.collate`), normalised on the
+  device (:class:`DeviceInput`);
 - ``cache``    — ``--decode cache`` (and ``auto``, the default, where the cache fits): ``fast`` plus the exact
   on-disk cache of decode + the preset's fixed-size first resize (cgd, clf; :mod:`data.decoded_cache`); the
   timed epochs show every epoch after the first; ``cache_1st`` is its warm-up epoch, which fills an emptied
   cache (one epoch, not a best of rounds);
-- ``fast_f32`` — (``--ablation``) the ``fast`` decoding with the float pipeline in the workers and
-  ``default_collate``, as before uint8 batches: what shipping uint8 adds;
+- ``fast_f32`` — (``--ablation``) the ``fast`` decoding with the preset's float pipeline in the workers
+  (``build_transform(normalize=True)``) and ``default_collate``: what shipping uint8 adds;
 - ``prepared`` — (``--prepared``) ``fast`` on the ``data_utils.py prepare --size 256`` copy of the same images;
 - ``gpu``      — (CUDA only) ``--decode gpu``: the workers read files, :class:`data.device_decode.DeviceDecoder`
   decodes the batch with nvJPEG and augments it on the GPU.
@@ -40,6 +42,7 @@ from pathlib import Path
 
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset
+from torchvision.transforms import v2
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -82,6 +85,22 @@ class Variant:
     cache_dir: Path | None = None  # emptied before the warm-up epoch, which is then timed
 
 
+class ToBGR(torch.nn.Module):
+    """RGB → BGR of a (3, H, W) tensor (the abir preset's channel order)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.flip(-3)
+
+
+def plain_transform(preset: str, image_size: int) -> v2.Compose:
+    """The preset as the original code ran it: geometric steps, then torchvision's float conversion and
+    ``Normalize`` per image, with the preset's statistics."""
+    stats = data.build_normalize(preset)
+    to_float = [v2.ToImage(), v2.ToDtype(torch.float32, scale=True)] + ([ToBGR()] if stats.bgr else [])
+    steps = data.TRANSFORMS.get(preset)(True, image_size)
+    return v2.Compose(steps + to_float + [v2.Normalize(stats.mean, stats.std), v2.ToPureTensor()])
+
+
 def make_images(args: argparse.Namespace) -> Path:
     per_class = max(1, -(-args.num_images // CUB_CLASSES))
     root = Path(args.data_dir) / f"cub_{args.image_width}x{args.image_height}_{per_class}"
@@ -104,13 +123,14 @@ def build_variants(args: argparse.Namespace, root: Path) -> dict[str, Variant]:
     from torchvision.datasets import ImageFolder
 
     device = torch.device(args.device)
+    plain = plain_transform(args.preset, args.image_size)
     f32 = data.build_transform(args.preset, train=True, image_size=args.image_size)
     u8 = data.build_transform(args.preset, train=True, image_size=args.image_size, normalize=False)
     to_input = DeviceInput(device, data.build_normalize(args.preset), channels_last=True)  # float batches: moved
 
     paths = image_paths(root, args.num_images)
     labels, classes = [0] * len(paths), ["all"]
-    folder = ImageFolder(str(next(root.rglob("images"))), transform=f32)
+    folder = ImageFolder(str(next(root.rglob("images"))), transform=plain)
     wanted = set(paths)
     keep = [i for i, (p, _) in enumerate(folder.samples) if p in wanted]
     out = {"pil": Variant(loader(Subset(folder, keep), args), to_input),

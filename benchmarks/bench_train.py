@@ -149,7 +149,8 @@ def main() -> None:
         print("bf16 is not native here (no AVX512-BF16/AMX, or a GPU without bf16): its variants are skipped, "
               "and --amp auto trains in fp32 (--all_variants times them anyway)")
     if args.compile:
-        variants.update({"compile fp32": ("off", False), "compile bf16+channels_last": ("bf16", True)})
+        compiled = [name for name in ("fp32", "bf16+channels_last") if name in variants]
+        variants.update({f"compile {name}": variants[name] for name in compiled})
     results = {}
     for name, (amp, cl) in variants.items():
         results[name] = images_per_s(args, device, amp, cl, compile_model=name.startswith("compile"))

@@ -15,7 +15,7 @@ from data.builder import (
                           load_landmark_dataset,
 )
 from data.common import SYNTH_MARKER
-from data.dataset import RetrievalDataset
+from data.dataset import DECODERS, RetrievalDataset
 from data.errors import DatasetError, DatasetWarning
 from data.image_io import load_image
 from data.landmark import LandmarkData, LandmarkImageDataset
@@ -23,7 +23,7 @@ from data.registry import DATASETS, BenchmarkInfo
 from data.synth import ensure_default_dataset, ensure_synthetic, write_synthetic
 from data.transforms import TRANSFORMS, build_normalize, build_transform, list_transforms
 
-__all__ = ["DATASETS", "SYNTH_MARKER", "TRANSFORMS", "BenchmarkInfo", "DatasetError", "DatasetWarning",
+__all__ = ["DATASETS", "DECODERS", "SYNTH_MARKER", "TRANSFORMS", "BenchmarkInfo", "DatasetError", "DatasetWarning",
            "LandmarkData", "LandmarkImageDataset", "RetrievalDataset", "build_dataset", "build_normalize",
            "build_transform", "describe_dataset", "ensure_default_dataset", "ensure_synthetic", "get_benchmark",
            "get_reader", "list_datasets", "list_transforms", "load_image", "load_landmark_dataset", "write_synthetic"]

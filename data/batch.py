@@ -16,7 +16,8 @@ CPU path draws.
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import contextlib
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, NamedTuple
 
 import torch
@@ -39,7 +40,7 @@ class Normalize(torch.nn.Module):
     def __init__(self, mean: Sequence[float], std: Sequence[float], bgr: bool = False) -> None:
         super().__init__()
         mean_t, std_t = torch.tensor(mean, dtype=torch.float64), torch.tensor(std, dtype=torch.float64)
-        self.bgr = bgr
+        self.mean, self.std, self.bgr = tuple(mean), tuple(std), bgr
         self.register_buffer("scale", (1 / (255 * std_t)).float().view(3, 1, 1), persistent=False)
         self.register_buffer("shift", (-mean_t / std_t).float().view(3, 1, 1), persistent=False)
 
@@ -60,7 +61,20 @@ class Normalize(torch.nn.Module):
         return rows.view(hwc.shape).movedim(-1, -3)
 
     def extra_repr(self) -> str:
-        return f"bgr={self.bgr}"
+        return f"mean={self.mean}, std={self.std}, bgr={self.bgr}"
+
+
+@contextlib.contextmanager
+def sample_rng(seed: int) -> Iterator[None]:
+    """The CPU generator seeded with a sample's ``seed`` for the duration; the caller's stream is restored.
+
+    torchvision's v2 transforms draw their parameters from the CPU generator whatever the image's device, so
+    this fixes a sample's crops and flips; CUDA generators are left alone (``torch.manual_seed`` would
+    reseed them too).
+    """
+    with torch.random.fork_rng(devices=[]):
+        torch.default_generator.manual_seed(seed)
+        yield
 
 
 class EncodedImage(NamedTuple):
@@ -116,4 +130,4 @@ class DeviceInput:
         return self.normalize(images) if images.dtype == torch.uint8 else images
 
 
-__all__ = ["DeviceInput", "EncodedImage", "Normalize", "collate"]
+__all__ = ["DeviceInput", "EncodedImage", "Normalize", "collate", "sample_rng"]

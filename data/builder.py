@@ -50,8 +50,7 @@ def build_dataset(name: str, root: str | Path, split: str, transform: Callable |
         max_size: reduced-size JPEG decoding (faster, slightly different pixels); None = exact.
         imsize: landmark sets only, the longest image side (cirtorch default 1024).
         decode: ``"fast"`` (reduced-size JPEG decoding + tensor transforms, the default), ``"cache"`` (fast + an
-            exact on-disk cache of decode + fixed-size resize, :mod:`data.decoded_cache`), ``"auto"`` (cache
-            where it fits on the disk, else fast) or ``"pil"``
+            exact on-disk cache of decode + fixed-size resize, :mod:`data.decoded_cache`) or ``"pil"``
             (full-size PIL, torchvision ``ImageFolder`` style); see :class:`RetrievalDataset`. Not used by
             landmark sets.
 

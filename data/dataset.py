@@ -9,18 +9,12 @@ from torch.utils.data import Dataset
 from torchvision.transforms import v2
 
 from data.common import Box
-from data.decoded_cache import DecodedCache, cache_fits, split_fixed_resize
+from data.decoded_cache import DecodedCache, split_fixed_resize
 from data.errors import DatasetError
 from data.image_io import decode_image, load_image
 from data.transforms import min_decode_scale
 
-DECODERS = ("fast", "pil", "cache", "auto")
-
-
-def dataset_decode(decode: str) -> str:
-    """The :class:`RetrievalDataset` decoding path of a ``--decode`` choice. ``gpu`` decodes training batches
-    on the device (:mod:`data.device_decode`); its datasets (evaluation, queries) decode with ``fast``."""
-    return "fast" if decode == "gpu" else decode
+DECODERS = ("fast", "pil", "cache")
 
 
 class RetrievalDataset(Dataset):
@@ -42,10 +36,8 @@ class RetrievalDataset(Dataset):
             ``"pil"``: full-size PIL decoding and PIL transforms (torchvision ``ImageFolder`` behaviour).
             ``"cache"``: ``"fast"`` plus an exact on-disk cache of the decoded and resized image when the
             pipeline starts with a fixed-size ``Resize`` (cgd, clf; :mod:`data.decoded_cache`); later epochs
-            skip decoding. ``cache_dir`` defaults to ``$METRIC_RETRIEVAL_CACHE/decoded``.
-            ``"auto"``: ``"cache"`` when the pipeline is cacheable and the cache of this dataset fits
-            comfortably on the disk (:func:`data.decoded_cache.cache_fits`), else ``"fast"``; the attribute
-            holds the choice made. Other callables, and ``transform=None``, always get the full-size PIL image.
+            skip decoding. ``cache_dir`` defaults to ``$METRIC_RETRIEVAL_CACHE/decoded``. Other callables,
+            and ``transform=None``, always get the full-size PIL image.
 
     ``dataset[i]`` → ``(image, label: int, i)``: the transformed image (with the presets of
     :mod:`data.transforms` a float32 CHW tensor, or uint8 when built with ``normalize=False`` as the
@@ -67,10 +59,14 @@ class RetrievalDataset(Dataset):
         self.transform, self.crop, self.max_size = transform, crop, max_size
         if decode not in DECODERS:
             raise DatasetError(f"decode must be one of {', '.join(DECODERS)}, not {decode!r}")
-        if decode == "auto":
-            decode = "cache" if cache_fits(transform, len(self.paths), cache_dir) else "fast"
         self.name, self.split, self.decode = name, split, decode
         self.cache = DecodedCache(cache_dir) if decode == "cache" else None
+
+    def enable_cache(self, cache_dir: str | None = None) -> None:
+        """Switch ``fast`` decoding to ``cache`` (what ``--decode auto`` does when the cache fits)."""
+        if self.decode == "pil":
+            raise DatasetError("the decoded cache applies to decode='fast' datasets, not 'pil'")
+        self.decode, self.cache = "cache", DecodedCache(cache_dir)
 
     @property
     def num_classes(self) -> int:
@@ -101,4 +97,4 @@ class RetrievalDataset(Dataset):
                 f"{self.num_classes} classes, crop={self.crop}, decode={self.decode})")
 
 
-__all__ = ["DECODERS", "RetrievalDataset", "dataset_decode"]
+__all__ = ["DECODERS", "RetrievalDataset"]

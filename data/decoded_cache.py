@@ -10,9 +10,11 @@ step is random (RandomResizedCrop: das, abir train) have no such prefix and are 
 ``decode="fast"``. Entries are keyed by path, size, modification time, crop box and resize target, so a
 changed file is decoded again; the folder can be deleted at any time.
 
-``decode="auto"`` (the training default) caches when the pipeline allows it and the cache of the dataset
-would take at most :data:`AUTO_FRACTION` of the free space where it lives (:func:`cache_fits`), and
-decodes with ``fast`` otherwise. A write that fails (disk full, quota, read-only folder) warns once and
+``train.py --decode auto`` (the default) caches when some split's pipeline allows it and the entries still
+missing for all splits together take at most :data:`AUTO_FRACTION` of the free space where the cache lives
+(:func:`plan_cache`; entries already written cost nothing, so a cache once filled keeps being used), and
+decodes with ``fast`` otherwise. Entries of other image sizes, presets or datasets stay until the folder is
+deleted. A write that fails (disk full, quota, read-only folder) warns (once per loader process) and
 training goes on uncached.
 """
 from __future__ import annotations
@@ -24,6 +26,7 @@ import tempfile
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -32,17 +35,11 @@ from torchvision.transforms import v2
 from data.errors import DatasetWarning
 from data.verify import cache_root
 
-AUTO_FRACTION = 0.1  # decode="auto" caches when the cache needs at most this share of the free disk space
+AUTO_FRACTION = 0.1  # --decode auto caches when the missing entries need at most this share of the free space
 
 
 def default_cache_dir() -> Path:
     return cache_root() / "decoded"
-
-
-def cache_bytes(transform: Callable | None, num_images: int) -> int:
-    """Bytes the cache of ``num_images`` images takes for ``transform``: 3·h·w each; 0 when it caches nothing."""
-    resize, _ = split_fixed_resize(transform)
-    return 0 if resize is None else num_images * 3 * resize.size[0] * resize.size[1]
 
 
 def free_bytes(folder: str | os.PathLike) -> int:
@@ -53,11 +50,32 @@ def free_bytes(folder: str | os.PathLike) -> int:
     return shutil.disk_usage(path).free
 
 
-def cache_fits(transform: Callable | None, num_images: int, folder: str | os.PathLike | None = None) -> bool:
-    """Whether ``decode="auto"`` caches: the pipeline has a cacheable start and its cache takes at most
-    :data:`AUTO_FRACTION` of the free space under ``folder`` (default :func:`default_cache_dir`)."""
-    need = cache_bytes(transform, num_images)
-    return need > 0 and need <= AUTO_FRACTION * free_bytes(folder or default_cache_dir())
+def missing_bytes(cache: DecodedCache, dataset: Any, transform: Callable | None) -> int:
+    """Bytes still to write to cache the images of ``dataset`` (``paths``; ``boxes`` when ``crop``) for
+    ``transform``: 3·h·w per image without an entry; 0 when the pipeline has no cacheable start."""
+    resize, _ = split_fixed_resize(transform)
+    if resize is None:
+        return 0
+    boxes = dataset.boxes if getattr(dataset, "crop", False) else [None] * len(dataset.paths)
+    missing = sum(not cache.entry(path, box, resize.size).exists() for path, box in zip(dataset.paths, boxes))
+    return missing * 3 * resize.size[0] * resize.size[1]
+
+
+def _size(num_bytes: int) -> str:
+    return f"{num_bytes / 1e9:.1f} GB" if num_bytes >= 1e9 else f"{num_bytes / 1e6:.1f} MB"
+
+
+def plan_cache(parts: Sequence[tuple[Any, Callable | None]], folder: str | os.PathLike | None = None
+               ) -> tuple[bool, str]:
+    """Whether ``--decode auto`` caches the ``(dataset, transform)`` parts of a run, and why (for the log)."""
+    if not any(split_fixed_resize(transform)[0] is not None for _, transform in parts):
+        return False, "no split starts with a fixed-size resize (nothing to cache)"
+    cache = DecodedCache(folder)
+    need, free = sum(missing_bytes(cache, ds, tf) for ds, tf in parts), free_bytes(cache.folder)
+    where = f"{_size(need)} still to write under {cache.folder}, {_size(free)} free"
+    if need > AUTO_FRACTION * free:
+        return False, f"the cache would take more than {AUTO_FRACTION:.0%} of the free space ({where})"
+    return True, where
 
 
 def split_fixed_resize(transform: Callable | None) -> tuple[v2.Resize | None, Callable | None]:

@@ -3,22 +3,31 @@
 For machines whose CPU workers cannot keep up with the GPU. :class:`EncodedFiles` makes the loader ship each
 image's bytes (and crop box) instead of pixels; :class:`DeviceDecoder` decodes the whole batch in one
 ``torchvision.io.decode_jpeg(device="cuda")`` call (nvJPEG), crops the boxes, and runs the preset's geometric
-steps on the device, each image under the seed its sample carries (:class:`engine.loading.SeededDataset`):
-torchvision's v2 transforms draw their parameters from the CPU generator whatever the image's device, so
-the crops and flips are exactly those of the CPU path; only the pixels differ, by nvJPEG's IDCT (about one
-grey level) and the GPU's resampling. Files nvJPEG does not decode (PNG, CMYK JPEG, ...) are decoded on the
-CPU like ``decode="fast"`` and moved. The code is device-agnostic: on ``cpu`` it decodes in the calling
-process, bit-identical to the ``fast`` path, which is how the tests check it.
+steps on the device, each image under the seed its sample carries (:class:`engine.loading.SeededDataset`).
+
+Every image reaches the transform at the size the CPU path (``--decode fast``) gives it, so the crops and
+flips drawn from a seed are the CPU path's. The pixels are the CPU path's up to nvJPEG's IDCT (about one grey
+level) and the GPU's resampling, with one more difference: where the CPU path decodes a large JPEG at a
+reduced DCT scale (:func:`data.transforms.min_decode_scale`), nvJPEG decodes it at full size and it is
+resized to the same size (antialiased bilinear). Files nvJPEG does not decode (PNG, CMYK JPEG, ...) are
+decoded on the CPU exactly as by ``fast`` and moved. The code is device-agnostic: on ``cpu`` it decodes in
+the calling process, bit-identical to ``fast`` for images decoded at full size, which is how the tests
+check it.
 """
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Sequence
+from functools import partial
 
 import torch
 from torch.utils.data import Dataset
+from torchvision.transforms.v2 import functional as F
 
-from data.batch import EncodedImage
-from data.image_io import crop_box, decode_bytes, decode_jpeg_batch
+from data.batch import EncodedImage, sample_rng
+from data.errors import DatasetWarning
+from data.image_io import crop_box, decode_bytes, decode_jpeg_batch, decoded_size
+from data.transforms import min_decode_scale
 
 JPEG_MAGIC = (0xFF, 0xD8)
 
@@ -44,42 +53,60 @@ def _is_jpeg(data: torch.Tensor) -> bool:
     return data.numel() > 2 and tuple(data[:2].tolist()) == JPEG_MAGIC
 
 
-def decode_files(files: Sequence[EncodedImage], device: torch.device) -> list[torch.Tensor]:
-    """uint8 (3, H_i, W_i) RGB images on ``device``, cropped to their boxes: JPEGs in one batched call."""
-    images: list[torch.Tensor | None] = [None] * len(files)
-    jpegs = [k for k, f in enumerate(files) if _is_jpeg(f.data)]
-    try:
-        for k, image in zip(jpegs, decode_jpeg_batch([files[k].data for k in jpegs], device)):
-            images[k] = crop_box(image, files[k].box)
-    except RuntimeError:  # one undecodable file fails the whole batched call: the CPU path decodes them all
-        pass
-    for k, image in enumerate(images):
-        if image is None:
-            images[k] = decode_bytes(files[k].data.numpy().tobytes(), files[k].box).to(device)
-    return images
-
-
 class DeviceDecoder:
     """A batch of :class:`EncodedImage` → the uint8 (B, 3, h, w) batch of ``transform``'s outputs on ``device``.
 
     Args:
-        transform: the preset's geometric pipeline (``build_transform(..., normalize=False)``).
+        transform: the preset's geometric pipeline (``build_transform(..., normalize=False)``); it also sets
+            the sizes images are decoded to, as for the CPU path.
         device: where to decode and transform (``cuda``: nvJPEG; ``cpu``: libjpeg-turbo).
     """
 
     def __init__(self, transform: Callable[[torch.Tensor], torch.Tensor], device: str | torch.device) -> None:
         self.transform, self.device = transform, torch.device(device)
+        self.min_scale = partial(min_decode_scale, transform)
+        self.warned = False
 
     def __call__(self, files: Sequence[EncodedImage], seeds: torch.Tensor | None = None) -> torch.Tensor:
-        images = decode_files(files, self.device)
+        """Decode and transform; image k under ``sample_rng(seeds[k])``, or, without seeds (deterministic
+        evaluation transforms), under the caller's generator."""
+        images = self.decode(files)
         if seeds is None:
             return torch.stack([self.transform(image) for image in images])
         out = []
         for image, seed in zip(images, seeds.tolist()):
-            with torch.random.fork_rng(devices=[]):  # the miners' global RNG stream stays untouched
-                torch.default_generator.manual_seed(seed)  # CPU only: v2 draws there; CUDA streams untouched
+            with sample_rng(seed):
                 out.append(self.transform(image))
         return torch.stack(out)
 
+    def decode(self, files: Sequence[EncodedImage]) -> list[torch.Tensor]:
+        """uint8 (3, H_i, W_i) images on the device, cropped to their boxes, at the CPU path's sizes."""
+        images: list[torch.Tensor | None] = [None] * len(files)
+        jpegs = [k for k, f in enumerate(files) if _is_jpeg(f.data)]
+        try:
+            decoded = decode_jpeg_batch([files[k].data for k in jpegs], self.device) if jpegs else []
+        except RuntimeError as err:  # one file nvJPEG cannot read fails the whole call
+            decoded = []
+            self._warn_once(f"the device could not decode a batch ({err}); its files are decoded on the CPU")
+        for k, image in zip(jpegs, decoded):
+            images[k] = self._cpu_size(crop_box(image, files[k].box), files[k])
+        return [image if image is not None else
+                decode_bytes(self._bytes(f), f.box, min_scale=self.min_scale).to(self.device)
+                for image, f in zip(images, files)]
 
-__all__ = ["DeviceDecoder", "EncodedFiles", "decode_files"]
+    def _cpu_size(self, image: torch.Tensor, file: EncodedImage) -> torch.Tensor:
+        """``image`` resized to the size the CPU path decodes ``file`` to (it may DCT-scale large JPEGs)."""
+        size = decoded_size(self._bytes(file), file.box, min_scale=self.min_scale)
+        return image if tuple(image.shape[-2:]) == size else F.resize(image, list(size), antialias=True)
+
+    @staticmethod
+    def _bytes(file: EncodedImage) -> bytes:
+        return file.data.numpy().tobytes()
+
+    def _warn_once(self, message: str) -> None:
+        if not self.warned:
+            self.warned = True
+            warnings.warn(message, DatasetWarning, stacklevel=3)
+
+
+__all__ = ["DeviceDecoder", "EncodedFiles"]

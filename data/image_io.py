@@ -127,6 +127,21 @@ def decode_bytes(encoded: bytes, box: Sequence[float] | None = None, max_size: i
     return crop_box(image, box)
 
 
+def decoded_size(encoded: bytes, box: Sequence[float] | None = None, max_size: int | None = None,
+                 min_scale: ScaleRule | None = None) -> tuple[int, int]:
+    """(H, W) of the image :func:`decode_bytes` returns, read off the header: PIL's ``draft`` only chooses the
+    DCT scale, so nothing is decoded."""
+    with Image.open(io.BytesIO(encoded)) as im:
+        full = im.size
+        _draft(im, box, max_size, min_scale)
+        width, height = im.size
+    region = _scaled_box(box, width / full[0], height / full[1], width, height)
+    if region is None:
+        return height, width
+    x1, y1, x2, y2 = (round(v) for v in region)
+    return y2 - y1, x2 - x1
+
+
 def crop_box(image: torch.Tensor, box: Sequence[float] | None) -> torch.Tensor:
     """``image`` (..., H, W) cropped to ``box`` = (x1, y1, x2, y2) as PIL crops it (clamped, rounded); the whole
     image without a box or when less than a pixel of it is left."""
@@ -150,11 +165,11 @@ def _libjpeg_decode(encoded: bytes) -> torch.Tensor | None:
 
 
 def decode_jpeg_batch(files: Sequence[torch.Tensor], device: str | torch.device = "cuda") -> list[torch.Tensor]:
-    """Decode a batch of encoded JPEGs (1-D uint8 tensors, e.g. ``torchvision.io.read_file``) on ``device``.
+    """Decode a batch of encoded JPEGs (1-D uint8 tensors) at full size on ``device``: uint8 (3, H_i, W_i) RGB.
 
-    nvJPEG through ``torchvision.io.decode_jpeg(device="cuda")``: returns uint8 (3, H_i, W_i) RGB tensors on
-    the GPU, ready for the v2 presets there. For training loops whose CPU workers cannot keep up; the
-    loader then ships file bytes instead of pixels. Raises a RuntimeError without CUDA.
+    ``torchvision.io.decode_jpeg(device=...)`` in one call: nvJPEG on ``cuda`` (for training loops whose CPU
+    workers cannot keep up, see :mod:`data.device_decode`), libjpeg-turbo on ``cpu``. Raises a RuntimeError
+    when ``device`` is CUDA and there is none, or when a file does not decode (the whole call fails).
     """
     if decode_jpeg is None:
         raise RuntimeError("this torchvision has no torchvision.io.decode_jpeg (use TorchCodec)")
@@ -179,4 +194,5 @@ def check_image(path: str) -> str | None:
     return None
 
 
-__all__ = ["check_image", "crop_box", "decode_bytes", "decode_image", "decode_jpeg_batch", "load_image"]
+__all__ = ["check_image", "crop_box", "decode_bytes", "decode_image", "decode_jpeg_batch", "decoded_size",
+           "load_image"]

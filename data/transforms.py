@@ -80,9 +80,10 @@ def landmark(train: bool, image_size: int) -> list:
 def build_transform(preset: str, train: bool, image_size: int = 224, normalize: bool = True) -> Callable:
     """The ``preset`` pipeline for training (random) or evaluation (deterministic) at ``image_size``.
 
-    Returns a callable mapping a PIL RGB image or a uint8 (3, H, W) tensor to a float32 (3, H, W) network
-    input, or with ``normalize=False`` to the uint8 (3, H, W) image before normalisation: what the training
-    and evaluation loaders ship, normalised on the device by :func:`build_normalize` (:mod:`data.batch`).
+    Returns a callable mapping a PIL RGB image or a uint8 (3, H, W) tensor (float tensors are refused:
+    :class:`~data.batch.Normalize` takes uint8) to a float32 (3, H, W) network input, or with
+    ``normalize=False`` to the uint8 (3, H, W) image before normalisation: what the training and evaluation
+    loaders ship, normalised on the device by :func:`build_normalize` (:mod:`data.batch`).
     An unknown preset raises :class:`~utils.errors.UnknownOptionError` listing the presets.
     """
     name = TRANSFORMS.canonical(preset)

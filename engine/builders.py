@@ -4,6 +4,7 @@ Everything is looked up by name in the packages' registries; nothing here names 
 """
 from __future__ import annotations
 
+import logging
 import math
 from typing import Any
 
@@ -13,11 +14,12 @@ import data
 import losses
 import models
 import samplers
-from data.dataset import dataset_decode
+from data.decoded_cache import plan_cache, split_fixed_resize
 from engine.config import parse_key_values, parse_number_list
 from engine.loading import split_classes
 from utils.errors import UserError
 
+log = logging.getLogger("metric_retrieval")
 # Flags that map one-to-one onto model builder options when set (None = leave the model's default).
 _MODEL_FLAGS = ("pretrained", "gd_config", "pooling", "stage3_stride", "frozen_bn")
 
@@ -152,21 +154,42 @@ def build_datasets(cfg: dict[str, Any], root: str) -> dict[str, Any]:
     """Train split (optionally minus held-out validation classes) and the evaluation splits.
 
     The datasets yield uint8 images (the preset without normalisation; see :mod:`data.batch`);
-    ``train_transform`` is kept for ``--decode gpu``, which applies it on the device; ``decode`` says how
-    each split is decoded (``--decode auto`` chooses per split).
+    ``train_transform`` is kept for ``--decode gpu``, which applies it on the device. ``--decode auto`` turns
+    the decoded cache on for every split when it fits (:func:`data.decoded_cache.plan_cache`); ``decode``
+    says how each split is decoded, and the choice is logged.
     """
     info = data.get_benchmark(cfg["data_name"], root)
     crop = cfg["crop_type"] == "cropped"
     train_tf = data.build_transform(cfg["transform"], train=True, image_size=cfg["image_size"], normalize=False)
     eval_tf = data.build_transform(cfg["transform"], train=False, image_size=cfg["image_size"], normalize=False)
-    kw = {"crop": crop, "skip_bad_images": cfg["skip_bad_images"], "decode": dataset_decode(cfg["decode"])}
+    decode = cfg["decode"] if cfg["decode"] in data.DECODERS else "fast"  # auto and gpu start from fast
+    kw = {"crop": crop, "skip_bad_images": cfg["skip_bad_images"], "decode": decode}
     train = data.build_dataset(info.name, root, info.train_split, transform=train_tf, **kw)
     evals = {split: data.build_dataset(info.name, root, split, transform=eval_tf, **kw)
              for split in info.eval_splits}
-    decode = {split: ds.decode for split, ds in {"train": train, **evals}.items()}
-    if cfg["decode"] == "gpu":
-        decode["train"] = "gpu"
-    out = {"info": info, "train": train, "test": evals, "val": None, "train_transform": train_tf, "decode": decode}
+    out = {"info": info, "train": train, "test": evals, "val": None, "train_transform": train_tf}
     if cfg["val_classes"] > 0:
         out["train"], out["val"] = split_classes(train, cfg["val_classes"], eval_transform=eval_tf)
+    parts = {"train": (out["train"], train_tf), **{s: (ds, eval_tf) for s, ds in evals.items()}}
+    if out["val"] is not None:
+        parts["val"] = (out["val"], eval_tf)
+    note = ""
+    if cfg["decode"] == "auto":
+        use_cache, note = plan_cache(list(parts.values()))
+        if use_cache:
+            for ds in (train, *evals.values()):
+                ds.enable_cache()
+    out["decode"] = {split: _decoded_as(cfg["decode"], split, train if split in ("train", "val") else ds, tf)
+                     for split, (ds, tf) in parts.items()}
+    log.info("decode %s: %s%s", cfg["decode"], ", ".join(f"{k} {v}" for k, v in out["decode"].items()),
+             f" ({note})" if note else "")
     return out
+
+
+def _decoded_as(decode: str, split: str, dataset: Any, transform: Any) -> str:
+    """How a split is decoded: gpu (training only), cache where its pipeline has a cacheable start, else as built."""
+    if decode == "gpu" and split == "train":
+        return "gpu"
+    if dataset.decode == "cache":
+        return "cache" if split_fixed_resize(transform)[0] is not None else "fast"
+    return dataset.decode

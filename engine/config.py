@@ -224,6 +224,13 @@ def _convert(kind: type, value: Any) -> Any:
         return None
 
 
+def gpu_decode_unavailable(device: str) -> bool:
+    """Whether ``--device`` leaves ``--decode gpu`` without a CUDA device to decode on."""
+    import torch
+
+    return device.startswith("cpu") or (device == "auto" and not torch.cuda.is_available())
+
+
 def validate_config(cfg: dict[str, Any]) -> None:
     """Reject combinations that cannot work, naming the flags involved."""
     problems = []
@@ -257,6 +264,9 @@ def validate_config(cfg: dict[str, Any]) -> None:
         problems.append("--das_dfs_scale_left must not exceed --das_dfs_scale_right")
     if cfg["compile"] and cfg["deterministic"]:
         problems.append("--compile and --deterministic cannot be combined")
+    if cfg["decode"] == "gpu" and gpu_decode_unavailable(cfg["device"]):
+        problems.append(f"--decode gpu decodes training images on a CUDA GPU, but --device {cfg['device']} has none; "
+                        "use --decode auto (the default) or fast")
     if problems:
         raise UserError("invalid configuration:\n  " + "\n  ".join(problems))
 

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from data.batch import collate
+from data.batch import collate, sample_rng
 
 
 def sample_seed(seed: int, epoch: int, step: int, position: int) -> int:
@@ -44,7 +44,7 @@ class SeededBatches:
 
 
 class SeededDataset(Dataset):
-    """``dataset[(index, seed)]`` → ``(*dataset[index], seed)``, the sample computed under ``torch.manual_seed(seed)``.
+    """``dataset[(index, seed)]`` → ``(*dataset[index], seed)``, the sample computed under ``sample_rng(seed)``.
 
     The seed travels with the sample so that work deferred to the main process (``--decode gpu``
     transforms the images there) draws the same random parameters as a worker would.
@@ -58,8 +58,7 @@ class SeededDataset(Dataset):
 
     def __getitem__(self, key: tuple[int, int]):
         index, seed = key
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
+        with sample_rng(seed):
             return (*self.dataset[index], seed)
 
 

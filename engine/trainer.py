@@ -19,7 +19,6 @@ from tqdm import tqdm
 import data
 import models
 from data.batch import DeviceInput
-from data.decoded_cache import default_cache_dir
 from data.device_decode import DeviceDecoder, EncodedFiles
 from engine import builders
 from engine.checkpoint import (
@@ -51,8 +50,9 @@ log = logging.getLogger("metric_retrieval")
 AMP_DTYPES = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 # Settings a resumed run may change without changing what it computes (or that only extend it).
 RESUME_MAY_CHANGE = {"resume", "output_dir", "workers", "device", "num_epochs", "eval_every", "checkpoint_every",
-                     "no_tensorboard", "eval_batch_size", "knn_backend", "eval_chunk_size", "config", "decode",
+                     "no_tensorboard", "eval_batch_size", "knn_backend", "eval_chunk_size", "config",
                      "compile", "recalls", "select_metric", "select_on", "pretrained"}
+SAME_PIXELS = {"fast", "cache", "auto"}  # --decode values that give bit-identical images
 
 
 class TrainingDiverged(UserError):
@@ -122,12 +122,6 @@ def resolve_amp(amp: str, device: torch.device) -> str:
     return "bf16" if native else "off"
 
 
-def check_gpu_decode(device: torch.device) -> None:
-    if device.type != "cuda":
-        raise UserError(f"--decode gpu decodes training images on the GPU, but the device is {device}; "
-                        "use --decode fast (or cache) on a CPU")
-
-
 def seed_everything(seed: int, deterministic: bool) -> None:
     import random
 
@@ -179,8 +173,6 @@ def _train(cfg: dict[str, Any], root: str, device: torch.device, dist_info: Dist
     class_counts = torch.bincount(train_set.labels, minlength=num_classes)
     log.info("data %s at %s: %d training images of %d classes; evaluation %s", info.name, root, len(train_set),
              num_classes, {k: len(v) for k, v in splits["test"].items()})
-    log.info("decode %s: %s%s", cfg["decode"], ", ".join(f"{split} {how}" for split, how in splits["decode"].items()),
-             f" (decoded images cached in {default_cache_dir()})" if "cache" in splits["decode"].values() else "")
 
     model = builders.build_model(cfg, num_classes)
     if dist_info.is_main:
@@ -201,10 +193,7 @@ def _train(cfg: dict[str, Any], root: str, device: torch.device, dist_info: Dist
     if steps_per_epoch == 0:
         raise UserError(f"--batch_size {cfg['batch_size']} leaves no full batch in {len(train_set)} training images")
     optimizer = builders.build_optimizer(cfg, model, criterion)
-    decoder = None
-    if cfg["decode"] == "gpu":
-        check_gpu_decode(device)
-        decoder = DeviceDecoder(splits["train_transform"], device)
+    decoder = DeviceDecoder(splits["train_transform"], device) if cfg["decode"] == "gpu" else None
     ctx = TrainContext(
         cfg=cfg, model=model, train_model=model, criterion=criterion, optimizer=optimizer,
         scheduler=builders.build_scheduler(cfg, optimizer, steps_per_epoch),
@@ -223,8 +212,9 @@ def _train(cfg: dict[str, Any], root: str, device: torch.device, dist_info: Dist
             log.warning("model selection on the TEST split (the papers' protocol, optimistic); "
                         "use --val_classes for an honest validation split")
     batches = SeededBatches(sampler, cfg["seed"], dist_info.rank, cfg["batch_size"])
+    # pinning would copy every file's bytes once more; nvJPEG reads them from host memory anyway
     loader = train_loader(train_set if decoder is None else EncodedFiles(train_set), batches, cfg["workers"],
-                          device.type == "cuda")
+                          device.type == "cuda" and decoder is None)
 
     progress, last_metrics = ctx.progress, {}
     for epoch in range(progress.epoch, cfg["num_epochs"]):
@@ -381,8 +371,8 @@ def _load_checkpoint(path: Path, ctx: TrainContext) -> Progress:
     if missing:
         raise UserError(f"{path} cannot be resumed from: it lacks {missing} (a full checkpoint_latest.pth "
                         "is needed; model_best.pth / database_best.pth hold only weights / features)")
-    changed = [k for k in sorted(ckpt["config"]) if k not in RESUME_MAY_CHANGE
-               and ckpt["config"][k] != ctx.cfg.get(k)]
+    changed = [k for k in sorted(ckpt["config"]) if k not in RESUME_MAY_CHANGE and ckpt["config"][k] != ctx.cfg.get(k)
+               and not (k == "decode" and {ckpt["config"][k], ctx.cfg.get(k)} <= SAME_PIXELS)]
     if changed:
         raise UserError(f"--resume {path}: the run was made with other settings for "
                         + ", ".join(f"--{k} ({ckpt['config'][k]!r} there, {ctx.cfg.get(k)!r} now)" for k in changed)

@@ -1,6 +1,8 @@
 """uint8 batches normalised on the device, channels-last collation, and decoding on the device (``--decode gpu``)."""
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -10,7 +12,8 @@ from torch.utils.data import default_collate
 import data
 from data.batch import DeviceInput, EncodedImage, Normalize, collate
 from data.dataset import RetrievalDataset
-from data.device_decode import DeviceDecoder, EncodedFiles, decode_files
+from data.device_decode import DeviceDecoder, EncodedFiles
+from data.errors import DatasetWarning
 from data.transforms import CAFFE_BGR_MEAN, IMAGENET_MEAN, IMAGENET_STD
 from engine.loading import ClassSubset, SeededDataset, sample_seed
 
@@ -139,17 +142,38 @@ def test_device_decoder_crops_boxes_like_the_cpu_path(synth_root):
     assert torch.equal(DeviceDecoder(tf, "cpu")(files), expected)
 
 
-def test_undecodable_batch_falls_back_per_file(fast_tmp):
-    good = _photo(fast_tmp / "good.jpg", (40, 30))
-    with open(good, "rb") as f:
-        jpeg = torch.frombuffer(bytearray(f.read()), dtype=torch.uint8)
-    png = torch.frombuffer(bytearray(open(_photo(fast_tmp / "p.png", (40, 30), fmt="PNG"), "rb").read()),
-                           dtype=torch.uint8)
-    images = decode_files([EncodedImage(jpeg), EncodedImage(png, (2.0, 3.0, 22.0, 13.0))], torch.device("cpu"))
-    assert images[0].shape == (3, 30, 40) and images[1].shape == (3, 10, 20)
-    truncated = EncodedImage(jpeg[: len(jpeg) // 3])  # libjpeg-turbo warns and fills; PIL raises
-    with pytest.raises(OSError):
-        decode_files([EncodedImage(jpeg), truncated, EncodedImage(png)], torch.device("cpu"))
+def test_device_decoder_matches_the_sizes_of_dct_scaled_cpu_decoding(fast_tmp):
+    # 2400x1800 at das/64: the CPU path decodes at 1/4 (DCT scaling); the device decodes at full size and resizes
+    # to the same size, so the seeds draw the same crops and the images differ only by resampling.
+    paths = [_photo(fast_tmp / f"big{i}.jpg", (2400, 1800), seed=i) for i in range(2)]
+    tf = data.build_transform("das", train=True, image_size=64, normalize=False)
+    dataset = RetrievalDataset(paths, [0, 1], ["a", "b"], transform=tf)
+    decoder = DeviceDecoder(tf, "cpu")
+    files = [EncodedFiles(dataset)[i][0] for i in range(2)]
+    assert [tuple(x.shape) for x in decoder.decode(files)] == [(3, 450, 600)] * 2
+    seeds = [sample_seed(5, 0, 0, k) for k in range(2)]
+    device = decoder(files, torch.tensor(seeds))
+    cpu = _seeded_cpu_batch(dataset, range(2), seeds)
+    assert (device.float() - cpu.float()).abs().mean() < 3
+
+
+def test_batches_without_jpegs_and_undecodable_ones_fall_back_to_the_cpu(fast_tmp):
+    def encoded(path):
+        with open(path, "rb") as f:
+            return torch.frombuffer(bytearray(f.read()), dtype=torch.uint8)
+
+    jpeg = encoded(_photo(fast_tmp / "good.jpg", (40, 30)))
+    png = encoded(_photo(fast_tmp / "p.png", (40, 30), fmt="PNG"))
+    decoder = DeviceDecoder(data.build_transform("cgd", False, 16, normalize=False), "cpu")
+    only_png = decoder.decode([EncodedImage(png), EncodedImage(png, (2.0, 3.0, 22.0, 13.0))])
+    assert [tuple(x.shape) for x in only_png] == [(3, 30, 40), (3, 10, 20)]
+    truncated = EncodedImage(jpeg[: len(jpeg) // 3])  # fails the batched call, then PIL raises on it
+    with pytest.warns(DatasetWarning, match="could not decode a batch"), pytest.raises(OSError):
+        decoder.decode([EncodedImage(jpeg), truncated, EncodedImage(png)])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # warned once per decoder
+        with pytest.raises(OSError):
+            decoder.decode([truncated])
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="GPU JPEG decoding needs CUDA")

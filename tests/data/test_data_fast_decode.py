@@ -99,7 +99,7 @@ def test_dataset_paths_and_validation(synth_root):
     assert isinstance(raw[0][0], Image.Image)
     legacy = RetrievalDataset(fast.paths, fast.labels, fast.classes, transform=lambda im: im.size)
     assert legacy[0][0] == (64, 48)  # non-v2 callables still get PIL images
-    with pytest.raises(DatasetError, match="decode must be one of fast, pil, cache, auto, not 'gpu'"):
+    with pytest.raises(DatasetError, match="decode must be one of fast, pil, cache, not 'gpu'"):
         data.build_dataset("cub", root, "train", decode="gpu")
     assert issubclass(DatasetError, UserError)
 
@@ -146,21 +146,31 @@ def test_decoded_cache_is_exact_and_only_for_a_fixed_size_first_resize(tmp_path)
     assert len(list(cache.rglob("*.rgb"))) == 4
 
 
-def test_auto_caches_only_what_fits_on_the_disk(tmp_path, monkeypatch):
+def test_auto_caches_only_what_is_missing_and_fits_on_the_disk(fast_tmp, monkeypatch):
     from data import decoded_cache
     from data.transforms import build_transform
 
+    paths = [_photo(fast_tmp / f"{i}.jpg", size=(96, 72), seed=i) for i in range(4)]
     cgd, das = build_transform("cgd", train=True, image_size=64), build_transform("das", train=True, image_size=64)
-    assert decoded_cache.cache_bytes(cgd, 10) == 10 * 3 * 72 * 72  # Resize((72, 72)) first
-    assert decoded_cache.cache_bytes(das, 10) == 0  # RandomResizedCrop first: nothing to cache
-    assert decoded_cache.free_bytes(tmp_path / "not" / "yet" / "there") > 0  # the nearest existing folder counts
-    monkeypatch.setattr(decoded_cache, "free_bytes", lambda folder: 10 * 3 * 72 * 72 * 10)
-    assert decoded_cache.cache_fits(cgd, 10, tmp_path)  # exactly AUTO_FRACTION (10%) of the free space
-    assert not decoded_cache.cache_fits(cgd, 11, tmp_path) and not decoded_cache.cache_fits(das, 1, tmp_path)
-    paths = [str(tmp_path / f"{i}.jpg") for i in range(11)]
-    assert RetrievalDataset(paths[:10], [0] * 10, ["a"], transform=cgd, decode="auto").decode == "cache"
-    assert RetrievalDataset(paths, [0] * 11, ["a"], transform=cgd, decode="auto").decode == "fast"
-    assert RetrievalDataset(paths[:1], [0], ["a"], transform=das, decode="auto").decode == "fast"
+    ds = RetrievalDataset(paths, [0] * 4, ["a"], transform=cgd)
+    folder = fast_tmp / "cache"
+    cache = decoded_cache.DecodedCache(folder)
+    assert decoded_cache.missing_bytes(cache, ds, cgd) == 4 * 3 * 72 * 72  # Resize((72, 72)) first
+    assert decoded_cache.missing_bytes(cache, ds, das) == 0  # RandomResizedCrop first: nothing to cache
+    assert decoded_cache.free_bytes(folder / "not" / "yet") > 0  # the nearest existing folder counts
+
+    monkeypatch.setattr(decoded_cache, "free_bytes", lambda f: 10 * 4 * 3 * 72 * 72)  # need = exactly 10 %
+    assert decoded_cache.plan_cache([(ds, cgd)], folder) == (True, f"0.1 MB still to write under {folder}, "
+                                                                   "0.6 MB free")
+    use, why = decoded_cache.plan_cache([(ds, cgd), (ds, cgd)], folder)  # splits are summed
+    assert not use and why.startswith("the cache would take more than 10% of the free space")
+    assert decoded_cache.plan_cache([(ds, das)], folder) == (
+        False, "no split starts with a fixed-size resize (nothing to cache)")
+    ds.enable_cache(str(folder))
+    ds[0], ds[1]  # two entries written: only the other two count now
+    assert ds.decode == "cache" and decoded_cache.missing_bytes(cache, ds, cgd) == 2 * 3 * 72 * 72
+    with pytest.raises(DatasetError, match="not 'pil'"):
+        RetrievalDataset(paths, [0] * 4, ["a"], transform=cgd, decode="pil").enable_cache()
 
 
 def test_a_cache_that_cannot_be_written_warns_once_and_goes_on(fast_tmp):

@@ -53,3 +53,21 @@ def test_landmark_preset_keeps_size():
 def test_unknown_preset_lists_the_known_ones():
     with pytest.raises(UnknownOptionError, match="unknown transform preset 'imagenet'; choose one of: abir, cgd"):
         data.build_transform("imagenet", train=True)
+
+
+@pytest.mark.parametrize("preset", ["cgd", "abir", "das", "landmark"])
+def test_normalisation_matches_torchvision_float_conversion(preset):
+    import numpy as np
+    from torchvision.transforms import v2
+
+    image = Image.fromarray(np.random.default_rng(1).integers(0, 256, (40, 50, 3), dtype=np.uint8))
+    torch.manual_seed(2)
+    ours = data.build_transform(preset, train=True, image_size=32)(image)
+    torch.manual_seed(2)
+    pixels = v2.Compose(data.TRANSFORMS.get(preset)(True, 32) + [v2.ToImage(), v2.ToDtype(torch.float32, scale=True)])(
+        image).as_subclass(torch.Tensor)
+    if preset == "abir":
+        expected = v2.functional.normalize(pixels.flip(0), [104 / 255, 117 / 255, 128 / 255], [1 / 255] * 3)
+    else:
+        expected = v2.functional.normalize(pixels, list(IMAGENET_MEAN), list(IMAGENET_STD))
+    torch.testing.assert_close(ours, expected, rtol=0, atol=2e-5)

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 import data.decoded_cache
-import engine.trainer
+import engine.config
 from engine import resolve_config, train
 from utils.errors import UserError
 
@@ -23,7 +23,8 @@ def assert_same(a, b):
         assert torch.equal(a[key], b[key]), key
 
 
-def test_fast_cache_and_auto_train_bit_identically(tmp_path):
+def test_fast_cache_and_auto_train_bit_identically(tmp_path, monkeypatch):
+    monkeypatch.setattr(data.decoded_cache, "free_bytes", lambda folder: 10**12)
     fast, fast_result, _ = weights(tmp_path, "fast")
     cache, _, _ = weights(tmp_path, "cache")  # epoch 1 writes the cache, epoch 2 and evaluation read it
     auto, auto_result, out = weights(tmp_path, "auto")
@@ -32,19 +33,29 @@ def test_fast_cache_and_auto_train_bit_identically(tmp_path):
     for a, b in zip(auto_result["history"], fast_result["history"]):  # same losses and metrics; not timings
         a.pop("images_per_s"), b.pop("images_per_s")
         assert a == b
-    assert "decode auto: train cache, test cache" in (out / "train.log").read_text()
+    log = (out / "train.log").read_text()
+    assert "decode auto: train cache, test cache (1.9 MB still to write" in log  # test split cached by the cache run
+    # resuming may switch between paths that give the same pixels, not to others
+    train(resolve_config(["--output_dir", str(out), *TINY, "--num_epochs", "3", "--resume", "latest",
+                          "--decode", "fast"]))
+    with pytest.raises(UserError, match=r"--decode \('fast' there, 'pil' now\)"):
+        train(resolve_config(["--output_dir", str(out), *TINY, "--num_epochs", "4", "--resume", "latest",
+                              "--decode", "pil"]))
 
 
 def test_auto_decodes_fast_when_the_cache_would_not_fit(tmp_path, monkeypatch):
-    monkeypatch.setattr(data.decoded_cache, "AUTO_FRACTION", 0.0)
+    monkeypatch.setattr(data.decoded_cache, "free_bytes", lambda folder: 10**6)
     _, _, out = weights(tmp_path, "auto", "--num_epochs", "1")
-    assert "decode auto: train fast, test fast" in (out / "train.log").read_text()
+    log = (out / "train.log").read_text()
+    assert "decode auto: train fast, test fast (the cache would take more than 10% of the free space" in log
+    _, _, out = weights(tmp_path / "das", "auto", "--num_epochs", "1", "--transform", "das")
+    assert "(no split starts with a fixed-size resize (nothing to cache))" in (out / "train.log").read_text()
 
 
 def test_gpu_decoding_path_trains_like_fast(tmp_path, monkeypatch):
     # The device path is device-agnostic: with the CUDA check lifted it decodes in the main process on the CPU,
     # with the same libjpeg-turbo, the same crops and flips (sample seeds) and so the same weights.
-    monkeypatch.setattr(engine.trainer, "check_gpu_decode", lambda device: None)
+    monkeypatch.setattr(engine.config, "gpu_decode_unavailable", lambda device: False)
     fast, _, _ = weights(tmp_path, "fast", "--transform", "das", "--val_classes", "0.2")
     gpu, _, out = weights(tmp_path, "gpu", "--transform", "das", "--val_classes", "0.2")
     assert_same(fast, gpu)
@@ -52,7 +63,5 @@ def test_gpu_decoding_path_trains_like_fast(tmp_path, monkeypatch):
 
 
 def test_gpu_decoding_needs_cuda(tmp_path):
-    if torch.cuda.is_available():
-        pytest.skip("this machine has CUDA")
-    with pytest.raises(UserError, match="--decode gpu decodes training images on the GPU, but the device is cpu"):
-        train(resolve_config(["--output_dir", str(tmp_path), *TINY, "--decode", "gpu"]))
+    with pytest.raises(UserError, match="--decode gpu decodes training images on a CUDA GPU, but --device cpu"):
+        resolve_config(["--output_dir", str(tmp_path), *TINY, "--decode", "gpu", "--device", "cpu"])
