@@ -13,8 +13,8 @@ and each batch is turned into the network input on ``--device`` inside the timed
   (reduced-size JPEG decoding where the preset allows it, libjpeg-turbo into a tensor, geometric steps on
   uint8 tensors), uint8 batches collated channels-last (:func:`data.batch.collate`), normalised on the
   device (:class:`DeviceInput`);
-- ``cache``    — ``--decode cache`` (and ``auto``, the default, where the cache fits): ``fast`` plus the exact
-  on-disk cache of decode + the preset's fixed-size first resize (cgd, clf; :mod:`data.decoded_cache`); the
+- ``cache``    — (cgd, clf) ``--decode cache`` (and ``auto``, the default, where the cache fits): ``fast`` plus
+  the exact on-disk cache of decode + the preset's fixed-size first resize (:mod:`data.decoded_cache`); the
   timed epochs show every epoch after the first; ``cache_1st`` is its warm-up epoch, which fills an emptied
   cache (one epoch, not a best of rounds);
 - ``fast_f32`` — (``--ablation``) the ``fast`` decoding with the preset's float pipeline in the workers
@@ -49,6 +49,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import data  # noqa: E402
 from data.batch import DeviceInput, collate  # noqa: E402
 from data.dataset import RetrievalDataset  # noqa: E402
+from data.decoded_cache import split_fixed_resize  # noqa: E402
 from data.device_decode import DeviceDecoder, EncodedFiles  # noqa: E402
 from data.prepare import prepare_dataset  # noqa: E402
 
@@ -134,11 +135,10 @@ def build_variants(args: argparse.Namespace, root: Path) -> dict[str, Variant]:
     wanted = set(paths)
     keep = [i for i, (p, _) in enumerate(folder.samples) if p in wanted]
     out = {"pil": Variant(loader(Subset(folder, keep), args), to_input),
-           "fast": Variant(loader(RetrievalDataset(paths, labels, classes, transform=u8), args, collate), to_input),
-           # the warm-up epoch fills the cache, the timed epochs show the steady state (epoch >= 2)
-           "cache": Variant(loader(RetrievalDataset(paths, labels, classes, transform=u8, decode="cache",
-                                                    cache_dir=str(root) + "_decoded"), args, collate), to_input,
-                            cache_dir=Path(str(root) + "_decoded"))}
+           "fast": Variant(loader(RetrievalDataset(paths, labels, classes, transform=u8), args, collate), to_input)}
+    if split_fixed_resize(u8)[0] is not None:  # das, abir: a random first step, nothing to cache
+        cached = RetrievalDataset(paths, labels, classes, transform=u8, decode="cache", cache_dir=f"{root}_decoded")
+        out["cache"] = Variant(loader(cached, args, collate), to_input, cache_dir=Path(f"{root}_decoded"))
     if args.ablation:
         out["fast_f32"] = Variant(loader(RetrievalDataset(paths, labels, classes, transform=f32), args), to_input)
     if args.prepared:
