@@ -45,7 +45,8 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     g.add_argument("--decode", default="auto", choices=("auto", "fast", "cache", "pil", "gpu"),
                    help="fast: DCT-scaled / libjpeg-turbo JPEG decoding; cache: fast + exact on-disk cache of "
                         "decode + fixed-size resize ($METRIC_RETRIEVAL_CACHE/decoded); auto: cache where the "
-                        "preset allows it and the cache takes <= 10%% of the free disk space, else fast; "
+                        "preset allows it and the entries still missing take <= 10%% of the free disk space, "
+                        "else fast; "
                         "pil: plain PIL; gpu: training batches decoded and augmented on the GPU (nvJPEG; "
                         "evaluation uses fast)")
     g.add_argument("--skip_bad_images", action="store_true", help="drop undecodable images with a warning")
