@@ -83,7 +83,7 @@ class Variant:
 
     loader: DataLoader
     to_input: Callable[..., torch.Tensor]
-    cache_dir: Path | None = None  # emptied before the warm-up epoch, which is then timed
+    cache_dir: Path | None = None  # emptied after the warm-up, then one epoch refilling it is timed (cache_1st)
 
 
 class ToBGR(torch.nn.Module):
@@ -168,6 +168,8 @@ def run_epochs(variant: Variant, epochs: int, device: torch.device) -> int:
 def main(args: argparse.Namespace) -> dict[str, float]:
     torch.set_num_threads(1)  # the workers do the work; keep the main process off the shared cores
     device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise SystemExit(f"--device {args.device}: CUDA is not available on this machine (use --device cpu)")
     root = make_images(args)
     variants = build_variants(args, root)
     best: dict[str, float] = {}

@@ -10,9 +10,9 @@ the preset's float pipeline (``build_transform(..., normalize=True)``, which end
 :class:`Normalize`).
 
 With ``--decode gpu`` the loader ships the encoded files instead (:class:`EncodedImage`), and
-:class:`DeviceInput` decodes them as one batch on the device (nvJPEG), then applies the preset's
-geometric steps there, each image under its own sample seed, so the crops and flips are the ones the
-CPU path draws.
+:class:`DeviceInput` hands them to a :class:`data.device_decode.DeviceDecoder`, which decodes them as one
+batch on the device (nvJPEG) and applies the preset's geometric steps there, each image under its own
+sample seed, so the crops and flips are the ones the CPU path draws.
 """
 from __future__ import annotations
 

@@ -25,18 +25,6 @@ def fast_dir():
     shutil.rmtree(path, ignore_errors=True)
 
 
-@pytest.fixture(scope="session", autouse=True)
-def _verify_cache_in_scratch(fast_dir):
-    """Keep the image-verification cache of these tests out of the user's ~/.cache."""
-    old = os.environ.get("METRIC_RETRIEVAL_CACHE")
-    os.environ["METRIC_RETRIEVAL_CACHE"] = str(fast_dir / "cache")
-    yield
-    if old is None:
-        os.environ.pop("METRIC_RETRIEVAL_CACHE", None)
-    else:
-        os.environ["METRIC_RETRIEVAL_CACHE"] = old
-
-
 @pytest.fixture
 def fast_tmp(fast_dir, request):
     """A per-test scratch folder inside :func:`fast_dir`."""
