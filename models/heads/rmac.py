@@ -29,7 +29,7 @@ from models.heads.base import Head, ModelConfigError, l2n
 
 __all__ = ["RMACHead", "RegionWhitening", "region_pool", "rmac_grid_index", "rmac_regions"]
 
-OVERLAP = 0.4
+OVERLAP = Fraction(2, 5)
 STEPS = (2, 3, 4, 5, 6, 7)
 
 
@@ -66,9 +66,13 @@ def rmac_regions(H: int, W: int, L: int = 3) -> tuple[tuple[int, int, int], ...]
 
 def rmac_grid_index(H: int, W: int) -> int:
     """``idx``: 1-based index (MATLAB) into ``STEPS`` of the step count whose level-1 overlap is closest to
-    0.4 (first on ties); level l then has ``l + idx`` positions along the long side (``l`` if ``H == W``)."""
+    0.4 (first on ties); level l then has ``l + idx`` positions along the long side (``l`` if ``H == W``).
+
+    The overlaps ``1 − b/w`` with ``b = (max(H, W) − w)/(s − 1)`` are compared as exact fractions: in float64
+    exact ties such as 5×9 or 20×36 (overlaps 0.6 and 0.2 around 0.4) round either way, and "first on ties"
+    (MATLAB's ``min``) would then depend on the rounding."""
     w = min(H, W)
-    costs = [abs(1 - ((max(H, W) - w) / (s - 1)) / w - OVERLAP) for s in STEPS]
+    costs = [abs(1 - Fraction(max(H, W) - w, (s - 1) * w) - OVERLAP) for s in STEPS]
     return costs.index(min(costs)) + 1
 
 

@@ -1,5 +1,6 @@
 """R-MAC region grid against the test vectors of spec-landmarks §1.1."""
 from collections import Counter
+from fractions import Fraction
 
 import pytest
 
@@ -28,6 +29,34 @@ def test_table_rows(H, W, L, idx, counts):
     assert len(regions) == sum(counts)
     if idx is not None:
         assert rmac_grid_index(H, W) == idx
+
+
+def reference_grid_index(H, W):
+    """Brute force in exact arithmetic: the first step count (2..7) with the smallest |overlap − 2/5|."""
+    w, long = min(H, W), max(H, W)
+    costs = {s: abs(1 - Fraction(long - w, (s - 1) * w) - Fraction(2, 5)) for s in range(2, 8)}
+    best = min(costs.values())
+    return next(s for s in range(2, 8) if costs[s] == best) - 1, sum(c == best for c in costs.values()) > 1
+
+
+EXACT_TIES = [(H, W) for H in range(1, 65) for W in range(H + 1, 65) if reference_grid_index(H, W)[1]]
+
+
+def test_exact_ties_are_the_known_ones():
+    assert {(5, 9), (10, 18), (20, 36)} <= set(EXACT_TIES)
+
+
+@pytest.mark.parametrize("H, W", EXACT_TIES)
+def test_grid_index_first_on_exact_ties(H, W):
+    expected = reference_grid_index(H, W)[0]
+    assert rmac_grid_index(H, W) == expected
+    assert rmac_grid_index(W, H) == expected
+
+
+def test_grid_index_matches_exact_reference_everywhere():
+    for H in range(1, 65):
+        for W in range(1, 65):
+            assert rmac_grid_index(H, W) == reference_grid_index(H, W)[0], (H, W)
 
 
 def test_exact_regions_24x32():
