@@ -1,16 +1,21 @@
 """Margin loss (Wu, Manmatha, Smola & Krähenbühl, "Sampling Matters in Deep Embedding Learning",
-ICCV 2017, arXiv 1706.07567, eq. 4–6), RDML form (``criteria/margin.py``; spec-training §2.5, §4).
+ICCV 2017, arXiv 1706.07567, eq. 4–6), Revisiting-DML form (Roth et al., ICML 2020, ``criteria/margin.py``).
 
-For pairs mined from the batch (a triplet ``(a, p, n)`` gives the positive pair ``(a, p)`` and the negative
-pair ``(a, n)``):
+Over triplets ``(a, p, n)`` mined from the batch (pair tuples are joined on the anchor; all triplets of the
+batch without a miner):
 
-``pos = relu(d_ap − β_{y_a} + α)``, ``neg = relu(β_{y_a} − d_an + α)``,
-``L = (Σ pos + Σ neg + ν·Σ_pairs β_{y_a}) / (#{pos > 0} + #{neg > 0})`` (plain sum when that count is 0),
-with ``d = sqrt(||x_i − x_j||² + 1e-8)`` (RDML).
+``pos_t = relu(d_ap − β_{y_a} + α)``, ``neg_t = relu(β_{y_a} − d_an + α)``,
+``L = Σ_t (pos_t + neg_t) / #{t : pos_t > 0 or neg_t > 0}`` (plain sum when that count is 0) ``+ ν·Σ_t β_{y_a}``,
+with ``d = sqrt(||x_i − x_j||² + 1e-8)``.
+
+**Which normaliser.** RDML counts a triplet once when either of its terms is active
+(``torch.sum((pos_loss > 0.) + (neg_loss > 0.))`` adds two bool tensors, i.e. a logical OR);
+pytorch-metric-learning divides by ``#{pos > 0} + #{neg > 0}`` instead, counting such a triplet twice. The DAS
+tables were produced with the RDML code, so this is the RDML form. The β regulariser is added after the
+division, as in RDML/DAS.
 
 Defaults (RDML): α = 0.2, β₀ = 1.2, β **learnable per class** with its own learning rate 5e-4 and no weight
-decay, ν = 0. PML instead fixes β by default (spec-training §4): ``learn_beta=False``. ``beta_per_class=False``
-learns one global β. Without a miner all pairs of the batch are used.
+decay, ν = 0. PML fixes β by default: ``learn_beta=False``. ``beta_per_class=False`` learns one global β.
 """
 from __future__ import annotations
 
@@ -18,7 +23,7 @@ import torch
 from torch import Tensor, nn
 
 from losses._registry import LOSSES
-from losses._utils import IndicesTuple, gathered_distances, to_pairs, zero_loss
+from losses._utils import IndicesTuple, gathered_distances, to_triplets, zero_loss
 from losses.base import EmbeddingLoss, check_labels_in_range, check_num_classes
 
 
@@ -59,18 +64,17 @@ class MarginLoss(EmbeddingLoss):
         self.lr = beta_lr
 
     def compute_loss(self, embeddings: Tensor, labels: Tensor, indices_tuple: IndicesTuple | None) -> Tensor:
-        a1, p, a2, n = to_pairs(indices_tuple, labels)
+        a, p, n = to_triplets(indices_tuple, labels)
         if self.beta_per_class:
             check_labels_in_range(labels, self.beta.shape[0], "MarginLoss")
-            beta_pos, beta_neg = self.beta[labels[a1]], self.beta[labels[a2]]
+            beta = self.beta[labels[a]]
         else:
-            beta_pos, beta_neg = self.beta.expand(len(a1)), self.beta.expand(len(a2))
-        d_ap = (gathered_distances(embeddings, a1, p, squared=True) + 1e-8).sqrt()
-        d_an = (gathered_distances(embeddings, a2, n, squared=True) + 1e-8).sqrt()
-        pos = (d_ap - beta_pos + self.margin).relu()
-        neg = (beta_neg - d_an + self.margin).relu()
-        total = pos.sum() + neg.sum() + zero_loss(embeddings, self.beta)
-        if self.nu:
-            total = total + self.nu * (beta_pos.sum() + beta_neg.sum())
-        count = (pos > 0).sum() + (neg > 0).sum()
-        return total / count.clamp(min=1).to(total.dtype)
+            beta = self.beta.expand(len(a))
+        d_ap = (gathered_distances(embeddings, a, p, squared=True) + 1e-8).sqrt()
+        d_an = (gathered_distances(embeddings, a, n, squared=True) + 1e-8).sqrt()
+        pos = (d_ap - beta + self.margin).relu()
+        neg = (beta - d_an + self.margin).relu()
+        total = (pos + neg).sum() + zero_loss(embeddings, self.beta)
+        count = ((pos > 0) | (neg > 0)).sum()
+        loss = total / count.clamp(min=1).to(total.dtype)
+        return loss + self.nu * beta.sum() if self.nu else loss

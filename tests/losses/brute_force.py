@@ -85,22 +85,17 @@ def batch_hard_triplet(x, y, margin=0.1):
 
 
 def margin(x, y, beta, alpha=0.2, nu=0.0, triplets=None):
-    """beta: list indexed by class."""
-    if triplets is None:
-        pos = [(i, j) for i in range(len(y)) for j in positives(y, i)]
-        neg = [(i, j) for i in range(len(y)) for j in negatives(y, i)]
-    else:
-        pos = [(a, p) for a, p, _ in triplets]
-        neg = [(a, n) for a, _, n in triplets]
+    """RDML margin loss; beta: list indexed by class; all triplets of the batch if ``triplets`` is None."""
+    triplets = all_triplets(y) if triplets is None else triplets
 
     def d(i, j):
         return math.sqrt(dist(x, i, j, True) + 1e-8)
 
-    pl = [max(d(i, j) - beta[y[i]] + alpha, 0.0) for i, j in pos]
-    nl = [max(beta[y[i]] - d(i, j) + alpha, 0.0) for i, j in neg]
-    total = sum(pl) + sum(nl) + nu * (sum(beta[y[i]] for i, _ in pos) + sum(beta[y[i]] for i, _ in neg))
-    count = sum(v > 0 for v in pl) + sum(v > 0 for v in nl)
-    return total / max(count, 1)
+    terms = [(max(d(a, p) - beta[y[a]] + alpha, 0.0), max(beta[y[a]] - d(a, n) + alpha, 0.0))
+             for a, p, n in triplets]
+    total = sum(pl + nl for pl, nl in terms)
+    active = sum(pl > 0 or nl > 0 for pl, nl in terms)
+    return total / max(active, 1) + nu * sum(beta[y[a]] for a, _, _ in triplets)
 
 
 def multi_similarity(x, y, alpha=2.0, beta=40.0, base=0.5, eps=0.1):

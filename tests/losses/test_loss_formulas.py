@@ -196,6 +196,19 @@ def test_losses_with_mined_triplets(dtype):
         bf.npair(lists(xr, y)[0], yl, pairs=pairs), **TOL[dtype])
 
 
+@pytest.mark.parametrize("nu", [0.0, 0.1])
+def test_margin_counts_triplets_with_an_active_term_once(nu):
+    """Hand-computed, α = 0.2, β = 1.2, anchor at 0 on a line (d = |x_i − x_j|):
+    (d_ap, d_an) = (1.2, 1.2) → pos 0.2, neg 0.2 (both active); (0.5, 1.3) → 0, 0.1; (0.5, 2.0) → 0, 0.
+    Σ = 0.5 over 2 triplets with an active term → 0.25 (RDML); PML's #pos>0 + #neg>0 = 3 would give 0.1667.
+    ν adds ν·Σ_t β = ν·3·1.2 after the division."""
+    x = torch.tensor([[0.0], [1.2], [-1.2], [0.5], [1.3], [2.0]], dtype=torch.float64, requires_grad=True)
+    y = torch.tensor([0, 0, 1, 0, 1, 1])
+    triplets = tuple(torch.tensor(v) for v in ([0, 0, 0], [1, 3, 3], [2, 4, 5]))
+    loss = losses.build_loss("margin", num_classes=2, nu=nu).double()
+    assert float(loss(x, y, triplets).detach()) == pytest.approx(0.25 + nu * 3 * 1.2, abs=1e-7)
+
+
 def test_proxy_and_internal_mining_losses_reject_indices():
     x, y = make_batch("random", torch.float32)
     t = (torch.tensor([0]), torch.tensor([1]), torch.tensor([3]))
