@@ -52,6 +52,7 @@ from data.dataset import RetrievalDataset  # noqa: E402
 from data.decoded_cache import split_fixed_resize  # noqa: E402
 from data.device_decode import DeviceDecoder, EncodedFiles  # noqa: E402
 from data.prepare import prepare_dataset  # noqa: E402
+from models.backbones.base import DEEP_METRIC_BGR255, IMAGENET_RGB  # noqa: E402
 
 CUB_CLASSES = 200
 
@@ -93,10 +94,15 @@ class ToBGR(torch.nn.Module):
         return x.flip(-3)
 
 
+def input_spec(preset: str):
+    """The normalisation of the model each preset's paper trains (ABIR's Deep_Metric input, else ImageNet)."""
+    return DEEP_METRIC_BGR255 if data.TRANSFORMS.canonical(preset) == "abir" else IMAGENET_RGB
+
+
 def plain_transform(preset: str, image_size: int) -> v2.Compose:
     """The preset as the original code ran it: geometric steps, then torchvision's float conversion and
-    ``Normalize`` per image, with the preset's statistics."""
-    stats = data.build_normalize(preset)
+    ``Normalize`` per image, with the statistics of the preset's model."""
+    stats = data.build_normalize(input_spec(preset))
     to_float = [v2.ToImage(), v2.ToDtype(torch.float32, scale=True)] + ([ToBGR()] if stats.bgr else [])
     steps = data.TRANSFORMS.get(preset)(True, image_size)
     return v2.Compose(steps + to_float + [v2.Normalize(stats.mean, stats.std), v2.ToPureTensor()])
@@ -125,9 +131,10 @@ def build_variants(args: argparse.Namespace, root: Path) -> dict[str, Variant]:
 
     device = torch.device(args.device)
     plain = plain_transform(args.preset, args.image_size)
-    f32 = data.build_transform(args.preset, train=True, image_size=args.image_size)
-    u8 = data.build_transform(args.preset, train=True, image_size=args.image_size, normalize=False)
-    to_input = DeviceInput(device, data.build_normalize(args.preset), channels_last=True)  # float batches: moved
+    spec = input_spec(args.preset)
+    f32 = data.build_transform(args.preset, train=True, image_size=args.image_size, normalize=spec)
+    u8 = data.build_transform(args.preset, train=True, image_size=args.image_size)
+    to_input = DeviceInput(device, data.build_normalize(spec), channels_last=True)  # float batches: moved
 
     paths = image_paths(root, args.num_images)
     labels, classes = [0] * len(paths), ["all"]
@@ -149,7 +156,7 @@ def build_variants(args: argparse.Namespace, root: Path) -> dict[str, Variant]:
         out["prepared"] = Variant(loader(prepared, args, collate), to_input)
     if device.type == "cuda":
         files = EncodedFiles(RetrievalDataset(paths, labels, classes))
-        decode = DeviceInput(device, data.build_normalize(args.preset), True, DeviceDecoder(u8, device))
+        decode = DeviceInput(device, data.build_normalize(spec), True, DeviceDecoder(u8, device))
         out["gpu"] = Variant(loader(files, args, collate), decode)
     return out
 

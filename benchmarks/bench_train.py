@@ -32,8 +32,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import losses  # noqa: E402
 import models  # noqa: E402
-from data.batch import DeviceInput, Normalize  # noqa: E402
-from data.transforms import IMAGENET_MEAN, IMAGENET_STD  # noqa: E402
+from data.batch import DeviceInput  # noqa: E402
+from data.transforms import build_normalize  # noqa: E402
 from engine.distributed import DistInfo  # noqa: E402
 from engine.run_log import RunLog  # noqa: E402
 from engine.trainer import AMP_DTYPES, TrainContext, resolve_amp, train_one_epoch  # noqa: E402
@@ -81,7 +81,7 @@ def batches(args: argparse.Namespace, count: int) -> list[tuple[torch.Tensor, to
 def bare_loop(model, criterion, optimizer, data, device, amp: str, channels_last: bool) -> float:
     """Seconds for the steps in ``data`` with nothing but the step itself (and the input normalisation)."""
     dtype = AMP_DTYPES[amp]
-    normalize = Normalize(IMAGENET_MEAN, IMAGENET_STD).to(device)
+    normalize = build_normalize(model.input_spec).to(device)
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     model.train()
     start = time.perf_counter()
@@ -107,7 +107,7 @@ def trainer_loop(model, criterion, optimizer, data, device, amp: str, channels_l
                        scaler=torch.amp.GradScaler(device.type, enabled=False), sampler=None, device=device,
                        dist=DistInfo(), num_classes=NUM_CLASSES, steps_per_epoch=len(data),
                        run_log=RunLog(tempfile.gettempdir(), cfg, enabled=False),
-                       device_input=DeviceInput(device, Normalize(IMAGENET_MEAN, IMAGENET_STD), channels_last))
+                       device_input=DeviceInput(device, build_normalize(model.input_spec), channels_last))
     start = time.perf_counter()
     train_one_epoch(ctx, data)
     _sync(device)

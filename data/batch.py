@@ -1,12 +1,12 @@
 """Batches on their way to the network: uint8 images from the loader, normalised on the device.
 
-The training and evaluation loaders ship **uint8** images (the presets built with ``normalize=False``),
+The training and evaluation loaders ship **uint8** images (the presets built without ``normalize``),
 collated by :func:`collate` into a (B, 3, H, W) batch in channels-last memory, and :class:`DeviceInput`
-turns the batch into the network input on the device: memory format, then the preset's
-:class:`Normalize`. This is timm's ``PrefetchLoader`` idea: workers write, copy and send a quarter of
-the bytes of a float32 batch, and the per-pixel arithmetic runs once per batch on the device instead of
+turns the batch into the network input on the device: memory format, then the model's :class:`Normalize`
+(built from its ``input_spec``). This is timm's ``PrefetchLoader`` idea: workers write, copy and send a
+quarter of the bytes of a float32 batch, and the per-pixel arithmetic runs once per batch on the device instead of
 once per image in the workers (``benchmarks/bench_data.py``: ``fast`` vs ``fast_f32``). The result equals
-the preset's float pipeline (``build_transform(..., normalize=True)``, which ends in the same
+the preset's float pipeline (``build_transform(..., normalize=model.input_spec)``, which ends in the same
 :class:`Normalize`).
 
 With ``--decode gpu`` the loader ships the encoded files instead (:class:`EncodedImage`), and
@@ -109,7 +109,7 @@ class DeviceInput:
 
     Args:
         device: the training or evaluation device.
-        normalize: the preset's :class:`Normalize` (see :func:`data.transforms.build_normalize`).
+        normalize: the model's :class:`Normalize` (:func:`data.transforms.build_normalize` of its ``input_spec``).
         channels_last: the model runs in channels-last memory.
         decoder: a :class:`data.device_decode.DeviceDecoder` for loaders that ship encoded files.
     """

@@ -40,7 +40,7 @@ class RetrievalDataset(Dataset):
             and ``transform=None``, always get the full-size PIL image.
 
     ``dataset[i]`` → ``(image, label: int, i)``: the transformed image (with the presets of
-    :mod:`data.transforms` a float32 CHW tensor, or uint8 when built with ``normalize=False`` as the
+    :mod:`data.transforms` a float32 CHW tensor, or uint8 when built without ``normalize`` as the
     loaders are), the label and the index (used to look the path up later).
     """
 

@@ -57,7 +57,7 @@ class DeviceDecoder:
     """A batch of :class:`EncodedImage` → the uint8 (B, 3, h, w) batch of ``transform``'s outputs on ``device``.
 
     Args:
-        transform: the preset's geometric pipeline (``build_transform(..., normalize=False)``); it also sets
+        transform: the preset's geometric pipeline (``build_transform(...)`` without ``normalize``); it also sets
             the sizes images are decoded to, as for the CPU path.
         device: where to decode and transform (``cuda``: nvJPEG; ``cpu``: libjpeg-turbo).
     """

@@ -42,7 +42,7 @@ class LandmarkData:
         return [p.rsplit("/", 1)[-1].rsplit(".", 1)[0] for p in self.query_paths]
 
 
-def _imagenet_tensor() -> Callable:
+def _uint8_tensor() -> Callable:
     from data.transforms import build_transform
 
     return build_transform("landmark", train=False)
@@ -51,7 +51,7 @@ def _imagenet_tensor() -> Callable:
 class LandmarkImageDataset(Dataset):
     """Variable-size landmark images, one per item (use ``batch_size=1``).
 
-    ``dataset[i]`` → ``(image (3, H, W) float32, i)``; with ``boxes`` given, image i is cropped to
+    ``dataset[i]`` → ``(image (3, H, W), i)``; with ``boxes`` given, image i is cropped to
     ``boxes[i]`` and scaled by the same factor as the whole image (cirtorch query handling).
 
     Args:
@@ -59,8 +59,9 @@ class LandmarkImageDataset(Dataset):
         boxes: optional per-image (x1, y1, x2, y2) boxes (queries); None for database images.
         imsize: the longest side of the (full) image after thumbnailing (LANCZOS, never upsampled); 1024
             is the cirtorch test default. None keeps the original size.
-        transform: applied to the PIL image; default ``build_transform("landmark")`` (ToTensor + ImageNet
-            normalisation, no resize).
+        transform: applied to the PIL image; default ``build_transform("landmark")``: the uint8 image, no
+            resize, no normalisation (give ``build_transform("landmark", normalize=model.input_spec)`` for the
+            model's float32 input).
     """
 
     def __init__(self, paths: Sequence[str], boxes: Sequence[Sequence[float]] | None = None,
@@ -70,7 +71,7 @@ class LandmarkImageDataset(Dataset):
             raise ValueError(f"{len(self.paths)} paths but {len(boxes)} boxes")
         self.boxes = None if boxes is None else [tuple(float(v) for v in b) for b in boxes]
         self.imsize = imsize
-        self.transform = transform if transform is not None else _imagenet_tensor()
+        self.transform = transform if transform is not None else _uint8_tensor()
 
     def __len__(self) -> int:
         return len(self.paths)

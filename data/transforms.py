@@ -7,14 +7,20 @@ Presets (s = ``image_size``; train → eval):
 - ``clf``: Resize((s·8/7,)*2) → RandomCrop(s) → HFlip → eval Resize((s, s)). CLF (spec-models §2.5), ImageNet
   statistics (the later CLF commits' dataset-specific statistics are not used).
 - ``das``: RandomResizedCrop(s) → HFlip → eval Resize(s·8/7) → CenterCrop(s). DAS / RDML (spec-training §1.8).
-- ``abir``: Resize(s·8/7) → RandomResizedCrop(s, scale=(0.16, 1)) → HFlip → eval Resize(s·8/7) → CenterCrop(s);
-  BGR channel order, 0-255 range minus mean [104, 117, 128] (Deep_Metric, spec-models §3.6).
-- ``landmark``: no resize; ToTensor + ImageNet normalisation (cirtorch test, spec-landmarks §4.5).
+- ``abir``: Resize(s·8/7) → RandomResizedCrop(s, scale=(0.16, 1)) → HFlip → eval Resize(s·8/7) → CenterCrop(s)
+  (Deep_Metric ``DataSet/transforms``).
+- ``landmark``: no resize (cirtorch ``test.py``).
+
+**Normalisation is not part of a preset**: it is the model's, built by :func:`build_normalize` from the
+backbone's ``input_spec`` (``model.input_spec``: ImageNet RGB for torchvision weights, BGR 0-255 minus the
+Caffe mean for ``caffe_resnet101``, ABIR's Deep_Metric BGR 0-255 input), so weights always get the input they
+were trained with whatever augmentation preset is chosen.
 
 The presets accept a PIL image or a uint8 (3, H, W) tensor. The training datasets hand them a uint8 tensor
 (``decode="fast"``, see :mod:`data.image_io`), so the geometric steps run on tensors with torch's antialiased
 resampling (matching PIL's antialiased bilinear filter to within a few grey levels, about 3x faster);
-normalisation comes last, or, in the loaders (``normalize=False``), on the device (:mod:`data.batch`).
+normalisation comes last (``normalize=model.input_spec``), or, in the loaders (no ``normalize``), on the
+device (:mod:`data.batch`).
 :func:`min_decode_scale` tells the decoder how far a JPEG may be shrunk in the DCT domain before the first
 geometric step without changing what that step sees.
 """
@@ -22,16 +28,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from torchvision.transforms import v2
 
 from data.batch import Normalize
 from utils.registry import Registry
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-CAFFE_BGR_MEAN = (104 / 255, 117 / 255, 128 / 255)  # Deep_Metric: x·255 − [104, 117, 128] on BGR
-CAFFE_STD = (1 / 255, 1 / 255, 1 / 255)
+if TYPE_CHECKING:  # the model's declaration; data/ only reads its mean, std and colour
+    from models.backbones.base import InputSpec
 
 TRANSFORMS = Registry("transform preset")
 
@@ -77,28 +82,32 @@ def landmark(train: bool, image_size: int) -> list:
     return []
 
 
-def build_transform(preset: str, train: bool, image_size: int = 224, normalize: bool = True) -> Callable:
+def build_transform(preset: str, train: bool, image_size: int = 224,
+                    normalize: InputSpec | None = None) -> Callable:
     """The ``preset`` pipeline for training (random) or evaluation (deterministic) at ``image_size``.
 
     Returns a callable mapping a PIL RGB image or a uint8 (3, H, W) tensor (float tensors are refused:
-    :class:`~data.batch.Normalize` takes uint8) to a float32 (3, H, W) network input, or with
-    ``normalize=False`` to the uint8 (3, H, W) image before normalisation: what the training and evaluation
-    loaders ship, normalised on the device by :func:`build_normalize` (:mod:`data.batch`).
-    An unknown preset raises :class:`~utils.errors.UnknownOptionError` listing the presets.
+    :class:`~data.batch.Normalize` takes uint8) to the uint8 (3, H, W) image before normalisation: what the
+    training and evaluation loaders ship, normalised on the device by :func:`build_normalize`
+    (:mod:`data.batch`). With ``normalize=model.input_spec`` it ends in that normalisation and returns the
+    float32 (3, H, W) network input. An unknown preset raises :class:`~utils.errors.UnknownOptionError`
+    listing the presets.
     """
     name = TRANSFORMS.canonical(preset)
     steps = TRANSFORMS.get(name)(train, int(image_size)) + [v2.ToImage(), v2.ToPureTensor()]
     if normalize:
-        steps.append(build_normalize(name))
+        steps.append(build_normalize(normalize))
     return v2.Compose(steps)
 
 
-def build_normalize(preset: str) -> Normalize:
-    """The preset's uint8 → float32 normalisation: ImageNet statistics on RGB, or for ``abir`` Caffe's BGR
-    0-255 scale minus [104, 117, 128] (Deep_Metric, spec-models §3.6)."""
-    if TRANSFORMS.canonical(preset) == "abir":
-        return Normalize(CAFFE_BGR_MEAN, CAFFE_STD, bgr=True)
-    return Normalize(IMAGENET_MEAN, IMAGENET_STD)
+def build_normalize(spec: InputSpec) -> Normalize:
+    """uint8 → float32 normalisation of a model's ``input_spec``: ``RGB`` = ``(x/255 − mean) / std``;
+    ``BGR255`` = channels reversed, ``(x − mean) / std`` on the 0-255 scale (Caffe weights, Deep_Metric)."""
+    if spec.colour == "BGR255":
+        return Normalize([m / 255 for m in spec.mean], [s / 255 for s in spec.std], bgr=True)
+    if spec.colour == "RGB":
+        return Normalize(spec.mean, spec.std)
+    raise ValueError(f"input_spec colour must be RGB or BGR255, got {spec.colour!r}")
 
 
 def min_decode_scale(transform: Callable | None, width: int, height: int) -> float:
@@ -138,5 +147,4 @@ def list_transforms() -> list[str]:
     return TRANSFORMS.names()
 
 
-__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "TRANSFORMS", "build_normalize", "build_transform", "list_transforms",
-           "min_decode_scale"]
+__all__ = ["TRANSFORMS", "build_normalize", "build_transform", "list_transforms", "min_decode_scale"]

@@ -160,8 +160,8 @@ def build_datasets(cfg: dict[str, Any], root: str) -> dict[str, Any]:
     """
     info = data.get_benchmark(cfg["data_name"], root)
     crop = cfg["crop_type"] == "cropped"
-    train_tf = data.build_transform(cfg["transform"], train=True, image_size=cfg["image_size"], normalize=False)
-    eval_tf = data.build_transform(cfg["transform"], train=False, image_size=cfg["image_size"], normalize=False)
+    train_tf = data.build_transform(cfg["transform"], train=True, image_size=cfg["image_size"])
+    eval_tf = data.build_transform(cfg["transform"], train=False, image_size=cfg["image_size"])
     decode = cfg["decode"] if cfg["decode"] in data.DECODERS else "fast"  # auto and gpu start from fast
     kw = {"crop": crop, "skip_bad_images": cfg["skip_bad_images"], "decode": decode}
     train = data.build_dataset(info.name, root, info.train_split, transform=train_tf, **kw)

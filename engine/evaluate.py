@@ -16,9 +16,10 @@ from engine.loading import eval_loader
 from utils.errors import UserError
 
 
-def device_input(cfg: dict[str, Any], device: torch.device) -> DeviceInput:
-    """How the run's uint8 evaluation batches become model input: its preset's normalisation and memory format."""
-    return DeviceInput(device, data.build_normalize(cfg.get("transform", "cgd")), bool(cfg.get("channels_last")))
+def device_input(model: torch.nn.Module, cfg: dict[str, Any], device: torch.device) -> DeviceInput:
+    """How the run's uint8 evaluation batches become model input: the model's normalisation, the run's memory
+    format."""
+    return DeviceInput(device, data.build_normalize(model.input_spec), bool(cfg.get("channels_last")))
 
 
 def embed(model: torch.nn.Module, dataset: Any, cfg: dict[str, Any], device: torch.device,
@@ -26,7 +27,7 @@ def embed(model: torch.nn.Module, dataset: Any, cfg: dict[str, Any], device: tor
     """``{"embeddings" (N, D) float32 cpu, "labels" (N,), "paths"}`` for a dataset of uint8 images in eval mode."""
     loader = eval_loader(dataset, cfg["eval_batch_size"], cfg["workers"], device.type == "cuda")
     with torch.autocast(device.type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None):
-        embeddings, labels, _ = evaluation.embed(model, loader, device, preprocess=device_input(cfg, device))
+        embeddings, labels, _ = evaluation.embed(model, loader, device, preprocess=device_input(model, cfg, device))
     return {"embeddings": embeddings.float(), "labels": labels.long(), "paths": list(dataset.paths)}
 
 
@@ -114,13 +115,13 @@ def evaluate_checkpoint(args: Any) -> dict[str, Any]:
     info = data.get_benchmark(args.data_name, args.data_path)
     if info.protocol == "landmark":
         landmarks = data.load_landmark_dataset(info.name, args.data_path)
-        transform = data.build_transform("landmark", train=False, image_size=args.imsize)
+        transform = data.build_transform("landmark", train=False, normalize=model.input_spec)
         scales = parse_number_list(args.scales, "--scales", float) or [1.0]
         return evaluation.evaluate_landmarks(model, landmarks, device, transform, imsize=args.imsize, scales=scales,
                                              whitening=args.whitening, qe=_qe_spec(args.qe, args.dba),
                                              num_workers=args.workers)
     cfg = _eval_config(args, run_cfg)
-    transform = data.build_transform(cfg["transform"], train=False, image_size=cfg["image_size"], normalize=False)
+    transform = data.build_transform(cfg["transform"], train=False, image_size=cfg["image_size"])
     splits = {s: data.build_dataset(info.name, args.data_path, s, transform=transform, decode=args.decode,
                                     crop=args.crop_type == "cropped") for s in info.eval_splits}
     ks = parse_number_list(args.recalls, "--recalls") or list(info.recall_ks)
@@ -169,12 +170,13 @@ def learn_whitening(args: Any) -> dict[str, Any]:
                             "or a labelled training set)")
         landmarks = data.load_landmark_dataset(info.name, args.data_path)
         images = data.LandmarkImageDataset(list(landmarks.db_paths), imsize=args.imsize,
-                                           transform=data.build_transform("landmark", train=False))
+                                           transform=data.build_transform("landmark", train=False,
+                                                                          normalize=model.input_spec))
         scales = parse_number_list(args.scales, "--scales", float) or [1.0]
         X, labels = evaluation.extract_landmark_descriptors(model, images, device, scales), None
     else:
         cfg = _eval_config(args, run_cfg)
-        transform = data.build_transform(cfg["transform"], train=False, image_size=cfg["image_size"], normalize=False)
+        transform = data.build_transform(cfg["transform"], train=False, image_size=cfg["image_size"])
         train = data.build_dataset(info.name, args.data_path, info.train_split, transform=transform,
                                    decode=args.decode)
         features = embed(model, train, cfg, device, None)

@@ -28,8 +28,7 @@ def embed_image(path: str, checkpoint: str | Path, device: str = "cpu") -> torch
     cfg = ckpt.get("config", {})
     if cfg.get("channels_last"):
         model = model.to(memory_format=torch.channels_last)
-    transform = data.build_transform(cfg.get("transform", "cgd"), train=False, image_size=cfg.get("image_size", 224),
-                                     normalize=False)
+    transform = data.build_transform(cfg.get("transform", "cgd"), train=False, image_size=cfg.get("image_size", 224))
     try:
         # the cache gives exactly the pixels of fast; one query image is not worth a cache entry
         decode = "pil" if cfg.get("decode") == "pil" else "fast"
@@ -39,7 +38,7 @@ def embed_image(path: str, checkpoint: str | Path, device: str = "cpu") -> torch
     dtype = AMP_DTYPES[resolve_amp(cfg.get("amp", "off"), torch.device(device))]
     with torch.no_grad(), torch.autocast(torch.device(device).type, dtype=dtype or torch.float32,
                                          enabled=dtype is not None):
-        embedding, _ = model(device_input(cfg, torch.device(device))(image.unsqueeze(0)))
+        embedding, _ = model(device_input(model, cfg, torch.device(device))(image.unsqueeze(0)))
     return torch.nn.functional.normalize(embedding.float(), dim=1)[0].cpu()
 
 

@@ -200,7 +200,7 @@ def _train(cfg: dict[str, Any], root: str, device: torch.device, dist_info: Dist
         scaler=torch.amp.GradScaler(device.type, enabled=cfg["amp"] == "fp16"), sampler=sampler, device=device,
         dist=dist_info, num_classes=num_classes, steps_per_epoch=steps_per_epoch,
         run_log=RunLog(out_dir, cfg, enabled=dist_info.is_main, tensorboard=not cfg["no_tensorboard"]),
-        device_input=DeviceInput(device, data.build_normalize(cfg["transform"]), cfg["channels_last"], decoder))
+        device_input=DeviceInput(device, data.build_normalize(model.input_spec), cfg["channels_last"], decoder))
     resume = resolve_resume(cfg["resume"], out_dir)
     if resume is not None:
         ctx.progress = _load_checkpoint(resume, ctx)

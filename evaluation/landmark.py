@@ -16,6 +16,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from data.landmark import LandmarkImageDataset
+from data.transforms import build_transform
 from evaluation.landmark_metrics import landmark_map
 from evaluation.query_expansion import alpha_qe, average_qe, database_augmentation
 from evaluation.whitening import load_whitening, whiten_apply
@@ -81,7 +83,11 @@ def extract_landmark_descriptors(model: torch.nn.Module, dataset: Any, device: s
         iterator = tqdm(loader, desc="descriptors", leave=False)
     try:
         for image, index in iterator:
-            image = torch.as_tensor(image).to(device=device, dtype=torch.float32)
+            image = torch.as_tensor(image)
+            if image.dtype == torch.uint8:  # the network input is the model's to define: never guess it here
+                raise TypeError("landmark images must be normalised for the model: build the dataset with "
+                                "transform=data.build_transform('landmark', normalize=model.input_spec)")
+            image = image.to(device=device, dtype=torch.float32)
             rows[int(index)] = multiscale_descriptor(model, image, scales, msp).cpu()
     finally:
         model.train(was_training)
@@ -114,7 +120,8 @@ def evaluate_landmarks(model: torch.nn.Module, landmark_data: Any, device: str |
         model: the retrieval model (``forward(images) -> (embedding, logits or None)``).
         landmark_data: ``data.LandmarkData`` (``db_paths``, ``query_paths``, ``query_boxes``, ``gnd``,
             ``protocol`` "old" | "revisited").
-        transform: image → normalised tensor (``data.transforms`` preset "landmark").
+        transform: image → normalised tensor; None: ``data.build_transform("landmark",
+            normalize=model.input_spec)`` (the model's own normalisation, cirtorch's whole image, no resize).
         imsize: longest side of database images (queries get the same scale factor).
         scales / msp: multi-scale descriptor setting.
         whitening: None, ``(mean, P[, dim])``, ``{"mean", "P"[, "dim"]}`` or a path saved by
@@ -129,8 +136,8 @@ def evaluate_landmarks(model: torch.nn.Module, landmark_data: Any, device: str |
     Returns:
         :func:`evaluation.landmark_metrics.landmark_map`'s dict plus ``num_queries`` and ``num_database``.
     """
-    if dataset_factory is None:
-        from data import LandmarkImageDataset as dataset_factory  # noqa: PLC0415, N813
+    dataset_factory = dataset_factory or LandmarkImageDataset
+    transform = transform or build_transform("landmark", train=False, normalize=model.input_spec)
 
     db_ds = dataset_factory(list(landmark_data.db_paths), boxes=None, imsize=imsize, transform=transform)
     q_ds = dataset_factory(list(landmark_data.query_paths), boxes=landmark_data.query_boxes, imsize=imsize,

@@ -32,7 +32,9 @@ class RetrievalModel(nn.Module):
 
     Attributes:
         backbone, head: the two parts (separate parameter groups for the optimiser).
-        feature_dim: D. num_classes: M (0 without a classifier). input_spec: the backbone's normalisation.
+        feature_dim: D. num_classes: M (0 without a classifier). input_spec: how images must be normalised:
+            the backbone's declaration, unless the head's recipe declares its own (ABIR). Every input path
+            (training, evaluation, landmarks, external queries) builds its ``Normalize`` from it.
         config: the ``build_model`` arguments that rebuild this model (``pretrained`` excluded).
     """
 
@@ -52,7 +54,7 @@ class RetrievalModel(nn.Module):
 
     @property
     def input_spec(self) -> InputSpec:
-        return self.backbone.input_spec
+        return self.head.input_spec or self.backbone.input_spec
 
     def forward_features(self, images: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
         """The backbone output the head consumes: the last map, or the tapped maps for multi-level heads."""

@@ -7,13 +7,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from models.backbones.base import CAFFE_BGR255, IMAGENET_RGB, Backbone, InputSpec
+from models.backbones.base import CAFFE_BGR255, DEEP_METRIC_BGR255, IMAGENET_RGB, Backbone, InputSpec
 from models.backbones.caffe_resnet import CaffeResNet, caffe_resnet101, convert_cadene_se_resnet50, seresnet50
 from models.backbones.resnet import TorchvisionResNet, resnet18, resnet50, resnet101, resnext50_32x4d
 from models.backbones.vgg import VGG16Trunk, vgg16
 from utils.registry import Registry
 
-__all__ = ["BACKBONES", "CAFFE_BGR255", "IMAGENET_RGB", "Backbone", "CaffeResNet", "InputSpec",
+__all__ = ["BACKBONES", "CAFFE_BGR255", "DEEP_METRIC_BGR255", "IMAGENET_RGB", "Backbone", "CaffeResNet", "InputSpec",
            "TorchvisionResNet", "VGG16Trunk", "build_backbone", "convert_cadene_se_resnet50"]
 
 BACKBONES = Registry("backbone")

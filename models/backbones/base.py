@@ -17,8 +17,8 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from models.errors import ModelConfigError
 
-__all__ = ["CAFFE_BGR255", "IMAGENET_RGB", "RESNET_STAGES", "Backbone", "InputSpec", "check_stage3_stride",
-           "resnet_stage_info", "resnet_stages", "set_stage_stride"]
+__all__ = ["CAFFE_BGR255", "DEEP_METRIC_BGR255", "IMAGENET_RGB", "RESNET_STAGES", "Backbone", "InputSpec",
+           "check_stage3_stride", "resnet_stage_info", "resnet_stages", "set_stage_stride"]
 
 COLOURS = ("RGB", "BGR255")
 
@@ -49,6 +49,8 @@ class InputSpec:
 
 IMAGENET_RGB = InputSpec(mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225), colour="RGB")
 CAFFE_BGR255 = InputSpec(mean=(103.939, 116.779, 123.68), std=(1.0, 1.0, 1.0), colour="BGR255")
+# Deep_Metric's transform (ABIR's released code): RGB→BGR, ToTensor, Normalize([104, 117, 128]/255, 1/255)
+DEEP_METRIC_BGR255 = InputSpec(mean=(104.0, 117.0, 128.0), std=(1.0, 1.0, 1.0), colour="BGR255")
 
 
 class Backbone(nn.Module):

@@ -22,6 +22,12 @@ Choices for what the paper leaves open (documented deviations):
   (weights sum to one), so this equals the formula at a sixteenth of the cost for AB1.
 
 More generally the head takes any list of taps; the last is ``g`` and every earlier one gets a block.
+
+**Input (``input_spec``).** The released code trains VGG16 on Deep_Metric's input: BGR channel order, 0-255
+scale minus ``[104, 117, 128]`` (``DEEP_METRIC_BGR255``), although its ImageNet VGG16 weights were trained on
+RGB ImageNet-normalised images (what :class:`~models.backbones.vgg.VGG16Trunk` declares) and the paper says
+"mean-RGB subtraction". We follow the released code, the source of the reported numbers: the head declares
+``DEEP_METRIC_BGR255`` and the model's ``input_spec`` (hence every input path's normalisation) is that one.
 """
 from __future__ import annotations
 
@@ -29,6 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from models.backbones.base import DEEP_METRIC_BGR255
 from models.heads.base import Head, ModelConfigError, l2n
 from models.pooling import mac
 
@@ -85,6 +92,7 @@ class ABIRHead(Head):
     """
 
     uses_intermediates = True
+    input_spec = DEEP_METRIC_BGR255
 
     def __init__(self, in_channels: list[int] | tuple[int, ...], feature_dim: int | None = None,
                  num_classes: int | None = None, use_se: bool = True, se_reduction: int = 16,

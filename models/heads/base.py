@@ -5,7 +5,8 @@ A head maps the backbone output (one map ``(B, C, H, W)``, or the list of tapped
 ``in_channels`` (``C``, or the list of tap widths), ``feature_dim`` (``D``; ``None`` = the head's default),
 ``num_classes`` (``M``; ``None``/0 = no classifier) and keyword options. ``backbone_defaults`` are the
 backbone options the paper used with this head and ``freeze_backbone_default`` whether the paper kept the
-trunk fixed; :func:`models.build_model` applies both unless the caller sets the option.
+trunk fixed; :func:`models.build_model` applies both unless the caller sets the option. ``input_spec`` is
+``None`` (the model takes the backbone's) unless the head's recipe trains the trunk on another input (ABIR).
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from models.backbones.base import InputSpec
 from models.errors import ModelConfigError
 
 __all__ = ["Head", "ModelConfigError", "l2n"]
@@ -34,6 +36,8 @@ class Head(nn.Module):
     # parameter-name suffix -> learning-rate multiplier for parameters trained at their own rate without
     # weight decay (e.g. cirtorch's GeM p: x10); the trainer turns them into optimiser parameter groups
     lr_multipliers: ClassVar[dict[str, float]] = {}
+    # the network input this head's recipe feeds the backbone, when it is not what the backbone declares
+    input_spec: ClassVar[InputSpec | None] = None
     feature_dim: int
     num_classes: int
 

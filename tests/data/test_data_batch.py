@@ -14,8 +14,10 @@ from data.batch import DeviceInput, EncodedImage, Normalize, collate
 from data.dataset import RetrievalDataset
 from data.device_decode import DeviceDecoder, EncodedFiles
 from data.errors import DatasetWarning
-from data.transforms import CAFFE_BGR_MEAN, IMAGENET_MEAN, IMAGENET_STD
 from engine.loading import ClassSubset, SeededDataset, sample_seed
+from models.backbones.base import CAFFE_BGR255, DEEP_METRIC_BGR255, IMAGENET_RGB
+
+IMAGENET_MEAN, IMAGENET_STD = IMAGENET_RGB.mean, IMAGENET_RGB.std
 
 
 def _interleaved(*shape: int, seed: int = 0) -> torch.Tensor:
@@ -49,11 +51,12 @@ def test_normalize_is_the_preset_formula_in_every_layout(layout):
 def test_normalize_bgr_matches_deep_metric():
     # ABIR / Deep_Metric: BGR order, 0-255 scale minus [104, 117, 128]
     pixel = torch.tensor([200, 100, 50], dtype=torch.uint8).view(1, 3, 1, 1).expand(2, 3, 4, 4)
-    out = data.build_normalize("abir")(pixel.contiguous(memory_format=torch.channels_last))
+    out = data.build_normalize(DEEP_METRIC_BGR255)(pixel.contiguous(memory_format=torch.channels_last))
     assert out[0, :, 0, 0].tolist() == pytest.approx([50 - 104, 100 - 117, 200 - 128], abs=1e-4)
     assert out.is_contiguous(memory_format=torch.channels_last)
-    assert data.build_normalize("abir").bgr and not data.build_normalize("das").bgr
-    assert CAFFE_BGR_MEAN[0] * 255 == pytest.approx(104)
+    caffe = data.build_normalize(CAFFE_BGR255)(pixel)
+    assert caffe[0, :, 0, 0].tolist() == pytest.approx([50 - 103.939, 100 - 116.779, 200 - 123.68], abs=1e-4)
+    assert data.build_normalize(CAFFE_BGR255).bgr and not data.build_normalize(IMAGENET_RGB).bgr
 
 
 def test_normalize_refuses_float_input():
@@ -61,16 +64,17 @@ def test_normalize_refuses_float_input():
         Normalize(IMAGENET_MEAN, IMAGENET_STD)(torch.zeros(1, 3, 2, 2))
 
 
+@pytest.mark.parametrize("spec", [IMAGENET_RGB, CAFFE_BGR255])
 @pytest.mark.parametrize("preset", ["cgd", "abir", "das"])
-def test_preset_float_pipeline_equals_uint8_pipeline_then_normalize(preset):
+def test_preset_float_pipeline_equals_uint8_pipeline_then_normalize(preset, spec):
     image = Image.fromarray(np.random.default_rng(0).integers(0, 256, (90, 120, 3), dtype=np.uint8))
     for train in (False, True):
         torch.manual_seed(3)
-        full = data.build_transform(preset, train, image_size=32)(image)
+        full = data.build_transform(preset, train, image_size=32, normalize=spec)(image)
         torch.manual_seed(3)
-        u8 = data.build_transform(preset, train, image_size=32, normalize=False)(image)
+        u8 = data.build_transform(preset, train, image_size=32)(image)
         assert type(u8) is torch.Tensor and u8.dtype == torch.uint8 and u8.shape == (3, 32, 32)
-        assert torch.equal(data.build_normalize(preset)(u8), full)
+        assert torch.equal(data.build_normalize(spec)(u8), full)
 
 
 def test_collate_stacks_channels_last_and_keeps_the_rest():
@@ -118,7 +122,7 @@ def test_device_decoder_on_cpu_reproduces_the_worker_batch(fast_tmp):
     # JPEGs of several sizes, one PNG (not JPEG: decoded by the CPU path); crops and flips drawn from the seeds
     paths = [_photo(fast_tmp / f"{i}.jpg", (70 + 9 * i, 60 + 5 * i), seed=i) for i in range(4)]
     paths.append(_photo(fast_tmp / "4.png", (80, 64), seed=4, fmt="PNG"))
-    tf = data.build_transform("das", train=True, image_size=32, normalize=False)
+    tf = data.build_transform("das", train=True, image_size=32)
     dataset = RetrievalDataset(paths, list(range(5)), [str(i) for i in range(5)], transform=tf)
     seeds = [sample_seed(0, 1, 2, k) for k in range(5)]
     files = collate([SeededDataset(EncodedFiles(dataset))[(i, s)] for i, s in enumerate(seeds)])
@@ -131,7 +135,7 @@ def test_device_decoder_on_cpu_reproduces_the_worker_batch(fast_tmp):
 
 def test_device_decoder_crops_boxes_like_the_cpu_path(synth_root):
     root = synth_root("cub", image_size=(120, 90))
-    tf = data.build_transform("cgd", train=False, image_size=48, normalize=False)
+    tf = data.build_transform("cgd", train=False, image_size=48)
     dataset = data.build_dataset("cub", root, "train", transform=tf, crop=True)
     subset = ClassSubset(dataset, [1, 2])  # the --val_classes training part: boxes follow the subset
     assert subset.crop and len(subset.boxes) == len(subset)
@@ -146,7 +150,7 @@ def test_device_decoder_matches_the_sizes_of_dct_scaled_cpu_decoding(fast_tmp):
     # 2400x1800 at das/64: the CPU path decodes at 1/4 (DCT scaling); the device decodes at full size and resizes
     # to the same size, so the seeds draw the same crops and the images differ only by resampling.
     paths = [_photo(fast_tmp / f"big{i}.jpg", (2400, 1800), seed=i) for i in range(2)]
-    tf = data.build_transform("das", train=True, image_size=64, normalize=False)
+    tf = data.build_transform("das", train=True, image_size=64)
     dataset = RetrievalDataset(paths, [0, 1], ["a", "b"], transform=tf)
     decoder = DeviceDecoder(tf, "cpu")
     files = [EncodedFiles(dataset)[i][0] for i in range(2)]
@@ -164,7 +168,7 @@ def test_batches_without_jpegs_and_undecodable_ones_fall_back_to_the_cpu(fast_tm
 
     jpeg = encoded(_photo(fast_tmp / "good.jpg", (40, 30)))
     png = encoded(_photo(fast_tmp / "p.png", (40, 30), fmt="PNG"))
-    decoder = DeviceDecoder(data.build_transform("cgd", False, 16, normalize=False), "cpu")
+    decoder = DeviceDecoder(data.build_transform("cgd", False, 16), "cpu")
     only_png = decoder.decode([EncodedImage(png), EncodedImage(png, (2.0, 3.0, 22.0, 13.0))])
     assert [tuple(x.shape) for x in only_png] == [(3, 30, 40), (3, 10, 20)]
     truncated = EncodedImage(jpeg[: len(jpeg) // 3])  # fails the batched call, then PIL raises on it
@@ -179,7 +183,7 @@ def test_batches_without_jpegs_and_undecodable_ones_fall_back_to_the_cpu(fast_tm
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="GPU JPEG decoding needs CUDA")
 def test_device_decoder_on_gpu_matches_the_cpu_path(fast_tmp):
     paths = [_photo(fast_tmp / f"{i}.jpg", (96, 72), seed=i) for i in range(4)]
-    tf = data.build_transform("cgd", train=True, image_size=32, normalize=False)
+    tf = data.build_transform("cgd", train=True, image_size=32)
     dataset = RetrievalDataset(paths, list(range(4)), list("abcd"), transform=tf)
     seeds = [sample_seed(1, 0, 0, k) for k in range(4)]
     files = collate([SeededDataset(EncodedFiles(dataset))[(i, s)] for i, s in enumerate(seeds)])

@@ -16,6 +16,7 @@ from data.dataset import RetrievalDataset
 from data.errors import DatasetError
 from data.image_io import decode_image, decode_jpeg_batch, load_image
 from data.transforms import min_decode_scale
+from models.backbones.base import IMAGENET_RGB
 from utils.errors import UserError
 
 
@@ -62,7 +63,7 @@ def test_every_random_resized_crop_keeps_output_resolution(fast_tmp):
 @pytest.mark.parametrize("preset", ["cgd", "das"])
 def test_fast_matches_pil_after_eval_transform(fast_tmp, preset):
     path = _photo(fast_tmp / "photo.jpg", size=(800, 600))
-    tf = data.build_transform(preset, train=False, image_size=64)
+    tf = data.build_transform(preset, train=False, image_size=64, normalize=IMAGENET_RGB)
     fast_ds = RetrievalDataset([path], [0], ["a"], transform=tf)
     pil_ds = RetrievalDataset([path], [0], ["a"], transform=tf, decode="pil")
     assert fast_ds.decode == "fast"

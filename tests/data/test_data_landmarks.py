@@ -154,7 +154,7 @@ def test_landmark_image_dataset_cirtorch_scaling(fast_tmp):
     Image.new("RGB", (800, 600), (120, 30, 200)).save(path)
     db = data.LandmarkImageDataset([str(path)], imsize=400)
     x, i = db[0]
-    assert x.shape == (3, 300, 400) and x.dtype == torch.float32 and i == 0
+    assert x.shape == (3, 300, 400) and x.dtype == torch.uint8 and i == 0
     q = data.LandmarkImageDataset([str(path)], boxes=[(100, 50, 500, 250)], imsize=400)
     x, _ = q[0]
     assert x.shape == (3, 100, 200)  # the crop gets the full image's factor 0.5

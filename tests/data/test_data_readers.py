@@ -144,7 +144,7 @@ def test_dataset_item_and_transform(synth_root):
     ds = data.build_dataset("cub", synth_root("cub"), "test", verify_images=False,
                             transform=data.build_transform("cgd", train=False, image_size=32))
     image, label, index = ds[5]
-    assert image.shape == (3, 32, 32) and image.dtype == torch.float32
+    assert image.shape == (3, 32, 32) and image.dtype == torch.uint8
     assert (label, index) == (int(ds.labels[5]), 5)
     ds.transform = None
     assert ds[5][0].mode == "RGB"

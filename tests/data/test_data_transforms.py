@@ -1,4 +1,4 @@
-"""Augmentation presets: output sizes, dtype, normalisation, unknown names."""
+"""Augmentation presets: output sizes, dtype, normalisation by a model's ``input_spec``, unknown names."""
 from __future__ import annotations
 
 import pytest
@@ -6,7 +6,7 @@ import torch
 from PIL import Image
 
 import data
-from data.transforms import IMAGENET_MEAN, IMAGENET_STD
+from models.backbones.base import CAFFE_BGR255, DEEP_METRIC_BGR255, IMAGENET_RGB
 from utils.errors import UnknownOptionError
 
 IMAGE = Image.new("RGB", (300, 200), (200, 100, 50))
@@ -17,8 +17,10 @@ IMAGE = Image.new("RGB", (300, 200), (200, 100, 50))
 @pytest.mark.parametrize("size", [224, 64])
 def test_square_output(preset, train, size):
     torch.manual_seed(0)
-    x = data.build_transform(preset, train=train, image_size=size)(IMAGE)
+    x = data.build_transform(preset, train=train, image_size=size, normalize=IMAGENET_RGB)(IMAGE)
     assert type(x) is torch.Tensor and x.dtype == torch.float32 and x.shape == (3, size, size)
+    u8 = data.build_transform(preset, train=train, image_size=size)(IMAGE)
+    assert type(u8) is torch.Tensor and u8.dtype == torch.uint8 and u8.shape == (3, size, size)
 
 
 def test_pipelines_follow_the_papers():
@@ -36,18 +38,22 @@ def test_pipelines_follow_the_papers():
     assert steps("das", True)[:2] == ["RandomResizedCrop", "RandomHorizontalFlip"]
 
 
-def test_normalisation():
-    x = data.build_transform("cgd", train=False, image_size=32)(IMAGE)
-    expected = [(c / 255 - m) / s for c, m, s in zip((200, 100, 50), IMAGENET_MEAN, IMAGENET_STD)]
+@pytest.mark.parametrize("preset", ["cgd", "abir"])
+def test_normalisation_is_the_models_not_the_presets(preset):
+    x = data.build_transform(preset, train=False, image_size=32, normalize=IMAGENET_RGB)(IMAGE)
+    expected = [(c / 255 - m) / s for c, m, s in zip((200, 100, 50), (0.485, 0.456, 0.406), (0.229, 0.224, 0.225))]
     assert x.mean(dim=(1, 2)).tolist() == pytest.approx(expected, abs=1e-4)
-    # ABIR / Deep_Metric: BGR order, 0-255 scale minus [104, 117, 128]
-    y = data.build_transform("abir", train=False, image_size=32)(IMAGE)
+    # Deep_Metric (ABIR's released code): BGR order, 0-255 scale minus [104, 117, 128]
+    y = data.build_transform(preset, train=False, image_size=32, normalize=DEEP_METRIC_BGR255)(IMAGE)
     assert y.mean(dim=(1, 2)).tolist() == pytest.approx([50 - 104, 100 - 117, 200 - 128], abs=1e-3)
+    # Caffe ResNet-101: BGR, 0-255 minus [103.939, 116.779, 123.68]
+    z = data.build_transform(preset, train=False, image_size=32, normalize=CAFFE_BGR255)(IMAGE)
+    assert z.mean(dim=(1, 2)).tolist() == pytest.approx([50 - 103.939, 100 - 116.779, 200 - 123.68], abs=1e-3)
 
 
 def test_landmark_preset_keeps_size():
     x = data.build_transform("landmark", train=False)(IMAGE)
-    assert x.shape == (3, 200, 300)
+    assert x.shape == (3, 200, 300) and x.dtype == torch.uint8
 
 
 def test_unknown_preset_lists_the_known_ones():
@@ -55,19 +61,20 @@ def test_unknown_preset_lists_the_known_ones():
         data.build_transform("imagenet", train=True)
 
 
+@pytest.mark.parametrize("spec", [IMAGENET_RGB, DEEP_METRIC_BGR255])
 @pytest.mark.parametrize("preset", ["cgd", "abir", "das", "landmark"])
-def test_normalisation_matches_torchvision_float_conversion(preset):
+def test_normalisation_matches_torchvision_float_conversion(preset, spec):
     import numpy as np
     from torchvision.transforms import v2
 
     image = Image.fromarray(np.random.default_rng(1).integers(0, 256, (40, 50, 3), dtype=np.uint8))
     torch.manual_seed(2)
-    ours = data.build_transform(preset, train=True, image_size=32)(image)
+    ours = data.build_transform(preset, train=True, image_size=32, normalize=spec)(image)
     torch.manual_seed(2)
     pixels = v2.Compose(data.TRANSFORMS.get(preset)(True, 32) + [v2.ToImage(), v2.ToDtype(torch.float32, scale=True)])(
         image).as_subclass(torch.Tensor)
-    if preset == "abir":
+    if spec.colour == "BGR255":
         expected = v2.functional.normalize(pixels.flip(0), [104 / 255, 117 / 255, 128 / 255], [1 / 255] * 3)
     else:
-        expected = v2.functional.normalize(pixels, list(IMAGENET_MEAN), list(IMAGENET_STD))
+        expected = v2.functional.normalize(pixels, [0.485, 0.456, 0.406], [0.229, 0.224, 0.225])
     torch.testing.assert_close(ours, expected, rtol=0, atol=2e-5)

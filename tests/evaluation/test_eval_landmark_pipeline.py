@@ -9,10 +9,13 @@ from torch import nn
 
 from evaluation.landmark import evaluate_landmarks, extract_landmark_descriptors, multiscale_descriptor
 from evaluation.whitening import pca_whitening_fit, save_whitening
+from models.backbones.base import IMAGENET_RGB
 
 
 class TinyGeMNet(nn.Module):
     """conv → ReLU → GeM(p=3) → L2; returns (embedding, None) like the framework's models."""
+
+    input_spec = IMAGENET_RGB
 
     def __init__(self, dim=8):
         super().__init__()
