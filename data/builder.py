@@ -10,7 +10,7 @@ from data.common import layout_error
 from data.dataset import RetrievalDataset
 from data.errors import DatasetError
 from data.landmark import LandmarkData, LandmarkImageDataset
-from data.registry import DATASETS, BenchmarkInfo, Reader
+from data.registry import DATASETS, BenchmarkInfo, Reader, datasets_with_boxes
 from data.verify import find_bad_images, find_missing, handle_bad_images
 
 
@@ -59,7 +59,8 @@ def build_dataset(name: str, root: str | Path, split: str, transform: Callable |
     reader = get_reader(name, root)
     if reader.kind == "landmark":
         if crop:
-            raise DatasetError(f"crop is only for cub and cars, not {reader.name}")
+            raise DatasetError(f"crop is only for datasets with bounding boxes ({', '.join(datasets_with_boxes())}), "
+                               f"not {reader.name}")
         data = reader.load()  # type: ignore[attr-defined]
         if split not in ("query", "database"):
             raise DatasetError(f"{reader.name} has splits query and database, not {split!r}")
@@ -71,7 +72,8 @@ def build_dataset(name: str, root: str | Path, split: str, transform: Callable |
         raise layout_error(f"{reader.name} has no split {split!r} (available: {', '.join(available)}) in",
                            root, reader.layout)
     if crop and not reader.has_boxes:
-        raise DatasetError(f"crop is only for datasets with bounding boxes (cub, cars), not {reader.name}")
+        raise DatasetError(f"crop is only for datasets with bounding boxes ({', '.join(datasets_with_boxes())}), "
+                           f"not {reader.name}")
     records = reader.read(split, boxes=crop)
     mapping = reader.label_map(split, records)
     what = f"{reader.name} {split} split"

@@ -48,6 +48,7 @@ class Cars(Reader):
     standard_counts = {"train": 8054, "test": 8131}
     has_boxes = True
     num_train_classes = 98
+    title = "CARS196"
 
     def __init__(self, root) -> None:
         super().__init__(root)

@@ -27,6 +27,7 @@ class CUB(Reader):
     standard_counts = {"train": 5864, "test": 5924}
     has_boxes = True
     num_train_classes = 100
+    title = "CUB200"
 
     def __init__(self, root) -> None:
         super().__init__(root)

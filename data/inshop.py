@@ -29,6 +29,7 @@ class InShop(Reader):
     protocol = "query_gallery"
     recall_ks = (1, 10, 20, 30, 40, 50)
     num_train_classes = 3997
+    title = "In-shop"
 
     def __init__(self, root) -> None:
         super().__init__(root)

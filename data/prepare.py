@@ -22,6 +22,7 @@ from data.common import Box, parse_number, read_rows
 from data.cub import CUB
 from data.errors import DatasetError
 from data.image_io import load_image
+from data.registry import datasets_with_boxes
 from data.synth import write_cars_annos
 from data.verify import handle_bad_images
 
@@ -109,7 +110,8 @@ def prepare_dataset(name: str, root: str | Path, out: str | Path, size: int | No
         raise DatasetError(f"prepare supports cub, cars, sop, inshop and folder, not {reader.name} "
                            "(landmark images are resized at test time, see --imsize)")
     if crop and not reader.has_boxes:
-        raise DatasetError(f"crop is only for datasets with bounding boxes (cub, cars), not {reader.name}")
+        raise DatasetError(f"crop is only for datasets with bounding boxes ({', '.join(datasets_with_boxes())}), "
+                           f"not {reader.name}")
     if out.resolve() == root.resolve():
         raise DatasetError(f"--out must differ from the dataset root ({root})")
     jobs: list[tuple[str, Box | None]] = []

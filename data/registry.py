@@ -25,6 +25,8 @@ class BenchmarkInfo:
         train_split: split used for training (None for test-only landmark sets).
         eval_splits: splits evaluated (``("test",)``, ``("query", "gallery")`` or ``("query", "database")``).
         num_train_classes: classes of the standard training split (None when it depends on the data).
+        has_boxes: the annotations include bounding boxes (``--crop_type cropped``).
+        title: the name the papers' tables print (``CUB200``, ``CARS196``, ...).
     """
 
     name: str
@@ -33,6 +35,8 @@ class BenchmarkInfo:
     train_split: str | None
     eval_splits: tuple[str, ...]
     num_train_classes: int | None
+    has_boxes: bool = False
+    title: str = ""
 
 
 class Reader:
@@ -51,6 +55,7 @@ class Reader:
     protocol: ClassVar[str] = "leave_one_out"
     recall_ks: ClassVar[tuple[int, ...]] = (1, 2, 4, 8)
     num_train_classes: ClassVar[int | None] = None
+    title: ClassVar[str] = ""
 
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root).expanduser().absolute()
@@ -80,4 +85,10 @@ class Reader:
     @classmethod
     def benchmark(cls, root: str | Path | None = None) -> BenchmarkInfo:
         eval_splits = tuple(s for s in cls.splits if s != "train")
-        return BenchmarkInfo(cls.name, cls.protocol, cls.recall_ks, "train", eval_splits, cls.num_train_classes)
+        return BenchmarkInfo(cls.name, cls.protocol, cls.recall_ks, "train", eval_splits, cls.num_train_classes,
+                             cls.has_boxes, cls.title or cls.name)
+
+
+def datasets_with_boxes() -> list[str]:
+    """Registered datasets whose annotations include bounding boxes."""
+    return [name for name in DATASETS.names() if DATASETS.get(name).has_boxes]

@@ -22,6 +22,7 @@ class SOP(Reader):
     standard_counts = {"train": 59551, "test": 60502}
     recall_ks = (1, 10, 100, 1000)
     num_train_classes = 11318
+    title = "SOP"
 
     def list_file(self, split: str):
         name = FILES[split]

@@ -15,6 +15,7 @@ from typing import Any
 
 import yaml
 
+import data
 from utils.errors import UserError
 
 AMP_CHOICES = ("auto", "off", "bf16", "fp16")
@@ -256,8 +257,11 @@ def validate_config(cfg: dict[str, Any]) -> None:
         problems.append(f"--val_classes must be a fraction in [0, 1), got {cfg['val_classes']}")
     if cfg["select_on"] == "val" and cfg["val_classes"] == 0:
         problems.append("--select_on val needs --val_classes > 0")
-    if cfg["crop_type"] == "cropped" and cfg["data_name"] not in ("cub", "cub200", "cars", "car", "cars196"):
-        problems.append(f"--crop_type cropped works only for CUB and CARS, not --data_name {cfg['data_name']}")
+    boxed = data.datasets_with_boxes()
+    if cfg["crop_type"] == "cropped" and not (cfg["data_name"] in data.DATASETS and
+                                              data.DATASETS.canonical(cfg["data_name"]) in boxed):
+        problems.append(f"--crop_type cropped works only for the datasets with bounding boxes ({', '.join(boxed)}), "
+                        f"not --data_name {cfg['data_name']}")
     das_only = [f for f in ("detach", "aux_loss", "das_not_normalize") if cfg[f]]
     if das_only and not cfg["das"]:
         problems.append(f"{', '.join('--' + f for f in das_only)} only apply with --das")

@@ -31,27 +31,14 @@ from typing import Any
 import numpy as np
 import torch
 
+from data import DATASETS, get_benchmark
 from evaluation.knn import _as_tensor, iter_knn
-from utils.errors import UnknownOptionError
 
 __all__ = ["default_recall_ks", "kmeans_assign", "normalized_mutual_info", "rel_metrics", "retrieval_metrics"]
 
-_RECALL_KS = {
-    "cub": (1, 2, 4, 8),
-    "cars": (1, 2, 4, 8),
-    "sop": (1, 10, 100, 1000),
-    "inshop": (1, 10, 20, 30, 40, 50),
-}
-_ALIASES = {
-    "cub200": "cub", "cub_200_2011": "cub", "cub-200-2011": "cub",
-    "car": "cars", "cars196": "cars", "cars-196": "cars",
-    "online_products": "sop", "stanford_online_products": "sop",
-    "isc": "inshop", "in-shop": "inshop", "in_shop": "inshop",
-}
-
-
 def default_recall_ks(dataset_name: str) -> tuple[int, ...]:
-    """The Recall@K list the papers report for a benchmark (case-insensitive; aliases accepted).
+    """The Recall@K list the papers report for a benchmark: its reader's ``recall_ks`` (:mod:`data.registry`;
+    aliases accepted, case-insensitive).
 
     >>> default_recall_ks("CUB_200_2011")
     (1, 2, 4, 8)
@@ -60,12 +47,8 @@ def default_recall_ks(dataset_name: str) -> tuple[int, ...]:
     >>> default_recall_ks("isc")
     (1, 10, 20, 30, 40, 50)
     """
-    key = str(dataset_name).lower()
-    key = _ALIASES.get(key, key)
-    if key not in _RECALL_KS:
-        known = ", ".join(sorted([*_RECALL_KS, *_ALIASES]))
-        raise UnknownOptionError(f"no default recall Ks for dataset {dataset_name!r}; known: {known}")
-    return _RECALL_KS[key]
+    name = dataset_name if dataset_name in DATASETS else str(dataset_name).lower()
+    return get_benchmark(name).recall_ks
 
 
 def rel_metrics(rel: torch.Tensor, r: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

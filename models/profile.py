@@ -26,13 +26,18 @@ import warnings
 import torch
 from torch import nn
 
-__all__ = ["DATASET_CLASSES", "main", "profile", "profile_table"]
+import data
 
-# dataset -> (table column, number of training classes M), spec-models §0
-DATASET_CLASSES = {"cars": ("CARS196", 98), "cub": ("CUB200", 100), "sop": ("SOP", 11318),
-                   "inshop": ("In-shop", 3997)}
-_ALIASES = {"car": "cars", "cars196": "cars", "cub200": "cub", "isc": "inshop", "in-shop": "inshop",
-            "online_products": "sop"}
+__all__ = ["TABLE_DATASETS", "dataset_columns", "main", "profile", "profile_table"]
+
+# the CLF README's columns, in its order; titles and class counts are the readers' (data.registry)
+TABLE_DATASETS = ("cars", "cub", "sop", "inshop")
+
+
+def dataset_columns() -> dict[str, tuple[str, int]]:
+    """``{dataset: (table column, number of training classes M)}`` for :data:`TABLE_DATASETS`."""
+    infos = {name: data.get_benchmark(name) for name in TABLE_DATASETS}
+    return {name: (info.title, info.num_train_classes) for name, info in infos.items()}
 
 
 def profile(model: nn.Module, image_size: int | tuple[int, int] = 224) -> tuple[int, float]:
@@ -52,9 +57,11 @@ def profile(model: nn.Module, image_size: int | tuple[int, int] = 224) -> tuple[
 def _dataset(name: str) -> str:
     from utils.errors import UnknownOptionError
 
-    key = _ALIASES.get(name.lower(), name.lower())
-    if key not in DATASET_CLASSES:
-        raise UnknownOptionError(f"unknown --data_name {name!r}; choose one of: {', '.join(DATASET_CLASSES)}")
+    name = name if name in data.DATASETS else name.lower()
+    key = data.DATASETS.canonical(name) if name in data.DATASETS else None
+    if key not in TABLE_DATASETS:
+        raise UnknownOptionError(f"--data_name {name!r} is not a column of the table; choose one of: "
+                                 f"{', '.join(TABLE_DATASETS)}")
     return key
 
 
@@ -64,12 +71,13 @@ def profile_table(backbones: list[str], head: str, feature_dim: int | None = Non
     from models.retrieval_model import build_model
 
     counts: dict[tuple[str, str], tuple[int, float]] = {}
-    lines = ["| Backbone | " + " | ".join(col for col, _ in DATASET_CLASSES.values()) + " |",
-             "|---" * (len(DATASET_CLASSES) + 1) + "|"]
+    columns = dataset_columns()
+    lines = ["| Backbone | " + " | ".join(col for col, _ in columns.values()) + " |",
+             "|---" * (len(columns) + 1) + "|"]
     for name in backbones:
         cells = []
         display = name
-        for key, (_, num_classes) in DATASET_CLASSES.items():
+        for key, (_, num_classes) in columns.items():
             model = build_model(name, head, feature_dim, num_classes, **options)
             display = getattr(model.backbone, "display_name", name)
             counts[(name, key)] = params, macs = profile(model, image_size)
@@ -108,7 +116,7 @@ def main(args: argparse.Namespace) -> int:
         return 2
     print(table)
     if data_key is not None:
-        column, num_classes = DATASET_CLASSES[data_key]
+        column, num_classes = dataset_columns()[data_key]
         for name in backbones:
             params, macs = counts[(name, data_key)]
             print(f"{name} + {args.head} on {column} ({num_classes} classes): {params:,} params, "

@@ -54,7 +54,9 @@ def test_missing_and_invalid_yaml(tmp_path):
     (["--batch_size", "30", "--samples_per_class", "4"], "multiple of --samples_per_class"),
     (["--detach"], "only apply with --das"),
     (["--select_on", "val"], "needs --val_classes"),
-    (["--crop_type", "cropped", "--data_name", "sop", "--data_path", "x"], "only for CUB and CARS"),
+    (["--crop_type", "cropped", "--data_name", "sop", "--data_path", "x"],
+     r"only for the datasets with bounding boxes \(cars, cub\), not --data_name sop"),
+    (["--crop_type", "cropped", "--data_name", "imagenet", "--data_path", "x"], "not --data_name imagenet"),
     (["--data_name", "cub"], "--data_name cub needs --data_path"),
     (["--compile", "--deterministic"], "cannot be combined"),
     (["--das", "--das_dfs_scale_left", "2", "--das_dfs_scale_right", "1"], "must not exceed"),
@@ -62,6 +64,12 @@ def test_missing_and_invalid_yaml(tmp_path):
 def test_incompatible_combinations(argv, message):
     with pytest.raises(UserError, match=message):
         resolve_config(argv)
+
+
+@pytest.mark.parametrize("alias", ["cub", "CUB_200_2011", "cub200", "cars", "stanford_cars", "CARS196"])
+def test_crop_accepted_for_every_alias_of_a_dataset_with_boxes(alias):
+    cfg = resolve_config(["--crop_type", "cropped", "--data_name", alias, "--data_path", "x"])
+    assert cfg["crop_type"] == "cropped"
 
 
 def test_key_values():
