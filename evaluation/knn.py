@@ -11,9 +11,10 @@ back-end       how                                             available when
 ``torch``      chunked ``matmul`` + ``topk`` on the CPU        always
 =============  ==============================================  =============================
 
-``backend="auto"`` takes the first available one in that order. ``faiss_gpu`` serves k ≤ 2048 only
-(the faiss GPU limit); for a larger k, or when the GPU search raises, the search falls back to the next
-available back-end with a warning.
+``backend="auto"`` takes the first available one in that order. ``faiss_gpu`` serves search widths
+k ≤ 2047 only: faiss on the GPU selects at most 2048 neighbours and the faiss back-ends ask for one more than
+k (the tie probe below). For a larger k, or when the GPU index cannot be built, the search falls back to the
+next available back-end with a warning.
 
 **Scores.** ``metric="ip"``: inner products, best (largest) first. ``metric="l2"``: Euclidean distances
 (not squared), best (smallest) first. Every back-end ranks by a key where larger is better: the inner
@@ -60,7 +61,7 @@ __all__ = ["KNN_BACKENDS", "auto_chunk_size", "available_backends", "iter_knn", 
 logger = logging.getLogger(__name__)
 
 TARGET_CHUNK_BYTES = 256 * 2**20
-FAISS_GPU_MAX_K = 2048
+FAISS_GPU_MAX_K = 2048  # faiss GPU_MAX_SELECTION_K: the most neighbours one GPU search returns
 METRICS = ("ip", "l2")
 AUTO_ORDER = ("faiss_gpu", "torch_cuda", "faiss_cpu", "torch")
 
@@ -303,11 +304,16 @@ def available_backends() -> list[str]:
     return [name for name in AUTO_ORDER if KNN_BACKENDS.get(name).available()]
 
 
+def _faiss_gpu_serves(k: int) -> bool:
+    """Whether faiss on the GPU can search width ``k``: the faiss back-ends search k + 1 (the tie probe)."""
+    return k + 1 <= FAISS_GPU_MAX_K
+
+
 def resolve_backend(backend: str, k: int) -> str:
     """The concrete back-end name for ``backend`` ("auto" or a registered name) and search width ``k``."""
     if backend == "auto":
         for name in AUTO_ORDER:
-            if name == "faiss_gpu" and k > FAISS_GPU_MAX_K:
+            if name == "faiss_gpu" and not _faiss_gpu_serves(k):
                 continue
             if KNN_BACKENDS.get(name).available():
                 return name
@@ -318,9 +324,10 @@ def resolve_backend(backend: str, k: int) -> str:
             f"kNN back-end {name!r} is not available on this machine; "
             f"available: {', '.join(available_backends())}"
         )
-    if name == "faiss_gpu" and k > FAISS_GPU_MAX_K:
+    if name == "faiss_gpu" and not _faiss_gpu_serves(k):
         fallback = resolve_backend("auto", k)
-        warnings.warn(f"faiss_gpu supports k <= {FAISS_GPU_MAX_K} (asked {k}); using {fallback}",
+        warnings.warn(f"faiss_gpu searches at most {FAISS_GPU_MAX_K} neighbours, i.e. k <= {FAISS_GPU_MAX_K - 1} "
+                      f"plus the tie probe (asked k = {k}); using {fallback}",
                       stacklevel=3)
         return fallback
     return name

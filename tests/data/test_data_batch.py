@@ -180,7 +180,7 @@ def test_batches_without_jpegs_and_undecodable_ones_fall_back_to_the_cpu(fast_tm
             decoder.decode([truncated])
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="GPU JPEG decoding needs CUDA")
+@pytest.mark.cuda
 def test_device_decoder_on_gpu_matches_the_cpu_path(fast_tmp):
     paths = [_photo(fast_tmp / f"{i}.jpg", (96, 72), seed=i) for i in range(4)]
     tf = data.build_transform("cgd", train=True, image_size=32)

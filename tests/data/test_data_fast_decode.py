@@ -105,7 +105,7 @@ def test_dataset_paths_and_validation(synth_root):
     assert issubclass(DatasetError, UserError)
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="GPU JPEG decoding needs CUDA")
+@pytest.mark.cuda
 def test_gpu_batch_decoding(fast_tmp):
     from torchvision.io import read_file
 

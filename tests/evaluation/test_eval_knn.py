@@ -6,7 +6,7 @@ import pytest
 import torch
 from helpers_eval import brute_knn, integer_embeddings
 
-from evaluation.knn import KNN_BACKENDS, auto_chunk_size, available_backends, knn, resolve_backend
+from evaluation.knn import KNN_BACKENDS, auto_chunk_size, available_backends, iter_knn, knn, resolve_backend
 from utils.errors import UnknownOptionError
 
 CPU_BACKENDS = [b for b in ("torch", "faiss_cpu") if b in available_backends()]
@@ -122,9 +122,67 @@ def test_faiss_gpu_failure_and_large_k_fall_back(monkeypatch):
     with pytest.warns(UserWarning, match="faiss_gpu failed"):
         got = knn(x, None, 5, exclude_self=True, backend="faiss_gpu")
     assert torch.equal(got[1], ref[1])
-    with pytest.warns(UserWarning, match="k <= 2048"):
+    with pytest.warns(UserWarning, match="at most 2048 neighbours"):
         assert resolve_backend("faiss_gpu", 3000) == "faiss_cpu"
     assert resolve_backend("auto", 3000) == "faiss_cpu"
+
+
+@pytest.mark.skipif("faiss_cpu" not in CPU_BACKENDS, reason="needs faiss")
+@pytest.mark.parametrize("k, exclude_self, expected", [
+    (2047, False, "faiss_gpu"),  # faiss searches 2048 = k + the tie probe: the GPU limit exactly
+    (2048, False, "faiss_cpu"),  # 2049 would be searched
+    (2046, True, "faiss_gpu"),   # leave-one-out searches k + 1, plus the probe
+    (2047, True, "faiss_cpu"),
+])
+def test_faiss_gpu_limit_counts_the_searched_columns(monkeypatch, k, exclude_self, expected):
+    """The width handed to faiss (k, + 1 for leave-one-out, + 1 tie probe) decides, not k alone."""
+    knn_module = importlib.import_module("evaluation.knn")
+    monkeypatch.setattr(knn_module.FaissGpuKNN, "available", classmethod(lambda cls: True))
+    monkeypatch.setattr(knn_module.TorchCudaKNN, "available", classmethod(lambda cls: False))
+    widths = []
+
+    def search(cls, state, q, k_search):  # the CPU index stands in for the GPU one; record what faiss got
+        widths.append(min(k_search + 1, state["g"].shape[0]))
+        return knn_module.FaissCpuKNN.search.__func__(cls, state, q, k_search)
+
+    monkeypatch.setattr(knn_module.FaissGpuKNN, "prepare", knn_module.FaissCpuKNN.prepare)
+    monkeypatch.setattr(knn_module.FaissGpuKNN, "search", classmethod(search))
+    g = integer_embeddings(2100, 3, seed=9)
+    q, self_index = g[:40], torch.arange(40) if exclude_self else None  # 40 queries keep it fast
+
+    def search(backend: str) -> torch.Tensor:
+        return torch.cat([i for _, _, i in iter_knn(q, g, k, "ip", self_index, backend)])
+
+    if expected == "faiss_cpu":
+        with pytest.warns(UserWarning, match="at most 2048 neighbours"):
+            got = search("faiss_gpu")
+        assert widths == []
+    else:
+        got = search("faiss_gpu")
+        assert widths and max(widths) == knn_module.FAISS_GPU_MAX_K
+    assert torch.equal(got, search("torch"))
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("metric", ["ip", "l2"])
+def test_torch_cuda_matches_bruteforce_on_the_gpu(metric):
+    x = integer_embeddings(300, 4, seed=11)
+    got = knn(x, None, 9, metric=metric, exclude_self=True, backend="torch_cuda", chunk_size=64)
+    np.testing.assert_array_equal(got[1].numpy(), brute_knn(x, x, 9, metric, True)[1])
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif("faiss_gpu" not in available_backends(), reason="needs faiss built with GPU support")
+@pytest.mark.parametrize("k, exclude_self", [(2047, False), (2046, True), (2048, False), (3000, True)])
+def test_faiss_gpu_at_and_beyond_its_limit(k, exclude_self):
+    """On a real GPU: the widest search faiss_gpu serves runs on it, a wider one falls back; all exact."""
+    x = integer_embeddings(3100, 4, seed=10)
+    if k + exclude_self + 1 > 2048:
+        with pytest.warns(UserWarning, match="at most 2048 neighbours"):
+            got = knn(x, None, k, exclude_self=exclude_self, backend="faiss_gpu")
+    else:
+        got = knn(x, None, k, exclude_self=exclude_self, backend="faiss_gpu")
+    np.testing.assert_array_equal(got[1].numpy(), brute_knn(x, x, k, "ip", exclude_self)[1])
 
 
 def test_torch_cuda_code_path_on_cpu(monkeypatch):

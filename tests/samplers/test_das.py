@@ -180,7 +180,7 @@ def test_input_errors():
         DAS(num_classes=2, embedding_dim=3, dfs_num_scale=4)
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
+@pytest.mark.cuda
 def test_cuda_matches_cpu():
     emb, labels = torch.randn(12, 8), torch.randint(0, 4, (12,))
     cpu, gpu = DAS(4, 8, seed=1), DAS(4, 8, seed=1).cuda()
