@@ -5,7 +5,8 @@ run (machines here are noisy; compare ratios, not absolute images/s across runs)
 
 1. Variants of one full training step (forward, CGD criterion = label-smoothed CE + batch-hard triplet,
    backward, Adam step) of the CGD ResNet-50 model (stage-3 stride 1, SG, 1536-d): fp32 (baseline),
-   channels_last, bf16 autocast, bf16 + channels_last, and ``--compile`` variants on request.
+   channels_last, bf16 autocast, bf16 + channels_last, fp16 autocast with the gradient scaler (CUDA), and
+   ``--compile`` variants of ``--compile_variants`` on request (``--variants`` picks the eager ones).
 2. The trainer's ``train_one_epoch`` against a bare loop with the same model, loss, optimiser, input
    normalisation and in-memory uint8 batches: overhead = trainer time / bare time - 1.
 3. ``--accuracy``: the built-in quick recipe trained in fp32 and in bf16 + channels_last; prints both
@@ -16,6 +17,8 @@ Examples::
     python benchmarks/bench_train.py                          # CPU: batch 32 at 224 (slow: ~10 s per step)
     python benchmarks/bench_train.py --image_size 112 --steps 3
     python benchmarks/bench_train.py --device cuda --batch_size 128 --compile
+    python benchmarks/bench_train.py --device cuda --batch_size 128 --variants fp32,bf16,fp16 --compile \
+        --compile_variants fp32,bf16,fp16
 """
 from __future__ import annotations
 
@@ -40,7 +43,7 @@ from engine.trainer import AMP_DTYPES, TrainContext, resolve_amp, train_one_epoc
 
 NUM_CLASSES = 100
 VARIANTS = {"fp32": ("off", False), "channels_last": ("off", True), "bf16": ("bf16", False),
-            "bf16+channels_last": ("bf16", True)}
+            "bf16+channels_last": ("bf16", True), "fp16": ("fp16", False)}  # name: (--amp, --channels_last)
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -50,7 +53,11 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--image_size", type=int, default=224)
     p.add_argument("--steps", type=int, default=3, help="timed steps per variant")
     p.add_argument("--warmup", type=int, default=1)
+    p.add_argument("--variants", default=",".join(VARIANTS),
+                   help=f"comma list of eager variants to time, of {', '.join(VARIANTS)} (fp32 always runs)")
     p.add_argument("--compile", action="store_true", help="also time torch.compile variants")
+    p.add_argument("--compile_variants", default="fp32,bf16+channels_last",
+                   help="comma list of the variants timed again under torch.compile (with --compile)")
     p.add_argument("--accuracy", action="store_true", help="also train the quick recipe in fp32 and bf16+CL")
     p.add_argument("--all_variants", action="store_true",
                    help="also time bf16 where it is not native (emulated, many times slower than fp32)")
@@ -79,8 +86,10 @@ def batches(args: argparse.Namespace, count: int) -> list[tuple[torch.Tensor, to
 
 
 def bare_loop(model, criterion, optimizer, data, device, amp: str, channels_last: bool) -> float:
-    """Seconds for the steps in ``data`` with nothing but the step itself (and the input normalisation)."""
+    """Seconds for the steps in ``data`` with nothing but the step itself (and the input normalisation);
+    fp16 scales the loss with a ``GradScaler``, as the trainer does."""
     dtype = AMP_DTYPES[amp]
+    scaler = torch.amp.GradScaler(device.type, enabled=amp == "fp16")
     normalize = build_normalize(model.input_spec).to(device)
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     model.train()
@@ -92,8 +101,9 @@ def bare_loop(model, criterion, optimizer, data, device, amp: str, channels_last
             embedding, logits = model(images)
         loss, _ = criterion(embedding.float(), logits.float(), labels)
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
     _sync(device)
     return time.perf_counter() - start
 
@@ -138,19 +148,33 @@ def quick_recall(amp: str, channels_last: bool) -> float:
     return result["best"]
 
 
+def pick(parser: argparse.ArgumentParser, names: str, flag: str) -> list[str]:
+    """The variant names of a comma list, in order, without repeats; an unknown name is a usage error."""
+    out = list(dict.fromkeys(n for n in names.split(",") if n))
+    unknown = [n for n in out if n not in VARIANTS]
+    if unknown:
+        parser.error(f"{flag}: unknown variant(s) {', '.join(unknown)}; choose from {', '.join(VARIANTS)}")
+    return out
+
+
 def main() -> None:
-    args = get_args_parser().parse_args()
+    parser = get_args_parser()
+    args = parser.parse_args()
+    eager = pick(parser, f"fp32,{args.variants}", "--variants")
+    compiled = pick(parser, args.compile_variants, "--compile_variants") if args.compile else []
     device = torch.device(args.device)
     print(f"device {device}, CGD ResNet-50 (SG, 1536-d), batch {args.batch_size} at {args.image_size} px, "
           f"{args.steps} timed steps, torch {torch.__version__}, {torch.get_num_threads()} threads")
-    variants = dict(VARIANTS)
+    variants = {name: VARIANTS[name] for name in eager} | {f"compile {name}": VARIANTS[name] for name in compiled}
+    skip = set()
     if resolve_amp("auto", device) == "off" and not args.all_variants:
-        variants = {name: v for name, v in variants.items() if v[0] == "off"}
+        skip.add("bf16")
         print("bf16 is not native here (no AVX512-BF16/AMX, or a GPU without bf16): its variants are skipped, "
               "and --amp auto trains in fp32 (--all_variants times them anyway)")
-    if args.compile:
-        compiled = [name for name in ("fp32", "bf16+channels_last") if name in variants]
-        variants.update({f"compile {name}": variants[name] for name in compiled})
+    if device.type != "cuda" and not args.all_variants:
+        skip.add("fp16")
+        print("fp16 autocast is a GPU setting: its variants are skipped on the CPU (--all_variants times them anyway)")
+    variants = {name: v for name, v in variants.items() if v[0] not in skip}
     results = {}
     for name, (amp, cl) in variants.items():
         results[name] = images_per_s(args, device, amp, cl, compile_model=name.startswith("compile"))
