@@ -164,6 +164,64 @@ def test_an_install_failure_stops_the_script_with_pips_error(tmp_path):
     assert not (tmp_path / "venv" / ".gpu_check-requirements.txt").exists()  # not cached: rebuilt next time
 
 
+FAKE_VENV_PYTHON = r"""#!/bin/sh
+echo "venv-python $*" >> "$FAKE_CALLS"
+case "$*" in
+  *gpu_env.py*) echo "torch 2.14.1 (CUDA 13.0), faiss 1.15.1 (1 GPUs)" ;;
+  *"-m pytest"*) echo "$FAKE_PYTEST" ;;
+  *bench_knn.py*"--k 3000"*) echo "       warning: faiss_gpu searches at most 2048 neighbours (asked k = 3001)" ;;
+  *bench_knn.py*) echo "ours[faiss_gpu]      0.50 s"; echo "metrics of 3 back-ends agree: largest difference 0" ;;
+  *bench_train.py*) echo "                        fp32:  1000.00 images/s  (1.00x fp32)" ;;
+  *bench_data.py*) echo "  gpu         5000.0 images/s   x9.00 vs pil" ;;
+  *ddp_gather.py*) echo "world size 1 (one process): exact" ;;
+  *"-c "*) echo 1 ;;
+  *train.py*)
+    prev=""; for a in "$@"; do [ "$prev" = --output_dir ] && out=$a; prev=$a; done
+    r1=0.60; case "$*" in *"--decode gpu"*) r1=$FAKE_GPU_R1 ;; esac
+    mkdir -p "$out" && echo "new best test/recall@1 $r1 at epoch 3" > "$out/train.log" ;;
+  *) echo "unexpected: $*" >&2; exit 3 ;;
+esac
+"""
+
+
+def cached_fake_venv(tmp_path: Path) -> Path:
+    """A venv folder as a successful earlier install left it (pyvenv.cfg, the requirements stamp) whose python
+    answers each check's command with that command's success line."""
+    venv = tmp_path / "venv"
+    (venv / "bin").mkdir(parents=True)
+    (venv / "pyvenv.cfg").write_text("home = /usr/bin\n")
+    write_exe(venv / "bin" / "python", FAKE_VENV_PYTHON)
+    runtime = (REPO / "requirements.txt").read_text().replace("faiss-cpu==", "faiss-gpu==")
+    dev = "".join(line + "\n" for line in (REPO / "requirements-dev.txt").read_text().splitlines()
+                  if not line.startswith("-r "))
+    (venv / ".gpu_check-requirements.txt").write_text(runtime + dev)
+    return venv
+
+
+@pytest.mark.parametrize("pytest_out, gpu_r1, failed", [
+    ("8 passed in 2.0s", "0.65", None),
+    ("7 passed, 1 skipped in 2.0s", "0.65", "tests"),  # a CUDA test that skips on a GPU machine is a failure
+    ("8 passed in 2.0s", "0.40", "recipe"),            # Recall@1 0.40 vs 0.60 with --decode fast
+])
+def test_checks_report_ok_or_fail_each_with_a_cached_venv(tmp_path, pytest_out, gpu_r1, failed):
+    env = fake_tools(tmp_path, 'echo "GPU 0: NVIDIA H200 (UUID: GPU-0)"')
+    venv = cached_fake_venv(tmp_path)
+    env.update(FAKE_CALLS=str(tmp_path / "calls.txt"), FAKE_PYTEST=pytest_out, FAKE_GPU_R1=gpu_r1)
+    result = run_script(env)
+    assert result.returncode == (1 if failed else 0), result.stdout + result.stderr
+    status = {line.split()[1]: line.split()[0] for line in result.stdout.splitlines()
+              if line.startswith(("ok ", "FAIL "))}
+    assert status == {name: "FAIL" if name == failed else "ok" for name in CHECKS}
+    assert f"{7 - bool(failed)} of 7 checks ok" in result.stdout
+    assert f"venv {venv}: cached, requirements unchanged" in result.stdout  # install's figure line
+    calls = (tmp_path / "calls.txt").read_text()
+    assert "pip install" not in calls and "python3 -m venv" not in calls  # the cached venv was reused
+    assert "Recall@1: --decode gpu " + gpu_r1 + ", --decode fast 0.60" in result.stdout
+    assert "one GPU: a single rank, so NCCL and the gathers across ranks are not exercised" in result.stdout
+    if failed == "recipe":
+        assert "more than 0.1 apart" in result.stdout
+
+
 def test_gpu_env_rejects_both_faiss_packages_and_a_missing_faiss_gpu():
     gpu_env = load("benchmarks/gpu_env.py")
     assert gpu_env.faiss_problems({"faiss-gpu"}) == []
