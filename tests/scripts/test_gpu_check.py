@@ -153,7 +153,7 @@ def test_an_install_failure_stops_the_script_with_pips_error(tmp_path):
     lines = result.stdout.splitlines()
     assert [line.split()[:2] for line in lines if line.startswith(("ok", "FAIL"))] == [["FAIL", "install"]]
     assert pip_error in next(line for line in lines if line.startswith("FAIL install"))
-    assert "stopped: the GPU environment did not install" in result.stderr and pip_error in result.stderr
+    assert "stopped: the GPU environment is not usable" in result.stderr and pip_error in result.stderr
     calls = (tmp_path / "calls.txt").read_text().splitlines()
     assert [c.split()[0] for c in calls if not c.startswith("nvidia-smi")] == ["python3", "venv-python"]
     assert "-m pip install" in calls[-1]  # the pip call was the last thing run: no check after it
@@ -167,7 +167,7 @@ def test_an_install_failure_stops_the_script_with_pips_error(tmp_path):
 FAKE_VENV_PYTHON = r"""#!/bin/sh
 echo "venv-python $*" >> "$FAKE_CALLS"
 case "$*" in
-  *gpu_env.py*) echo "torch 2.14.1 (CUDA 13.0), faiss 1.15.1 (1 GPUs)" ;;
+  *gpu_env.py*) echo "NVIDIA H200 x 1, compute capability 9.0, torch 2.14.1 (CUDA 13.0), faiss 1.15.1 (1 GPUs)" ;;
   *"-m pytest"*) echo "$FAKE_PYTEST" ;;
   *bench_knn.py*"--k 3000"*) echo "       warning: faiss_gpu searches at most 2048 neighbours (asked k = 3001)" ;;
   *bench_knn.py*) echo "ours[faiss_gpu]      0.50 s"; echo "metrics of 3 back-ends agree: largest difference 0" ;;
@@ -213,7 +213,8 @@ def test_checks_report_ok_or_fail_each_with_a_cached_venv(tmp_path, pytest_out, 
               if line.startswith(("ok ", "FAIL "))}
     assert status == {name: "FAIL" if name == failed else "ok" for name in CHECKS}
     assert f"{7 - bool(failed)} of 7 checks ok" in result.stdout
-    assert f"venv {venv}: cached, requirements unchanged" in result.stdout  # install's figure line
+    assert f"venv {venv}: cached, requirements unchanged" in result.stdout  # install's figure lines
+    assert "NVIDIA H200 x 1, compute capability 9.0, torch 2.14.1" in result.stdout
     calls = (tmp_path / "calls.txt").read_text()
     assert "pip install" not in calls and "python3 -m venv" not in calls  # the cached venv was reused
     assert "Recall@1: --decode gpu " + gpu_r1 + ", --decode fast 0.60" in result.stdout
