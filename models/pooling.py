@@ -15,10 +15,14 @@
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import nn
 
-__all__ = ["GLOBAL_POOLINGS", "GeM", "avgmax", "gem", "global_pool", "mac", "sap", "spoc"]
+from models.errors import ModelConfigError
+
+__all__ = ["GLOBAL_POOLINGS", "GeM", "avgmax", "check_pooling", "gem", "mac", "sap", "spoc"]
 
 
 def spoc(x: torch.Tensor) -> torch.Tensor:
@@ -60,13 +64,12 @@ def sap(x: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
 GLOBAL_POOLINGS = {"avg": spoc, "max": mac, "avgmax": avgmax, "gem": gem, "sap": sap}
 
 
-def global_pool(name: str, x: torch.Tensor) -> torch.Tensor:
-    """Apply the pooling called ``name`` (one of ``GLOBAL_POOLINGS``; GeM with p = 3 fixed)."""
-    try:
-        fn = GLOBAL_POOLINGS[name]
-    except KeyError:
-        raise ValueError(f"unknown pooling {name!r}; choose one of: {', '.join(GLOBAL_POOLINGS)}") from None
-    return fn(x)
+def check_pooling(name: str, allowed: Sequence[str], head: str) -> str:
+    """``name`` if it is one of the ``allowed`` keys of :data:`GLOBAL_POOLINGS` (the poolings ``head``
+    offers), else a :class:`ModelConfigError` listing them."""
+    if name not in allowed or name not in GLOBAL_POOLINGS:
+        raise ModelConfigError(f"unknown {head} pooling {name!r}; choose one of: {', '.join(allowed)}")
+    return name
 
 
 class GeM(nn.Module):

@@ -31,27 +31,10 @@ from models.backbones.base import (
     set_stage_stride,
 )
 from models.backbones.pretrained import load_pretrained
+from models.se import SqueezeExcite
 
-__all__ = ["CaffeBottleneck", "CaffeResNet", "SEModule", "caffe_resnet101", "convert_cadene_se_resnet50",
+__all__ = ["CaffeBottleneck", "CaffeResNet", "caffe_resnet101", "convert_cadene_se_resnet50",
            "seresnet50"]
-
-class SEModule(nn.Module):
-    """Squeeze-and-excitation (Hu et al. 2018): ``x * sigmoid(fc2(relu(fc1(GAP(x)))))`` with 1x1 convs.
-
-    Cadene key names (``fc1``, ``fc2``), both with bias.
-    """
-
-    def __init__(self, channels: int, reduction: int = 16) -> None:
-        super().__init__()
-        self.avg_pool = nn.AdaptiveAvgPool2d(1)
-        self.fc1 = nn.Conv2d(channels, channels // reduction, kernel_size=1)
-        self.relu = nn.ReLU(inplace=True)
-        self.fc2 = nn.Conv2d(channels // reduction, channels, kernel_size=1)
-        self.sigmoid = nn.Sigmoid()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x * self.sigmoid(self.fc2(self.relu(self.fc1(self.avg_pool(x)))))
-
 
 class CaffeBottleneck(nn.Module):
     """ResNet v1 (Caffe) bottleneck: 1x1 (stride) → 3x3 → 1x1, optional SE on the branch before the sum."""
@@ -68,7 +51,7 @@ class CaffeBottleneck(nn.Module):
         self.conv3 = nn.Conv2d(planes, planes * 4, kernel_size=1, bias=False)
         self.bn3 = nn.BatchNorm2d(planes * 4)
         self.relu = nn.ReLU(inplace=True)
-        self.se_module = SEModule(planes * 4, se_reduction) if se_reduction else None
+        self.se_module = SqueezeExcite(planes * 4, se_reduction) if se_reduction else None
         self.downsample = downsample
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

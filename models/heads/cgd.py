@@ -15,12 +15,12 @@ import torch
 from torch import nn
 
 from models.heads.base import Head, ModelConfigError, l2n
-from models.pooling import gem, mac, spoc
+from models.pooling import GLOBAL_POOLINGS
 
 __all__ = ["GD_CONFIGS", "CGDHead"]
 
 GD_CONFIGS = ("S", "M", "G", "SM", "MS", "SG", "GS", "MG", "GM", "SMG", "MSG", "GSM")
-_DESCRIPTORS = {"S": spoc, "M": mac, "G": gem}
+_DESCRIPTORS = {"S": "avg", "M": "max", "G": "gem"}  # gd_config letter -> GLOBAL_POOLINGS key
 
 
 class CGDHead(Head):
@@ -57,7 +57,7 @@ class CGDHead(Head):
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """``(B, C, H, W)`` → ``(embedding (B, D), logits (B, M) or None)``."""
-        descriptors = [_DESCRIPTORS[letter](x) for letter in self.gd_config]
+        descriptors = [GLOBAL_POOLINGS[_DESCRIPTORS[letter]](x) for letter in self.gd_config]
         parts = [l2n(fc(d)) for fc, d in zip(self.branches, descriptors)]
         embedding = torch.cat(parts, dim=1)
         if self.embedding_norm:
