@@ -22,7 +22,7 @@ def device_input(model: torch.nn.Module, cfg: dict[str, Any], device: torch.devi
     return DeviceInput(device, data.build_normalize(model.input_spec), bool(cfg.get("channels_last")))
 
 
-def embed(model: torch.nn.Module, dataset: Any, cfg: dict[str, Any], device: torch.device,
+def embed_dataset(model: torch.nn.Module, dataset: Any, cfg: dict[str, Any], device: torch.device,
           autocast_dtype: torch.dtype | None) -> dict[str, Any]:
     """``{"embeddings" (N, D) float32 cpu, "labels" (N,), "paths"}`` for a dataset of uint8 images in eval mode."""
     loader = eval_loader(dataset, cfg["eval_batch_size"], cfg["workers"], device.type == "cuda")
@@ -39,9 +39,9 @@ def evaluate_split(model: torch.nn.Module, splits: dict[str, Any], protocol: str
     ``splits`` holds ``test`` (leave-one-out) or ``query`` + ``gallery`` (query→gallery protocol).
     """
     if protocol == "query_gallery":
-        query, gallery = (embed(model, splits[s], cfg, device, autocast_dtype) for s in ("query", "gallery"))
+        query, gallery = (embed_dataset(model, splits[s], cfg, device, autocast_dtype) for s in ("query", "gallery"))
     else:
-        query, gallery = embed(model, next(iter(splits.values())), cfg, device, autocast_dtype), None
+        query, gallery = embed_dataset(model, next(iter(splits.values())), cfg, device, autocast_dtype), None
     metrics = evaluation.retrieval_metrics(
         query["embeddings"], query["labels"],
         None if gallery is None else gallery["embeddings"], None if gallery is None else gallery["labels"],
@@ -130,7 +130,7 @@ def evaluate_checkpoint(args: Any) -> dict[str, Any]:
 
 
 def _eval_config(args: Any, run_cfg: dict[str, Any]) -> dict[str, Any]:
-    """``embed``'s settings for ``test.py``: loader flags, and the preset and size of the checkpoint's run."""
+    """``embed_dataset``'s settings for ``test.py``: loader flags, and the preset and size of the checkpoint's run."""
     return {"eval_batch_size": args.eval_batch_size, "workers": args.workers, "knn_backend": args.knn_backend,
             "eval_chunk_size": None, "transform": run_cfg.get("transform", args.transform),
             "image_size": run_cfg.get("image_size", args.image_size)}
@@ -179,7 +179,7 @@ def learn_whitening(args: Any) -> dict[str, Any]:
         transform = data.build_transform(cfg["transform"], train=False, image_size=cfg["image_size"])
         train = data.build_dataset(info.name, args.data_path, info.train_split, transform=transform,
                                    decode=args.decode)
-        features = embed(model, train, cfg, device, None)
+        features = embed_dataset(model, train, cfg, device, None)
         X, labels = features["embeddings"], features["labels"]
     if args.whitening_type == "learned":
         mean, projection = evaluation.learned_whitening_fit(X, *matching_pairs(labels))

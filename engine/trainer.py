@@ -355,9 +355,8 @@ def _save_checkpoint(ctx: TrainContext) -> None:
     progress = ctx.progress
     atomic_save({"model": ctx.model.state_dict(), "criterion": ctx.criterion.state_dict(),
                  "optimizer": ctx.optimizer.state_dict(), "scheduler": ctx.scheduler.state_dict(),
-                 "scaler": ctx.scaler.state_dict(), "sampler": ctx.sampler.state_dict(),
-                 "progress": progress.__dict__, "rng": rng_state(), "config": ctx.cfg,
-                 "model_config": model_config(ctx.cfg, ctx.num_classes)}, ctx.latest)
+                 "scaler": ctx.scaler.state_dict(), "progress": progress.__dict__, "rng": rng_state(),
+                 "config": ctx.cfg, "model_config": model_config(ctx.cfg, ctx.num_classes)}, ctx.latest)
     # A small summary next to it, so tools (and people) can see where the run stands without loading it.
     summary = {"epoch": progress.epoch, "step": progress.step, "global_step": progress.global_step}
     tmp = ctx.latest.with_suffix(".json.tmp")
