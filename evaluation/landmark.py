@@ -1,6 +1,6 @@
 """Landmark retrieval pipeline: descriptors → [whitening] → [DBA / query expansion] → mAP.
 
-Descriptor extraction follows cirtorch (spec-landmarks §4.4–4.5): images one at a time at their own size
+Descriptor extraction follows cirtorch: images one at a time at their own size
 (the dataset has already thumbnailed them to ``imsize`` and cropped queries), and for each scale s the
 input tensor is resized by ``interpolate(scale_factor=s, mode="bilinear", align_corners=False)`` (s = 1 uses
 the input as is); per-scale embeddings are combined by a power mean

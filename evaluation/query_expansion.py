@@ -1,4 +1,4 @@
-"""Query expansion and database-side augmentation for landmark retrieval (spec-landmarks §2, §8.13).
+"""Query expansion and database-side augmentation for landmark retrieval.
 
 Descriptors are rows, L2-normalised; similarity = inner product. Neighbours come from the exact
 :func:`evaluation.knn.knn` (ties by lower database index).

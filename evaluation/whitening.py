@@ -1,4 +1,4 @@
-"""Descriptor whitening for landmark retrieval (cirtorch ``utils/whiten.py``; spec-landmarks §4.3).
+"""Descriptor whitening for landmark retrieval (cirtorch ``utils/whiten.py``).
 
 - :func:`pca_whitening_fit` — unsupervised PCA-whitening (``pcawhitenlearn``): ``m = mean(X)``,
   ``C = Xcᵀ Xc / N`` (symmetrised), eigen-decomposition sorted descending, ``P = Λ^(-1/2) Vᵀ``.
@@ -13,7 +13,7 @@ Layout: descriptors are ROWS here, ``X`` is (N, D) (cirtorch uses columns, D × 
 ``P @ (x − m)``. Fitting is done in float64 with ``numpy.linalg.eigh`` (the source's ``eig`` can return
 complex values on symmetric input). Eigenvalues are floored at ``eps`` (default 1e-12) so rank-deficient data
 (N < D) gives large but finite scales rather than ``inf``; the source has no floor. Whitening is learned on
-training data, never on the test set (spec §8.14).
+training data, never on the test set.
 """
 from __future__ import annotations
 

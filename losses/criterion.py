@@ -4,7 +4,7 @@ A term is ``{"name": "triplet", "weight": 1.0, "miner": "semihard" | {"name": ..
 Embedding terms (``input == "embedding"``) read the embedding and use their miner; logits terms read the
 model's classifier logits. CGD, for instance, is ``[{"name": "ls_ce"}, {"name": "batch_hard_triplet"}]``.
 
-DAS (spec-training §1.1) lives here: with ``das`` the embedding terms see ``das(embeddings, labels)`` —
+DAS lives here: with ``das`` the embedding terms see ``das(embeddings, labels)`` —
 real rows first, then the generated ones — while logits terms see only the real rows. With
 ``aux_loss_weight = w`` each embedding term becomes ``L(real) + w · L(real + generated)`` (DAS ``--aux_loss``).
 In eval mode DAS passes its input through, so a validation loss never sees generated rows.

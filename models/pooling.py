@@ -2,9 +2,9 @@
 
 * SPoC (mean), MAC (max) — Babenko & Lempitsky ICCV 2015; Tolias et al. ICLR 2016 (arXiv 1511.05879).
 * GeM ``f_c = (mean_{h,w} clamp(x_c, eps)^p)^(1/p)`` — Radenović, Tolias & Chum, TPAMI 2018
-  (arXiv 1711.02512); cirtorch ``eps = 1e-6``. Used with fixed ``p = 3`` by CGD (spec-models §1.2; the clamp
+  (arXiv 1711.02512); cirtorch ``eps = 1e-6``. Used with fixed ``p = 3`` by CGD (the clamp
   only differs from the paper's formula on exact zeros, and keeps the gradient finite for all-zero channels).
-* SAP, CLF's parameter-free "self-attention pooling" (spec-models §2.2, commit 0c20d13): with ``Y = X`` as
+* SAP, CLF's parameter-free "self-attention pooling" (leftthomas/CLF ``model.py``, commit 0c20d13): with ``Y = X`` as
   ``C×N`` (N = H·W), channel weights ``a_c = mean_j (Y Yᵀ)_{cj} / max_c(...)``, spatial weights
   ``s_i = mean_j (Yᵀ Y)_{ij} / max_i(...)``, output ``max_i a_c s_i Y_{ci}``.
 * avgmax = mean + max (RDML ``double``: the two poolings summed).

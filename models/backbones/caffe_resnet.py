@@ -4,10 +4,10 @@
   Cadene's ``pretrainedmodels`` ``se_resnet50`` (weights ``se_resnet50-ce0d4300.pth``): bottleneck with the
   stride on the FIRST 1x1 conv, SE on the residual branch before the addition (GAP → 1x1 conv C→C/16 with
   bias → ReLU → 1x1 conv C/16→C with bias → sigmoid → channel scale). Stem max-pool k3/s2/**pad 1**/ceil as in
-  CLF's ``EResNet`` (spec-models §2.2; Cadene's own uses pad 0): 112 → 57, final map 2048x15x15 at 224 px
+  CLF's ``EResNet`` (Cadene's own uses pad 0): 112 → 57, final map 2048x15x15 at 224 px
   with ``stage3_stride=1``. :func:`convert_cadene_se_resnet50` renames a Cadene state dict into these keys.
 * ResNet-101 (Caffe) — the converted Caffe ResNet-101 used by Kim & Yoon, "Regional Attention Based Deep
-  Feature for Image Retrieval", BMVC 2018 (spec-landmarks §3.1): stride on the first 1x1 conv, max-pool
+  Feature for Image Retrieval", BMVC 2018: stride on the first 1x1 conv, max-pool
   k3/s2/pad 0/ceil, BGR 0–255 mean-subtracted input (mean 103.939, 116.779, 123.68; std 1).
   There are no torchvision weights for it: pass the converted file (keys ``conv1``, ``bn1``,
   ``layer1.0.conv1``, ..., ``fc.*`` ignored) as ``pretrained=PATH``.

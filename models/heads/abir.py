@@ -1,5 +1,5 @@
 """ABIR head — Nie et al., "Weakly Supervised Image Retrieval via Coarse-scale Feature Fusion and
-Multi-level Attention Blocks", ICMR 2019 (pp. 48–52). spec-models §3.2–3.3.
+Multi-level Attention Blocks", ICMR 2019 (pp. 48–52).
 
 With VGG16 taps ``l1 = conv3_3`` (256×56×56), ``l2 = conv4_3`` (512×28×28) and ``g = conv5_3``
 (512×14×14), each attention block AB(l, g):

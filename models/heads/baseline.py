@@ -1,6 +1,6 @@
 """Revisiting-DML baseline head: global pooling → Linear → L2 (Roth et al., ICML 2020, arXiv 2002.08473).
 
-RDML ``resnet50_frozen_normalize`` (spec-training §2.1/§2.4): ``GAP`` (``avg``), or ``GAP + GMP`` summed
+RDML ``resnet50_frozen_normalize``: ``GAP`` (``avg``), or ``GAP + GMP`` summed
 (``avgmax``, arch token ``double``) → ``Linear(C, D)`` with bias (default init) → L2 (``normalize``; set
 ``embedding_norm=False`` for the un-normalised ``resnet50_frozen`` variant). No classifier. Default D = 128
 (RDML ``--embed_dim``). The backbone's BatchNorm is frozen by default (``frozen``).

@@ -1,13 +1,14 @@
 """CGD head — Jun et al., "Combination of Multiple Global Descriptors for Image Retrieval", arXiv 1903.10663.
 
-spec-models §1.2–1.3 (leftthomas/CGD ``model.py``, naver/cgd figure). For ``gd_config`` letters
+Following leftthomas/CGD ``model.py`` and the naver/cgd figure. For ``gd_config`` letters
 ``S`` (SPoC, mean), ``M`` (MAC, max), ``G`` (GeM, p = 3 fixed), one branch per letter:
 
     branch_i = L2(W_i · GD_i(X)),  W_i ∈ R^{(D/n)×C} without bias
     embedding = L2(concat_i branch_i) ∈ R^D
 
 Auxiliary classifier on the FIRST descriptor's raw C-d vector: ``BatchNorm1d(C) → Linear(C, M)`` with bias.
-Parameters: ``C·D + 2C + (C + 1)·M`` (§1.11). Paper backbone options: ``stage3_stride=1``, ``frozen_bn``.
+Parameters: ``C·D + 2C + (C + 1)·M`` (the CGD README's counts). Paper backbone options:
+``stage3_stride=1``, ``frozen_bn``.
 """
 from __future__ import annotations
 

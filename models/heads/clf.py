@@ -1,10 +1,10 @@
 """CLF head — leftthomas "Combination of Multiple Local Features" (unpublished; NormSoftmax history).
 
-spec-models §2.2 (README-era code d59d718 / 0c20d13): global pooling (C-d) → ``Linear(C, D)`` without bias =
-``e``; retrieval embedding = ``L2(e)`` (taken before the BatchNorm); classifier ``BatchNorm1d(D) →
-Linear(D, M)`` without bias on ``e``. Parameters ``C·D + 2D + D·M``; the README table (12.12M, ...) uses
-D = 1536 (§2.8). Poolings: ``max`` (MAP, the default at d59d718, which produced the tables), ``avg``,
-``gem`` (p = 3 fixed), ``sap`` (parameter-free self-attention pooling, default at 0c20d13).
+leftthomas/CLF ``model.py`` of the README era (commits d59d718 / 0c20d13): global pooling (C-d) →
+``Linear(C, D)`` without bias = ``e``; retrieval embedding = ``L2(e)`` (taken before the BatchNorm);
+classifier ``BatchNorm1d(D) → Linear(D, M)`` without bias on ``e``. Parameters ``C·D + 2D + D·M``; the
+README table (12.12M, ...) uses D = 1536. Poolings: ``max`` (MAP, the default at d59d718, which produced the
+tables), ``avg``, ``gem`` (p = 3 fixed), ``sap`` (parameter-free self-attention pooling, default at 0c20d13).
 Paper backbone options: ``stage3_stride=1``, ``frozen_bn``.
 """
 from __future__ import annotations
