@@ -16,9 +16,9 @@ import json
 import sys
 from pathlib import Path
 
-from engine.evaluate import evaluate_checkpoint, learn_whitening
+from engine.eval_commands import evaluate_checkpoint, learn_whitening
 from engine.query import retrieve, write_outputs
-from engine.trainer import resolve_device
+from engine.runtime import resolve_device
 from utils.errors import UserError
 
 

@@ -1,4 +1,4 @@
-"""Time one training step with and without DAS (spec-training §1), in the same run.
+"""Time one training step with and without DAS, in the same run.
 
 A step is: embedding head forward → [DAS] → miner + metric loss → backward. The head stands in for the
 trainable part of the model: ``--model linear`` (default) is a bias-free Linear(2048 → D) over fixed random

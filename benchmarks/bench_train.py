@@ -39,7 +39,8 @@ from data.batch import DeviceInput  # noqa: E402
 from data.transforms import build_normalize  # noqa: E402
 from engine.distributed import DistInfo  # noqa: E402
 from engine.run_log import RunLog  # noqa: E402
-from engine.trainer import AMP_DTYPES, TrainContext, resolve_amp, train_one_epoch  # noqa: E402
+from engine.runtime import AMP_DTYPES, resolve_amp  # noqa: E402
+from engine.trainer import TrainContext, train_one_epoch  # noqa: E402
 
 NUM_CLASSES = 100
 VARIANTS = {"fp32": ("off", False), "channels_last": ("off", True), "bf16": ("bf16", False),

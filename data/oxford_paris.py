@@ -1,7 +1,7 @@
 """Oxford5k (Philbin et al., CVPR 2007) and Paris6k (Philbin et al., CVPR 2008), original protocol.
 
 55 queries (11 landmarks x 5) from ``<landmark>_<k>_{good,ok,junk,query}.txt``; positives = good ∪ ok,
-junk ignored, everything else negative; query images stay in the database (spec-landmarks §5.1).
+junk ignored, everything else negative; query images stay in the database.
 Paris: the 20 corrupted images of the release are left out of the database, as DIR, RA and
 gnd_paris6k.mat do.
 """

@@ -2,11 +2,10 @@
 
 Presets (s = ``image_size``; train → eval):
 
-- ``cgd``: Resize((s·9/8,)*2) → RandomCrop(s) → HFlip → eval Resize((s, s)). leftthomas/CGD ``ImageReader``
-  (spec-models §1.6).
-- ``clf``: Resize((s·8/7,)*2) → RandomCrop(s) → HFlip → eval Resize((s, s)). CLF (spec-models §2.5), ImageNet
+- ``cgd``: Resize((s·9/8,)*2) → RandomCrop(s) → HFlip → eval Resize((s, s)). leftthomas/CGD ``ImageReader``.
+- ``clf``: Resize((s·8/7,)*2) → RandomCrop(s) → HFlip → eval Resize((s, s)). CLF, ImageNet
   statistics (the later CLF commits' dataset-specific statistics are not used).
-- ``das``: RandomResizedCrop(s) → HFlip → eval Resize(s·8/7) → CenterCrop(s). DAS / RDML (spec-training §1.8).
+- ``das``: RandomResizedCrop(s) → HFlip → eval Resize(s·8/7) → CenterCrop(s). DAS / RDML.
 - ``abir``: Resize(s·8/7) → RandomResizedCrop(s, scale=(0.16, 1)) → HFlip → eval Resize(s·8/7) → CenterCrop(s)
   (Deep_Metric ``DataSet/transforms``).
 - ``landmark``: no resize (cirtorch ``test.py``).

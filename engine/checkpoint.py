@@ -6,7 +6,8 @@ complete file or the new complete file, never a torn one.
 
 Files in a run folder:
 - ``checkpoint_latest.pth``: everything needed to resume exactly (model, optimiser, scheduler, grad
-  scaler, criterion incl. DAS state, sampler position, RNG states, best metric, config);
+  scaler, criterion incl. DAS state, progress (epoch and step, which also place the sampler), RNG states,
+  best metric, config);
 - ``model_best.pth``: the selected model's weights with its config (what ``test.py`` loads);
 - ``database_best.pth``: the feature database of that model (see ``evaluation.database``).
 """

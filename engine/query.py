@@ -14,6 +14,8 @@ import torch
 import data
 import evaluation
 from engine.checkpoint import load_model
+from engine.evaluate import device_input
+from engine.runtime import AMP_DTYPES, resolve_amp
 from evaluation.database import QueryResult, find_path
 from utils.errors import UserError
 
@@ -21,9 +23,6 @@ from utils.errors import UserError
 def embed_image(path: str, checkpoint: str | Path, device: str = "cpu") -> torch.Tensor:
     """(D,) embedding of one image file, computed exactly as the run computed its database: same eval
     transform, decoding path, normalisation on the device, precision and memory format."""
-    from engine.evaluate import device_input
-    from engine.trainer import AMP_DTYPES, resolve_amp
-
     model, ckpt = load_model(checkpoint, device)
     cfg = ckpt.get("config", {})
     if cfg.get("channels_last"):

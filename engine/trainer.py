@@ -44,10 +44,10 @@ from engine.distributed import (
 from engine.evaluate import evaluate_split
 from engine.loading import SeededBatches, train_loader
 from engine.run_log import RunLog, setup_logging
+from engine.runtime import AMP_DTYPES, resolve_amp, resolve_device
 from utils.errors import UserError
 
 log = logging.getLogger("metric_retrieval")
-AMP_DTYPES = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 # Settings a resumed run may change without changing what it computes (or that only extend it).
 RESUME_MAY_CHANGE = {"resume", "output_dir", "workers", "device", "num_epochs", "eval_every", "checkpoint_every",
                      "no_tensorboard", "eval_batch_size", "knn_backend", "eval_chunk_size", "config",
@@ -94,32 +94,6 @@ class TrainContext:
     @property
     def latest(self) -> Path:
         return Path(self.cfg["output_dir"]) / LATEST
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise UserError(f"--device {name}: expected auto, cpu, cuda or cuda:N") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UserError(f"--device {name}: CUDA is not available on this machine (use --device cpu)")
-    return device
-
-
-def resolve_amp(amp: str, device: torch.device) -> str:
-    """``auto`` → ``bf16`` where bf16 matmuls/convolutions are native (2.7x fp32 on an AVX512-BF16 CPU,
-    benchmarks/bench_train.py), else ``off``."""
-    if amp != "auto":
-        return amp
-    if device.type == "cuda":
-        return "bf16" if torch.cuda.is_bf16_supported() else "off"
-    try:
-        native = torch.ops.mkldnn._is_mkldnn_bf16_supported()
-    except (AttributeError, RuntimeError):
-        native = False
-    return "bf16" if native else "off"
 
 
 def seed_everything(seed: int, deterministic: bool) -> None:
@@ -355,9 +329,8 @@ def _save_checkpoint(ctx: TrainContext) -> None:
     progress = ctx.progress
     atomic_save({"model": ctx.model.state_dict(), "criterion": ctx.criterion.state_dict(),
                  "optimizer": ctx.optimizer.state_dict(), "scheduler": ctx.scheduler.state_dict(),
-                 "scaler": ctx.scaler.state_dict(), "sampler": ctx.sampler.state_dict(),
-                 "progress": progress.__dict__, "rng": rng_state(), "config": ctx.cfg,
-                 "model_config": model_config(ctx.cfg, ctx.num_classes)}, ctx.latest)
+                 "scaler": ctx.scaler.state_dict(), "progress": progress.__dict__, "rng": rng_state(),
+                 "config": ctx.cfg, "model_config": model_config(ctx.cfg, ctx.num_classes)}, ctx.latest)
     # A small summary next to it, so tools (and people) can see where the run stands without loading it.
     summary = {"epoch": progress.epoch, "step": progress.step, "global_step": progress.global_step}
     tmp = ctx.latest.with_suffix(".json.tmp")

@@ -9,7 +9,7 @@ File format (shared contract; one ``torch.save`` dict)::
      "checkpoint": str path or None,
      "config": dict}
 
-Searching (spec-models §1.9): a query that is stored in the database uses its stored feature and excludes
+Searching: a query that is stored in the database uses its stored feature and excludes
 its own gallery index (leave-one-out databases); an external image excludes nothing. Distances reported to
 the user are Euclidean distances between L2-normalised embeddings (``sqrt(2 − 2 cos)``), ascending.
 """

@@ -1,6 +1,6 @@
 """Landmark retrieval pipeline: descriptors → [whitening] → [DBA / query expansion] → mAP.
 
-Descriptor extraction follows cirtorch (spec-landmarks §4.4–4.5): images one at a time at their own size
+Descriptor extraction follows cirtorch: images one at a time at their own size
 (the dataset has already thumbnailed them to ``imsize`` and cropped queries), and for each scale s the
 input tensor is resized by ``interpolate(scale_factor=s, mode="bilinear", align_corners=False)`` (s = 1 uses
 the input as is); per-scale embeddings are combined by a power mean
@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from data.landmark import LandmarkImageDataset
 from data.transforms import build_transform
 from evaluation.landmark_metrics import landmark_map
-from evaluation.query_expansion import alpha_qe, average_qe, database_augmentation
+from evaluation.query_expansion import expand
 from evaluation.whitening import load_whitening, whiten_apply
 
 __all__ = ["evaluate_landmarks", "extract_landmark_descriptors", "multiscale_descriptor"]
@@ -149,16 +149,7 @@ def evaluate_landmarks(model: torch.nn.Module, landmark_data: Any, device: str |
         X = whiten_apply(X, w[0], w[1], w[2])
         Q = whiten_apply(Q, w[0], w[1], w[2])
     if qe:
-        method = str(qe.get("method", "aqe")).lower()
-        if qe.get("dba_k"):
-            X = database_augmentation(X, int(qe["dba_k"]))
-        k = int(qe.get("k", 0))
-        if method == "aqe":
-            Q = average_qe(Q, X, k)
-        elif method in ("alpha", "alpha_qe", "aqe_alpha"):
-            Q = alpha_qe(Q, X, k, float(qe.get("alpha", 3.0)))
-        elif method != "none":
-            raise ValueError(f"unknown query expansion method {method!r}; choose aqe, alpha or none")
+        Q, X = expand(Q, X, qe)
     sim = Q @ X.T
     out = landmark_map(sim, landmark_data.gnd, getattr(landmark_data, "protocol", "old"), kappas)
     out_all: dict[str, Any] = dict(out)

@@ -1,17 +1,18 @@
 """Landmark retrieval mAP: Oxford5k/Paris6k (old protocol) and ROxford5k/RParis6k (revisited protocol).
 
-- :func:`compute_ap` — the trapezoidal AP of VGG's official ``compute_ap.cpp`` (spec-landmarks §5.2), in the
-  revisitop/cirtorch form (``evaluate.py compute_ap``, §5.3): for the j-th (0-based) positive at junk-free
+- :func:`compute_ap` — the trapezoidal AP of VGG's official ``compute_ap.cpp``, in the
+  revisitop/cirtorch form (``evaluate.py compute_ap``): for the j-th (0-based) positive at junk-free
   0-based rank r, ``p0 = 1 if r == 0 else j / r``, ``p1 = (j + 1) / (r + 1)``, ``ap += (p0 + p1) / (2 nres)``.
-  It is NOT sklearn's average precision (spec §8.11).
+  It is NOT sklearn's average precision.
 - :func:`compute_map` — revisitop ``compute_map``: junk images are removed from the ranking before the AP,
-  queries with no positives give NaN and are left out of the mean, and mP@k has revisitop's quirk
-  (spec §6.3): ``kq = min(max(pos), k)``, ``P@k = |{p ≤ kq}| / kq`` with 1-based junk-free positions, so the
-  denominator shrinks when the last positive comes before rank k.
+  queries with no positives give NaN and are left out of the mean, and mP@k has revisitop's quirk:
+  ``kq = min(max(pos), k)``, ``P@k = |{p ≤ kq}| / kq`` with 1-based junk-free positions, so the denominator
+  shrinks when the last positive comes before rank k.
 - :func:`landmark_map` — from a (Q, N) similarity matrix and the ground truth to a dict of floats:
   old protocol ``{"mAP"}`` (positives ``ok`` = good ∪ ok, ``junk`` ignored);
   revisited ``{"mAP_easy", "mAP_medium", "mAP_hard", "mP@k_easy", ...}`` with
-  Easy: ok = easy, junk ∪= hard; Medium: ok = easy ∪ hard; Hard: ok = hard, junk ∪= easy (§6.2).
+  Easy: ok = easy, junk ∪= hard; Medium: ok = easy ∪ hard; Hard: ok = hard, junk ∪= easy
+  (revisitop ``example_evaluate.py``).
   Values are fractions in [0, 1] (papers print ×100).
 
 Rankings sort the similarity descending with a stable sort, so ties go to the lower database index.
@@ -104,7 +105,7 @@ def rank_database(similarity: Any) -> np.ndarray:
 
 
 def revisited_gnd(gnd: Sequence[Mapping[str, Any]], setting: str) -> list[dict[str, np.ndarray]]:
-    """Per-query ``{ok, junk}`` for the revisited Easy / Medium / Hard setting (spec-landmarks §6.2)."""
+    """Per-query ``{ok, junk}`` for the revisited Easy / Medium / Hard setting."""
     out = []
     for g in gnd:
         easy = np.asarray(g.get("easy", []), dtype=np.int64).ravel()

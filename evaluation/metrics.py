@@ -1,6 +1,6 @@
 """Retrieval metrics for deep metric learning: Recall@K, precision@1, R-precision, MAP@R and NMI.
 
-Definitions (spec-training §2.6 and §3.5):
+Definitions:
 
 - **Recall@K** is the DML hit-rate of the papers (CGD/CLF ``recall``, RDML ``e_recall@k``): the fraction of
   queries with at least one same-label item among their K nearest gallery items.

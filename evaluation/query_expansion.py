@@ -1,4 +1,4 @@
-"""Query expansion and database-side augmentation for landmark retrieval (spec-landmarks §2, §8.13).
+"""Query expansion and database-side augmentation for landmark retrieval.
 
 Descriptors are rows, L2-normalised; similarity = inner product. Neighbours come from the exact
 :func:`evaluation.knn.knn` (ties by lower database index).
@@ -12,6 +12,7 @@ Descriptors are rows, L2-normalised; similarity = inner product. Neighbours come
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -19,7 +20,37 @@ import torch.nn.functional as F
 
 from evaluation.knn import _as_tensor, knn
 
-__all__ = ["alpha_qe", "average_qe", "database_augmentation"]
+__all__ = ["QE_METHODS", "alpha_qe", "average_qe", "check_qe", "database_augmentation", "expand"]
+
+QE_METHODS = ("aqe", "alpha", "none")  # none: DBA only
+_QE_ALIASES = {"alpha_qe": "alpha", "aqe_alpha": "alpha"}
+
+
+def check_qe(qe: Mapping[str, Any]) -> dict[str, Any]:
+    """The one validation of a query-expansion setting ``{"method", "k", "alpha", "dba_k"}``: method one of
+    :data:`QE_METHODS` (aliases ``alpha_qe``, ``aqe_alpha``), ``k >= 1`` neighbours unless ``none``,
+    ``dba_k >= 0``. Returns it completed with the defaults (``aqe``, α = 3, no DBA); ``ValueError`` otherwise."""
+    method = str(qe.get("method", "aqe")).lower()
+    method = _QE_ALIASES.get(method, method)
+    if method not in QE_METHODS:
+        raise ValueError(f"unknown query expansion method {method!r}; choose aqe, alpha or none")
+    spec = {"method": method, "k": int(qe.get("k", 0)), "alpha": float(qe.get("alpha", 3.0)),
+            "dba_k": int(qe.get("dba_k") or 0)}
+    if (method != "none" and spec["k"] < 1) or spec["dba_k"] < 0:
+        raise ValueError("K must be a positive number of neighbours (e.g. aqe:5) and DBA's K must be >= 0")
+    return spec
+
+
+def expand(Q: torch.Tensor, X: torch.Tensor, qe: Mapping[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(Q', X')``: DBA on the database first (``dba_k``, DIR weights), then AQE / αQE on the queries."""
+    spec = check_qe(qe)
+    if spec["dba_k"]:
+        X = database_augmentation(X, spec["dba_k"])
+    if spec["method"] == "aqe":
+        Q = average_qe(Q, X, spec["k"])
+    elif spec["method"] == "alpha":
+        Q = alpha_qe(Q, X, spec["k"], spec["alpha"])
+    return Q, X
 
 
 def _prep(Q: Any, X: Any, k: int) -> tuple[torch.Tensor, torch.Tensor, bool]:

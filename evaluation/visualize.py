@@ -1,6 +1,6 @@
 """Visual retrieval output: a one-row PNG montage and a self-contained HTML page (PIL only).
 
-The CGD/CLF ``test.py`` (spec-models §1.9) writes the query and each result as separate 224×224 JPEGs with an
+The CGD/CLF ``test.py`` writes the query and each result as separate 224×224 JPEGs with an
 8-px green (same label) or red (different label) border; the README figures are hand-made montages of those.
 :func:`write_montage` produces that montage directly: the query tile first, then the K results, each tile
 ``tile × tile`` (image fitted inside, aspect kept, on white), the rank and the distance written under each

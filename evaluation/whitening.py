@@ -1,4 +1,4 @@
-"""Descriptor whitening for landmark retrieval (cirtorch ``utils/whiten.py``; spec-landmarks §4.3).
+"""Descriptor whitening for landmark retrieval (cirtorch ``utils/whiten.py``).
 
 - :func:`pca_whitening_fit` — unsupervised PCA-whitening (``pcawhitenlearn``): ``m = mean(X)``,
   ``C = Xcᵀ Xc / N`` (symmetrised), eigen-decomposition sorted descending, ``P = Λ^(-1/2) Vᵀ``.
@@ -13,7 +13,7 @@ Layout: descriptors are ROWS here, ``X`` is (N, D) (cirtorch uses columns, D × 
 ``P @ (x − m)``. Fitting is done in float64 with ``numpy.linalg.eigh`` (the source's ``eig`` can return
 complex values on symmetric input). Eigenvalues are floored at ``eps`` (default 1e-12) so rank-deficient data
 (N < D) gives large but finite scales rather than ``inf``; the source has no floor. Whitening is learned on
-training data, never on the test set (spec §8.14).
+training data, never on the test set.
 """
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ import torch
 from utils.errors import UserError
 from utils.io import atomic_save
 
-__all__ = ["cholesky_with_jitter", "learned_whitening_fit", "load_whitening", "pca_whitening_fit",
+__all__ = ["cholesky_with_jitter", "learned_whitening_fit", "load_whitening", "matching_pairs", "pca_whitening_fit",
            "save_whitening", "whiten_apply"]
 
 
@@ -78,6 +78,26 @@ def cholesky_with_jitter(S: np.ndarray) -> np.ndarray:
             if alpha > 1e10:  # pragma: no cover - only for NaN/inf input
                 raise ValueError("matching-pair covariance is not positive definite even with 1e10·I added; "
                                  "check the descriptors for NaN/inf") from None
+
+
+def matching_pairs(labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(qidxs, pidxs)`` for :func:`learned_whitening_fit` from class labels: each image paired with the next
+    image of its class (cyclically); classes with one image give no pair.
+
+    >>> [t.tolist() for t in matching_pairs(torch.tensor([2, 0, 2, 1, 0, 2]))]
+    [[1, 4, 0, 2, 5], [4, 1, 2, 5, 0]]
+    """
+    order = torch.argsort(labels, stable=True)
+    sorted_labels = labels[order]
+    nxt = torch.roll(order, -1)
+    # within a class block the next index is the class's next image; the block's last wraps to its first
+    starts = torch.ones_like(sorted_labels, dtype=torch.bool)
+    starts[1:] = sorted_labels[1:] != sorted_labels[:-1]
+    first_of_block = order[torch.cummax(torch.where(starts, torch.arange(len(order)), 0), 0).values]
+    ends = torch.roll(starts, -1)
+    partner = torch.where(ends, first_of_block, nxt)
+    keep = partner != order
+    return order[keep], partner[keep]
 
 
 def learned_whitening_fit(X: Any, qidxs: Any, pidxs: Any) -> tuple[np.ndarray, np.ndarray]:

@@ -9,7 +9,7 @@ from typing import Any
 
 from torch import nn
 
-from losses._registry import LOSSES, MINERS, check_kwargs
+from losses._registry import LOSSES, MINERS, build_loss, check_kwargs
 from losses.arcface import ArcFaceLoss
 from losses.base import EmbeddingLoss, LogitsLoss
 from losses.batch_hard_triplet import BatchHardTripletLoss
@@ -34,13 +34,6 @@ from losses.npair import NPairLoss
 from losses.proxy_anchor import ProxyAnchorLoss
 from losses.proxy_nca import ProxyNCALoss
 from losses.triplet import TripletLoss
-
-
-def build_loss(name: str, **hparams: Any) -> nn.Module:
-    """Build a registered loss; an unknown name lists the known ones, an unknown hparam is a TypeError."""
-    cls = LOSSES.get(name)
-    check_kwargs("loss", name, cls, hparams)
-    return cls(**hparams)
 
 
 def build_miner(name: str, **kwargs: Any) -> nn.Module:

@@ -5,6 +5,8 @@ import inspect
 from collections.abc import Mapping
 from typing import Any
 
+from torch import nn
+
 from utils.registry import Registry
 
 LOSSES = Registry("loss")
@@ -29,4 +31,18 @@ def check_kwargs(kind: str, name: str, fn: Any, kwargs: Mapping[str, Any]) -> No
         )
 
 
-__all__ = ["LOSSES", "MINERS", "accepted_kwargs", "check_kwargs"]
+def build_loss(name: str, runtime: Mapping[str, Any] | None = None, **hparams: Any) -> nn.Module:
+    """Build registered loss ``name`` from user ``hparams``.
+
+    ``runtime`` kwargs (``num_classes``, ``embedding_dim``, ``class_counts``: what the trainer knows) are passed
+    only where the constructor declares them and never override the user's. An unknown name lists the known
+    ones; an unknown hparam is a ``TypeError`` naming the loss and what it accepts.
+    """
+    cls = LOSSES.get(name)
+    check_kwargs("loss", name, cls, hparams)
+    names, _ = accepted_kwargs(cls)
+    kwargs = {k: v for k, v in (runtime or {}).items() if k in names and v is not None and k not in hparams}
+    return cls(**kwargs, **hparams)
+
+
+__all__ = ["LOSSES", "MINERS", "accepted_kwargs", "build_loss", "check_kwargs"]

@@ -1,6 +1,6 @@
 """Shared tensor helpers for losses and miners: distances, label masks and index-tuple conversions.
 
-Index tuples follow the pytorch-metric-learning convention (spec-training §3.1): a *triplet* tuple
+Index tuples follow the pytorch-metric-learning convention: a *triplet* tuple
 ``(a, p, n)`` or a *pair* tuple ``(a1, p, a2, n)`` of int64 tensors indexing the batch.
 """
 from __future__ import annotations

@@ -1,12 +1,12 @@
 """ArcFace (Deng, Guo, Xue & Zafeiriou, "ArcFace: Additive Angular Margin Loss for Deep Face Recognition",
-CVPR 2019, arXiv 1801.07698, eq. 3); spec-training §2.5, §3.2, §1.6.7.
+CVPR 2019, arXiv 1801.07698, eq. 3).
 
 ``cos_ic = norm(x_i) · norm(w_c)``; for the **target** class only, ``θ = acos(cos_iy)`` and the logit
 becomes ``cos(θ + m)`` when ``θ ≤ π − m``, else ``cos θ − m·sin m`` (keeps the logit monotone, as PML);
 all logits are multiplied by ``s`` and fed to cross-entropy.
 
 Bug fixed knowingly: RDML/DAS add ``cos(θ_t + m) − cos θ_t`` to **every** column of the row, which leaves the
-softmax unchanged, so their "ArcFace" has no margin at all (spec-training §1.6.7). Here the margin applies to
+softmax unchanged, so their "ArcFace" has no margin at all. Here the margin applies to
 the target logit only (the paper; PML). Other deviations from RDML: cosines are clamped to ``[−1+1e-7,
 1−1e-7]`` (RDML clamps to ``[1e-10, 1]``, zeroing negative cosines), and ``x`` is L2-normalised inside.
 

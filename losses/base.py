@@ -1,4 +1,4 @@
-"""One-level base classes for the two kinds of loss (PML-style contract, no mixins; style.md §5).
+"""One-level base classes for the two kinds of loss (pytorch-metric-learning-style contract, no mixins).
 
 * :class:`EmbeddingLoss` — ``input = "embedding"``; ``forward(embeddings (B, D), labels (B,),
   indices_tuple=None) -> scalar``. ``indices_tuple`` is a miner's ``(a, p, n)`` or ``(a1, p, a2, n)``;

@@ -1,6 +1,6 @@
 """Batch-hard triplet loss (Hermans, Beyer & Leibe, "In Defense of the Triplet Loss for Person
 Re-Identification", arXiv 1703.07737), in the form used by CGD (Jun et al., "Combination of Multiple Global
-Descriptors for Image Retrieval", arXiv 1903.10663; leftthomas/CGD ``utils.py``; spec-models §1.4).
+Descriptors for Image Retrieval", arXiv 1903.10663; leftthomas/CGD ``utils.py``).
 
 ``L = mean_a relu(max_{p: y_p = y_a, p ≠ a} d_ap − min_{n: y_n ≠ y_a} d_an + m)`` with **Euclidean,
 non-squared** distances; default margin ``m = 0.1`` (CGD ``--margin``). The mean runs over **all** anchors,

@@ -1,7 +1,6 @@
 """Binomial deviance loss (Yi, Lei, Liao & Li, "Deep Metric Learning for Person Re-Identification",
 ICPR 2014; Ustinova & Lempitsky, "Learning Deep Embeddings with Histogram Loss", NeurIPS 2016, §2), as used
-by ABIR (Nie et al., ICMR 2019, §2.3) through Deep_Metric ``losses/Binomial.py`` without hard mining
-(spec-models §3.4).
+by ABIR (Nie et al., ICMR 2019, §2.3) through Deep_Metric ``losses/Binomial.py`` without hard mining.
 
 With ``S = X Xᵀ`` (dot products), for anchor i with positives P_i (same label, **i itself excluded by
 index**) and negatives N_i:

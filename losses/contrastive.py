@@ -1,5 +1,5 @@
 """Contrastive loss (Hadsell, Chopra & LeCun, "Dimensionality Reduction by Learning an Invariant Mapping",
-CVPR 2006), in the Revisiting-DML form (Roth et al., ICML 2020; spec-training §2.5).
+CVPR 2006), in the Revisiting-DML form (Roth et al., ICML 2020).
 
 ``L = mean_{(a,p)} relu(d(a,p) − m_pos) + mean_{(a,n)} relu(m_neg − d(a,n))`` with Euclidean ``d``.
 Defaults ``pos_margin = 0``, ``neg_margin = 1`` (RDML ``criteria/contrastive.py``; PML uses the same values).

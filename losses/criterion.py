@@ -4,7 +4,7 @@ A term is ``{"name": "triplet", "weight": 1.0, "miner": "semihard" | {"name": ..
 Embedding terms (``input == "embedding"``) read the embedding and use their miner; logits terms read the
 model's classifier logits. CGD, for instance, is ``[{"name": "ls_ce"}, {"name": "batch_hard_triplet"}]``.
 
-DAS (spec-training §1.1) lives here: with ``das`` the embedding terms see ``das(embeddings, labels)`` —
+DAS lives here: with ``das`` the embedding terms see ``das(embeddings, labels)`` —
 real rows first, then the generated ones — while logits terms see only the real rows. With
 ``aux_loss_weight = w`` each embedding term becomes ``L(real) + w · L(real + generated)`` (DAS ``--aux_loss``).
 In eval mode DAS passes its input through, so a validation loss never sees generated rows.
@@ -19,23 +19,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from losses._registry import LOSSES, MINERS, accepted_kwargs, check_kwargs
-
-RUNTIME_KWARGS = ("num_classes", "embedding_dim", "class_counts")
-
-
-def build_loss_with_runtime(name: str, hparams: Mapping[str, Any], runtime: Mapping[str, Any]) -> nn.Module:
-    """Build loss ``name`` from user ``hparams`` plus the runtime kwargs its constructor declares.
-
-    A user hparam the constructor does not accept is a ``TypeError`` naming the loss; runtime kwargs
-    (num_classes, embedding_dim, class_counts) are passed only where declared and never override the user.
-    """
-    cls = LOSSES.get(name)
-    check_kwargs("loss", name, cls, hparams)
-    names, _ = accepted_kwargs(cls)
-    kwargs = {k: v for k, v in runtime.items() if k in names and v is not None and k not in hparams}
-    kwargs.update(hparams)
-    return cls(**kwargs)
+from losses._registry import LOSSES, MINERS, accepted_kwargs, build_loss, check_kwargs
 
 
 def build_miner_from_spec(spec: str | Mapping[str, Any] | None, loss: nn.Module) -> nn.Module | None:
@@ -185,7 +169,7 @@ def build_criterion(
         weight = hparams.pop("weight", 1.0)
         miner_spec = hparams.pop("miner", None)
         key = hparams.pop("key", None) or LOSSES.canonical(name)
-        loss = build_loss_with_runtime(name, hparams, runtime)
+        loss = build_loss(name, runtime, **hparams)
         miner = build_miner_from_spec(miner_spec, loss)
         base, k = key, 2
         while key in names:

@@ -1,6 +1,6 @@
 """Generalized lifted structure loss (Hermans, Beyer & Leibe, "In Defense of the Triplet Loss", arXiv
 1703.07737, §2 — the generalisation of Song et al.'s lifted structure loss, CVPR 2016), RDML form
-(``criteria/lifted.py``; spec-training §2.5).
+(``criteria/lifted.py``).
 
 ``L = mean_a relu( logsumexp_{p∈P(a)} d(a,p) + logsumexp_{n∈N(a)} (m − d(a,n)) ) + w · mean_i ||x_i||₂``
 

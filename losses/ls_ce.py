@@ -1,8 +1,8 @@
 """Label-smoothed softmax cross-entropy with temperature and optional class-balanced weights.
 
 Label smoothing: Szegedy et al., "Rethinking the Inception Architecture", CVPR 2016, §7; temperature scaling
-as used by CGD (Jun et al., arXiv 1903.10663, §3.2; leftthomas/CGD ``utils.py``; spec-models §1.4) and the
-class-balanced variant of CLF (leftthomas/CLF ``utils.py``; spec-models §2.3).
+as used by CGD (Jun et al., arXiv 1903.10663, §3.2; leftthomas/CGD ``utils.py``) and the
+class-balanced variant of CLF (leftthomas/CLF ``utils.py``).
 
 With ``z = logits / T`` and ``p = softmax(z)``, per sample
 ``ℓ_i = (1 − ε)(−log p_{y_i}) + ε · (1/M) Σ_j (−log p_j)`` and ``L = mean_i w_{y_i} ℓ_i``

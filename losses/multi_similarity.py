@@ -1,6 +1,5 @@
 """Multi-Similarity loss (Wang, Han, Huang, Dong & Scott, "Multi-Similarity Loss with General Pair Weighting
-for Deep Metric Learning", CVPR 2019, arXiv 1904.06627, eq. 10–12), RDML form (``criteria/multisimilarity.py``;
-spec-training §2.5, §4).
+for Deep Metric Learning", CVPR 2019, arXiv 1904.06627, eq. 10–12), RDML form (``criteria/multisimilarity.py``).
 
 ``S = X Xᵀ`` (dot products; X is L2-normalised by the model). For each anchor i with positives P_i (same
 label, i excluded) and negatives N_i, the built-in MS mining keeps ``n`` with ``S_in + ε > min_{p∈P_i} S_ip``
@@ -10,7 +9,7 @@ and ``p`` with ``S_ip − ε < max_{n∈N_i} S_in``; the anchor is skipped if ei
 
 and ``L = mean`` over the non-skipped anchors (0, attached to the graph, if all are skipped).
 
-Defaults (RDML/DAS): α = 2, β = 40, λ = 0.5, ε = 0.1. PML (spec-training §3.2, §4) uses β = 50 with a
+Defaults (RDML/DAS): α = 2, β = 40, λ = 0.5, ε = 0.1. PML uses β = 50 with a
 separate ``MultiSimilarityMiner`` and a mean over all rows: pass ``beta=50`` for its β. An ``indices_tuple``
 restricts the candidate pairs before the built-in mining.
 """

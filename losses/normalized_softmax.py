@@ -1,5 +1,5 @@
 """Normalized softmax (Zhai & Wu, "Classification is a Strong Baseline for Deep Metric Learning", BMVC 2019,
-arXiv 1811.12649, eq. 2), RDML form (``criteria/softmax.py``; spec-training §2.5, §3.2).
+arXiv 1811.12649, eq. 2), RDML form (``criteria/softmax.py``).
 
 ``logits = x · norm_rows(W)ᵀ / T``, cross-entropy with the labels. ``x`` is used as given (RDML: the model
 L2-normalises it; PML normalises inside the loss). W is ``(C, D)``, initialised ``U(−1/√D, 1/√D)`` (RDML).

@@ -1,5 +1,5 @@
 """N-pair loss (Sohn, "Improved Deep Metric Learning with Multi-class N-pair Loss Objective", NeurIPS 2016,
-eq. 3 + the L2 embedding regulariser of §3.2), RDML form (``criteria/npair.py``; spec-training §2.5, §1.6).
+eq. 3 + the L2 embedding regulariser of §3.2), RDML form (``criteria/npair.py``).
 
 ``L = mean_{(a,p)} log(1 + Σ_{n∈N(a)} exp(x_a·x_n − x_a·x_p)) + w · mean_i ||x_i||₂``
 
@@ -7,7 +7,7 @@ over the positive pairs of the ``npair`` miner (one random positive per anchor, 
 as negatives); with no miner, over every positive pair of the batch. ``w = 0.005`` (RDML; the paper's 0.02
 applied ×0.25). Meant for unnormalised embeddings (dot products, not cosines).
 
-The embedding scaling quirk (spec-training §1.6.2): RDML divides the embeddings by 4 only for BN-Inception,
+The embedding scaling quirk: RDML divides the embeddings by 4 only for BN-Inception,
 DAS always does. It is **not** applied by default; pass ``input_divisor=4`` to reproduce DAS. The regulariser
 then sees the divided embeddings, as in both references.
 """

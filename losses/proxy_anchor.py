@@ -1,5 +1,5 @@
 """Proxy-Anchor loss (Kim, Kim, Cho & Kwak, "Proxy Anchor Loss for Deep Metric Learning", CVPR 2020,
-arXiv 2003.13911, eq. 4), DAS form (``loss/proxyanchor.py``; spec-training §2.5) = PML form (§3.2).
+arXiv 2003.13911, eq. 4), DAS form (``loss/proxyanchor.py``) = PML ``ProxyAnchorLoss``.
 
 With ``cos = norm(X) norm(P)ᵀ`` and P⁺ the proxies whose class is in the batch:
 

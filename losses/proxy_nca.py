@@ -1,12 +1,12 @@
 """ProxyNCA (Movshovitz-Attias, Toshev, Leung, Ioffe & Singh, "No Fuss Distance Metric Learning using
-Proxies", ICCV 2017, arXiv 1703.07464, eq. 8), RDML form (``criteria/proxynca.py``; spec-training §2.5, §4).
+Proxies", ICCV 2017, arXiv 1703.07464, eq. 8), RDML form (``criteria/proxynca.py``).
 
 With ``x̂ = s·x/||x||`` and ``p̂ = s·p/||p||`` (s = 3):
 
 ``L = mean_i [ ||x̂_i − p̂_{y_i}||² + logsumexp_{c ≠ y_i}(−||x̂_i − p̂_c||²) ]``
 
 i.e. the original NCA form with the positive proxy **excluded** from the denominator (RDML). PML instead
-normalises over all proxies with scale 1 (spec-training §4); not offered here. Defaults (RDML): s = 3, one
+normalises over all proxies with scale 1; not offered here. Defaults (RDML): s = 3, one
 proxy per training class, initialised ``randn / 8``, learning rate ×50 (``loss_proxynca_lrmulti``), no
 weight decay.
 """

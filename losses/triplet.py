@@ -1,9 +1,9 @@
 """Triplet margin loss (Schroff, Kalenichenko & Philbin, "FaceNet", CVPR 2015; Weinberger & Saul 2009),
-RDML form (Roth et al., ICML 2020, ``criteria/triplet.py``; spec-training §2.5, §4).
+RDML form (Roth et al., ICML 2020, ``criteria/triplet.py``).
 
 ``L = mean_t relu(d(a,p)^q − d(a,n)^q + m)`` over the mined triplets, zero-loss triplets included.
 
-Where the references disagree (spec-training §4): RDML/DAS use **squared** Euclidean distances (q = 2),
+Where the references disagree: RDML/DAS use **squared** Euclidean distances (q = 2),
 margin 0.2 and one mined triplet per anchor — the default here; PML uses non-squared distances (q = 1),
 margin 0.05, all triplets and a mean over the non-zero ones — available as ``squared=False``,
 ``margin=0.05`` with no miner (the mean stays over all triplets).

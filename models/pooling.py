@@ -2,9 +2,9 @@
 
 * SPoC (mean), MAC (max) — Babenko & Lempitsky ICCV 2015; Tolias et al. ICLR 2016 (arXiv 1511.05879).
 * GeM ``f_c = (mean_{h,w} clamp(x_c, eps)^p)^(1/p)`` — Radenović, Tolias & Chum, TPAMI 2018
-  (arXiv 1711.02512); cirtorch ``eps = 1e-6``. Used with fixed ``p = 3`` by CGD (spec-models §1.2; the clamp
+  (arXiv 1711.02512); cirtorch ``eps = 1e-6``. Used with fixed ``p = 3`` by CGD (the clamp
   only differs from the paper's formula on exact zeros, and keeps the gradient finite for all-zero channels).
-* SAP, CLF's parameter-free "self-attention pooling" (spec-models §2.2, commit 0c20d13): with ``Y = X`` as
+* SAP, CLF's parameter-free "self-attention pooling" (leftthomas/CLF ``model.py``, commit 0c20d13): with ``Y = X`` as
   ``C×N`` (N = H·W), channel weights ``a_c = mean_j (Y Yᵀ)_{cj} / max_c(...)``, spatial weights
   ``s_i = mean_j (Yᵀ Y)_{ij} / max_i(...)``, output ``max_i a_c s_i Y_{ci}``.
 * avgmax = mean + max (RDML ``double``: the two poolings summed).
@@ -15,10 +15,14 @@
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import nn
 
-__all__ = ["GLOBAL_POOLINGS", "GeM", "avgmax", "gem", "global_pool", "mac", "sap", "spoc"]
+from models.errors import ModelConfigError
+
+__all__ = ["GLOBAL_POOLINGS", "GeM", "avgmax", "check_pooling", "gem", "mac", "sap", "spoc"]
 
 
 def spoc(x: torch.Tensor) -> torch.Tensor:
@@ -60,13 +64,12 @@ def sap(x: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
 GLOBAL_POOLINGS = {"avg": spoc, "max": mac, "avgmax": avgmax, "gem": gem, "sap": sap}
 
 
-def global_pool(name: str, x: torch.Tensor) -> torch.Tensor:
-    """Apply the pooling called ``name`` (one of ``GLOBAL_POOLINGS``; GeM with p = 3 fixed)."""
-    try:
-        fn = GLOBAL_POOLINGS[name]
-    except KeyError:
-        raise ValueError(f"unknown pooling {name!r}; choose one of: {', '.join(GLOBAL_POOLINGS)}") from None
-    return fn(x)
+def check_pooling(name: str, allowed: Sequence[str], head: str) -> str:
+    """``name`` if it is one of the ``allowed`` keys of :data:`GLOBAL_POOLINGS` (the poolings ``head``
+    offers), else a :class:`ModelConfigError` listing them."""
+    if name not in allowed or name not in GLOBAL_POOLINGS:
+        raise ModelConfigError(f"unknown {head} pooling {name!r}; choose one of: {', '.join(allowed)}")
+    return name
 
 
 class GeM(nn.Module):

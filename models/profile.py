@@ -2,10 +2,10 @@
 
 ``profile(model, image_size=224) -> (params, macs)``: ``params`` is the exact number of parameters
 (``sum(p.numel())``, trainable or not); ``macs`` is what thop counts for one ``1×3×H×W`` forward in eval mode,
-which the CGD/CLF READMEs print as "FLOPs" (multiply-accumulates; spec-models §1.11). The model is
+which the CGD/CLF READMEs print as "FLOPs" (multiply-accumulates). The model is
 deep-copied first because thop attaches buffers and hooks.
 
-Example (the CLF README table, spec-models §2.8)::
+Example (the CLF README table)::
 
     python -m models.profile --backbone_type resnet18,resnet50,seresnet50 --head clf --feature_dim 1536
 

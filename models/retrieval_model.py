@@ -21,7 +21,7 @@ from torch import nn
 from models.backbones import BACKBONES, Backbone, InputSpec
 from models.heads import HEADS, Head
 
-__all__ = ["RetrievalModel", "build_model", "list_models", "model_options"]
+__all__ = ["RetrievalModel", "build_model", "list_models", "option_names"]
 
 _STRUCTURAL = ("self", "in_channels", "feature_dim", "num_classes")
 _MODEL_OPTIONS = ("freeze_backbone",)
@@ -73,7 +73,7 @@ def _keywords(fn: Any) -> list[str]:
             if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and p.name not in _STRUCTURAL]
 
 
-def model_options(backbone: str, head: str) -> dict[str, list[str]]:
+def option_names(backbone: str, head: str) -> dict[str, list[str]]:
     """Accepted option names: ``{"backbone": [...], "head": [...], "model": ["freeze_backbone"]}``."""
     return {"backbone": _keywords(BACKBONES.get(backbone)), "head": _keywords(HEADS.get(head)),
             "model": list(_MODEL_OPTIONS)}
@@ -96,7 +96,7 @@ def build_model(backbone: str, head: str, feature_dim: int | None = None, num_cl
         ModelConfigError: an invalid option value (a ``UserError``/``ValueError``).
     """
     backbone_name, head_name = BACKBONES.canonical(backbone), HEADS.canonical(head)
-    accepted = model_options(backbone_name, head_name)
+    accepted = option_names(backbone_name, head_name)
     options = {k: v for k, v in options.items() if v is not None}
     valid = set(accepted["backbone"]) | set(accepted["head"]) | set(accepted["model"])
     unknown = sorted(set(options) - valid)

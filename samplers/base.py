@@ -10,8 +10,9 @@ Contract (every registered sampler):
 * ``len(sampler)`` is the number of batches per epoch per rank (the full epoch, also when resuming).
 * Resume: ``state_dict() -> {"epoch", "start"}`` where ``start`` is the number of batches of this epoch
   already consumed. The trainer owns that count (DataLoader workers prefetch, so the sampler cannot know
-  it): it sets ``sampler.start`` (or calls ``load_state_dict``) before saving, and after
-  ``load_state_dict`` the next iteration skips exactly ``start`` batches. ``set_epoch(e)`` with a new epoch
+  it): its checkpoint keeps its own progress (epoch, step), not the sampler's state, and every epoch it
+  calls ``load_state_dict({"epoch": epoch, "start": step})``; the next iteration then skips exactly
+  ``start`` batches. ``set_epoch(e)`` with a new epoch
   resets ``start`` to 0; calling it again with the resumed epoch keeps the offset, so the usual
   ``for epoch in range(resume_epoch, n): sampler.set_epoch(epoch)`` loop works.
 """

@@ -1,5 +1,4 @@
-"""RDML/DAS ``class_random`` batch sampler (Roth et al., ICML 2020, ``datasampler/class_random_sampler.py``;
-spec-training §2.3, §4).
+"""RDML/DAS ``class_random`` batch sampler (Roth et al., ICML 2020, ``datasampler/class_random_sampler.py``).
 
 Each global batch of G = batch_size × world_size indices: G/m times, draw a class uniformly **with
 replacement** (a class can appear twice), then m of its samples uniformly **with replacement** (a sample can

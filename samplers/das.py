@@ -1,10 +1,9 @@
 """Densely-Anchored Sampling (Liu, Li & Zhang et al., "DAS: Densely-Anchored Sampling for Deep Metric
-Learning", ECCV 2022, arXiv 2208.00119), following lizhaoliu-Lec/DAS ``modules/embedding_producer.py``
-(spec-training §1.1–1.6).
+Learning", ECCV 2022, arXiv 2208.00119), following lizhaoliu-Lec/DAS ``modules/embedding_producer.py``.
 
 DAS is an embedding-space producer used during training only: from a real batch ``E (B, D)``, ``y (B,)`` it
 returns ``E' = [E; G_1; …; G_N]`` and ``y' = [y; y; …; y]`` (real rows first), where each ``G_n`` holds one
-generated "dense anchor" per real row. Per call (§1.3):
+generated "dense anchor" per real row. Per call (``EmbeddingProducer.forward``):
 
 A. **FRM update (DFS statistics).** For each real row, the indices of its K largest *signed* values;
    ``F[y_i, d] += 1`` for each. ``F`` is the ``(C, D)`` int64 Frequency Recorder Matrix.
@@ -24,7 +23,7 @@ CPU ``torch.Generator`` whose state travels through ``get_extra_state``/``set_ex
 ``state_dict()`` round-trips everything and a resumed run draws the same numbers. Random numbers are drawn
 on the CPU and moved, so they are identical on every device.
 
-Deviations and quirks of the reference, knowingly handled (§1.6):
+Deviations and quirks of the reference, knowingly handled:
 * ``MemoryBank.is_full`` tests ``targets[-1] != 0`` and is never true for class 0; unused by generation in
   the reference and not reproduced — here ``bank_count`` tracks the fill level of every class correctly.
 * The reference recomputes top-K from a Python dict of lists per sample and copy (slow, same result);
@@ -35,7 +34,7 @@ Deviations and quirks of the reference, knowingly handled (§1.6):
 * When more than Q vectors arrive at once the reference replaces the bank by the last Q; here the same
   last Q are kept, written at their ring positions (the pointer advances by the number written).
 * The internal class of the reference defaults to ``detach=True`` but its CLI default is ``detach=False``;
-  the CLI default is used (§1.4).
+  the CLI default is used.
 
 Under DDP the trainer passes the gathered global batch, so every rank updates identical state;
 :meth:`sync_across_ranks` broadcasts rank 0's state once (e.g. after a resume) as a guard.

@@ -1,4 +1,4 @@
-"""Deep_Metric's ``FastRandomIdentitySampler`` as a batch sampler (ABIR; spec-models §3.5).
+"""Deep_Metric's ``FastRandomIdentitySampler`` as a batch sampler (ABIR).
 
 Per epoch: a random permutation of all training classes; for each class m indices (without replacement if the
 class has ≥ m images, else with replacement); concatenated in class blocks and cut into consecutive global

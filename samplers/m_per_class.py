@@ -1,5 +1,4 @@
-"""CGD's m-per-class batch sampler (leftthomas/CGD ``utils.py`` ``MPerClassSampler``, commit 3bfc8ea;
-spec-models §1.5).
+"""CGD's m-per-class batch sampler (leftthomas/CGD ``utils.py`` ``MPerClassSampler``, commit 3bfc8ea).
 
 Each global batch of G = batch_size × world_size indices: draw classes uniformly at random from all training
 classes, skipping classes already in the batch (equivalently: walk a random permutation of the classes); add a
@@ -7,7 +6,7 @@ random permutation of up to m of the class's images (fewer if it has fewer than 
 truncate to G; shuffle the batch. ``⌊N / G⌋`` batches per epoch; classes are drawn independently per batch.
 Default m = 4 (CGD: batch 128, 32 classes × 4).
 
-Differs from PML's ``MPerClassSampler`` (spec-training §3.4), which has a fixed list length and samples with
+Differs from PML's ``MPerClassSampler``, which has a fixed list length and samples with
 replacement only for classes with < m images.
 """
 from __future__ import annotations

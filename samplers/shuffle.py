@@ -1,4 +1,4 @@
-"""Plain shuffling batch sampler (CLF: random shuffle, batch 128, no ``drop_last``; spec-models §2.4).
+"""Plain shuffling batch sampler (CLF: random shuffle, batch 128, no ``drop_last``).
 
 Per epoch a random permutation of all N indices is cut into consecutive global batches of
 G = batch_size × world_size; ranks take contiguous slices, so the ranks partition the epoch (no sample is

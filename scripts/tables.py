@@ -73,7 +73,7 @@ def real_run(table: str, rows, root: str, extra: list[str]) -> int:
 def smoke_run(table: str, rows, extra: list[str]) -> int:
     """Every row for two steps on synthetic data; returns 1 if any row fails."""
     import data
-    from engine.evaluate import evaluate_checkpoint
+    from engine.eval_commands import evaluate_checkpoint
     from engine.trainer import train
 
     test_cli = _load_test_cli()

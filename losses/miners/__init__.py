@@ -1,4 +1,4 @@
-"""Batch miners: index-tuple producers for the embedding losses (spec-training §2.4, §3.3)."""
+"""Batch miners: index-tuple producers for the embedding losses."""
 from losses.miners.base import BaseMiner
 from losses.miners.batch_hard import BatchHardMiner
 from losses.miners.distance import DistanceWeightedMiner

@@ -1,4 +1,4 @@
-"""Miner contract (PML ``miners/base_miner.py`` style, spec-training §2.4, §3.3).
+"""Miner contract (PML ``miners/base_miner.py`` style).
 
 ``miner(embeddings (B, D), labels (B,)) -> (a, p, n)`` or ``(a1, p, a2, n)`` int64 index tensors on the
 embeddings' device. Mining runs under ``torch.no_grad()``. Random miners draw from an optional

@@ -1,4 +1,4 @@
-"""Batch-hard miner (Hermans, Beyer & Leibe, arXiv 1703.07737; PML ``BatchHardMiner``, spec-training §3.3).
+"""Batch-hard miner (Hermans, Beyer & Leibe, arXiv 1703.07737; PML ``BatchHardMiner``).
 
 For each anchor with at least one positive and one negative: the farthest positive and the closest negative
 (Euclidean distances). One triplet per anchor.

@@ -1,5 +1,5 @@
 """Distance-weighted miner (Wu, Manmatha, Smola & Krähenbühl, "Sampling Matters in Deep Embedding
-Learning", ICCV 2017, §4, eq. 3), RDML/DAS form (``batchminer/distance.py``; spec-training §2.4, §4).
+Learning", ICCV 2017, §4, eq. 3), RDML/DAS form (``batchminer/distance.py``).
 
 Every batch element is an anchor. Distances (Euclidean, embeddings assumed on the unit sphere) are clamped to
 ``d ≥ lower_cutoff``; the negative is drawn with probability ∝ the inverse sphere density

@@ -1,4 +1,4 @@
-"""Lifted miner (RDML ``batchminer/lifted.py``; spec-training §2.4), for the generalized lifted structure loss.
+"""Lifted miner (RDML ``batchminer/lifted.py``), for the generalized lifted structure loss.
 
 For each anchor with at least one positive: all its positives, and as negatives all items with a different
 label. Returned as pairs ``(a1, p, a2, n)``.

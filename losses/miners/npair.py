@@ -1,4 +1,4 @@
-"""N-pair miner (RDML ``batchminer/npair.py``; spec-training §2.4), for the N-pair loss.
+"""N-pair miner (RDML ``batchminer/npair.py``), for the N-pair loss.
 
 For each anchor with at least one positive: one positive drawn uniformly, and as negatives all items with a
 different label. Returned as pairs ``(a1, p, a2, n)``.

@@ -1,4 +1,4 @@
-"""Random triplet miner (RDML ``batchminer/random.py``; spec-training §2.4).
+"""Random triplet miner (RDML ``batchminer/random.py``).
 
 RDML enumerates every valid triplet (a ≠ p, y_a = y_p, y_n ≠ y_a) and keeps ``random.sample`` of B of them.
 Enumerating is O(B³) (90M triplets for a DAS batch of 448), so this draws B triplets **uniformly over the

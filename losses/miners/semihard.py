@@ -1,5 +1,5 @@
 """Semi-hard negative miner (Schroff et al., FaceNet, CVPR 2015, §3.2), RDML form
-(``batchminer/semihard.py``; spec-training §2.4, §4).
+(``batchminer/semihard.py``).
 
 Per anchor a with a positive and a negative: p uniform among the other same-label items; n uniform among the
 semi-hard negatives ``d_ap < d_an < d_ap + margin`` (Euclidean distances), or uniform among all negatives if

@@ -1,11 +1,12 @@
-"""Backbone contract shared by every trunk (timm style, see ``style.md`` §1).
+"""Backbone contract shared by every trunk (timm style: ``forward_features``, ``forward_intermediates``,
+``feature_info``).
 
 A backbone maps images ``(B, 3, H, W)`` to its last feature map ``(B, C, H', W')`` through
 :meth:`Backbone.forward_features`; :meth:`Backbone.forward_intermediates` returns the maps of the configured
 ``taps`` (for multi-level heads such as ABIR), described one-to-one by ``feature_info``. ``num_features`` is
 ``C`` and ``input_spec`` says how images must be normalised. ``frozen_bn=True`` keeps every BatchNorm layer of
 the trunk in eval mode (running statistics fixed) whatever ``train()`` is called with, while its affine
-parameters stay trainable (CGD/CLF ``set_bn_eval``, RDML ``frozen``; spec-models §1.1).
+parameters stay trainable (CGD/CLF ``set_bn_eval``, RDML ``frozen``).
 """
 from __future__ import annotations
 
@@ -151,7 +152,7 @@ def set_stage_stride(stage: nn.Module, stride: int) -> None:
     """Set the spatial stride of a ResNet stage's first block (every strided conv in it, incl. downsample).
 
     Works for torchvision V1.5 blocks (stride on the 3x3), Caffe blocks (stride on the first 1x1) and
-    BasicBlocks alike; no dilation is added (CGD/CLF "stage 3 with stride 1", spec-models §1.1).
+    BasicBlocks alike; no dilation is added (CGD/CLF "stage 3 with stride 1").
     """
     first_block = stage[0]
     for module in first_block.modules():

@@ -4,10 +4,10 @@
   Cadene's ``pretrainedmodels`` ``se_resnet50`` (weights ``se_resnet50-ce0d4300.pth``): bottleneck with the
   stride on the FIRST 1x1 conv, SE on the residual branch before the addition (GAP → 1x1 conv C→C/16 with
   bias → ReLU → 1x1 conv C/16→C with bias → sigmoid → channel scale). Stem max-pool k3/s2/**pad 1**/ceil as in
-  CLF's ``EResNet`` (spec-models §2.2; Cadene's own uses pad 0): 112 → 57, final map 2048x15x15 at 224 px
+  CLF's ``EResNet`` (Cadene's own uses pad 0): 112 → 57, final map 2048x15x15 at 224 px
   with ``stage3_stride=1``. :func:`convert_cadene_se_resnet50` renames a Cadene state dict into these keys.
 * ResNet-101 (Caffe) — the converted Caffe ResNet-101 used by Kim & Yoon, "Regional Attention Based Deep
-  Feature for Image Retrieval", BMVC 2018 (spec-landmarks §3.1): stride on the first 1x1 conv, max-pool
+  Feature for Image Retrieval", BMVC 2018: stride on the first 1x1 conv, max-pool
   k3/s2/pad 0/ceil, BGR 0–255 mean-subtracted input (mean 103.939, 116.779, 123.68; std 1).
   There are no torchvision weights for it: pass the converted file (keys ``conv1``, ``bn1``,
   ``layer1.0.conv1``, ..., ``fc.*`` ignored) as ``pretrained=PATH``.
@@ -31,27 +31,10 @@ from models.backbones.base import (
     set_stage_stride,
 )
 from models.backbones.pretrained import load_pretrained
+from models.se import SqueezeExcite
 
-__all__ = ["CaffeBottleneck", "CaffeResNet", "SEModule", "caffe_resnet101", "convert_cadene_se_resnet50",
+__all__ = ["CaffeBottleneck", "CaffeResNet", "caffe_resnet101", "convert_cadene_se_resnet50",
            "seresnet50"]
-
-class SEModule(nn.Module):
-    """Squeeze-and-excitation (Hu et al. 2018): ``x * sigmoid(fc2(relu(fc1(GAP(x)))))`` with 1x1 convs.
-
-    Cadene key names (``fc1``, ``fc2``), both with bias.
-    """
-
-    def __init__(self, channels: int, reduction: int = 16) -> None:
-        super().__init__()
-        self.avg_pool = nn.AdaptiveAvgPool2d(1)
-        self.fc1 = nn.Conv2d(channels, channels // reduction, kernel_size=1)
-        self.relu = nn.ReLU(inplace=True)
-        self.fc2 = nn.Conv2d(channels // reduction, channels, kernel_size=1)
-        self.sigmoid = nn.Sigmoid()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x * self.sigmoid(self.fc2(self.relu(self.fc1(self.avg_pool(x)))))
-
 
 class CaffeBottleneck(nn.Module):
     """ResNet v1 (Caffe) bottleneck: 1x1 (stride) → 3x3 → 1x1, optional SE on the branch before the sum."""
@@ -68,7 +51,7 @@ class CaffeBottleneck(nn.Module):
         self.conv3 = nn.Conv2d(planes, planes * 4, kernel_size=1, bias=False)
         self.bn3 = nn.BatchNorm2d(planes * 4)
         self.relu = nn.ReLU(inplace=True)
-        self.se_module = SEModule(planes * 4, se_reduction) if se_reduction else None
+        self.se_module = SqueezeExcite(planes * 4, se_reduction) if se_reduction else None
         self.downsample = downsample
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -3,8 +3,8 @@
 He et al., "Deep Residual Learning for Image Recognition", CVPR 2016 (arXiv 1512.03385); Xie et al.,
 "Aggregated Residual Transformations for Deep Neural Networks", CVPR 2017 (arXiv 1611.05431).
 Built from the torchvision definitions (V1.5 bottleneck: stride on the 3x3 conv), so torchvision state dicts
-load unchanged. ``stage3_stride=1`` rebuilds ``layer3`` without downsampling (no dilation) as CGD and CLF do
-(spec-models §1.1, §2.2): ResNet-50 at 224 px then ends in a 2048x14x14 map instead of 2048x7x7.
+load unchanged. ``stage3_stride=1`` rebuilds ``layer3`` without downsampling (no dilation) as CGD and CLF do:
+ResNet-50 at 224 px then ends in a 2048x14x14 map instead of 2048x7x7.
 """
 from __future__ import annotations
 

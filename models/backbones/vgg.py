@@ -3,7 +3,7 @@
 Simonyan & Zisserman, "Very Deep Convolutional Networks for Large-Scale Image Recognition", ICLR 2015
 (arXiv 1409.1556). ``features`` is torchvision's ``vgg16().features`` without its last max-pool (as cirtorch
 does), so torchvision VGG16 state dicts load unchanged (``classifier.*`` dropped). Taps are taken after the
-ReLU of each named conv, before the next max-pool (spec-models §3.2): at 224 px conv3_3 → 256x56x56,
+ReLU of each named conv, before the next max-pool: at 224 px conv3_3 → 256x56x56,
 conv4_3 → 512x28x28, conv5_3 → 512x14x14 (= ``forward_features``).
 """
 from __future__ import annotations

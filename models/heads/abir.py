@@ -1,5 +1,5 @@
 """ABIR head — Nie et al., "Weakly Supervised Image Retrieval via Coarse-scale Feature Fusion and
-Multi-level Attention Blocks", ICMR 2019 (pp. 48–52). spec-models §3.2–3.3.
+Multi-level Attention Blocks", ICMR 2019 (pp. 48–52).
 
 With VGG16 taps ``l1 = conv3_3`` (256×56×56), ``l2 = conv4_3`` (512×28×28) and ``g = conv5_3``
 (512×14×14), each attention block AB(l, g):
@@ -17,7 +17,7 @@ Choices for what the paper leaves open (documented deviations):
 
 * intermediate width ``C_int = C_l // 2`` (``inter_ratio=0.5``; the default of Schlemper et al.'s grid
   attention gates); ``W_l`` without bias, ``W_g`` and ``ψ`` with bias (so the formula's ``b_g``, ``b_ψ``);
-* SE reduction ``r = 16`` (the SE paper's default), SE FCs with bias;
+* SE reduction ``r = 16`` (the SE paper's default), SE FCs with bias (:class:`models.se.SqueezeExcite`);
 * ``W_g`` is applied at g's resolution and then up-sampled: a 1x1 conv commutes with bilinear interpolation
   (weights sum to one), so this equals the formula at a sixteenth of the cost for AB1.
 
@@ -38,21 +38,9 @@ from torch import nn
 from models.backbones.base import DEEP_METRIC_BGR255
 from models.heads.base import Head, ModelConfigError, l2n
 from models.pooling import mac
+from models.se import SqueezeExcite
 
 __all__ = ["ABIRHead", "AttentionBlock", "SqueezeExcite"]
-
-
-class SqueezeExcite(nn.Module):
-    """Channel gating ``x ⊙ sigmoid(W2 ReLU(W1 GAP(x)))`` (Hu et al. 2018), reduction ``r``."""
-
-    def __init__(self, channels: int, reduction: int = 16) -> None:
-        super().__init__()
-        self.fc1 = nn.Linear(channels, max(channels // reduction, 1))
-        self.fc2 = nn.Linear(max(channels // reduction, 1), channels)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        gate = torch.sigmoid(self.fc2(F.relu(self.fc1(x.mean(dim=(-2, -1))))))
-        return x * gate[:, :, None, None]
 
 
 class AttentionBlock(nn.Module):

@@ -1,6 +1,6 @@
 """Revisiting-DML baseline head: global pooling → Linear → L2 (Roth et al., ICML 2020, arXiv 2002.08473).
 
-RDML ``resnet50_frozen_normalize`` (spec-training §2.1/§2.4): ``GAP`` (``avg``), or ``GAP + GMP`` summed
+RDML ``resnet50_frozen_normalize``: ``GAP`` (``avg``), or ``GAP + GMP`` summed
 (``avgmax``, arch token ``double``) → ``Linear(C, D)`` with bias (default init) → L2 (``normalize``; set
 ``embedding_norm=False`` for the un-normalised ``resnet50_frozen`` variant). No classifier. Default D = 128
 (RDML ``--embed_dim``). The backbone's BatchNorm is frozen by default (``frozen``).
@@ -10,12 +10,12 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from models.heads.base import Head, ModelConfigError, l2n
-from models.pooling import avgmax, spoc
+from models.heads.base import Head, l2n
+from models.pooling import GLOBAL_POOLINGS, check_pooling
 
 __all__ = ["BaselineHead"]
 
-_POOLS = {"avg": spoc, "avgmax": avgmax}
+POOLINGS = ("avg", "avgmax")  # keys of GLOBAL_POOLINGS
 
 
 class BaselineHead(Head):
@@ -34,10 +34,7 @@ class BaselineHead(Head):
     def __init__(self, in_channels: int, feature_dim: int | None = None, num_classes: int | None = None,
                  pooling: str = "avg", embedding_norm: bool = True) -> None:
         super().__init__()
-        if pooling not in _POOLS:
-            raise ModelConfigError(f"unknown baseline pooling {pooling!r}; choose one of: "
-                                   f"{', '.join(_POOLS)}")
-        self.pooling = pooling
+        self.pooling = check_pooling(pooling, POOLINGS, "baseline")
         self.feature_dim = self._positive("feature_dim", feature_dim or 128)
         self.num_classes = 0
         self.embedding_norm = embedding_norm
@@ -45,5 +42,5 @@ class BaselineHead(Head):
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, None]:
         """``(B, C, H, W)`` → ``(embedding (B, D), None)``."""
-        e = self.fc(_POOLS[self.pooling](x))
+        e = self.fc(GLOBAL_POOLINGS[self.pooling](x))
         return (l2n(e) if self.embedding_norm else e), None

@@ -1,13 +1,14 @@
 """CGD head — Jun et al., "Combination of Multiple Global Descriptors for Image Retrieval", arXiv 1903.10663.
 
-spec-models §1.2–1.3 (leftthomas/CGD ``model.py``, naver/cgd figure). For ``gd_config`` letters
+Following leftthomas/CGD ``model.py`` and the naver/cgd figure. For ``gd_config`` letters
 ``S`` (SPoC, mean), ``M`` (MAC, max), ``G`` (GeM, p = 3 fixed), one branch per letter:
 
     branch_i = L2(W_i · GD_i(X)),  W_i ∈ R^{(D/n)×C} without bias
     embedding = L2(concat_i branch_i) ∈ R^D
 
 Auxiliary classifier on the FIRST descriptor's raw C-d vector: ``BatchNorm1d(C) → Linear(C, M)`` with bias.
-Parameters: ``C·D + 2C + (C + 1)·M`` (§1.11). Paper backbone options: ``stage3_stride=1``, ``frozen_bn``.
+Parameters: ``C·D + 2C + (C + 1)·M`` (the CGD README's counts). Paper backbone options:
+``stage3_stride=1``, ``frozen_bn``.
 """
 from __future__ import annotations
 
@@ -15,12 +16,12 @@ import torch
 from torch import nn
 
 from models.heads.base import Head, ModelConfigError, l2n
-from models.pooling import gem, mac, spoc
+from models.pooling import GLOBAL_POOLINGS
 
 __all__ = ["GD_CONFIGS", "CGDHead"]
 
 GD_CONFIGS = ("S", "M", "G", "SM", "MS", "SG", "GS", "MG", "GM", "SMG", "MSG", "GSM")
-_DESCRIPTORS = {"S": spoc, "M": mac, "G": gem}
+_DESCRIPTORS = {"S": "avg", "M": "max", "G": "gem"}  # gd_config letter -> GLOBAL_POOLINGS key
 
 
 class CGDHead(Head):
@@ -57,7 +58,7 @@ class CGDHead(Head):
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """``(B, C, H, W)`` → ``(embedding (B, D), logits (B, M) or None)``."""
-        descriptors = [_DESCRIPTORS[letter](x) for letter in self.gd_config]
+        descriptors = [GLOBAL_POOLINGS[_DESCRIPTORS[letter]](x) for letter in self.gd_config]
         parts = [l2n(fc(d)) for fc, d in zip(self.branches, descriptors)]
         embedding = torch.cat(parts, dim=1)
         if self.embedding_norm:

@@ -1,10 +1,10 @@
 """CLF head — leftthomas "Combination of Multiple Local Features" (unpublished; NormSoftmax history).
 
-spec-models §2.2 (README-era code d59d718 / 0c20d13): global pooling (C-d) → ``Linear(C, D)`` without bias =
-``e``; retrieval embedding = ``L2(e)`` (taken before the BatchNorm); classifier ``BatchNorm1d(D) →
-Linear(D, M)`` without bias on ``e``. Parameters ``C·D + 2D + D·M``; the README table (12.12M, ...) uses
-D = 1536 (§2.8). Poolings: ``max`` (MAP, the default at d59d718, which produced the tables), ``avg``,
-``gem`` (p = 3 fixed), ``sap`` (parameter-free self-attention pooling, default at 0c20d13).
+leftthomas/CLF ``model.py`` of the README era (commits d59d718 / 0c20d13): global pooling (C-d) →
+``Linear(C, D)`` without bias = ``e``; retrieval embedding = ``L2(e)`` (taken before the BatchNorm);
+classifier ``BatchNorm1d(D) → Linear(D, M)`` without bias on ``e``. Parameters ``C·D + 2D + D·M``; the
+README table (12.12M, ...) uses D = 1536. Poolings: ``max`` (MAP, the default at d59d718, which produced the
+tables), ``avg``, ``gem`` (p = 3 fixed), ``sap`` (parameter-free self-attention pooling, default at 0c20d13).
 Paper backbone options: ``stage3_stride=1``, ``frozen_bn``.
 """
 from __future__ import annotations
@@ -12,12 +12,12 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from models.heads.base import Head, ModelConfigError, l2n
-from models.pooling import gem, mac, sap, spoc
+from models.heads.base import Head, l2n
+from models.pooling import GLOBAL_POOLINGS, check_pooling
 
 __all__ = ["CLF_POOLINGS", "CLFHead"]
 
-CLF_POOLINGS = {"max": mac, "avg": spoc, "gem": gem, "sap": sap}
+CLF_POOLINGS = ("max", "avg", "gem", "sap")  # keys of GLOBAL_POOLINGS
 
 
 class CLFHead(Head):
@@ -36,10 +36,7 @@ class CLFHead(Head):
     def __init__(self, in_channels: int, feature_dim: int | None = None, num_classes: int | None = None,
                  pooling: str = "max", embedding_norm: bool = True) -> None:
         super().__init__()
-        if pooling not in CLF_POOLINGS:
-            raise ModelConfigError(f"unknown CLF pooling {pooling!r}; choose one of: "
-                                   f"{', '.join(CLF_POOLINGS)}")
-        self.pooling = pooling
+        self.pooling = check_pooling(pooling, CLF_POOLINGS, "CLF")
         self.feature_dim = self._positive("feature_dim", feature_dim or 512)
         self.num_classes = self._num_classes(num_classes)
         self.embedding_norm = embedding_norm
@@ -50,6 +47,6 @@ class CLFHead(Head):
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """``(B, C, H, W)`` → ``(embedding (B, D), logits (B, M) or None)``."""
-        e = self.refactor(CLF_POOLINGS[self.pooling](x))
+        e = self.refactor(GLOBAL_POOLINGS[self.pooling](x))
         logits = self.classifier(e) if self.classifier is not None else None
         return (l2n(e) if self.embedding_norm else e), logits

@@ -1,5 +1,5 @@
 """GeM head (cirtorch) — Radenović, Tolias & Chum, "Fine-tuning CNN Image Retrieval with No Human
-Annotation", TPAMI 2018 (arXiv 1711.02512). spec-landmarks §4.1–4.2.
+Annotation", TPAMI 2018 (arXiv 1711.02512).
 
 ``GeM(x)`` with one learnable ``p`` (init 3, eps 1e-6) → L2 → optional whitening ``Linear(C, D)`` with bias →
 L2. ``p`` is trained with 10× the learning rate and no weight decay, as in cirtorch (``lr_multipliers``, turned

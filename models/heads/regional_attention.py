@@ -1,5 +1,5 @@
 """Context-aware regional attention — Kim & Yoon, "Regional Attention Based Deep Feature for Image
-Retrieval", BMVC 2018 (jaeyoon1603/Retrieval-RegionalAttention). spec-landmarks §3.2–3.5.
+Retrieval", BMVC 2018 (jaeyoon1603/Retrieval-RegionalAttention).
 
 For the R-MAC regions r of the backbone map h (feature-map grid, see :mod:`models.heads.rmac`):
 
@@ -10,13 +10,13 @@ For the R-MAC regions r of the backbone map h (feature-map grid, see :mod:`model
   ``Conv1d(64 → 1)`` → softplus, so ``α_r ≥ 0``; it sees the raw, un-whitened map;
 * descriptor ``v = (1/R) Σ_r α_r N(z_r)``, embedding ``L2(v)``.
 
-Deviations: the grid is the feature-map grid, not RA's pixel grid with Caffe RoI rounding (§1.2); RA's
-"max-then-L2" normalisation (divide by the row max, then L2) is plain L2 here — identical whenever the row
-max is positive, without RA's sign flip otherwise (§8.5).
+Deviations: the grid is the feature-map grid, not RA's pixel grid with Caffe RoI rounding
+(see :mod:`models.heads.rmac`); RA's "max-then-L2" normalisation (divide by the row max, then L2) is plain
+L2 here — identical whenever the row max is positive, without RA's sign flip otherwise.
 
 Only the attention parameters are learnable: the whitening is a buffer, :func:`models.build_model` freezes
 the backbone for this head by default (``freeze_backbone``), and the optional ImageNet training classifier
-(``num_classes > 0``, spec §3.5: ``Linear(C, M)`` on the attention-weighted mean of the raw RoI-MACs, no PCA,
+(``num_classes > 0``: ``Linear(C, M)`` on the attention-weighted mean of the raw RoI-MACs, no PCA,
 no L2; initialise it from the backbone's ImageNet classifier with :meth:`set_classifier`) is frozen.
 The attention module's keys (``attention.conv_att_1``/``conv_att_2``) match RA's released
 ``ContextAwareRegionalAttention_weights.pth``: ``head.attention.load_state_dict(...)`` loads it.

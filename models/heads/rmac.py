@@ -1,11 +1,12 @@
 """R-MAC — Tolias, Sicre & Jégou, "Particular Object Retrieval with Integral Max-Pooling of CNN
-Activations", ICLR 2016 (arXiv 1511.05879). spec-landmarks §1.
+Activations", ICLR 2016 (arXiv 1511.05879).
 
 :func:`rmac_regions` is the rigid multi-scale grid of square regions shared by Tolias'
-``rmac_regionvec_act.m``, Gordo's ``deep-retrieval``, Kim & Yoon and cirtorch (§1.1): overlap 0.4,
-``steps = 2..7`` along the long side, ``L`` levels of side ``floor(2·min(H, W)/(l + 1))``.
+``rmac_regionvec_act.m``, Gordo's ``deep-retrieval``, Kim & Yoon and cirtorch
+(``cirtorch/layers/functional.py`` ``rmac``): overlap 0.4, ``steps = 2..7`` along the long side, ``L``
+levels of side ``floor(2·min(H, W)/(l + 1))``.
 
-**Grid space (§1.2, §8.1).** This framework computes the grid on the *feature map* (Tolias, cirtorch): a
+**Grid space.** This framework computes the grid on the *feature map* (Tolias, cirtorch): a
 region ``(x, y, s)`` pools rows ``y .. y+s-1`` and columns ``x .. x+s-1`` of the ``H×W`` map. DIR/RA instead
 compute it on the resized image in pixels and RoI-pool with Caffe rounding at scale 1/32, which can include
 one more row/column (e.g. 13 instead of 12 columns for a level-3 region of a 768×1024 image). The feature-map grid
@@ -13,7 +14,7 @@ needs no image size, is exact for any input and works in a batch. No whole-map r
 ``include_global=True`` (cirtorch adds it; Tolias/DIR/RA do not).
 
 :class:`RMACHead`: per region MAC → L2 → PCA-whitening ``P (v − μ)`` (buffers set by :meth:`set_whitening`,
-identity by default) → L2 → sum over regions → L2 (Tolias ``test.m``, spec §1.3 first row). No learnable
+identity by default) → L2 → sum over regions → L2 (Tolias ``test.m``). No learnable
 parameters; the output width is the backbone's C.
 """
 from __future__ import annotations

@@ -98,7 +98,7 @@ def test_test_cli_user_errors(argv, message):
 
 
 def test_matching_pairs_link_every_image_to_another_of_its_class():
-    from engine.evaluate import matching_pairs
+    from evaluation.whitening import matching_pairs
 
     labels = torch.tensor([2, 0, 2, 1, 0, 2])
     q, p = matching_pairs(labels)

@@ -13,7 +13,7 @@ GND_OXFORD = Path(__file__).resolve().parents[1] / "fixtures" / "gnd_oxford5k.ma
 
 
 def test_ap_worked_examples():
-    # spec-landmarks §5.2: pos={a,b}, ranking [a,x,b,y]
+    # VGG compute_ap.cpp worked example: pos={a,b}, ranking [a,x,b,y]
     assert compute_ap([0, 2], 2) == pytest.approx(0.791667, abs=1e-6)
     # same with x junk: junk is removed before ranking → [a,b,y]
     assert compute_ap([0, 1], 2) == pytest.approx(1.0, abs=1e-6)
@@ -98,7 +98,7 @@ def test_real_oxford_gnd_reversed_ranking():
     for i, g in enumerate(gnd):
         sim[i, g["ok"]] = -1.0  # all positives ranked last; junk is ignored wherever it is
     aps = []
-    for g in gnd:  # closed form of §5.2: positive j (0-based) at junk-free 0-based rank n_neg + j
+    for g in gnd:  # closed form of compute_ap.cpp: positive j (0-based) at junk-free 0-based rank n_neg + j
         n_neg = n - len(g["ok"]) - len(g["junk"])
         aps.append(sum((j / (n_neg + j) + (j + 1) / (n_neg + j + 1)) / 2 for j in range(len(g["ok"])))
                    / len(g["ok"]))

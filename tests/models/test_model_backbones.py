@@ -1,4 +1,5 @@
-"""Backbone shapes at 224 px (spec-models §1.1, §2.2, §3.2), taps, input specs and frozen BatchNorm."""
+"""Backbone shapes at 224 px (torchvision ResNets, CGD/CLF stage-3 stride 1, ABIR VGG16 taps), taps, input specs
+and frozen BatchNorm."""
 import pytest
 import torch
 

@@ -70,7 +70,7 @@ def test_clf(pooling, fmap):
     head = CLFHead(32, feature_dim=16, num_classes=7, pooling=pooling).eval()
     emb, logits = head(fmap)
     assert emb.shape == (2, 16) and logits.shape == (2, 7) and unit_rows(emb)
-    e = head.refactor(models.heads.clf.CLF_POOLINGS[pooling](fmap))
+    e = head.refactor(models.pooling.GLOBAL_POOLINGS[pooling](fmap))
     assert torch.allclose(emb, F.normalize(e, dim=1))
     assert torch.allclose(logits, head.classifier(e))  # the classifier sees e (pre-L2), through BN1d
     assert head.refactor.bias is None and head.classifier[1].bias is None

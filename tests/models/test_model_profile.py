@@ -16,7 +16,7 @@ def test_profile_counts_and_leaves_model_untouched():
     before = {k: v.clone() for k, v in model.state_dict().items()}
     params, macs = models.profile(model, image_size=224)
     assert params == 12_116_544
-    assert abs(macs / 1e9 - 4.29) < 0.06  # README 4.29G; newer thop counts BN/pool slightly higher (spec §1)
+    assert abs(macs / 1e9 - 4.29) < 0.06  # README 4.29G; newer thop counts BN/pool slightly higher
     after = model.state_dict()
     assert set(before) == set(after) and all(torch.equal(before[k], after[k]) for k in before)
     assert not any(hasattr(m, "total_ops") for m in model.modules())

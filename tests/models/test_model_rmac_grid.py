@@ -1,4 +1,4 @@
-"""R-MAC region grid against the test vectors of spec-landmarks §1.1."""
+"""R-MAC region grid against test vectors worked out from Tolias' ``rmac_regionvec_act.m`` / cirtorch ``rmac``."""
 from collections import Counter
 from fractions import Fraction
 

@@ -1,0 +1,136 @@
+"""``test.py``'s commands: evaluate a saved (or off-the-shelf) model on a benchmark, fit a whitening.
+
+They build the model of ``--checkpoint`` (or of ``--backbone_type/--head``), the dataset's evaluation
+transform, and reuse the training-time evaluation (:mod:`engine.evaluate`) on it.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+import data
+import evaluation
+import models
+from engine.checkpoint import load_file, load_model
+from engine.config import parse_key_values, parse_number_list
+from engine.evaluate import embed_dataset, evaluate_split
+from engine.runtime import resolve_device
+from evaluation.query_expansion import check_qe
+from evaluation.whitening import matching_pairs
+from utils.errors import UserError
+
+__all__ = ["build_eval_model", "evaluate_checkpoint", "learn_whitening", "load_head_parts", "parse_qe"]
+
+
+def parse_qe(text: str | None, dba: int) -> dict[str, Any] | None:
+    """``--qe aqe:K | alpha:K:ALPHA`` and ``--dba K`` → ``evaluate_landmarks``'s ``qe`` dict, checked (once,
+    by :func:`evaluation.query_expansion.check_qe`) before any descriptor is extracted."""
+    if not text and not dba:
+        return None
+    method, *rest = (text or "none").split(":")
+    try:
+        spec = {"method": method, "k": int(rest[0]) if rest else 0, "dba_k": dba}
+        if len(rest) > 1:
+            spec["alpha"] = float(rest[1])
+    except ValueError:
+        raise UserError(f"--qe expects aqe:K or alpha:K:ALPHA, got {text!r}") from None
+    try:
+        return check_qe(spec)
+    except ValueError as err:
+        raise UserError(f"--qe {text} --dba {dba}: {err}") from None
+
+
+def build_eval_model(args: Any, device: torch.device) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """The model of ``--checkpoint``, or one built from ``--backbone_type/--head/...`` (landmark off-the-shelf)."""
+    if args.checkpoint:
+        model, ckpt = load_model(args.checkpoint, device)
+        return model, ckpt.get("config", {})
+    if not args.backbone_type or not args.head:
+        raise UserError("--eval needs --checkpoint, or --backbone_type and --head for an off-the-shelf model")
+    options = parse_key_values(args.model_option, "--model_option")
+    if args.pretrained:
+        options["pretrained"] = args.pretrained
+    try:
+        model = models.build_model(args.backbone_type, args.head, args.feature_dim, 0, **options)
+    except TypeError as err:
+        raise UserError(f"model options: {err}") from None
+    load_head_parts(model, args)
+    return model.to(device).eval(), {}
+
+
+def load_head_parts(model: torch.nn.Module, args: Any) -> None:
+    """Regional attention's separately shipped parts: attention weights and per-region whitening."""
+    parts = {"--attention_weights": args.attention_weights, "--region_whitening": args.region_whitening}
+    given = [flag for flag, value in parts.items() if value]
+    if given and not hasattr(model.head, "attention"):
+        raise UserError(f"{', '.join(given)} only apply to --head regional_attention, not --head {args.head}")
+    if args.attention_weights:
+        models.load_model_state(model.head.attention, load_file(args.attention_weights), what=args.attention_weights)
+    if args.region_whitening:
+        mean, projection = evaluation.load_whitening(args.region_whitening)
+        model.head.set_whitening(torch.as_tensor(mean).float(), torch.as_tensor(projection).float())
+
+
+def evaluate_checkpoint(args: Any) -> dict[str, Any]:
+    """``test.py --eval``: the dataset's test protocol on a saved or off-the-shelf model; returns metrics."""
+    device = resolve_device(args.device)
+    model, run_cfg = build_eval_model(args, device)
+    info = data.get_benchmark(args.data_name, args.data_path)
+    if info.protocol == "landmark":
+        landmarks = data.load_landmark_dataset(info.name, args.data_path)
+        transform = data.build_transform("landmark", train=False, normalize=model.input_spec)
+        scales = parse_number_list(args.scales, "--scales", float) or [1.0]
+        return evaluation.evaluate_landmarks(model, landmarks, device, transform, imsize=args.imsize, scales=scales,
+                                             whitening=args.whitening, qe=parse_qe(args.qe, args.dba),
+                                             num_workers=args.workers)
+    cfg = _eval_config(args, run_cfg)
+    transform = data.build_transform(cfg["transform"], train=False, image_size=cfg["image_size"])
+    splits = {s: data.build_dataset(info.name, args.data_path, s, transform=transform, decode=args.decode,
+                                    crop=args.crop_type == "cropped") for s in info.eval_splits}
+    ks = parse_number_list(args.recalls, "--recalls") or list(info.recall_ks)
+    metrics, _ = evaluate_split(model, splits, info.protocol, ks, cfg, device, None)
+    return metrics
+
+
+def _eval_config(args: Any, run_cfg: dict[str, Any]) -> dict[str, Any]:
+    """``embed_dataset``'s settings for ``test.py``: loader flags, and the preset and size of the checkpoint's run."""
+    return {"eval_batch_size": args.eval_batch_size, "workers": args.workers, "knn_backend": args.knn_backend,
+            "eval_chunk_size": None, "transform": run_cfg.get("transform", args.transform),
+            "image_size": run_cfg.get("image_size", args.image_size)}
+
+
+def learn_whitening(args: Any) -> dict[str, Any]:
+    """``test.py --learn_whitening FILE``: fit a whitening on a training set's descriptors and save it.
+
+    ``pca`` (unsupervised PCA-whitening) works on any dataset, landmark databases included (learn on
+    Paris6k to test on Oxford5k, as Tolias et al.); ``learned`` (cirtorch Lw from matching pairs) needs
+    class labels: the training split of a labelled benchmark. Never fit on the test set you report.
+    """
+    device = resolve_device(args.device)
+    model, run_cfg = build_eval_model(args, device)
+    info = data.get_benchmark(args.data_name, args.data_path)
+    if info.protocol == "landmark":
+        if args.whitening_type == "learned":
+            raise UserError("--whitening_type learned needs class labels; landmark databases have none (use pca, "
+                            "or a labelled training set)")
+        landmarks = data.load_landmark_dataset(info.name, args.data_path)
+        images = data.LandmarkImageDataset(list(landmarks.db_paths), imsize=args.imsize,
+                                           transform=data.build_transform("landmark", train=False,
+                                                                          normalize=model.input_spec))
+        scales = parse_number_list(args.scales, "--scales", float) or [1.0]
+        X, labels = evaluation.extract_landmark_descriptors(model, images, device, scales), None
+    else:
+        cfg = _eval_config(args, run_cfg)
+        transform = data.build_transform(cfg["transform"], train=False, image_size=cfg["image_size"])
+        train = data.build_dataset(info.name, args.data_path, info.train_split, transform=transform,
+                                   decode=args.decode)
+        features = embed_dataset(model, train, cfg, device, None)
+        X, labels = features["embeddings"], features["labels"]
+    if args.whitening_type == "learned":
+        mean, projection = evaluation.learned_whitening_fit(X, *matching_pairs(labels))
+    else:
+        mean, projection = evaluation.pca_whitening_fit(X)
+    evaluation.save_whitening(args.learn_whitening, mean, projection,
+                              meta={"type": args.whitening_type, "data_name": info.name, "num_images": len(X)})
+    return {"num_images": len(X), "dim": int(X.shape[1])}
