@@ -11,6 +11,7 @@ from __future__ import annotations
 import sys
 
 from engine import get_args_parser, resolve_config, train
+from engine.signals import Stopped
 from utils.errors import UserError
 
 
@@ -21,8 +22,11 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    best = result["best"]
-    print(f"best {cfg['select_metric']} {best:.4f} at epoch {result['best_epoch']}; run folder: {cfg['output_dir']}")
+    except Stopped as stop:  # SIGTERM / SIGINT: checkpoint written and the resume hint logged
+        return stop.exit_code
+    if result["rank"] == 0:
+        print(f"best {cfg['select_metric']} {result['best']:.4f} at epoch {result['best_epoch']}; "
+              f"run folder: {cfg['output_dir']}")
     return 0
 
 

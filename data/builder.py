@@ -46,7 +46,8 @@ def build_dataset(name: str, root: str | Path, split: str, transform: Callable |
         verify_images: decode every image once (threads) before returning; bad files raise a
             :class:`DatasetError` listing them. Off: only missing files are detected. Files that decoded
             before with the same (size, mtime) are not decoded again (see :func:`data.verify.cache_dir`).
-        skip_bad_images: drop bad files with a :class:`DatasetWarning` instead of raising.
+        skip_bad_images: drop bad files with a :class:`DatasetWarning` instead of raising (and replace or leave
+            out files that go bad later, see :class:`RetrievalDataset`).
         max_size: reduced-size JPEG decoding (faster, slightly different pixels); None = exact.
         imsize: landmark sets only, the longest image side (cirtorch default 1024).
         decode: ``"fast"`` (reduced-size JPEG decoding + tensor transforms, the default), ``"cache"`` (fast + an
@@ -84,7 +85,8 @@ def build_dataset(name: str, root: str | Path, split: str, transform: Callable |
     paths = [records.paths[i] for i in keep]
     labels = [mapping[records.raw_labels[i]] for i in keep]
     boxes = None if records.boxes is None else [records.boxes[i] for i in keep]
-    return RetrievalDataset(paths, labels, classes, boxes, transform, crop, max_size, reader.name, split, decode)
+    return RetrievalDataset(paths, labels, classes, boxes, transform, crop, max_size, reader.name, split, decode,
+                            skip_bad=skip_bad_images)
 
 
 def load_landmark_dataset(name: str, root: str | Path, verify_images: bool = False) -> LandmarkData:

@@ -1,6 +1,7 @@
 """The map-style dataset every reader produces: images, int64 labels, optional boxes."""
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Sequence
 from functools import partial
 
@@ -10,7 +11,7 @@ from torchvision.transforms import v2
 
 from data.common import Box
 from data.decoded_cache import DecodedCache, split_fixed_resize
-from data.errors import DatasetError
+from data.errors import BadImageError, DatasetError, DatasetWarning
 from data.image_io import decode_image, load_image
 from data.transforms import min_decode_scale
 
@@ -38,6 +39,10 @@ class RetrievalDataset(Dataset):
             pipeline starts with a fixed-size ``Resize`` (cgd, clf; :mod:`data.decoded_cache`); later epochs
             skip decoding. ``cache_dir`` defaults to ``$METRIC_RETRIEVAL_CACHE/decoded``. Other callables,
             and ``transform=None``, always get the full-size PIL image.
+        skip_bad: an image that cannot be read any more (it was checked when the dataset was built) is
+            replaced by the next image of its class, with a :class:`DatasetWarning`, and the sample's index
+            is returned as ``-(i + 1)`` so that callers can count it (training) or leave it out
+            (evaluation). Without it such an image raises :class:`BadImageError` naming the file.
 
     ``dataset[i]`` → ``(image, label: int, i)``: the transformed image (with the presets of
     :mod:`data.transforms` a float32 CHW tensor, or uint8 when built without ``normalize`` as the
@@ -47,7 +52,7 @@ class RetrievalDataset(Dataset):
     def __init__(self, paths: Sequence[str], labels: Sequence[int] | torch.Tensor, classes: Sequence[str],
                  boxes: Sequence[Box] | None = None, transform: Callable | None = None, crop: bool = False,
                  max_size: int | None = None, name: str = "", split: str = "", decode: str = "fast",
-                 cache_dir: str | None = None) -> None:
+                 cache_dir: str | None = None, skip_bad: bool = False) -> None:
         self.paths = list(paths)
         self.labels = torch.as_tensor(labels, dtype=torch.long).reshape(-1)
         if len(self.labels) != len(self.paths):
@@ -59,7 +64,7 @@ class RetrievalDataset(Dataset):
         self.transform, self.crop, self.max_size = transform, crop, max_size
         if decode not in DECODERS:
             raise DatasetError(f"decode must be one of {', '.join(DECODERS)}, not {decode!r}")
-        self.name, self.split, self.decode = name, split, decode
+        self.name, self.split, self.decode, self.skip_bad = name, split, decode, skip_bad
         self.cache = DecodedCache(cache_dir) if decode == "cache" else None
 
     def enable_cache(self, cache_dir: str | None = None) -> None:
@@ -76,6 +81,26 @@ class RetrievalDataset(Dataset):
         return len(self.paths)
 
     def __getitem__(self, i: int):
+        try:
+            return self._load(i)
+        except (OSError, RuntimeError, ValueError) as err:  # PIL and torchvision decoders' failures
+            reason = f"{self.paths[i]} cannot be read any more ({type(err).__name__}: {err})"
+        if not self.skip_bad:
+            raise BadImageError(f"{reason}; it was readable when the run started: restore it and resume with "
+                                "--resume latest, or pass --skip_bad_images to leave such images out")
+        same_class = torch.nonzero(self.labels == self.labels[i]).flatten().tolist()
+        start = same_class.index(i)
+        for j in same_class[start + 1:] + same_class[:start]:
+            try:
+                image, label, _ = self._load(j)
+            except (OSError, RuntimeError, ValueError):
+                continue
+            warnings.warn(f"{reason}; used {self.paths[j]} of the same class instead (--skip_bad_images)",
+                          DatasetWarning, stacklevel=2)
+            return image, label, -(i + 1)
+        raise BadImageError(f"{reason}, and no other image of its class can be read either")
+
+    def _load(self, i: int):
         box = self.boxes[i] if self.crop else None
         if self.cache is not None:
             resize, rest = split_fixed_resize(self.transform)

@@ -14,11 +14,14 @@ changed file is decoded again; the folder can be deleted at any time.
 missing for all splits together take at most :data:`AUTO_FRACTION` of the free space where the cache lives
 (:func:`plan_cache`; entries already written cost nothing, so a cache once filled keeps being used), and
 decodes with ``fast`` otherwise. Entries of other image sizes, presets or datasets stay until the folder is
-deleted. A write that fails (disk full, quota, read-only folder) warns (once per loader process) and
-training goes on uncached.
+deleted. Entries are written to a temporary file, checked for their size and renamed into place, so a
+full disk never leaves a short entry under its final name; a reader treats an entry of the wrong size as
+missing (decodes and rewrites it). A write that fails (disk full, quota, read-only folder) warns once per
+loader process, naming the folder and the error, and that process goes on uncached.
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import shutil
@@ -34,6 +37,7 @@ from torchvision.transforms import v2
 
 from data.errors import DatasetWarning
 from data.verify import cache_root
+from utils.io import format_size
 
 AUTO_FRACTION = 0.1  # --decode auto caches when the missing entries need at most this share of the free space
 
@@ -61,10 +65,6 @@ def missing_bytes(cache: DecodedCache, dataset: Any, transform: Callable | None)
     return missing * 3 * resize.size[0] * resize.size[1]
 
 
-def _size(num_bytes: int) -> str:
-    return f"{num_bytes / 1e9:.1f} GB" if num_bytes >= 1e9 else f"{num_bytes / 1e6:.1f} MB"
-
-
 def plan_cache(parts: Sequence[tuple[Any, Callable | None]], folder: str | os.PathLike | None = None
                ) -> tuple[bool, str]:
     """Whether ``--decode auto`` caches the ``(dataset, transform)`` parts of a run, and why (for the log)."""
@@ -72,7 +72,7 @@ def plan_cache(parts: Sequence[tuple[Any, Callable | None]], folder: str | os.Pa
         return False, "no split starts with a fixed-size resize (nothing to cache)"
     cache = DecodedCache(folder)
     need, free = sum(missing_bytes(cache, ds, tf) for ds, tf in parts), free_bytes(cache.folder)
-    where = f"{_size(need)} still to write under {cache.folder}, {_size(free)} free"
+    where = f"{format_size(need)} still to write under {cache.folder}, {format_size(free)} free"
     if need > AUTO_FRACTION * free:
         return False, f"the cache would take more than {AUTO_FRACTION:.0%} of the free space ({where})"
     return True, where
@@ -125,12 +125,23 @@ class DecodedCache:
 
     @staticmethod
     def _store(entry: Path, image: torch.Tensor) -> None:
+        """Write one entry atomically; a short write (a full disk that did not report itself) is an OSError."""
         entry.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".", suffix=".rgb", dir=entry.parent)
+        pixels = image.permute(1, 2, 0).contiguous().numpy().tobytes()
+        fd, tmp = tempfile.mkstemp(prefix=".", suffix=".rgb.tmp", dir=entry.parent)
         try:
-            with os.fdopen(fd, "wb") as f:
-                image.permute(1, 2, 0).contiguous().numpy().tofile(f)
+            with _open_entry(fd) as f:
+                f.write(pixels)
+                f.flush()
+                written = os.fstat(f.fileno()).st_size
+            if written != len(pixels):
+                raise OSError(errno.ENOSPC, f"wrote {written} of {len(pixels)} bytes")
             os.replace(tmp, entry)
         except OSError:
             Path(tmp).unlink(missing_ok=True)
             raise
+
+
+def _open_entry(fd: int) -> Any:
+    """The writer of a new entry (one place, so that tests can make it fail like a full disk)."""
+    return os.fdopen(fd, "wb")

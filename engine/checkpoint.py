@@ -1,18 +1,23 @@
-"""Atomic checkpoints, RNG state capture, and rebuilding a model from a saved run.
+"""Atomic, checksummed checkpoints, RNG state capture, and rebuilding a model from a saved run.
 
 A checkpoint is written to a temporary file in the same folder, flushed to disk, then renamed over the
 target (``os.replace`` is atomic on POSIX), so a run killed at any moment leaves either the previous
-complete file or the new complete file, never a torn one.
+complete file or the new complete file, never a torn one. Every file carries a checksum of its payload
+(``utils.io``), verified on load: a corrupt file is an error naming it, never loaded silently.
 
 Files in a run folder:
 - ``checkpoint_latest.pth``: everything needed to resume exactly (model, optimiser, scheduler, grad
-  scaler, criterion incl. DAS state, progress (epoch and step, which also place the sampler), RNG states,
-  best metric, config);
+  scaler, criterion incl. DAS state, progress (epoch and step, which also place the sampler), every
+  rank's RNG states, best metric, config);
+- ``checkpoint_prev.pth``: the checkpoint it replaced, the fallback of ``--resume latest`` when the
+  latest one is corrupt;
 - ``model_best.pth``: the selected model's weights with its config (what ``test.py`` loads);
 - ``database_best.pth``: the feature database of that model (see ``evaluation.database``).
 """
 from __future__ import annotations
 
+import contextlib
+import logging
 import random
 from pathlib import Path
 from typing import Any
@@ -21,25 +26,24 @@ import numpy as np
 import torch
 
 from utils.errors import UserError
-from utils.io import atomic_save
+from utils.io import CorruptFileError, atomic_save, load_verified
 
-__all__ = ["BEST_DATABASE", "BEST_MODEL", "LATEST", "atomic_save", "load_file", "load_model", "model_config",
-           "resolve_resume", "rng_state", "set_rng_state"]
+__all__ = ["BEST_DATABASE", "BEST_MODEL", "LATEST", "PREVIOUS", "atomic_save", "load_file", "load_model",
+           "load_resume", "model_config", "rng_state", "set_rng_state"]
 
+log = logging.getLogger("metric_retrieval")
 LATEST = "checkpoint_latest.pth"
+PREVIOUS = "checkpoint_prev.pth"
 BEST_MODEL = "model_best.pth"
 BEST_DATABASE = "database_best.pth"
 
 
 def load_file(path: str | Path) -> dict[str, Any]:
     """Load a checkpoint-like file onto the CPU with a clear error for a missing or corrupt file."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"checkpoint not found: {path}")
     try:
-        return torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as err:  # torch raises several types for a corrupt zip/pickle
-        raise UserError(f"cannot read checkpoint {path}: {err}") from None
+        return load_verified(path, "checkpoint")
+    except FileNotFoundError:
+        raise UserError(f"checkpoint not found: {path}") from None
 
 
 def rng_state() -> dict[str, Any]:
@@ -57,14 +61,31 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def resolve_resume(resume: str | None, output_dir: str | Path) -> Path | None:
-    """``None`` → no resume; ``latest`` → the run folder's latest checkpoint (must exist); else a path."""
+def load_resume(resume: str | None, output_dir: str | Path) -> tuple[Path, dict[str, Any]] | None:
+    """The checkpoint ``--resume`` names, loaded and verified: ``None`` → no resume; ``latest`` → the run
+    folder's latest checkpoint, or (with a warning) ``checkpoint_prev.pth`` when that one is missing or corrupt;
+    else a path (a corrupt one is an error that offers the previous checkpoint next to it)."""
     if not resume:
         return None
     path = Path(output_dir) / LATEST if resume == "latest" else Path(resume)
-    if not path.is_file():
+    previous = path.parent / PREVIOUS
+    if not path.is_file() and not (resume == "latest" and previous.is_file()):
         raise UserError(f"--resume {resume}: no checkpoint at {path}")
-    return path
+    try:
+        return path, load_file(path)
+    except CorruptFileError as err:
+        if path == previous or not previous.is_file():
+            raise
+        if resume != "latest":
+            raise UserError(f"{err}; the previous checkpoint {previous} may be intact: --resume {previous}") from None
+        corrupt = path.with_name(path.name + ".corrupt")
+        with contextlib.suppress(FileNotFoundError):  # another rank of the run moved it already
+            path.replace(corrupt)  # kept for inspection; the next save must not rotate it over the good previous one
+        reason = f"{err}; moved it to {corrupt.name}"
+    except UserError as err:  # latest missing (killed between the two renames of a save)
+        reason = err
+    log.warning("%s; resuming from the previous checkpoint %s instead", reason, previous)
+    return previous, load_file(previous)
 
 
 def model_config(cfg: dict[str, Any], num_classes: int) -> dict[str, Any]:

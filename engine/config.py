@@ -128,7 +128,12 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     g.add_argument("--channels_last", action=argparse.BooleanOptionalAction, default=True,
                    help="NHWC memory format for the model and its inputs")
     g.add_argument("--compile", action="store_true", help="torch.compile the model")
-    g.add_argument("--deterministic", action="store_true", help="deterministic algorithms (slower)")
+    g.add_argument("--deterministic", action="store_true",
+                   help="bit-exact mode: deterministic algorithms; two runs, or a run and its resumed copy, give "
+                        "identical weights (README 'Reliability' says under which settings)")
+    g.add_argument("--dist_timeout", type=float, default=600.0,
+                   help="seconds a DDP collective waits for the other ranks before the run stops with an error "
+                        "(must exceed the longest evaluation, which the other ranks wait out)")
     g.add_argument("--output_dir", default="runs/default")
     g.add_argument("--resume", default=None, help="checkpoint path, or 'latest' in --output_dir")
     g.add_argument("--checkpoint_every", type=int, default=0,
@@ -244,6 +249,8 @@ def validate_config(cfg: dict[str, Any]) -> None:
     for flag in ("workers", "eval_every", "checkpoint_every", "max_steps_per_epoch"):
         if cfg[flag] < 0:
             problems.append(f"--{flag} must be >= 0, got {cfg[flag]}")
+    if not cfg["dist_timeout"] > 0:
+        problems.append(f"--dist_timeout must be a positive number of seconds, got {cfg['dist_timeout']}")
     if any(k < 1 for k in parse_number_list(cfg["recalls"], "--recalls")):
         problems.append(f"--recalls must list positive integers, got {cfg['recalls']}")
     if cfg["sampler"] in ("m_per_class", "class_random", "identity") and cfg["samples_per_class"] > 0 and \

@@ -2,12 +2,18 @@
 
 Multi-GPU and multi-node runs use ``torchrun`` (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``,
 ``MASTER_ADDR``, ``MASTER_PORT``); NCCL on GPU, gloo on CPU. Nothing home-made launches processes.
+
+A hung collective (a rank that died without its socket closing, or was frozen by SIGSTOP or a stuck
+file system) ends after ``--dist_timeout`` seconds: the waiting ranks raise, the trainer turns that into
+one error line naming the flag, and ``torchrun`` stops the remaining workers.
 """
 from __future__ import annotations
 
+import datetime
 import logging
 import os
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -28,16 +34,33 @@ class DistInfo:
         return self.world_size > 1
 
 
-def init_distributed(device: torch.device) -> DistInfo:
-    """Join the process group described by the ``torchrun`` environment, if there is one."""
+def init_distributed(device: torch.device, timeout_s: float = 1800.0) -> DistInfo:
+    """Join the process group described by the ``torchrun`` environment, if there is one; every collective
+    (and the rendezvous) gives up after ``timeout_s`` seconds."""
     if "RANK" not in os.environ or int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         return DistInfo()
     info = DistInfo(int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), int(os.environ.get("LOCAL_RANK", 0)))
     backend = "nccl" if device.type == "cuda" else "gloo"
     if device.type == "cuda":
         torch.cuda.set_device(info.local_rank)
-    dist.init_process_group(backend=backend, rank=info.rank, world_size=info.world_size)
+    dist.init_process_group(backend=backend, rank=info.rank, world_size=info.world_size,
+                            timeout=datetime.timedelta(seconds=timeout_s))
     return info
+
+
+def collective_timed_out(err: BaseException) -> bool:
+    """Whether ``err`` is a collective giving up after the process group's timeout (gloo and NCCL wording)."""
+    text = str(err).lower()
+    return isinstance(err, RuntimeError) and ("timed out" in text or "timeout" in text)
+
+
+def gather_objects(obj: Any, info: DistInfo) -> list[Any]:
+    """Every rank's picklable ``obj``, in rank order (``[obj]`` without DDP)."""
+    if not info.enabled:
+        return [obj]
+    objects: list[Any] = [None] * info.world_size
+    dist.all_gather_object(objects, obj)
+    return objects
 
 
 def cleanup_distributed(info: DistInfo) -> None:

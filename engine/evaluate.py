@@ -6,6 +6,7 @@ embeddings only: DAS-generated rows exist inside the criterion and never reach t
 """
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import torch
@@ -14,6 +15,8 @@ import data
 import evaluation
 from data.batch import DeviceInput
 from engine.loading import eval_loader
+
+log = logging.getLogger("metric_retrieval")
 
 
 def device_input(model: torch.nn.Module, cfg: dict[str, Any], device: torch.device) -> DeviceInput:
@@ -24,11 +27,20 @@ def device_input(model: torch.nn.Module, cfg: dict[str, Any], device: torch.devi
 
 def embed_dataset(model: torch.nn.Module, dataset: Any, cfg: dict[str, Any], device: torch.device,
           autocast_dtype: torch.dtype | None) -> dict[str, Any]:
-    """``{"embeddings" (N, D) float32 cpu, "labels" (N,), "paths"}`` for a dataset of uint8 images in eval mode."""
+    """``{"embeddings" (N, D) float32 cpu, "labels" (N,), "paths"}`` for a dataset of uint8 images in eval mode.
+
+    Images that became unreadable during the run are left out with ``--skip_bad_images`` (the dataset marks
+    them with a negative index; see :class:`data.RetrievalDataset`), and the count is logged.
+    """
     loader = eval_loader(dataset, cfg["eval_batch_size"], cfg["workers"], device.type == "cuda")
     with torch.autocast(device.type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None):
-        embeddings, labels, _ = evaluation.embed(model, loader, device, preprocess=device_input(model, cfg, device))
-    return {"embeddings": embeddings.float(), "labels": labels.long(), "paths": list(dataset.paths)}
+        embeddings, labels, indices = evaluation.embed(model, loader, device,
+                                                       preprocess=device_input(model, cfg, device))
+    keep = indices >= 0
+    if not bool(keep.all()):
+        log.warning("left %d unreadable image(s) out of the evaluation (--skip_bad_images)", int((~keep).sum()))
+    return {"embeddings": embeddings[keep].float(), "labels": labels[keep].long(),
+            "paths": [dataset.paths[i] for i in indices[keep].tolist()]}
 
 
 def evaluate_split(model: torch.nn.Module, splits: dict[str, Any], protocol: str, ks: list[int],

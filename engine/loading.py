@@ -86,10 +86,10 @@ class ClassSubset(Dataset):
         if self.transform is not None:
             self.dataset.transform = self.transform
         try:
-            image, _, _ = self.dataset[int(self.indices[i])]
+            image, _, j = self.dataset[int(self.indices[i])]
         finally:
             self.dataset.transform = original
-        return image, int(self.labels[i]), i
+        return image, int(self.labels[i]), i if j >= 0 else -(i + 1)  # negative: replaced (skip_bad)
 
 
 def split_classes(train: Any, fraction: float, eval_transform: Any) -> tuple[ClassSubset, ClassSubset]:
@@ -112,5 +112,6 @@ def train_loader(dataset: Dataset, batches: SeededBatches, workers: int, pin_mem
 
 
 def eval_loader(dataset: Dataset, batch_size: int, workers: int, pin_memory: bool) -> DataLoader:
+    # Its own generator too: evaluating (on rank 0 only) must not advance the training RNG.
     return DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers, pin_memory=pin_memory,
-                      collate_fn=collate)
+                      generator=torch.Generator().manual_seed(0), collate_fn=collate)

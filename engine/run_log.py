@@ -58,14 +58,27 @@ def environment() -> dict[str, Any]:
     return env
 
 
+def append_environment(path: Path) -> None:
+    """Add this process's :func:`environment` to ``env.json``, a list with one entry per start (a resume,
+    failed or not, keeps the original command)."""
+    from utils.io import atomic_write_text
+
+    try:
+        runs = json.loads(path.read_text()) if path.is_file() else []
+    except (OSError, ValueError):
+        runs = []  # unreadable: start again rather than fail the run over its record
+    runs = runs if isinstance(runs, list) else [runs]  # older runs wrote a single object
+    atomic_write_text(path, json.dumps([*runs, environment()], indent=2, default=str))
+
+
 class RunLog:
-    """Writes ``statistics.csv``, ``env.json`` and TensorBoard events (``tb/``) in the run folder."""
+    """Writes ``statistics.csv``, ``env.json`` (appended) and TensorBoard events (``tb/``) in the run folder."""
 
     def __init__(self, out_dir: Path, cfg: dict[str, Any], enabled: bool, tensorboard: bool = True) -> None:
         self.out_dir, self.enabled, self.writer = out_dir, enabled, None
         if not enabled:
             return
-        (out_dir / "env.json").write_text(json.dumps(environment(), indent=2, default=str))
+        append_environment(out_dir / "env.json")
         if tensorboard:
             from tensorboardX import SummaryWriter
 

@@ -6,8 +6,10 @@ like torchvision's reference ``main``; the stages are the functions below it.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,10 +27,10 @@ from engine.checkpoint import (
     BEST_DATABASE,
     BEST_MODEL,
     LATEST,
+    PREVIOUS,
     atomic_save,
-    load_file,
+    load_resume,
     model_config,
-    resolve_resume,
     rng_state,
     set_rng_state,
 )
@@ -38,20 +40,27 @@ from engine.distributed import (
     all_gather_no_grad,
     barrier,
     cleanup_distributed,
+    collective_timed_out,
+    gather_objects,
     gather_with_grad,
     init_distributed,
 )
 from engine.evaluate import evaluate_split
 from engine.loading import SeededBatches, train_loader
+from engine.run_lock import RunLock, remove_stale_temporaries
 from engine.run_log import RunLog, setup_logging
 from engine.runtime import AMP_DTYPES, resolve_amp, resolve_device
+from engine.signals import Stopped, StopSignals
 from utils.errors import UserError
+from utils.io import DiskFullError, atomic_write_text
 
 log = logging.getLogger("metric_retrieval")
 # Settings a resumed run may change without changing what it computes (or that only extend it).
 RESUME_MAY_CHANGE = {"resume", "output_dir", "workers", "device", "num_epochs", "eval_every", "checkpoint_every",
                      "no_tensorboard", "eval_batch_size", "knn_backend", "eval_chunk_size", "config",
-                     "compile", "recalls", "select_metric", "select_on", "pretrained"}
+                     "compile", "recalls", "select_metric", "select_on", "pretrained", "dist_timeout"}
+# The remedies a divergence error suggests: a resume may change them, and from then on computes differently.
+RESUME_REMEDIES = {"lr", "grad_clip", "amp"}
 SAME_PIXELS = {"fast", "cache", "auto"}  # --decode values that give bit-identical images
 
 
@@ -66,6 +75,7 @@ class Progress:
     epoch: int = 0  # epoch to run (0-based)
     step: int = 0  # steps of that epoch already done
     global_step: int = 0
+    loss_sum: float = 0.0  # sum of the losses of the epoch's steps done so far (its mean survives a resume)
     best: float = float("-inf")
     best_epoch: int = -1
     history: list[dict[str, Any]] = field(default_factory=list)
@@ -90,6 +100,7 @@ class TrainContext:
     run_log: RunLog
     device_input: DeviceInput  # loader batch → normalised network input on the device
     progress: Progress = field(default_factory=Progress)
+    stop: StopSignals | None = None  # SIGTERM/SIGINT seen between steps (None: not watched)
 
     @property
     def latest(self) -> Path:
@@ -122,24 +133,39 @@ def default_data(cfg: dict[str, Any]) -> str:
 def train(cfg: dict[str, Any]) -> dict[str, Any]:
     """Run a whole training; returns the final and best metrics. ``cfg`` comes from ``resolve_config``."""
     device = resolve_device(cfg["device"])
-    dist_info = init_distributed(device)
+    dist_info = init_distributed(device, cfg["dist_timeout"])
     if dist_info.enabled and device.type == "cuda":
         device = torch.device("cuda", dist_info.local_rank)
     cfg["amp"] = resolve_amp(cfg["amp"], device)
     out_dir = Path(cfg["output_dir"])
-    if dist_info.is_main:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    setup_logging(dist_info, out_dir / "train.log" if dist_info.is_main else None)
-    seed_everything(cfg["seed"], cfg["deterministic"])
-    root = default_data(cfg)
-    try:
-        return _train(cfg, root, device, dist_info, out_dir)
-    finally:
-        cleanup_distributed(dist_info)
+    with contextlib.ExitStack() as stack:
+        stack.callback(cleanup_distributed, dist_info)
+        if dist_info.is_main:
+            out_dir.mkdir(parents=True, exist_ok=True)
+            stack.enter_context(RunLock(out_dir))
+        setup_logging(dist_info, out_dir / "train.log" if dist_info.is_main else None)
+        if dist_info.is_main:
+            remove_stale_temporaries(out_dir)
+        seed_everything(cfg["seed"], cfg["deterministic"])
+        root = default_data(cfg)
+        stop = stack.enter_context(StopSignals())
+        try:
+            return {**_train(cfg, root, device, dist_info, out_dir, stop), "rank": dist_info.rank}
+        except DiskFullError as err:  # the write freed its partial file, so the log line fits
+            log.error("%s", err)
+            raise
+        except RuntimeError as err:
+            if not (dist_info.enabled and collective_timed_out(err)):
+                raise
+            message = (f"rank {dist_info.rank} waited more than --dist_timeout {cfg['dist_timeout']} s for the other "
+                       "ranks (one of them died, froze or is far slower); the run stopped, resume it with "
+                       f"--resume latest ({err.__class__.__name__}: {str(err).splitlines()[0]})")
+            log.error(message)
+            raise UserError(message) from None
 
 
-def _train(cfg: dict[str, Any], root: str, device: torch.device, dist_info: DistInfo, out_dir: Path
-           ) -> dict[str, Any]:
+def _train(cfg: dict[str, Any], root: str, device: torch.device, dist_info: DistInfo, out_dir: Path,
+           stop: StopSignals | None = None) -> dict[str, Any]:
     splits = builders.build_datasets(cfg, root)
     train_set, info = splits["train"], splits["info"]
     ks = parse_number_list(cfg["recalls"], "--recalls") or list(info.recall_ks)
@@ -174,11 +200,12 @@ def _train(cfg: dict[str, Any], root: str, device: torch.device, dist_info: Dist
         scaler=torch.amp.GradScaler(device.type, enabled=cfg["amp"] == "fp16"), sampler=sampler, device=device,
         dist=dist_info, num_classes=num_classes, steps_per_epoch=steps_per_epoch,
         run_log=RunLog(out_dir, cfg, enabled=dist_info.is_main, tensorboard=not cfg["no_tensorboard"]),
-        device_input=DeviceInput(device, data.build_normalize(model.input_spec), cfg["channels_last"], decoder))
-    resume = resolve_resume(cfg["resume"], out_dir)
+        device_input=DeviceInput(device, data.build_normalize(model.input_spec), cfg["channels_last"], decoder),
+        stop=stop)
+    resume = load_resume(cfg["resume"], out_dir)
     if resume is not None:
-        ctx.progress = _load_checkpoint(resume, ctx)
-        log.info("resumed from %s at epoch %d step %d", resume, ctx.progress.epoch + 1, ctx.progress.step)
+        ctx.progress = _load_checkpoint(*resume, ctx)
+        log.info("resumed from %s at epoch %d step %d", resume[0], ctx.progress.epoch + 1, ctx.progress.step)
     ctx.train_model = _wrap_for_training(model, cfg, dist_info, device)
     if dist_info.is_main:
         save_config(cfg, out_dir / "config.yaml")
@@ -203,8 +230,10 @@ def _train(cfg: dict[str, Any], root: str, device: torch.device, dist_info: Dist
         progress.history.append(row)
         if dist_info.is_main:
             ctx.run_log.epoch_end(row, progress.history, progress.global_step)
-            _save_checkpoint(ctx)
+        _save_checkpoint(ctx)
         barrier(dist_info)
+        if stop is not None and epoch + 1 < cfg["num_epochs"] and (signum := stop.requested(dist_info, device)):
+            _stop_on_signal(ctx, signum, save=False)
     ctx.run_log.close()
     return {"last": last_metrics, "best": progress.best, "best_epoch": progress.best_epoch,
             "history": progress.history}
@@ -233,26 +262,36 @@ def train_one_epoch(ctx: TrainContext, loader: Any) -> dict[str, float]:
     cfg, progress, optimizer = ctx.cfg, ctx.progress, ctx.optimizer
     ctx.train_model.train()
     ctx.criterion.train()
-    total, count, start_time = 0.0, 0, time.perf_counter()
+    count, start_time = 0, time.perf_counter()
     bar = tqdm(total=ctx.steps_per_epoch, initial=progress.step, disable=not ctx.dist.is_main, dynamic_ncols=True,
                desc=f"epoch {progress.epoch + 1}/{cfg['num_epochs']}")
-    for images, labels, _, seeds in loader:
+    replaced = 0
+    for images, labels, indices, seeds in loader:
         if progress.step >= ctx.steps_per_epoch:
             break
+        replaced += int((indices < 0).sum())  # unreadable images replaced by the dataset (--skip_bad_images)
         loss, parts = train_step(ctx, images, labels, seeds)
         progress.step += 1
         progress.global_step += 1
-        total, count = total + loss, count + 1
+        progress.loss_sum, count = progress.loss_sum + loss, count + 1
         bar.set_postfix(loss=f"{loss:.4f}", lr=f"{optimizer.param_groups[0]['lr']:.2e}")
         bar.update(1)
         das = getattr(ctx.criterion, "das", None)
         ctx.run_log.step(progress.global_step, loss, parts, optimizer, das.last_stats if das is not None else None)
-        if cfg["checkpoint_every"] and progress.step % cfg["checkpoint_every"] == 0 and ctx.dist.is_main \
-                and progress.step < ctx.steps_per_epoch:
-            _save_checkpoint(ctx)
+        if progress.step < ctx.steps_per_epoch:
+            if ctx.stop is not None and (signum := ctx.stop.requested(ctx.dist, ctx.device)):
+                bar.close()
+                _stop_on_signal(ctx, signum)
+            if cfg["checkpoint_every"] and progress.step % cfg["checkpoint_every"] == 0:
+                _save_checkpoint(ctx)
     bar.close()
+    if replaced:
+        log.warning("epoch %d: %d sample(s) were unreadable images, each replaced by another image of its class "
+                    "(--skip_bad_images; the warnings name the files)", progress.epoch + 1, replaced)
     elapsed = time.perf_counter() - start_time
-    return {"loss": total / max(count, 1), "lr": optimizer.param_groups[0]["lr"],
+    mean_loss = progress.loss_sum / max(progress.step, 1)
+    progress.loss_sum = 0.0
+    return {"loss": mean_loss, "lr": optimizer.param_groups[0]["lr"],
             "images_per_s": count * cfg["batch_size"] * ctx.dist.world_size / max(elapsed, 1e-9)}
 
 
@@ -326,25 +365,87 @@ def _evaluate_and_select(ctx: TrainContext, splits: dict[str, Any], protocol: st
 
 
 def _save_checkpoint(ctx: TrainContext) -> None:
+    """Write ``checkpoint_latest.pth`` (the one it replaces becomes ``checkpoint_prev.pth``); every rank calls it.
+
+    All ranks contribute their RNG states; rank 0 writes. Non-finite weights or optimiser state are never
+    written: the run stops with :class:`TrainingDiverged` and the last good checkpoint stays as it is.
+    """
     progress = ctx.progress
-    atomic_save({"model": ctx.model.state_dict(), "criterion": ctx.criterion.state_dict(),
-                 "optimizer": ctx.optimizer.state_dict(), "scheduler": ctx.scheduler.state_dict(),
-                 "scaler": ctx.scaler.state_dict(), "progress": progress.__dict__, "rng": rng_state(),
-                 "config": ctx.cfg, "model_config": model_config(ctx.cfg, ctx.num_classes)}, ctx.latest)
+    state = {"model": ctx.model.state_dict(), "criterion": ctx.criterion.state_dict(),
+             "optimizer": ctx.optimizer.state_dict()}
+    bad = _nonfinite(state)  # identical on every rank (DDP keeps them equal), so all ranks stop together
+    if bad:
+        raise TrainingDiverged(
+            f"the weights became non-finite ({', '.join(bad[:3])}{', ...' if len(bad) > 3 else ''}) at epoch "
+            f"{progress.epoch + 1}, step {progress.step} although the loss was finite; not saved, so the last good "
+            f"checkpoint {ctx.latest} (if one was written) is untouched: resume from it with a lower --lr, "
+            "--grad_clip or --amp off")
+    rng = gather_objects(rng_state(), ctx.dist)  # one state per rank: ranks draw differently (miners, DAS)
+    if not ctx.dist.is_main:
+        return
+    atomic_save({**state, "scheduler": ctx.scheduler.state_dict(), "scaler": ctx.scaler.state_dict(),
+                 "progress": progress.__dict__, "rng": rng, "config": ctx.cfg,
+                 "model_config": model_config(ctx.cfg, ctx.num_classes)},
+                ctx.latest, previous=ctx.latest.with_name(PREVIOUS))
     # A small summary next to it, so tools (and people) can see where the run stands without loading it.
     summary = {"epoch": progress.epoch, "step": progress.step, "global_step": progress.global_step}
-    tmp = ctx.latest.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(summary))
-    tmp.replace(ctx.latest.with_suffix(".json"))
+    atomic_write_text(ctx.latest.with_suffix(".json"), json.dumps(summary))
 
 
-def _load_checkpoint(path: Path, ctx: TrainContext) -> Progress:
-    ckpt = load_file(path)
+def _nonfinite(state: dict[str, Any]) -> list[str]:
+    """Names of the floating-point tensors in a nested state dict that hold a NaN or an infinity."""
+    bad: list[str] = []
+
+    def visit(value: Any, name: str) -> None:
+        if isinstance(value, torch.Tensor):
+            if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+                bad.append(name)
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                visit(item, f"{name}.{key}" if name else str(key))
+
+    visit(state, "")
+    return bad
+
+
+def _stop_on_signal(ctx: TrainContext, signum: int, save: bool = True) -> None:
+    """Checkpoint (unless just done), log how to resume, and raise :class:`engine.signals.Stopped`."""
+    if save:
+        _save_checkpoint(ctx)
+    progress, name = ctx.progress, signal.Signals(signum).name
+    message = (f"stopped by {name} at epoch {progress.epoch + 1}, step {progress.step}: saved {ctx.latest}; "
+               f"to continue, run the same command with --resume latest")
+    log.warning(message)
+    raise Stopped(signum, message)
+
+
+def _apply_remedies(old_cfg: dict[str, Any], ctx: TrainContext) -> None:
+    """A resume that changes ``--lr``, ``--grad_clip`` or ``--amp``: rescale the loaded schedule to the new lr."""
+    changed = sorted(k for k in RESUME_REMEDIES if k in old_cfg and old_cfg[k] != ctx.cfg[k])
+    if not changed:
+        return
+    log.warning("resume changes %s: from here on the run computes differently from the original one",
+                ", ".join(f"--{k} {old_cfg[k]!r} -> {ctx.cfg[k]!r}" for k in changed))
+    if "lr" in changed:
+        if old_cfg["lr"] == 0:
+            raise UserError("--lr: the checkpoint was trained with --lr 0, so its schedule cannot be rescaled to "
+                            f"--lr {ctx.cfg['lr']}; start a new --output_dir")
+        ratio = ctx.cfg["lr"] / old_cfg["lr"]
+        for group in ctx.optimizer.param_groups:
+            group["lr"] *= ratio
+            if "initial_lr" in group:
+                group["initial_lr"] *= ratio
+        ctx.scheduler.base_lrs = [lr * ratio for lr in ctx.scheduler.base_lrs]
+        ctx.scheduler._last_lr = [group["lr"] for group in ctx.optimizer.param_groups]
+
+
+def _load_checkpoint(path: Path, ckpt: dict[str, Any], ctx: TrainContext) -> Progress:
     missing = [k for k in ("model", "criterion", "optimizer", "scheduler", "progress", "rng") if k not in ckpt]
     if missing:
         raise UserError(f"{path} cannot be resumed from: it lacks {missing} (a full checkpoint_latest.pth "
                         "is needed; model_best.pth / database_best.pth hold only weights / features)")
-    changed = [k for k in sorted(ckpt["config"]) if k not in RESUME_MAY_CHANGE and ckpt["config"][k] != ctx.cfg.get(k)
+    changed = [k for k in sorted(ckpt["config"]) if k not in RESUME_MAY_CHANGE | RESUME_REMEDIES
+               and ckpt["config"][k] != ctx.cfg.get(k)
                and not (k == "decode" and {ckpt["config"][k], ctx.cfg.get(k)} <= SAME_PIXELS)]
     if changed:
         raise UserError(f"--resume {path}: the run was made with other settings for "
@@ -354,6 +455,12 @@ def _load_checkpoint(path: Path, ctx: TrainContext) -> Progress:
     ctx.criterion.load_state_dict(ckpt["criterion"])
     ctx.optimizer.load_state_dict(ckpt["optimizer"])
     ctx.scheduler.load_state_dict(ckpt["scheduler"])
-    ctx.scaler.load_state_dict(ckpt["scaler"])
-    set_rng_state(ckpt["rng"])
+    if ctx.scaler.is_enabled() and ckpt["scaler"]:  # empty when saved without fp16 (a resume may switch --amp)
+        ctx.scaler.load_state_dict(ckpt["scaler"])
+    _apply_remedies(ckpt["config"], ctx)
+    states = ckpt["rng"] if isinstance(ckpt["rng"], list) else [ckpt["rng"]]  # older files: rank 0's only
+    if len(states) != ctx.dist.world_size:
+        log.warning("%s holds the random states of %d rank(s), this run has %d: it continues, but not exactly as "
+                    "the original would have", path, len(states), ctx.dist.world_size)
+    set_rng_state(states[ctx.dist.rank % len(states)])
     return Progress(**ckpt["progress"])

@@ -7,7 +7,8 @@ File format (shared contract; one ``torch.save`` dict)::
      "query":   {"embeddings": (N, D) float32, "labels": (N,) int64, "paths": list[str]},
      "gallery": same as "query", or None (None = leave-one-out: the query set is its own gallery),
      "checkpoint": str path or None,
-     "config": dict}
+     "config": dict,
+     "sha256": str}   # utils.io.payload_digest of the rest, checked by load_database
 
 Searching: a query that is stored in the database uses its stored feature and excludes
 its own gallery index (leave-one-out databases); an external image excludes nothing. Distances reported to
@@ -26,7 +27,7 @@ import torch.nn.functional as F
 
 from evaluation.knn import _as_tensor, iter_knn
 from utils.errors import UserError
-from utils.io import atomic_save
+from utils.io import CorruptFileError, atomic_save, load_verified
 
 __all__ = ["DATABASE_VERSION", "QueryResult", "find_path", "load_database", "make_split", "query_database",
            "save_database", "search_database"]
@@ -85,9 +86,9 @@ def load_database(path: str | os.PathLike) -> dict[str, Any]:
     if not os.path.isfile(path):
         raise _bad(path, "does not exist")
     try:
-        db = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise _bad(path, f"is not readable ({type(exc).__name__}: {exc})") from exc
+        db = load_verified(path, "feature database", weights_only=True)
+    except CorruptFileError as exc:
+        raise _bad(path, f"is not readable or corrupt ({exc})") from None
     if not isinstance(db, dict):
         raise _bad(path, f"holds a {type(db).__name__}, not a dict")
     missing = [k for k in _TOP_KEYS if k not in db]

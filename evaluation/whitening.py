@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from utils.errors import UserError
-from utils.io import atomic_save
+from utils.io import CorruptFileError, atomic_save, load_verified
 
 __all__ = ["cholesky_with_jitter", "learned_whitening_fit", "load_whitening", "matching_pairs", "pca_whitening_fit",
            "save_whitening", "whiten_apply"]
@@ -148,7 +148,8 @@ def whiten_apply(X: Any, mean: Any, P: Any, dim: int | None = None) -> Any:
 
 def save_whitening(path: str | os.PathLike, mean: Any, P: Any, dim: int | None = None,
                    meta: dict | None = None) -> None:
-    """Save a whitening (atomic write): ``{"version": 1, "mean", "P", "dim", "meta"}`` as float64 tensors."""
+    """Save a whitening (atomic, checksummed write): ``{"version": 1, "mean", "P", "dim", "meta", "sha256"}``, the
+    arrays as float64 tensors."""
     atomic_save({
         "version": 1,
         "mean": torch.as_tensor(np.asarray(mean, dtype=np.float64)),
@@ -164,9 +165,9 @@ def load_whitening(path: str | os.PathLike, with_meta: bool = False) -> Any:
     if not os.path.isfile(path):
         raise UserError(f"whitening file {os.fspath(path)!r} does not exist")
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise UserError(f"whitening file {os.fspath(path)!r} is not readable ({exc})") from exc
+        obj = load_verified(path, "whitening file", weights_only=True)
+    except CorruptFileError as exc:
+        raise UserError(f"whitening file {os.fspath(path)!r} is not readable or corrupt ({exc})") from None
     if not isinstance(obj, dict) or not {"mean", "P"} <= set(obj):
         raise UserError(f"whitening file {os.fspath(path)!r} lacks the keys 'mean' and 'P'")
     mean, P = obj["mean"].numpy(), obj["P"].numpy()

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from engine.checkpoint import atomic_save, load_file, resolve_resume, rng_state, set_rng_state
+from engine.checkpoint import atomic_save, load_file, load_resume, rng_state, set_rng_state
 from utils.errors import UserError
 
 
@@ -39,8 +39,8 @@ def test_corrupt_and_missing_checkpoints_are_user_errors(tmp_path):
     with pytest.raises(UserError, match="checkpoint not found"):
         load_file(tmp_path / "missing.pth")
     with pytest.raises(UserError, match="--resume latest: no checkpoint"):
-        resolve_resume("latest", tmp_path)
-    assert resolve_resume(None, tmp_path) is None
+        load_resume("latest", tmp_path)
+    assert load_resume(None, tmp_path) is None
 
 
 def test_rng_state_round_trip():
