@@ -23,7 +23,7 @@ log = logging.getLogger("metric_retrieval")
 SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
-class Stopped(Exception):  # noqa: N818 (not an error: the run stopped as asked)
+class Stopped(Exception):
     """The run stopped on a signal after writing its checkpoint; ``exit_code`` is ``128 + signum``."""
 
     def __init__(self, signum: int, message: str) -> None:
