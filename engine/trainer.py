@@ -45,13 +45,14 @@ from engine.evaluate import evaluate_split
 from engine.loading import SeededBatches, train_loader
 from engine.run_log import RunLog, setup_logging
 from engine.runtime import AMP_DTYPES, resolve_amp, resolve_device
+from engine.validate import check_splits, split_sizes
 from utils.errors import UserError
 
 log = logging.getLogger("metric_retrieval")
 # Settings a resumed run may change without changing what it computes (or that only extend it).
 RESUME_MAY_CHANGE = {"resume", "output_dir", "workers", "device", "num_epochs", "eval_every", "checkpoint_every",
                      "no_tensorboard", "eval_batch_size", "knn_backend", "eval_chunk_size", "config",
-                     "compile", "recalls", "select_metric", "select_on", "pretrained"}
+                     "compile", "recalls", "select_metric", "select_on", "pretrained", "overwrite"}
 SAME_PIXELS = {"fast", "cache", "auto"}  # --decode values that give bit-identical images
 
 
@@ -128,14 +129,24 @@ def train(cfg: dict[str, Any]) -> dict[str, Any]:
     cfg["amp"] = resolve_amp(cfg["amp"], device)
     out_dir = Path(cfg["output_dir"])
     if dist_info.is_main:
-        out_dir.mkdir(parents=True, exist_ok=True)
+        make_run_dir(out_dir)
     setup_logging(dist_info, out_dir / "train.log" if dist_info.is_main else None)
+    log.info("run folder: %s", out_dir.resolve())
     seed_everything(cfg["seed"], cfg["deterministic"])
-    root = default_data(cfg)
     try:
-        return _train(cfg, root, device, dist_info, out_dir)
+        return _train(cfg, default_data(cfg), device, dist_info, out_dir)
+    except UserError as err:  # the log keeps why the run stopped (the CLI prints it too)
+        log.error("stopped: %s", err, extra={"console": False})
+        raise
     finally:
         cleanup_distributed(dist_info)
+
+
+def make_run_dir(out_dir: Path) -> None:
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise UserError(f"--output_dir {out_dir}: cannot create the run folder ({err.strerror})") from None
 
 
 def _train(cfg: dict[str, Any], root: str, device: torch.device, dist_info: DistInfo, out_dir: Path
@@ -145,8 +156,9 @@ def _train(cfg: dict[str, Any], root: str, device: torch.device, dist_info: Dist
     ks = parse_number_list(cfg["recalls"], "--recalls") or list(info.recall_ks)
     num_classes = train_set.num_classes
     class_counts = torch.bincount(train_set.labels, minlength=num_classes)
-    log.info("data %s at %s: %d training images of %d classes; evaluation %s", info.name, root, len(train_set),
-             num_classes, {k: len(v) for k, v in splits["test"].items()})
+    log.info("data %s at %s: %s", info.name, root, split_sizes(splits))
+    for message in check_splits(cfg, splits, ks):
+        log.warning(message)
 
     model = builders.build_model(cfg, num_classes)
     if dist_info.is_main:
@@ -179,6 +191,9 @@ def _train(cfg: dict[str, Any], root: str, device: torch.device, dist_info: Dist
     if resume is not None:
         ctx.progress = _load_checkpoint(resume, ctx)
         log.info("resumed from %s at epoch %d step %d", resume, ctx.progress.epoch + 1, ctx.progress.step)
+        if ctx.progress.epoch >= cfg["num_epochs"]:
+            log.info("the run is already complete (%d of --num_epochs %d done); raise --num_epochs to train on",
+                     ctx.progress.epoch, cfg["num_epochs"])
     ctx.train_model = _wrap_for_training(model, cfg, dist_info, device)
     if dist_info.is_main:
         save_config(cfg, out_dir / "config.yaml")
