@@ -13,6 +13,7 @@ Files in a run folder:
 """
 from __future__ import annotations
 
+import hashlib
 import random
 from pathlib import Path
 from typing import Any
@@ -21,10 +22,10 @@ import numpy as np
 import torch
 
 from utils.errors import UserError
-from utils.io import atomic_save
+from utils.io import atomic_save, torch_file_problem
 
 __all__ = ["BEST_DATABASE", "BEST_MODEL", "LATEST", "atomic_save", "load_file", "load_model", "model_config",
-           "resolve_resume", "rng_state", "set_rng_state"]
+           "resolve_resume", "rng_state", "set_rng_state", "weights_digest"]
 
 LATEST = "checkpoint_latest.pth"
 BEST_MODEL = "model_best.pth"
@@ -36,10 +37,23 @@ def load_file(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise UserError(f"checkpoint not found: {path}")
+    problem = torch_file_problem(path)
+    if problem:
+        raise UserError(f"checkpoint {path} {problem}; expected model_best.pth or checkpoint_latest.pth of a run")
     try:
         return torch.load(path, map_location="cpu", weights_only=False)
     except Exception as err:  # torch raises several types for a corrupt zip/pickle
         raise UserError(f"cannot read checkpoint {path}: {err}") from None
+
+
+def weights_digest(state_dict: dict[str, torch.Tensor]) -> str:
+    """SHA-256 of a state dict's names, dtypes, shapes and bytes: the identity of a model's weights."""
+    h = hashlib.sha256()
+    for name in sorted(state_dict):
+        t = state_dict[name].detach().cpu().contiguous()
+        h.update(f"{name}:{t.dtype}:{tuple(t.shape)};".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
 
 
 def rng_state() -> dict[str, Any]:

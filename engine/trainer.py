@@ -31,6 +31,7 @@ from engine.checkpoint import (
     resolve_resume,
     rng_state,
     set_rng_state,
+    weights_digest,
 )
 from engine.config import parse_number_list, save_config
 from engine.distributed import (
@@ -329,11 +330,12 @@ def _evaluate_and_select(ctx: TrainContext, splits: dict[str, Any], protocol: st
     out_dir = Path(cfg["output_dir"])
     if score > progress.best:
         progress.best, progress.best_epoch = score, epoch + 1
-        model_cfg = model_config(cfg, splits["train"].num_classes)
-        atomic_save({"model": model.state_dict(), "model_config": model_cfg, "config": cfg, "epoch": epoch + 1,
+        model_cfg, state = model_config(cfg, splits["train"].num_classes), model.state_dict()
+        atomic_save({"model": state, "model_config": model_cfg, "config": cfg, "epoch": epoch + 1,
                      "metrics": metrics}, out_dir / BEST_MODEL)
         save_database(out_dir / BEST_DATABASE, query=database["query"], gallery=database["gallery"],
-                      checkpoint=str(out_dir / BEST_MODEL), config=cfg)
+                      checkpoint=str(out_dir / BEST_MODEL), config=cfg,
+                      model={"config": model_cfg, "sha256": weights_digest(state)})
         log.info("new best %s/%s %.4f at epoch %d: saved %s and %s", select_on, key, score, epoch + 1, BEST_MODEL,
                  BEST_DATABASE)
     ctx.run_log.evaluation(epoch + 1, metrics, database, out_dir)

@@ -220,3 +220,42 @@ def split_sizes(splits: dict[str, Any]) -> str:
              **splits["test"]}
     return ", ".join(f"{name} {len(ds)} images / {len(torch.unique(torch.as_tensor(ds.labels)))} classes"
                      for name, ds in parts.items())
+
+
+def output_file_problem(flag: str, path: str | None) -> str | None:
+    """A file to be written that is a folder, or whose folder cannot be created, is refused before any work."""
+    if not path:
+        return None
+    target = Path(path)
+    if target.is_dir():
+        return f"{flag} {path} is a folder; give a file name (e.g. {target / 'out'})"
+    parent = next((p for p in target.parents if p.exists()), Path("."))
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        return f"{flag} {path}: cannot write in {parent}"
+    return None
+
+
+def check_test_args(args: Any) -> None:
+    """``test.py``'s numbers, output files and whitening file, checked before a model is built or an image read."""
+    problems = [f"--{flag} must be a positive integer, got {getattr(args, flag)}"
+                for flag in ("retrieval_num", "eval_batch_size", "image_size", "imsize")
+                if getattr(args, flag) < 1]
+    if args.workers < 0:
+        problems.append(f"--workers must be >= 0, got {args.workers}")
+    if args.feature_dim is not None and args.feature_dim < 1:
+        problems.append(f"--feature_dim must be a positive integer, got {args.feature_dim}")
+    if args.dba < 0:
+        problems.append(f"--dba must be >= 0 neighbours, got {args.dba}")
+    scales = parse_number_list(args.scales, "--scales", float)
+    if not scales or any(not math.isfinite(s) or s <= 0 for s in scales):
+        problems.append(f"--scales must list positive factors (e.g. 1,0.7071,0.5), got {args.scales!r}")
+    if args.recalls is not None and any(k < 1 for k in parse_number_list(args.recalls, "--recalls")):
+        problems.append(f"--recalls must list positive integers, got {args.recalls}")
+    problems += [p for p in (output_file_problem("--json", args.json),
+                             output_file_problem("--learn_whitening", args.learn_whitening)) if p]
+    for flag in ("whitening", "checkpoint", "data_base", "attention_weights", "region_whitening"):
+        value = getattr(args, flag)
+        if value and not Path(value).is_file():
+            problems.append(f"--{flag} {value}: no such file")
+    if problems:
+        raise UserError("invalid arguments:\n  " + "\n  ".join(problems))

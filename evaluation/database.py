@@ -7,7 +7,8 @@ File format (shared contract; one ``torch.save`` dict)::
      "query":   {"embeddings": (N, D) float32, "labels": (N,) int64, "paths": list[str]},
      "gallery": same as "query", or None (None = leave-one-out: the query set is its own gallery),
      "checkpoint": str path or None,
-     "config": dict}
+     "config": dict,
+     "model": {"config": dict, "sha256": str}}   (optional: the checkpoint's model config and weights digest)
 
 Searching: a query that is stored in the database uses its stored feature and excludes
 its own gallery index (leave-one-out databases); an external image excludes nothing. Distances reported to
@@ -26,7 +27,7 @@ import torch.nn.functional as F
 
 from evaluation.knn import _as_tensor, iter_knn
 from utils.errors import UserError
-from utils.io import atomic_save
+from utils.io import atomic_save, torch_file_problem
 
 __all__ = ["DATABASE_VERSION", "QueryResult", "find_path", "load_database", "make_split", "query_database",
            "save_database", "search_database"]
@@ -57,13 +58,16 @@ def _as_split(split: Any) -> dict[str, Any] | None:
 
 
 def save_database(path: str | os.PathLike, query: Any, gallery: Any = None, checkpoint: str | None = None,
-                  config: Mapping[str, Any] | None = None, metric: str = "ip") -> dict[str, Any]:
+                  config: Mapping[str, Any] | None = None, metric: str = "ip",
+                  model: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Write a feature database atomically; returns the saved dict.
 
     Args:
         query / gallery: a mapping with ``embeddings``, ``labels``, ``paths`` (or a 3-tuple of them);
             ``gallery=None`` for a leave-one-out database.
         checkpoint: the checkpoint the embeddings came from; config: the resolved run config.
+        model: optional ``{"config": model config, "sha256": weights digest}`` of that checkpoint's model, so
+            that a query embedded with another checkpoint is refused (stored under the optional key ``model``).
     """
     q = _as_split(query)
     g = _as_split(gallery)
@@ -71,6 +75,8 @@ def save_database(path: str | os.PathLike, query: Any, gallery: Any = None, chec
         raise ValueError(f"query dim {q['embeddings'].shape[1]} != gallery dim {g['embeddings'].shape[1]}")
     db = {"version": DATABASE_VERSION, "metric": metric, "query": q, "gallery": g,
           "checkpoint": None if checkpoint is None else os.fspath(checkpoint), "config": dict(config or {})}
+    if model is not None:
+        db["model"] = dict(model)
     atomic_save(db, path)
     return db
 
@@ -84,6 +90,9 @@ def load_database(path: str | os.PathLike) -> dict[str, Any]:
     """Read and validate a feature database; a missing or corrupt file or wrong keys → :class:`UserError`."""
     if not os.path.isfile(path):
         raise _bad(path, "does not exist")
+    problem = torch_file_problem(path)
+    if problem:
+        raise _bad(path, problem)
     try:
         db = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
