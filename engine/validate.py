@@ -39,7 +39,6 @@ FLOAT_RANGES: dict[str, tuple[float, bool, float, bool]] = {
     "das_dfs_scale_left": (0.0, False, math.inf, False),
     "das_dfs_scale_right": (0.0, False, math.inf, False),
     "das_mts_scale": (0.0, True, math.inf, False),
-    "val_classes": (0.0, True, 1.0, False),
 }
 POSITIVE_INTS = ("das_num_produce", "das_dfs_num_scale", "das_mts_num_transformation_bank")
 

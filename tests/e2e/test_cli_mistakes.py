@@ -1,0 +1,148 @@
+"""A careless user of ``test.py`` / ``train.py``: every mistake is a clear ``error:`` (exit 2), found before work."""
+import argparse
+
+import pytest
+import torch
+
+import data_utils
+import train as train_cli
+from engine.eval_commands import build_eval_model, eval_amp
+from tests.e2e.cli import run_test_cli, test_cli
+from utils.io import torch_file_problem
+
+
+@pytest.fixture(scope="module")
+def folder_data(tmp_path_factory):
+    from data import write_synthetic
+
+    return write_synthetic("folder", tmp_path_factory.mktemp("folder"), image_size=(32, 32), images_per_class=2,
+                           num_classes=4)
+
+
+@pytest.fixture
+def yaml_file(tmp_path):
+    path = tmp_path / "config.yaml"
+    path.write_text("lr: 0.1\nbatch_size: 32\n")
+    return path
+
+
+def eval_argv(folder_data, *extra):
+    return ["--eval", "--data_name", "folder", "--data_path", str(folder_data), "--backbone_type", "resnet18",
+            "--head", "gem", "--workers", "0", *extra]
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--retrieval_num", "0"], "--retrieval_num must be a positive integer, got 0"),
+    (["--retrieval_num", "-3"], "--retrieval_num must be a positive integer, got -3"),
+    (["--imsize", "0"], "--imsize must be a positive integer, got 0"),
+    (["--scales", "0"], "--scales must list positive factors"),
+    (["--scales", "-1"], "--scales must list positive factors"),
+    (["--scales", "1,nan"], "--scales must list positive factors"),
+    (["--eval_batch_size", "0"], "--eval_batch_size must be a positive integer"),
+    (["--whitening", "missing.pth"], "--whitening missing.pth: no such file"),
+    (["--data_base", "missing.pth"], "--data_base missing.pth: no such file"),
+])
+def test_bad_arguments_are_refused_first(folder_data, extra, message):
+    code, out, err = run_test_cli([*eval_argv(folder_data), *extra])
+    assert code == 2 and message in err and "Traceback" not in err and out == ""
+
+
+@pytest.mark.parametrize("flag", ["--json", "--learn_whitening"])
+def test_output_file_that_is_a_folder_is_refused_before_evaluating(folder_data, tmp_path, flag):
+    code, _, err = run_test_cli([*eval_argv(folder_data), flag, str(tmp_path)])
+    assert code == 2 and f"{flag} {tmp_path} is a folder" in err
+
+
+@pytest.mark.parametrize("extra, named", [
+    (["--qe", "banana"], "--qe"), (["--qe", "aqe:2"], "--qe"), (["--dba", "3"], "--dba"),
+    (["--scales", "1,0.5"], "--scales"), (["--imsize", "512"], "--imsize"),
+])
+def test_landmark_options_on_another_dataset_are_refused(folder_data, extra, named):
+    code, _, err = run_test_cli([*eval_argv(folder_data), *extra])
+    assert code == 2 and f"{named} only apply to landmark datasets" in err
+
+
+def test_bad_query_expansion_is_refused_before_the_model(monkeypatch, folder_data):
+    import engine.eval_commands
+
+    monkeypatch.setattr(engine.eval_commands.data, "get_benchmark", lambda *a: argparse.Namespace(protocol="landmark"))
+    monkeypatch.setattr(engine.eval_commands, "build_eval_model", lambda *a: pytest.fail("model built before --qe"))
+    code, _, err = run_test_cli([*eval_argv(folder_data), "--qe", "banana"])
+    assert code == 2 and "--qe method must be aqe, alpha or none, got 'banana'" in err
+
+
+def test_whitening_of_the_wrong_dimension_is_refused_before_extracting(monkeypatch, tmp_path, folder_data):
+    import engine.eval_commands
+    from evaluation import save_whitening
+
+    path = tmp_path / "w.pth"
+    save_whitening(path, torch.zeros(16), torch.eye(16))
+    monkeypatch.setattr(engine.eval_commands.data, "get_benchmark", lambda *a: argparse.Namespace(protocol="landmark"))
+    monkeypatch.setattr(engine.eval_commands.data, "load_landmark_dataset", lambda *a: pytest.fail("images read"))
+    code, _, err = run_test_cli([*eval_argv(folder_data), "--whitening", str(path)])
+    assert code == 2 and "whitens 16-d descriptors, but the model gives 512-d ones" in err
+
+
+@pytest.mark.parametrize("flag", ["--data_base", "--checkpoint"])
+def test_yaml_given_as_a_torch_file(folder_data, yaml_file, flag):
+    argv = ["--query_img_name", "x.jpg", "--data_base", str(yaml_file)] if flag == "--data_base" else \
+        [*eval_argv(folder_data), "--checkpoint", str(yaml_file)]
+    code, _, err = run_test_cli(argv)
+    assert code == 2 and "is not a PyTorch file written by torch.save: it holds text (a YAML" in err
+
+
+def test_yaml_given_to_train_as_resume_or_pretrained(tmp_path, yaml_file, capsys):
+    fast = ["--workers", "0", "--no_tensorboard", "--image_size", "32", "--amp", "off"]
+    assert train_cli.main([*fast, "--output_dir", str(tmp_path / "a"), "--resume", str(yaml_file)]) == 2
+    assert "is not a PyTorch file written by torch.save: it holds text" in capsys.readouterr().err
+    assert train_cli.main([*fast, "--output_dir", str(tmp_path / "b"), "--pretrained", str(yaml_file)]) == 2
+    assert f"weights file {yaml_file} is not a PyTorch file" in capsys.readouterr().err
+
+
+def test_torch_file_problem(tmp_path):
+    torch.save({"a": 1}, tmp_path / "ok.pth")
+    (tmp_path / "empty").write_bytes(b"")
+    (tmp_path / "bin").write_bytes(b"\x00\x01\x02\x03")
+    assert torch_file_problem(tmp_path / "ok.pth") is None
+    assert torch_file_problem(tmp_path / "empty") == "is empty"
+    assert "another format" in torch_file_problem(tmp_path / "bin")
+
+
+def test_off_the_shelf_gem_is_deterministic_without_a_projection(folder_data, tmp_path):
+    import models
+
+    weights = tmp_path / "resnet18.pth"  # stands in for --pretrained imagenet (no download in tests)
+    torch.save(models.build_model("resnet18", "gem").backbone.state_dict(), weights)
+    args = test_cli.get_args_parser().parse_args(eval_argv(folder_data, "--pretrained", str(weights)))
+    torch.manual_seed(0)
+    first, _ = build_eval_model(args, torch.device("cpu"))
+    torch.manual_seed(123)  # a different RNG state must not matter: no randomly initialised layer
+    second, _ = build_eval_model(args, torch.device("cpu"))
+    assert first.head.whiten is None and first.feature_dim == 512
+    x = torch.rand(2, 3, 32, 32)
+    assert torch.equal(first(x)[0], second(x)[0])
+    projected, _ = build_eval_model(test_cli.get_args_parser().parse_args(eval_argv(folder_data, "--feature_dim",
+                                                                                    "128")), torch.device("cpu"))
+    assert projected.feature_dim == 128  # a projection only when asked for
+
+
+def test_eval_precision_follows_the_run_unless_overridden():
+    parse = test_cli.get_args_parser().parse_args
+    cpu = torch.device("cpu")
+    assert eval_amp(parse([]), {"amp": "bf16"}, cpu) is torch.bfloat16
+    assert eval_amp(parse([]), {"amp": "off"}, cpu) is None
+    assert eval_amp(parse([]), {}, cpu) is None  # off-the-shelf
+    assert eval_amp(parse(["--amp", "off"]), {"amp": "bf16"}, cpu) is None
+    assert eval_amp(parse(["--amp", "fp16"]), {"amp": "off"}, cpu) is torch.float16
+
+
+@pytest.mark.parametrize("parser", [train_cli.get_args_parser, test_cli.get_args_parser,
+                                    data_utils.get_args_parser])
+def test_usage_line_names_the_program(parser):
+    p = parser()
+    assert p.format_usage().startswith(f"usage: {p.prog} ") and " " not in p.prog and p.description
+
+
+def test_pooling_help_lists_what_each_head_accepts():
+    text = train_cli.get_args_parser().format_help()
+    assert "baseline avg, avgmax" in " ".join(text.split())
