@@ -146,3 +146,53 @@ def test_usage_line_names_the_program(parser):
 def test_pooling_help_lists_what_each_head_accepts():
     text = train_cli.get_args_parser().format_help()
     assert "baseline avg, avgmax" in " ".join(text.split())
+
+
+TINY = ["--workers", "0", "--no_tensorboard", "--image_size", "32", "--amp", "off", "--num_epochs", "1",
+        "--batch_size", "8", "--samples_per_class", "2", "--eval_batch_size", "16"]
+
+
+def train_argv(root, out, *extra, name="folder"):
+    return ["--data_path", str(root), "--data_name", name, "--output_dir", str(out), *TINY, *extra]
+
+
+def synth(tmp_path_factory, layout, **kw):
+    from data import write_synthetic
+
+    return write_synthetic(layout, tmp_path_factory.mktemp(layout), image_size=(32, 32), **kw)
+
+
+def test_one_training_class_is_refused_and_the_log_keeps_why(tmp_path_factory, tmp_path, capsys):
+    root = synth(tmp_path_factory, "folder", num_classes=2, images_per_class=4)
+    assert train_cli.main(train_argv(root, tmp_path / "run")) == 2
+    err = capsys.readouterr().err
+    assert "error: unusable data:\n  the training split has 1 class" in err and "Traceback" not in err
+    log = (tmp_path / "run" / "train.log").read_text()
+    assert "ERROR stopped: unusable data" in log and "train 4 images / 1 classes" in log
+    assert not (tmp_path / "run" / "model_best.pth").exists()
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--val_classes", "0.9"], "the training split has 1 class"),
+    (["--val_classes", "0.01"], "--val_classes 0.01 holds out 1 class of 4"),
+    (["--batch_size", "32", "--samples_per_class", "4"], "--sampler m_per_class with --batch_size 32"),
+    (["--select_metric", "recall@3"], "--select_metric recall@3 is not computed"),
+])
+def test_data_mistakes_stop_before_the_first_step(tmp_path_factory, tmp_path, capsys, monkeypatch, extra, message):
+    import engine.trainer
+
+    root = synth(tmp_path_factory, "folder", num_classes=8, images_per_class=3)
+    monkeypatch.setattr(engine.trainer, "train_one_epoch", lambda *a: pytest.fail("trained before the check"))
+    assert train_cli.main(train_argv(root, tmp_path / "run", *extra)) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_an_empty_test_split_stops_before_training(tmp_path_factory, tmp_path, capsys, monkeypatch):
+    import engine.trainer
+
+    root = synth(tmp_path_factory, "cub", images_per_class=1)
+    images = root / "CUB_200_2011" / "images.txt"
+    images.write_text("".join(images.read_text().splitlines(keepends=True)[:100]))  # truncated: the test half lost
+    monkeypatch.setattr(engine.trainer, "train_one_epoch", lambda *a: pytest.fail("trained before the check"))
+    assert train_cli.main(train_argv(root, tmp_path / "run", "--batch_size", "4", name="cub")) == 2
+    assert "the test split has no images" in capsys.readouterr().err
