@@ -110,10 +110,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     out_dir = args.output_dir or Path("results") / Path(args.query_img_name).stem
     png, html = write_outputs(result, out_dir)
-    print(f"query {result.query_path} (label {result.query_label})")
-    for rank, (path, dist, ok) in enumerate(zip(result.paths, result.distances, result.correct), start=1):
+    names = result.classes or [""] * len(result.paths)
+    print(f"query {result.query_path} (class {result.query_class or '?'}, label {result.query_label})")
+    for rank, (path, dist, ok, name) in enumerate(zip(result.paths, result.distances, result.correct, names), 1):
         mark = {True: "right", False: "wrong", None: ""}[ok]
-        print(f"{rank:>3}  {dist:.4f}  {mark:>5}  {path}")
+        print(f"{rank:>3}  {dist:.4f}  {mark:>5}  {name:<12}  {path}")
     print(f"wrote {png} and {html}")
     return 0
 

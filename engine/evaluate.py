@@ -24,11 +24,15 @@ def device_input(model: torch.nn.Module, cfg: dict[str, Any], device: torch.devi
 
 def embed_dataset(model: torch.nn.Module, dataset: Any, cfg: dict[str, Any], device: torch.device,
           autocast_dtype: torch.dtype | None) -> dict[str, Any]:
-    """``{"embeddings" (N, D) float32 cpu, "labels" (N,), "paths"}`` for a dataset of uint8 images in eval mode."""
+    """``{"embeddings" (N, D) float32 cpu, "labels" (N,), "paths"[, "classes"]}`` for a dataset of uint8 images in
+    eval mode."""
     loader = eval_loader(dataset, cfg["eval_batch_size"], cfg["workers"], device.type == "cuda")
     with torch.autocast(device.type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None):
         embeddings, labels, _ = evaluation.embed(model, loader, device, preprocess=device_input(model, cfg, device))
-    return {"embeddings": embeddings.float(), "labels": labels.long(), "paths": list(dataset.paths)}
+    out = {"embeddings": embeddings.float(), "labels": labels.long(), "paths": list(dataset.paths)}
+    if getattr(dataset, "classes", None) is not None:
+        out["classes"] = list(dataset.classes)  # label → class name, for the query outputs
+    return out
 
 
 def evaluate_split(model: torch.nn.Module, splits: dict[str, Any], protocol: str, ks: list[int],

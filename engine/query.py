@@ -113,7 +113,8 @@ def write_outputs(result: QueryResult, out_dir: str | Path) -> tuple[Path, Path]
     out_dir.mkdir(parents=True, exist_ok=True)
     png, html = out_dir / "montage.png", out_dir / "index.html"
     evaluation.write_montage(result.query_path, result.paths, result.distances, result.correct, png)
-    evaluation.write_html(result.query_path, result.paths, result.distances, result.correct, html)
+    evaluation.write_html(result.query_path, result.paths, result.distances, result.correct, html,
+                          query_class=result.query_class, classes=result.classes)
     return png, html
 
 
