@@ -147,3 +147,16 @@ def test_folder_with_two_evaluation_layouts_is_refused(synth_copy):
         shutil.copytree(root / "test", root / split)
     with pytest.raises(data.DatasetError, match="test/ and query/ \\+ gallery/ are two evaluation layouts"):
         data.build_dataset("folder", root, "test")
+
+
+def test_warnings_are_plain_lines(synth_copy, fast_tmp, monkeypatch, capsys):
+    root = synth_copy("folder")
+    next((root / "train").rglob("*.jpg")).write_bytes(b"not a jpeg")
+    monkeypatch.setattr(sys, "argv", ["data_utils.py", "prepare", "--data_name", "folder", "--data_path", str(root),
+                                      "--out", str(fast_tmp / "out"), "--skip_bad_images"])
+    with pytest.raises(SystemExit) as exit_info:
+        runpy.run_path(str(REPO / "data_utils.py"), run_name="__main__")
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 0
+    assert "warning: dropped 1 unreadable image(s) from the folder dataset (--skip_bad_images)\n" in err
+    assert "DatasetWarning" not in err and "warnings.warn" not in err and ".py:" not in err

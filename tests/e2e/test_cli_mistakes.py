@@ -196,3 +196,24 @@ def test_an_empty_test_split_stops_before_training(tmp_path_factory, tmp_path, c
     monkeypatch.setattr(engine.trainer, "train_one_epoch", lambda *a: pytest.fail("trained before the check"))
     assert train_cli.main(train_argv(root, tmp_path / "run", "--batch_size", "4", name="cub")) == 2
     assert "the test split has no images" in capsys.readouterr().err
+
+
+def test_warnings_reach_the_log_as_plain_lines(tmp_path_factory, tmp_path, capsys, monkeypatch):
+    import engine.trainer
+    from utils.errors import UserError
+
+    root = synth(tmp_path_factory, "folder", num_classes=8, images_per_class=3)
+    next((root / "train").rglob("*.jpg")).write_bytes(b"not a jpeg")
+
+    def stop(*args):
+        raise UserError("stopped by the test")
+
+    monkeypatch.setattr(engine.trainer, "train_one_epoch", stop)
+    assert train_cli.main(train_argv(root, tmp_path / "run", "--skip_bad_images", "--samples_per_class", "4")) == 2
+    err = capsys.readouterr().err
+    log = (tmp_path / "run" / "train.log").read_text()
+    for text in ("WARNING dropped 1 unreadable image(s)", "WARNING --samples_per_class 4: 4 of 4 training classes",
+                 "ERROR stopped: stopped by the test"):
+        assert text in log, text
+    assert "DatasetWarning" not in err and "warnings.warn" not in err and "error: stopped by the test" in err
+    assert err.count("stopped by the test") == 1  # the console gets the CLI's line only
