@@ -131,7 +131,9 @@ def test_a_checkpoint_of_another_model_is_refused(trained_run, tmp_path):
 def test_the_checkpoint_next_to_the_database_is_found_from_anywhere(trained_run, tmp_path, monkeypatch):
     out, _ = trained_run
     run = tmp_path / "moved"
-    shutil.copytree(out, run)
+    run.mkdir()
+    for name in ("database_best.pth", "model_best.pth"):
+        shutil.copy(out / name, run / name)
     db = torch.load(run / "database_best.pth", weights_only=False)
     db["checkpoint"] = "runs/cars/model_best.pth"  # as typed in the folder training ran from
     torch.save(db, run / "database_best.pth")
@@ -149,6 +151,7 @@ def test_the_checkpoint_next_to_the_database_is_found_from_anywhere(trained_run,
 def test_resuming_a_finished_run_says_so(trained_run, tmp_path):
     out, _ = trained_run
     run = tmp_path / "again"
-    shutil.copytree(out, run)
+    run.mkdir()
+    shutil.copy(out / "checkpoint_latest.pth", run / "checkpoint_latest.pth")
     assert train_cli.main(["--output_dir", str(run), *FAST, "--resume", "latest"]) == 0
     assert "the run is already complete (4 of --num_epochs 4 done)" in (run / "train.log").read_text()
