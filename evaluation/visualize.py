@@ -9,7 +9,8 @@ blue = the query. ``query_box`` (x1, y1, x2, y2 in original pixels, e.g. a landm
 the query image as a yellow rectangle. An image that cannot be read becomes a grey "unreadable" tile.
 
 :func:`write_html` shows the same as an HTML page with the thumbnails embedded as base64 JPEG, so the page is
-one self-contained file.
+one self-contained file; its tiles sit in a CSS grid that wraps to the window's width, captioned with the
+class names when they are known.
 """
 from __future__ import annotations
 
