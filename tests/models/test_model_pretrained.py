@@ -52,6 +52,9 @@ def test_local_file_errors(tmp_path):
         models.build_backbone("resnet18", pretrained=str(path))
     bad = tmp_path / "bad.pth"
     bad.write_bytes(b"not a torch file")
+    with pytest.raises(UserError, match="is not a PyTorch file written by torch.save: it holds text"):
+        models.build_backbone("resnet18", pretrained=str(bad))
+    bad.write_bytes(b"PK\x03\x04 torn zip archive")
     with pytest.raises(UserError, match="cannot read"):
         models.build_backbone("resnet18", pretrained=str(bad))
 
