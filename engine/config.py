@@ -134,7 +134,8 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     g.add_argument("--output_dir", default=None,
                    help="run folder; default: a new runs/<date-time>-<backbone>-<head>. A folder holding a run is "
                         "refused unless --resume or --overwrite is given")
-    g.add_argument("--overwrite", action="store_true", help="replace the run already in --output_dir")
+    g.add_argument("--overwrite", action="store_true",
+                   help="train into --output_dir although it holds a run: its files are replaced as this run writes")
     g.add_argument("--resume", default=None, help="checkpoint path, or 'latest' in --output_dir")
     g.add_argument("--checkpoint_every", type=int, default=0,
                    help="also checkpoint every N steps inside an epoch; 0 = end of epoch only")
