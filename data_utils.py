@@ -11,11 +11,11 @@ import json
 import sys
 import warnings
 
-from utils.errors import UserError
+from utils.errors import UserError, plain_warnings
 
 
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser("Dataset tools", add_help=add_help,
+    p = argparse.ArgumentParser(description="Dataset tools", add_help=add_help,
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True)
 
@@ -80,6 +80,7 @@ def main(args: argparse.Namespace) -> int:
 
 if __name__ == "__main__":
     warnings.simplefilter("default")
+    plain_warnings()
     try:
         sys.exit(main(get_args_parser().parse_args()))
     except UserError as err:

@@ -16,14 +16,16 @@ import json
 import sys
 from pathlib import Path
 
+from engine.config import AMP_CHOICES
 from engine.eval_commands import evaluate_checkpoint, learn_whitening
 from engine.query import retrieve, write_outputs
 from engine.runtime import resolve_device
-from utils.errors import UserError
+from engine.validate import check_test_args
+from utils.errors import UserError, plain_warnings
 
 
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser("Query retrieval and evaluation", add_help=add_help,
+    p = argparse.ArgumentParser(description="Query retrieval and evaluation", add_help=add_help,
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     g = p.add_argument_group("query retrieval")
     g.add_argument("--query_img_name", help="query image: a path stored in the database, or any image file")
@@ -48,7 +50,8 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     g = p.add_argument_group("off-the-shelf model (no --checkpoint) and landmark retrieval")
     g.add_argument("--backbone_type", default=None)
     g.add_argument("--head", default=None)
-    g.add_argument("--feature_dim", type=int, default=2048)
+    g.add_argument("--feature_dim", type=int, default=None,
+                   help="embedding width; default: the head's own (gem: the backbone's width, no projection)")
     g.add_argument("--pretrained", default=None)
     g.add_argument("--model_option", action="append", default=[], metavar="KEY=VALUE")
     g.add_argument("--attention_weights", default=None,
@@ -65,6 +68,8 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     g.add_argument("--whitening_type", default="pca", choices=("pca", "learned"),
                    help="pca: PCA-whitening; learned: cirtorch Lw from same-class pairs (labelled data)")
     p.add_argument("--device", default="auto")
+    p.add_argument("--amp", default="run", choices=("run", *AMP_CHOICES),
+                   help="precision of --eval / --learn_whitening: run = the checkpoint's own (off without one)")
     return p
 
 
@@ -77,7 +82,9 @@ def print_table(metrics: dict) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = get_args_parser().parse_args(argv)
+    plain_warnings()
     try:
+        check_test_args(args)
         if args.learn_whitening:
             if not args.data_name or not args.data_path:
                 raise UserError("--learn_whitening needs --data_name and --data_path (a training set)")
@@ -103,10 +110,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     out_dir = args.output_dir or Path("results") / Path(args.query_img_name).stem
     png, html = write_outputs(result, out_dir)
-    print(f"query {result.query_path} (label {result.query_label})")
-    for rank, (path, dist, ok) in enumerate(zip(result.paths, result.distances, result.correct), start=1):
+    names = result.classes or [""] * len(result.paths)
+    print(f"query {result.query_path} (class {result.query_class or '?'}, label {result.query_label})")
+    for rank, (path, dist, ok, name) in enumerate(zip(result.paths, result.distances, result.correct, names), 1):
         mark = {True: "right", False: "wrong", None: ""}[ok]
-        print(f"{rank:>3}  {dist:.4f}  {mark:>5}  {path}")
+        print(f"{rank:>3}  {dist:.4f}  {mark:>5}  {name:<12}  {path}")
     print(f"wrote {png} and {html}")
     return 0
 

@@ -12,10 +12,11 @@ import sys
 
 from engine import get_args_parser, resolve_config, train
 from engine.signals import Stopped
-from utils.errors import UserError
+from utils.errors import UserError, plain_warnings
 
 
 def main(argv: list[str] | None = None) -> int:
+    plain_warnings()
     try:
         cfg = resolve_config(argv, get_args_parser())
         result = train(cfg)

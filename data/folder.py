@@ -30,6 +30,9 @@ class Folder(Reader):
             raise layout_error("missing folder", self.root, LAYOUT)
         if not self.available_splits():
             raise layout_error("no train/, test/, query/ or gallery/ folder in", self.root, LAYOUT)
+        if (self.root / "test").is_dir() and (self.root / "query").is_dir():
+            raise layout_error("test/ and query/ + gallery/ are two evaluation layouts; keep one of them in",
+                               self.root, LAYOUT)
 
     def available_splits(self) -> tuple[str, ...]:
         return tuple(s for s in SPLITS if (self.root / s).is_dir())

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from PIL import Image
+from tqdm import tqdm
 
 from data.builder import get_reader
 from data.cars import Cars, read_annotations
@@ -112,8 +113,13 @@ def prepare_dataset(name: str, root: str | Path, out: str | Path, size: int | No
     if crop and not reader.has_boxes:
         raise DatasetError(f"crop is only for datasets with bounding boxes ({', '.join(datasets_with_boxes())}), "
                            f"not {reader.name}")
-    if out.resolve() == root.resolve():
-        raise DatasetError(f"--out must differ from the dataset root ({root})")
+    if size is not None and size < 1:
+        raise DatasetError(f"--size must be a positive number of pixels, got {size}")
+    if out.exists() and not out.is_dir():
+        raise DatasetError(f"--out {out} is a file, not a folder")
+    if out.resolve() == root.resolve() or root.resolve() in out.resolve().parents:
+        raise DatasetError(f"--out {out} is inside the dataset root {root}: the copy would be copied into "
+                           "itself; choose a folder outside it")
     jobs: list[tuple[str, Box | None]] = []
     for split in reader.available_splits():
         try:
@@ -131,7 +137,7 @@ def prepare_dataset(name: str, root: str | Path, out: str | Path, size: int | No
         return _convert(src, out / Path(src).relative_to(root), box, crop, size)
 
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        results = list(pool.map(run, jobs))
+        results = list(tqdm(pool.map(run, jobs), total=len(jobs), desc="prepare", unit="img", dynamic_ncols=True))
     bad = {i: err for i, (_, err) in enumerate(results) if err is not None}
     handle_bad_images(bad, [p for p, _ in jobs], f"{reader.name} dataset", skip_bad_images)
     new_boxes = {src: nb for (src, _), (nb, _) in zip(jobs, results) if nb is not None}

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 import scipy.io
+from tqdm import tqdm
 
 from data.common import SYNTH_MARKER
 from data.oxford_paris import PARIS_CORRUPT
@@ -61,6 +62,7 @@ class _Writer:
 
     def __init__(self, out: Path, size: tuple[int, int], seed: int) -> None:
         self.out, self.size, self.seed, self.count = out, size, seed, 0
+        self.bar = tqdm(desc=f"synth {out.name}", unit="img", leave=False, dynamic_ncols=True)
 
     def rng(self) -> np.random.Generator:
         self.count += 1
@@ -68,6 +70,7 @@ class _Writer:
 
     def image(self, rel: str, class_index: int, **kw: Any) -> tuple[float, float, float, float]:
         img, box = render(class_index, self.rng(), self.size, **kw)
+        self.bar.update(1)
         path = self.out / rel
         path.parent.mkdir(parents=True, exist_ok=True)
         fmt = "PNG" if path.suffix.lower() == ".png" else "JPEG"
@@ -334,7 +337,13 @@ def write_synthetic(layout: str, out: str | Path, image_size: tuple[int, int] = 
     """
     if layout not in LAYOUTS:
         raise UnknownOptionError(f"unknown synthetic layout {layout!r}; choose one of: {', '.join(sorted(LAYOUTS))}")
+    if images_per_class is not None and images_per_class < 1:
+        raise UserError(f"--images_per_class must be a positive integer, got {images_per_class}")
+    if min(image_size) < 1:
+        raise UserError(f"--image_size must be two positive sizes W H, got {' '.join(map(str, image_size))}")
     out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} is a file, not a folder")
     out.mkdir(parents=True, exist_ok=True)
     params = _params(layout, image_size, images_per_class, seed, kw)
     writer = _Writer(out, (int(image_size[0]), int(image_size[1])), int(seed))
@@ -342,6 +351,8 @@ def write_synthetic(layout: str, out: str | Path, image_size: tuple[int, int] = 
         LAYOUTS[layout](writer, params["images_per_class"], **kw)
     except TypeError as err:
         raise TypeError(f"synthetic layout {layout!r}: {err}") from None
+    finally:
+        writer.bar.close()
     (out / SYNTH_MARKER).write_text(json.dumps(params, indent=1, sort_keys=True), encoding="utf-8")
     return out
 

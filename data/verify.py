@@ -9,6 +9,8 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from tqdm import tqdm
+
 from data.errors import DatasetError, DatasetWarning
 from data.image_io import check_image
 
@@ -57,7 +59,9 @@ def find_bad_images(paths: Sequence[str], workers: int | None = None, use_cache:
             known = {}
     todo = [i for i, st in enumerate(stats) if st is not None and known.get(paths[i]) != st]
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        reasons = dict(zip(todo, pool.map(check_image, [paths[i] for i in todo], chunksize=64)))
+        checked = pool.map(check_image, [paths[i] for i in todo], chunksize=64)
+        reasons = dict(zip(todo, tqdm(checked, total=len(todo), desc="verify images", unit="img", leave=False,
+                                      disable=len(todo) < 1000, dynamic_ncols=True)))
     bad = {i: "missing" for i, st in enumerate(stats) if st is None}
     bad.update({i: r for i, r in reasons.items() if r is not None})
     if cache is not None and todo:
@@ -85,8 +89,8 @@ def handle_bad_images(bad: dict[int, str], paths: Sequence[str], what: str, skip
         listed = "\n".join(f"  {paths[i]} ({bad[i]})" for i in sorted(bad)[:MAX_LISTED])
         more = f"\n  ... and {len(bad) - MAX_LISTED} more" if len(bad) > MAX_LISTED else ""
         raise DatasetError(f"{len(bad)} image(s) of the {what} cannot be read:\n{listed}{more}\n"
-                           "fix or re-extract them, or pass --skip_bad_images (skip_bad_images=True) "
-                           "to drop them")
+                           "fix or re-extract them; train.py and data_utils.py prepare drop them with "
+                           "--skip_bad_images")
     warnings.warn(f"dropped {len(bad)} unreadable image(s) from the {what} (--skip_bad_images)",
                   DatasetWarning, stacklevel=3)
     return [i for i in range(len(paths)) if i not in bad]

@@ -98,8 +98,12 @@ def build_criterion(cfg: dict[str, Any], num_classes: int, class_counts: torch.T
 
 
 def build_sampler(cfg: dict[str, Any], labels: torch.Tensor, rank: int, world_size: int):
-    return samplers.build_batch_sampler(cfg["sampler"], labels, cfg["batch_size"], m=cfg["samples_per_class"],
-                                        seed=cfg["seed"], rank=rank, world_size=world_size)
+    try:
+        return samplers.build_batch_sampler(cfg["sampler"], labels, cfg["batch_size"], m=cfg["samples_per_class"],
+                                            seed=cfg["seed"], rank=rank, world_size=world_size)
+    except ValueError as err:  # a batch the data cannot fill
+        raise UserError(f"--sampler {cfg['sampler']} with --batch_size {cfg['batch_size']} and --samples_per_class "
+                        f"{cfg['samples_per_class']}: {err}; lower --batch_size or --samples_per_class") from None
 
 
 def build_optimizer(cfg: dict[str, Any], model: torch.nn.Module, criterion: torch.nn.Module

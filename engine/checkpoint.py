@@ -26,10 +26,10 @@ import numpy as np
 import torch
 
 from utils.errors import UserError
-from utils.io import CorruptFileError, atomic_save, load_verified
+from utils.io import CorruptFileError, atomic_save, load_verified, payload_digest, torch_file_problem
 
 __all__ = ["BEST_DATABASE", "BEST_MODEL", "LATEST", "PREVIOUS", "atomic_save", "load_file", "load_model",
-           "load_resume", "model_config", "rng_state", "set_rng_state"]
+           "load_resume", "model_config", "rng_state", "set_rng_state", "weights_digest"]
 
 log = logging.getLogger("metric_retrieval")
 LATEST = "checkpoint_latest.pth"
@@ -40,10 +40,21 @@ BEST_DATABASE = "database_best.pth"
 
 def load_file(path: str | Path) -> dict[str, Any]:
     """Load a checkpoint-like file onto the CPU with a clear error for a missing or corrupt file."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"checkpoint not found: {path}")
+    problem = torch_file_problem(path)
+    if problem:
+        raise UserError(f"checkpoint {path} {problem}; expected model_best.pth or checkpoint_latest.pth of a run")
     try:
         return load_verified(path, "checkpoint")
     except FileNotFoundError:
         raise UserError(f"checkpoint not found: {path}") from None
+
+
+def weights_digest(state_dict: dict[str, torch.Tensor]) -> str:
+    """SHA-256 of a state dict's names, dtypes, shapes and bytes in name order: the identity of a model's weights."""
+    return payload_digest({name: state_dict[name] for name in sorted(state_dict)})
 
 
 def rng_state() -> dict[str, Any]:

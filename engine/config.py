@@ -16,7 +16,9 @@ from typing import Any
 import yaml
 
 import data
+from engine.validate import check_config
 from utils.errors import UserError
+from utils.parsing import parse_number_list
 
 AMP_CHOICES = ("auto", "off", "bf16", "fp16")
 
@@ -29,7 +31,7 @@ QUICK_RECIPE = {"image_size": 64, "num_epochs": 4, "batch_size": 32, "samples_pe
 
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     """The ``train.py`` parser; defaults follow the seed repositories (CGD/CLF) where they exist."""
-    p = argparse.ArgumentParser("Train a retrieval model", add_help=add_help,
+    p = argparse.ArgumentParser(description="Train a retrieval model", add_help=add_help,
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--config", default=None, help="YAML file with any of these options (flags override it)")
 
@@ -61,7 +63,7 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     g.add_argument("--pretrained", default=None,
                    help="'imagenet' for torchvision weights or a local state-dict file")
     g.add_argument("--gd_config", default=None, help="CGD global descriptors, e.g. SG, MG, SMG")
-    g.add_argument("--pooling", default=None, help="CLF/baseline pooling: max, avg, avgmax, gem, sap")
+    g.add_argument("--pooling", default=None, help="pooling: CLF max, avg, avgmax, gem, sap; baseline avg, avgmax")
     g.add_argument("--stage3_stride", type=int, default=None, help="1 keeps a 14x14 map at 224 (CGD/CLF)")
     g.add_argument("--frozen_bn", action=argparse.BooleanOptionalAction, default=None,
                    help="keep backbone BatchNorm2d statistics fixed (affine still trained)")
@@ -134,7 +136,11 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     g.add_argument("--dist_timeout", type=float, default=600.0,
                    help="seconds a DDP collective waits for the other ranks before the run stops with an error "
                         "(must exceed the longest evaluation, which the other ranks wait out)")
-    g.add_argument("--output_dir", default="runs/default")
+    g.add_argument("--output_dir", default=None,
+                   help="run folder; default: a new runs/<date-time>-<backbone>-<head>. A folder holding a run is "
+                        "refused unless --resume or --overwrite is given")
+    g.add_argument("--overwrite", action="store_true",
+                   help="train into --output_dir although it holds a run: its files are replaced as this run writes")
     g.add_argument("--resume", default=None, help="checkpoint path, or 'latest' in --output_dir")
     g.add_argument("--checkpoint_every", type=int, default=0,
                    help="also checkpoint every N steps inside an epoch; 0 = end of epoch only")
@@ -193,6 +199,7 @@ def resolve_config(argv: list[str] | None = None,
     if not cfg["data_path"]:
         cfg.update({k: v for k, v in QUICK_RECIPE.items() if k not in explicit and k not in file_cfg})
     validate_config(cfg)
+    check_config(cfg, explicit | set(file_cfg))
     return cfg
 
 
@@ -292,17 +299,6 @@ def parse_key_values(items: list[str], flag: str) -> dict[str, Any]:
             raise UserError(f"{flag} expects KEY=VALUE, got {item!r}")
         out[key.strip()] = yaml.safe_load(value)
     return out
-
-
-def parse_number_list(text: str | list | None, flag: str, kind: type = int) -> list:
-    if text is None:
-        return []
-    if isinstance(text, (list, tuple)):
-        return [kind(v) for v in text]
-    try:
-        return [kind(v) for v in str(text).split(",") if v.strip()]
-    except ValueError:
-        raise UserError(f"{flag} expects comma-separated numbers, got {text!r}") from None
 
 
 def save_config(cfg: dict[str, Any], path: str | Path) -> None:

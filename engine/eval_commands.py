@@ -15,12 +15,12 @@ import models
 from engine.checkpoint import load_file, load_model
 from engine.config import parse_key_values, parse_number_list
 from engine.evaluate import embed_dataset, evaluate_split
-from engine.runtime import resolve_device
+from engine.runtime import AMP_DTYPES, resolve_amp, resolve_device
 from evaluation.query_expansion import check_qe
 from evaluation.whitening import matching_pairs
 from utils.errors import UserError
 
-__all__ = ["build_eval_model", "evaluate_checkpoint", "learn_whitening", "load_head_parts", "parse_qe"]
+__all__ = ["build_eval_model", "eval_amp", "evaluate_checkpoint", "learn_whitening", "load_head_parts", "parse_qe"]
 
 
 def parse_qe(text: str | None, dba: int) -> dict[str, Any] | None:
@@ -73,31 +73,57 @@ def load_head_parts(model: torch.nn.Module, args: Any) -> None:
 
 
 def evaluate_checkpoint(args: Any) -> dict[str, Any]:
-    """``test.py --eval``: the dataset's test protocol on a saved or off-the-shelf model; returns metrics."""
+    """``test.py --eval``: the dataset's test protocol on a saved or off-the-shelf model; returns metrics.
+
+    A checkpoint is evaluated as its run evaluated it: the run's transform, image size, memory format and
+    precision (``--amp run``, the default; another ``--amp`` value overrides the precision). Options that
+    cannot apply, a bad ``--qe`` and a whitening of the wrong width are refused before any image is read.
+    """
     device = resolve_device(args.device)
-    model, run_cfg = build_eval_model(args, device)
     info = data.get_benchmark(args.data_name, args.data_path)
+    landmark_flags = [f for f, given in (("--qe", args.qe), ("--dba", args.dba), ("--whitening", args.whitening),
+                                         ("--scales", args.scales != "1"), ("--imsize", args.imsize != 1024)) if given]
+    if info.protocol != "landmark" and landmark_flags:
+        raise UserError(f"{', '.join(landmark_flags)} only apply to landmark datasets (oxford5k, paris6k, roxford5k, "
+                        f"rparis6k), not --data_name {args.data_name}")
+    qe = parse_qe(args.qe, args.dba)
+    whitening = evaluation.load_whitening(args.whitening) if args.whitening else None
+    model, run_cfg = build_eval_model(args, device)
     if info.protocol == "landmark":
+        dim = getattr(model, "feature_dim", None)
+        if whitening is not None and dim is not None and whitening[0].shape[-1] != dim:
+            raise UserError(f"--whitening {args.whitening} whitens {whitening[0].shape[-1]}-d descriptors, but the "
+                            f"model gives {dim}-d ones; fit it for this model (test.py --learn_whitening)")
         landmarks = data.load_landmark_dataset(info.name, args.data_path)
         transform = data.build_transform("landmark", train=False, normalize=model.input_spec)
         scales = parse_number_list(args.scales, "--scales", float) or [1.0]
         return evaluation.evaluate_landmarks(model, landmarks, device, transform, imsize=args.imsize, scales=scales,
-                                             whitening=args.whitening, qe=parse_qe(args.qe, args.dba),
-                                             num_workers=args.workers)
+                                             whitening=args.whitening, qe=qe, num_workers=args.workers)
     cfg = _eval_config(args, run_cfg)
+    if cfg["channels_last"]:
+        model = model.to(memory_format=torch.channels_last)
     transform = data.build_transform(cfg["transform"], train=False, image_size=cfg["image_size"])
     splits = {s: data.build_dataset(info.name, args.data_path, s, transform=transform, decode=args.decode,
                                     crop=args.crop_type == "cropped") for s in info.eval_splits}
     ks = parse_number_list(args.recalls, "--recalls") or list(info.recall_ks)
-    metrics, _ = evaluate_split(model, splits, info.protocol, ks, cfg, device, None)
+    metrics, _ = evaluate_split(model, splits, info.protocol, ks, cfg, device, eval_amp(args, run_cfg, device))
     return metrics
 
 
+def eval_amp(args: Any, run_cfg: dict[str, Any], device: torch.device) -> torch.dtype | None:
+    """The autocast dtype of ``--amp``: ``run`` = the precision the checkpoint's run evaluated with (off for an
+    off-the-shelf model), else as in train.py."""
+    amp = run_cfg.get("amp", "off") if args.amp == "run" else args.amp
+    return AMP_DTYPES[resolve_amp(amp, device)]
+
+
 def _eval_config(args: Any, run_cfg: dict[str, Any]) -> dict[str, Any]:
-    """``embed_dataset``'s settings for ``test.py``: loader flags, and the preset and size of the checkpoint's run."""
+    """``embed_dataset``'s settings for ``test.py``: loader flags, and the preset, size and memory format of the
+    checkpoint's run."""
     return {"eval_batch_size": args.eval_batch_size, "workers": args.workers, "knn_backend": args.knn_backend,
             "eval_chunk_size": None, "transform": run_cfg.get("transform", args.transform),
-            "image_size": run_cfg.get("image_size", args.image_size)}
+            "image_size": run_cfg.get("image_size", args.image_size),
+            "channels_last": bool(run_cfg.get("channels_last", False))}
 
 
 def learn_whitening(args: Any) -> dict[str, Any]:
@@ -125,7 +151,7 @@ def learn_whitening(args: Any) -> dict[str, Any]:
         transform = data.build_transform(cfg["transform"], train=False, image_size=cfg["image_size"])
         train = data.build_dataset(info.name, args.data_path, info.train_split, transform=transform,
                                    decode=args.decode)
-        features = embed_dataset(model, train, cfg, device, None)
+        features = embed_dataset(model, train, cfg, device, eval_amp(args, run_cfg, device))
         X, labels = features["embeddings"], features["labels"]
     if args.whitening_type == "learned":
         mean, projection = evaluation.learned_whitening_fit(X, *matching_pairs(labels))

@@ -27,7 +27,8 @@ def device_input(model: torch.nn.Module, cfg: dict[str, Any], device: torch.devi
 
 def embed_dataset(model: torch.nn.Module, dataset: Any, cfg: dict[str, Any], device: torch.device,
           autocast_dtype: torch.dtype | None) -> dict[str, Any]:
-    """``{"embeddings" (N, D) float32 cpu, "labels" (N,), "paths"}`` for a dataset of uint8 images in eval mode.
+    """``{"embeddings" (N, D) float32 cpu, "labels" (N,), "paths"[, "classes"]}`` for a dataset of uint8 images in
+    eval mode.
 
     Images that became unreadable during the run are left out with ``--skip_bad_images`` (the dataset marks
     them with a negative index; see :class:`data.RetrievalDataset`), and the count is logged.
@@ -39,8 +40,11 @@ def embed_dataset(model: torch.nn.Module, dataset: Any, cfg: dict[str, Any], dev
     keep = indices >= 0
     if not bool(keep.all()):
         log.warning("left %d unreadable image(s) out of the evaluation (--skip_bad_images)", int((~keep).sum()))
-    return {"embeddings": embeddings[keep].float(), "labels": labels[keep].long(),
-            "paths": [dataset.paths[i] for i in indices[keep].tolist()]}
+    out = {"embeddings": embeddings[keep].float(), "labels": labels[keep].long(),
+           "paths": [dataset.paths[i] for i in indices[keep].tolist()]}
+    if getattr(dataset, "classes", None) is not None:
+        out["classes"] = list(dataset.classes)  # label → class name, for the query outputs
+    return out
 
 
 def evaluate_split(model: torch.nn.Module, splits: dict[str, Any], protocol: str, ks: list[int],

@@ -10,6 +10,7 @@ import logging
 import platform
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -26,13 +27,17 @@ def setup_logging(info: DistInfo, log_file: Path | None) -> None:
     log.handlers.clear()
     log.propagate = False
     fmt = logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S")
-    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
+    console = logging.StreamHandler(sys.stderr)
+    console.addFilter(lambda record: getattr(record, "console", True))  # the CLI prints its own "error: ..."
+    handlers: list[logging.Handler] = [console]
     if log_file is not None:
         handlers.append(logging.FileHandler(log_file))
     for handler in handlers:
         handler.setFormatter(fmt)
         handler.addFilter(RankFilter(info))
         log.addHandler(handler)
+    # Python warnings (dataset checks, libraries) become log lines: in train.log, without the source line.
+    warnings.showwarning = lambda message, category, *args, **kwargs: log.warning("%s", message)
 
 
 def environment() -> dict[str, Any]:

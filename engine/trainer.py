@@ -33,6 +33,7 @@ from engine.checkpoint import (
     model_config,
     rng_state,
     set_rng_state,
+    weights_digest,
 )
 from engine.config import parse_number_list, save_config
 from engine.distributed import (
@@ -51,6 +52,7 @@ from engine.run_lock import RunLock, remove_stale_temporaries
 from engine.run_log import RunLog, setup_logging
 from engine.runtime import AMP_DTYPES, resolve_amp, resolve_device
 from engine.signals import Stopped, StopSignals
+from engine.validate import check_splits, split_sizes
 from utils.errors import UserError
 from utils.io import DiskFullError, atomic_write_text
 
@@ -58,7 +60,7 @@ log = logging.getLogger("metric_retrieval")
 # Settings a resumed run may change without changing what it computes (or that only extend it).
 RESUME_MAY_CHANGE = {"resume", "output_dir", "workers", "device", "num_epochs", "eval_every", "checkpoint_every",
                      "no_tensorboard", "eval_batch_size", "knn_backend", "eval_chunk_size", "config",
-                     "compile", "recalls", "select_metric", "select_on", "pretrained", "dist_timeout"}
+                     "compile", "recalls", "select_metric", "select_on", "pretrained", "dist_timeout", "overwrite"}
 # The remedies a divergence error suggests: a resume may change them, and from then on computes differently.
 RESUME_REMEDIES = {"lr", "grad_clip", "amp"}
 SAME_PIXELS = {"fast", "cache", "auto"}  # --decode values that give bit-identical images
@@ -141,9 +143,10 @@ def train(cfg: dict[str, Any]) -> dict[str, Any]:
     with contextlib.ExitStack() as stack:
         stack.callback(cleanup_distributed, dist_info)
         if dist_info.is_main:
-            out_dir.mkdir(parents=True, exist_ok=True)
+            make_run_dir(out_dir)
             stack.enter_context(RunLock(out_dir))
         setup_logging(dist_info, out_dir / "train.log" if dist_info.is_main else None)
+        log.info("run folder: %s", out_dir.resolve())
         if dist_info.is_main:
             remove_stale_temporaries(out_dir)
         seed_everything(cfg["seed"], cfg["deterministic"])
@@ -153,6 +156,9 @@ def train(cfg: dict[str, Any]) -> dict[str, Any]:
             return {**_train(cfg, root, device, dist_info, out_dir, stop), "rank": dist_info.rank}
         except DiskFullError as err:  # the write freed its partial file, so the log line fits
             log.error("%s", err)
+            raise
+        except UserError as err:  # the log keeps why the run stopped (the CLI prints it too)
+            log.error("stopped: %s", err, extra={"console": False})
             raise
         except RuntimeError as err:
             if not (dist_info.enabled and collective_timed_out(err)):
@@ -164,6 +170,13 @@ def train(cfg: dict[str, Any]) -> dict[str, Any]:
             raise UserError(message) from None
 
 
+def make_run_dir(out_dir: Path) -> None:
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise UserError(f"--output_dir {out_dir}: cannot create the run folder ({err.strerror})") from None
+
+
 def _train(cfg: dict[str, Any], root: str, device: torch.device, dist_info: DistInfo, out_dir: Path,
            stop: StopSignals | None = None) -> dict[str, Any]:
     splits = builders.build_datasets(cfg, root)
@@ -171,8 +184,9 @@ def _train(cfg: dict[str, Any], root: str, device: torch.device, dist_info: Dist
     ks = parse_number_list(cfg["recalls"], "--recalls") or list(info.recall_ks)
     num_classes = train_set.num_classes
     class_counts = torch.bincount(train_set.labels, minlength=num_classes)
-    log.info("data %s at %s: %d training images of %d classes; evaluation %s", info.name, root, len(train_set),
-             num_classes, {k: len(v) for k, v in splits["test"].items()})
+    log.info("data %s at %s: %s", info.name, root, split_sizes(splits))
+    for message in check_splits(cfg, splits, ks):
+        log.warning(message)
 
     model = builders.build_model(cfg, num_classes)
     if dist_info.is_main:
@@ -206,6 +220,9 @@ def _train(cfg: dict[str, Any], root: str, device: torch.device, dist_info: Dist
     if resume is not None:
         ctx.progress = _load_checkpoint(*resume, ctx)
         log.info("resumed from %s at epoch %d step %d", resume[0], ctx.progress.epoch + 1, ctx.progress.step)
+        if ctx.progress.epoch >= cfg["num_epochs"]:
+            log.info("the run is already complete (%d of --num_epochs %d done); raise --num_epochs to train on",
+                     ctx.progress.epoch, cfg["num_epochs"])
     ctx.train_model = _wrap_for_training(model, cfg, dist_info, device)
     if dist_info.is_main:
         save_config(cfg, out_dir / "config.yaml")
@@ -353,11 +370,12 @@ def _evaluate_and_select(ctx: TrainContext, splits: dict[str, Any], protocol: st
     out_dir = Path(cfg["output_dir"])
     if score > progress.best:
         progress.best, progress.best_epoch = score, epoch + 1
-        model_cfg = model_config(cfg, splits["train"].num_classes)
-        atomic_save({"model": model.state_dict(), "model_config": model_cfg, "config": cfg, "epoch": epoch + 1,
+        model_cfg, state = model_config(cfg, splits["train"].num_classes), model.state_dict()
+        atomic_save({"model": state, "model_config": model_cfg, "config": cfg, "epoch": epoch + 1,
                      "metrics": metrics}, out_dir / BEST_MODEL)
         save_database(out_dir / BEST_DATABASE, query=database["query"], gallery=database["gallery"],
-                      checkpoint=str(out_dir / BEST_MODEL), config=cfg)
+                      checkpoint=str(out_dir / BEST_MODEL), config=cfg,
+                      model={"config": model_cfg, "sha256": weights_digest(state)})
         log.info("new best %s/%s %.4f at epoch %d: saved %s and %s", select_on, key, score, epoch + 1, BEST_MODEL,
                  BEST_DATABASE)
     ctx.run_log.evaluation(epoch + 1, metrics, database, out_dir)

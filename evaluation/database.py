@@ -4,10 +4,12 @@ File format (shared contract; one ``torch.save`` dict)::
 
     {"version": 1,
      "metric": "ip",
-     "query":   {"embeddings": (N, D) float32, "labels": (N,) int64, "paths": list[str]},
+     "query":   {"embeddings": (N, D) float32, "labels": (N,) int64, "paths": list[str],
+                 ["classes": list[str], the name of each label]},
      "gallery": same as "query", or None (None = leave-one-out: the query set is its own gallery),
      "checkpoint": str path or None,
      "config": dict,
+     "model": {"config": dict, "sha256": str},   (optional: the checkpoint's model config and weights digest)
      "sha256": str}   # utils.io.payload_digest of the rest, checked by load_database
 
 Searching: a query that is stored in the database uses its stored feature and excludes
@@ -27,7 +29,7 @@ import torch.nn.functional as F
 
 from evaluation.knn import _as_tensor, iter_knn
 from utils.errors import UserError
-from utils.io import CorruptFileError, atomic_save, load_verified
+from utils.io import CorruptFileError, atomic_save, load_verified, torch_file_problem
 
 __all__ = ["DATABASE_VERSION", "QueryResult", "find_path", "load_database", "make_split", "query_database",
            "save_database", "search_database"]
@@ -37,8 +39,10 @@ _TOP_KEYS = ("version", "metric", "query", "gallery", "checkpoint", "config")
 _SPLIT_KEYS = ("embeddings", "labels", "paths")
 
 
-def make_split(embeddings: Any, labels: Any, paths: Sequence[str]) -> dict[str, Any]:
-    """A validated ``{"embeddings" (N, D) float32, "labels" (N,) int64, "paths" list[str]}`` split."""
+def make_split(embeddings: Any, labels: Any, paths: Sequence[str], classes: Sequence[str] | None = None
+               ) -> dict[str, Any]:
+    """A validated ``{"embeddings" (N, D) float32, "labels" (N,) int64, "paths" list[str]}`` split, with
+    ``"classes"`` (``classes[label]`` names a label, e.g. its folder name) when given."""
     e = _as_tensor(embeddings, "embeddings").cpu().contiguous()
     lab = torch.as_tensor(np.asarray(labels) if not isinstance(labels, torch.Tensor) else labels)
     lab = lab.detach().cpu().long().reshape(-1)
@@ -46,25 +50,34 @@ def make_split(embeddings: Any, labels: Any, paths: Sequence[str]) -> dict[str, 
     if not (e.shape[0] == lab.shape[0] == len(paths)):
         raise ValueError(f"split sizes disagree: {e.shape[0]} embeddings, {lab.shape[0]} labels, "
                          f"{len(paths)} paths")
-    return {"embeddings": e, "labels": lab, "paths": paths}
+    split = {"embeddings": e, "labels": lab, "paths": paths}
+    if classes is not None:
+        classes = [str(c) for c in classes]
+        if len(lab) and int(lab.max()) >= len(classes):
+            raise ValueError(f"{len(classes)} class names for labels up to {int(lab.max())}")
+        split["classes"] = classes
+    return split
 
 
 def _as_split(split: Any) -> dict[str, Any] | None:
     if split is None:
         return None
     if isinstance(split, Mapping):
-        return make_split(split["embeddings"], split["labels"], split["paths"])
+        return make_split(split["embeddings"], split["labels"], split["paths"], split.get("classes"))
     return make_split(*split)
 
 
 def save_database(path: str | os.PathLike, query: Any, gallery: Any = None, checkpoint: str | None = None,
-                  config: Mapping[str, Any] | None = None, metric: str = "ip") -> dict[str, Any]:
+                  config: Mapping[str, Any] | None = None, metric: str = "ip",
+                  model: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Write a feature database atomically; returns the saved dict.
 
     Args:
         query / gallery: a mapping with ``embeddings``, ``labels``, ``paths`` (or a 3-tuple of them);
             ``gallery=None`` for a leave-one-out database.
         checkpoint: the checkpoint the embeddings came from; config: the resolved run config.
+        model: optional ``{"config": model config, "sha256": weights digest}`` of that checkpoint's model, so
+            that a query embedded with another checkpoint is refused (stored under the optional key ``model``).
     """
     q = _as_split(query)
     g = _as_split(gallery)
@@ -72,6 +85,8 @@ def save_database(path: str | os.PathLike, query: Any, gallery: Any = None, chec
         raise ValueError(f"query dim {q['embeddings'].shape[1]} != gallery dim {g['embeddings'].shape[1]}")
     db = {"version": DATABASE_VERSION, "metric": metric, "query": q, "gallery": g,
           "checkpoint": None if checkpoint is None else os.fspath(checkpoint), "config": dict(config or {})}
+    if model is not None:
+        db["model"] = dict(model)
     atomic_save(db, path)
     return db
 
@@ -85,6 +100,9 @@ def load_database(path: str | os.PathLike) -> dict[str, Any]:
     """Read and validate a feature database; a missing or corrupt file or wrong keys → :class:`UserError`."""
     if not os.path.isfile(path):
         raise _bad(path, "does not exist")
+    problem = torch_file_problem(path)
+    if problem:
+        raise _bad(path, problem)
     try:
         db = load_verified(path, "feature database", weights_only=True)
     except CorruptFileError as exc:
@@ -103,7 +121,7 @@ def load_database(path: str | os.PathLike) -> dict[str, Any]:
         if not isinstance(split, dict) or any(k not in split for k in _SPLIT_KEYS):
             raise _bad(path, f"has a malformed {name!r} split (needs keys {', '.join(_SPLIT_KEYS)})")
         try:
-            db[name] = make_split(split["embeddings"], split["labels"], split["paths"])
+            db[name] = make_split(split["embeddings"], split["labels"], split["paths"], split.get("classes"))
         except (ValueError, TypeError) as exc:
             raise _bad(path, f"has an inconsistent {name!r} split ({exc})") from exc
     return db
@@ -186,6 +204,8 @@ class QueryResult:
     distances: list[float]
     indices: list[int]
     correct: list[bool | None]
+    query_class: str | None = None  # class names, where the database stores them
+    classes: list[str] | None = None
 
 
 def query_database(db: Mapping[str, Any], query: str | os.PathLike | Any, k: int = 8,
@@ -201,12 +221,19 @@ def query_database(db: Mapping[str, Any], query: str | os.PathLike | Any, k: int
         split, i = found
         emb = db[split]["embeddings"][i]
         query_label = int(db[split]["labels"][i])
+        query_class = _class_name(db[split], query_label)
         own = i if (db["gallery"] is None or split == "gallery") else None
         qpath = db[split]["paths"][i]
     else:
         emb, own, qpath = _to_cpu_tensor(query).reshape(-1).float(), None, ""
+        query_class = None if query_label is None else _class_name(db["query"], query_label)
     dist, idx = search_database(db, emb, k, exclude_index=own, backend=backend)
     labels = [int(gal["labels"][j]) for j in idx.tolist()]
     correct = [None if query_label is None else lab == int(query_label) for lab in labels]
     return QueryResult(os.fspath(qpath), query_label, [gal["paths"][j] for j in idx.tolist()], labels,
-                       dist.tolist(), idx.tolist(), correct)
+                       dist.tolist(), idx.tolist(), correct, query_class,
+                       [gal["classes"][lab] for lab in labels] if "classes" in gal else None)
+
+
+def _class_name(split: Mapping[str, Any], label: int) -> str | None:
+    return split["classes"][label] if "classes" in split else None

@@ -6,6 +6,7 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
+from tqdm import tqdm
 
 __all__ = ["embed"]
 
@@ -28,7 +29,7 @@ def embed(model: torch.nn.Module, loader: Any, device: str | torch.device = "cpu
     model.eval()
     embs, labels, indices = [], [], []
     try:
-        for batch in loader:
+        for batch in tqdm(loader, desc="embed", unit="batch", leave=False, disable=None, dynamic_ncols=True):
             images, y = batch[0], batch[1]
             idx = batch[2] if len(batch) > 2 else torch.arange(len(y)) + sum(len(t) for t in labels)
             with torch.autocast(device.type) if amp else contextlib.nullcontext():  # keep a caller's autocast

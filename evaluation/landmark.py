@@ -55,7 +55,7 @@ def multiscale_descriptor(model: torch.nn.Module, image: torch.Tensor, scales: S
 @torch.no_grad()
 def extract_landmark_descriptors(model: torch.nn.Module, dataset: Any, device: str | torch.device = "cpu",
                                  scales: Sequence[float] = (1,), msp: float = 1.0,
-                                 num_workers: int = 0, progress: bool = False) -> torch.Tensor:
+                                 num_workers: int = 0, progress: bool | None = None) -> torch.Tensor:
     """Descriptors of every image of a landmark dataset, one image at a time (variable sizes).
 
     Args:
@@ -64,6 +64,7 @@ def extract_landmark_descriptors(model: torch.nn.Module, dataset: Any, device: s
         device: where the model runs.
         scales / msp: multi-scale setting (module docstring); ``(1,)`` = single scale.
         num_workers: DataLoader workers for image decoding.
+        progress: show a tqdm bar (None: only on a terminal).
 
     Returns:
         (N, D) float32 CPU tensor, row i = the descriptor of item i.
@@ -76,13 +77,11 @@ def extract_landmark_descriptors(model: torch.nn.Module, dataset: Any, device: s
     loader = torch.utils.data.DataLoader(dataset, batch_size=1, shuffle=False, num_workers=num_workers,
                                          collate_fn=_first)
     rows: list[torch.Tensor | None] = [None] * len(dataset)
-    iterator = loader
-    if progress:
-        from tqdm import tqdm  # noqa: PLC0415
+    from tqdm import tqdm  # noqa: PLC0415
 
-        iterator = tqdm(loader, desc="descriptors", leave=False)
-    try:
-        for image, index in iterator:
+    try:  # progress None: a bar on a terminal only
+        for image, index in tqdm(loader, desc="descriptors", unit="img", leave=False, disable=None if progress is None
+                                 else not progress, dynamic_ncols=True):
             image = torch.as_tensor(image)
             if image.dtype == torch.uint8:  # the network input is the model's to define: never guess it here
                 raise TypeError("landmark images must be normalised for the model: build the dataset with "

@@ -9,7 +9,8 @@ blue = the query. ``query_box`` (x1, y1, x2, y2 in original pixels, e.g. a landm
 the query image as a yellow rectangle. An image that cannot be read becomes a grey "unreadable" tile.
 
 :func:`write_html` shows the same as an HTML page with the thumbnails embedded as base64 JPEG, so the page is
-one self-contained file.
+one self-contained file; its tiles sit in a CSS grid that wraps to the window's width, captioned with the
+class names when they are known.
 """
 from __future__ import annotations
 
@@ -109,27 +110,34 @@ def _hex(rgb: tuple[int, int, int]) -> str:
 
 def write_html(query_path: str | os.PathLike, result_paths: Sequence[str | os.PathLike],
                distances: Sequence[float], correct: Sequence[bool | None], out_html: str | os.PathLike,
-               tile: int = 224, query_box: Sequence[float] | None = None, title: str | None = None) -> str:
-    """Write a self-contained HTML page (base64 thumbnails) with the query and K ranked results."""
+               tile: int = 224, query_box: Sequence[float] | None = None, title: str | None = None,
+               query_class: str | None = None, classes: Sequence[str] | None = None) -> str:
+    """Write a self-contained HTML page (base64 thumbnails): the query, then the K ranked results in a grid that
+    wraps to the window's width; each caption gives the rank, distance, verdict and (if known) class name."""
     _check(result_paths, distances, correct)
     title = title or f"Retrieval results for {os.path.basename(os.fspath(query_path))}"
 
     def figure(path: str | os.PathLike, caption: str, color: tuple[int, int, int], box=None) -> str:
-        return (f'<figure style="display:inline-block;margin:4px;text-align:center;font:13px sans-serif">'
+        return (f'<figure style="margin:0;text-align:center;font:13px sans-serif">'
                 f'<img src="{_data_uri(path, tile, box)}" width="{tile}" height="{tile}" '
                 f'style="border:{BORDER}px solid {_hex(color)};box-sizing:border-box" '
                 f'alt="{html.escape(os.fspath(path))}" title="{html.escape(os.fspath(path))}">'
                 f"<figcaption>{caption}</figcaption></figure>")
 
-    parts = [figure(query_path, "query", COLORS["query"], query_box)]
+    def named(name: str | None) -> str:
+        return "" if name is None else f'<br><span class="class">{html.escape(str(name))}</span>'
+
+    parts = [figure(query_path, "query" + named(query_class), COLORS["query"], query_box)]
     for r, (p, d, c) in enumerate(zip(result_paths, distances, correct), start=1):
         c = None if c is None else bool(c)
         verdict = {True: "same class", False: "different class", None: "class unknown"}[c]
-        parts.append(figure(p, f"#{r} &middot; {float(d):.4f} &middot; {verdict}", COLORS[c]))
+        parts.append(figure(p, f"#{r} &middot; {float(d):.4f} &middot; {verdict}"
+                            + named(None if classes is None else classes[r - 1]), COLORS[c]))
+    grid = f"display:grid;grid-template-columns:repeat(auto-fill,{tile}px);gap:8px"
     page = (f'<!DOCTYPE html>\n<html><head><meta charset="utf-8"><title>{html.escape(title)}</title></head>\n'
             f'<body style="font-family:sans-serif"><h3>{html.escape(title)}</h3>\n'
             f"<p>{html.escape(os.fspath(query_path))} &mdash; distances are Euclidean between "
-            f"L2-normalised embeddings</p>\n<div style=\"white-space:nowrap\">" + "\n".join(parts)
+            f'L2-normalised embeddings</p>\n<div class="results" style="{grid}">' + "\n".join(parts)
             + "</div>\n</body></html>\n")
     os.makedirs(os.path.dirname(os.path.abspath(out_html)), exist_ok=True)
     with open(out_html, "w", encoding="utf-8") as f:

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from utils.errors import UserError
+from utils.io import torch_file_problem
 
 __all__ = ["load_model_state", "read_state_dict", "state_dict_mismatches", "unwrap_state_dict"]
 
@@ -50,6 +51,9 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     path = Path(path).expanduser()
     if not path.is_file():
         raise UserError(f"weights file not found: {path} (expected a PyTorch state-dict file, e.g. *.pth)")
+    problem = torch_file_problem(path)
+    if problem:
+        raise UserError(f"weights file {path} {problem}; expected a state-dict file (e.g. *.pth)")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # corrupt file, pickle of arbitrary objects, not a torch file

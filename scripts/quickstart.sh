@@ -1,11 +1,20 @@
 #!/usr/bin/env bash
 # Fresh machine → environment, install, and the main job: train on the built-in synthetic data, then
 # retrieve the nearest images of one test query. Usage: bash scripts/quickstart.sh [extra train.py flags]
+# Each call trains into a new runs/quickstart-<date-time> folder, or into --output_dir DIR if given.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install.sh
 PY=.venv/bin/python
-RUN=runs/quickstart
+RUN=runs/quickstart-$(date +%Y%m%d-%H%M%S)
+args=("$@")
+for i in "${!args[@]}"; do  # the run folder the user chose, if any (--output_dir DIR or --output_dir=DIR)
+  case "${args[$i]}" in
+    --output_dir) RUN=${args[$((i + 1))]:-$RUN} ;;
+    --output_dir=*) RUN=${args[$i]#--output_dir=} ;;
+  esac
+done
 "$PY" train.py --output_dir "$RUN" "$@"
-QUERY=$("$PY" -c "import torch; print(torch.load('$RUN/database_best.pth', weights_only=False)['query']['paths'][0])")
+QUERY=$("$PY" -c "import sys, torch; print(torch.load(sys.argv[1], weights_only=False)['query']['paths'][0])" \
+  "$RUN/database_best.pth")
 "$PY" test.py --query_img_name "$QUERY" --data_base "$RUN/database_best.pth" --retrieval_num 8 --output_dir "$RUN/retrieval"

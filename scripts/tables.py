@@ -71,14 +71,17 @@ def real_run(table: str, rows, root: str, extra: list[str]) -> int:
 
 
 def smoke_run(table: str, rows, extra: list[str]) -> int:
-    """Every row for two steps on synthetic data; returns 1 if any row fails."""
+    """Every row for two steps on synthetic data in a fresh temporary folder; returns 1 if any row fails."""
+    with tempfile.TemporaryDirectory(prefix="metric_retrieval_smoke-") as scratch:  # own folder per run, removed
+        return _smoke_rows(table, rows, extra, Path(scratch))
+
+
+def _smoke_rows(table: str, rows, extra: list[str], cache: Path) -> int:
     import data
     from engine.eval_commands import evaluate_checkpoint
     from engine.trainer import train
 
     test_cli = _load_test_cli()
-
-    cache = Path(tempfile.gettempdir()) / "metric_retrieval_smoke"
     passed, failed = 0, []
     for name, entry, args in rows:
         try:
@@ -89,6 +92,8 @@ def smoke_run(table: str, rows, extra: list[str]) -> int:
                            output_dir=str(cache / "runs" / table / name),
                            batch_size=_smoke_batch(cfg), checkpoint_every=0, resume=None)
                 train(cfg)
+                for weights in Path(cfg["output_dir"]).glob("*.pth"):  # checkpoints are 50-200 MB a row
+                    weights.unlink()
             else:
                 eval_args = test_cli.get_args_parser().parse_args(["--eval", *args, *extra])
                 eval_args.data_path = str(smoke_dataset(data.get_benchmark(eval_args.data_name).name, cache))

@@ -11,3 +11,14 @@ class UserError(Exception):
 
 class UnknownOptionError(UserError, ValueError):
     """A name that no registry knows; the message lists the valid names."""
+
+
+def plain_warnings() -> None:
+    """Print Python warnings as ``warning: message`` lines (no category, file or source line), for the CLIs."""
+    import sys
+    import warnings
+
+    def show(message, category, filename, lineno, file=None, line=None) -> None:
+        print(f"warning: {message}", file=file or sys.stderr)
+
+    warnings.showwarning = show

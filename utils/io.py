@@ -174,3 +174,14 @@ def load_verified(path: str | os.PathLike, what: str = "file", weights_only: boo
             raise CorruptFileError(f"{what} {path} is corrupt: its contents do not match the checksum stored with "
                                    "it (a partial overwrite, a bad disk or a truncated copy)")
     return obj
+def torch_file_problem(path: str | os.PathLike) -> str | None:
+    """Why ``path`` cannot be a ``torch.save`` file (zip archive or legacy pickle), judged by its first bytes;
+    None when it may be one. Catches the common mix-up of a YAML/text file given where weights are expected."""
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if head.startswith(b"PK\x03\x04") or head.startswith(b"\x80"):
+        return None
+    if not head:
+        return "is empty"
+    looks = "text (a YAML or config file?)" if all(32 <= b < 127 or b in b"\t\r\n" for b in head) else "another format"
+    return f"is not a PyTorch file written by torch.save: it holds {looks}"

@@ -62,7 +62,8 @@ def load_pretrained(backbone: nn.Module, pretrained: Any, *, weights_enum: Any |
         try:
             state = weights.get_state_dict(progress=True, check_hash=True)
         except OSError as err:  # no network, proxy, full disk: say what to do instead
-            raise UserError(f"could not fetch {weights.url} ({err}); download it and pass pretrained=PATH") from None
+            raise UserError(f"could not fetch {weights.url} ({err}); download it and pass the file as "
+                            "--pretrained PATH") from None
         source = f"torchvision {type(weights).__name__}.{weights.name} ({weights.url})"
     elif isinstance(pretrained, Mapping):
         state, source = unwrap_state_dict(pretrained), "an in-memory state dict"
@@ -70,7 +71,7 @@ def load_pretrained(backbone: nn.Module, pretrained: Any, *, weights_enum: Any |
         state, source = read_state_dict(pretrained), str(pretrained)
     else:
         raise UserError(f"{type(backbone).__name__} has no torchvision ImageNet weights{hint}; "
-                        f"pass a local state-dict file as pretrained=PATH")
+                        f"pass a local state-dict file as --pretrained PATH")
     if any(k.startswith("backbone.") for k in state):
         state = {k[len("backbone."):]: v for k, v in state.items() if k.startswith("backbone.")}
     if convert is not None and weights is None:

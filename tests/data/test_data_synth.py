@@ -59,9 +59,10 @@ def test_ensure_synthetic_is_idempotent(fast_tmp):
         data.ensure_synthetic("folder", foreign)
 
 
-def test_unknown_layout():
+def test_unknown_layout(tmp_path):
     with pytest.raises(UserError, match="unknown synthetic layout 'imagenet'"):
-        data.write_synthetic("imagenet", "/tmp/unused")
+        data.write_synthetic("imagenet", tmp_path / "unused")
+    assert not (tmp_path / "unused").exists()
 
 
 def test_zero_shot_split_is_learnable(synth_root):

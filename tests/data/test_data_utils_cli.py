@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import runpy
+import shutil
 import sys
 from pathlib import Path
 
@@ -84,3 +85,78 @@ def test_user_error_exit_code_and_message(fast_tmp, monkeypatch, capsys):
     assert exit_info.value.code == 2 and out == ""
     assert err.startswith("error: missing file: ") and "Ebay_train.txt" in err
     assert "expected layout:" in err and "Traceback" not in err
+
+
+def cli(argv: list[str], monkeypatch, capsys) -> tuple[int, str]:
+    """``python data_utils.py ARGV`` as a user runs it: exit code and stderr."""
+    monkeypatch.setattr(sys, "argv", ["data_utils.py", *argv])
+    with pytest.raises(SystemExit) as exit_info:
+        runpy.run_path(str(REPO / "data_utils.py"), run_name="__main__")
+    return exit_info.value.code, capsys.readouterr().err
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--size", "0"], "--size must be a positive number of pixels, got 0"),
+    (["--size", "-5"], "--size must be a positive number of pixels, got -5"),
+])
+def test_prepare_refuses_a_bad_size(synth_root, fast_tmp, monkeypatch, capsys, args, message):
+    code, err = cli(["prepare", "--data_name", "folder", "--data_path", str(synth_root("folder")), "--out",
+                     str(fast_tmp / "out"), *args], monkeypatch, capsys)
+    assert code == 2 and message in err and "Traceback" not in err
+    assert not (fast_tmp / "out").exists()
+
+
+def test_prepare_out_inside_the_data_is_refused(synth_copy, monkeypatch, capsys):
+    root = synth_copy("folder")
+    before = sorted(p.relative_to(root) for p in root.rglob("*"))
+    code, err = cli(["prepare", "--data_name", "folder", "--data_path", str(root), "--out", str(root / "small")],
+                    monkeypatch, capsys)
+    assert code == 2 and "is inside the dataset root" in err
+    assert sorted(p.relative_to(root) for p in root.rglob("*")) == before  # the user's data is untouched
+
+
+def test_prepare_out_that_is_a_file(synth_root, fast_tmp, monkeypatch, capsys):
+    target = fast_tmp / "notes.txt"
+    target.write_text("keep")
+    code, err = cli(["prepare", "--data_name", "folder", "--data_path", str(synth_root("folder")), "--out",
+                     str(target)], monkeypatch, capsys)
+    assert code == 2 and "is a file, not a folder" in err and target.read_text() == "keep"
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--images_per_class", "0"], "--images_per_class must be a positive integer, got 0"),
+    (["--image_size", "0", "0"], "--image_size must be two positive sizes W H, got 0 0"),
+])
+def test_synth_refuses_bad_numbers_and_writes_nothing(fast_tmp, monkeypatch, capsys, args, message):
+    code, err = cli(["synth", "--layout", "folder", "--out", str(fast_tmp / "s"), *args], monkeypatch, capsys)
+    assert code == 2 and message in err and "Traceback" not in err
+    assert not (fast_tmp / "s").exists()
+
+
+def test_check_bad_image_hint_names_commands_that_take_it(synth_copy, monkeypatch, capsys):
+    root = synth_copy("folder")
+    next((root / "train").rglob("*.jpg")).write_bytes(b"not a jpeg")
+    code, err = cli(["check", "--data_name", "folder", "--data_path", str(root), "--verify"], monkeypatch, capsys)
+    assert code == 2 and "cannot be read" in err
+    assert "train.py and data_utils.py prepare drop them with --skip_bad_images" in err
+
+
+def test_folder_with_two_evaluation_layouts_is_refused(synth_copy):
+    root = synth_copy("folder")
+    for split in ("query", "gallery"):
+        shutil.copytree(root / "test", root / split)
+    with pytest.raises(data.DatasetError, match="test/ and query/ \\+ gallery/ are two evaluation layouts"):
+        data.build_dataset("folder", root, "test")
+
+
+def test_warnings_are_plain_lines(synth_copy, fast_tmp, monkeypatch, capsys):
+    root = synth_copy("folder")
+    next((root / "train").rglob("*.jpg")).write_bytes(b"not a jpeg")
+    monkeypatch.setattr(sys, "argv", ["data_utils.py", "prepare", "--data_name", "folder", "--data_path", str(root),
+                                      "--out", str(fast_tmp / "out"), "--skip_bad_images"])
+    with pytest.raises(SystemExit) as exit_info:
+        runpy.run_path(str(REPO / "data_utils.py"), run_name="__main__")
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 0
+    assert "warning: dropped 1 unreadable image(s) from the folder dataset (--skip_bad_images)\n" in err
+    assert "DatasetWarning" not in err and "warnings.warn" not in err and ".py:" not in err

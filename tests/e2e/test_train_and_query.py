@@ -74,3 +74,84 @@ def test_resume_continues_from_latest(trained_run, tmp_path):
     assert train_cli.main(["--output_dir", str(run), *FAST, "--num_epochs", "5", "--resume", "latest"]) == 0
     rows = (run / "statistics.csv").read_text().splitlines()
     assert len(rows) == 1 + 5 and rows[-1].startswith("5,")
+
+
+def test_rerun_into_a_finished_run_changes_nothing(trained_run, capsys):
+    out, _ = trained_run
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    assert train_cli.main(["--output_dir", str(out), *FAST]) == 2
+    assert "already holds a run" in capsys.readouterr().err
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before
+
+
+def test_the_log_says_where_the_run_went(trained_run):
+    out, _ = trained_run
+    assert f"run folder: {out.resolve()}" in (out / "train.log").read_text()
+    assert "train 192 images / 12 classes, test 192 images / 12 classes" in (out / "train.log").read_text()
+
+
+def test_eval_reproduces_the_metrics_training_logged(trained_run):
+    """The quick recipe trains with bf16 + channels_last where the CPU computes bf16 natively (--amp auto);
+    test.py --eval uses the run's own precision and memory format, so the numbers match exactly."""
+    out, _ = trained_run
+    ckpt = torch.load(out / "model_best.pth", weights_only=False)
+    code, stdout, _ = run_test_cli(["--eval", "--checkpoint", str(out / "model_best.pth"), "--data_name", "folder",
+                                    "--data_path", ckpt["config"]["data_path"] or str(default_data(dict(
+                                        ckpt["config"]))), "--workers", "0", "--json", str(out.parent / "m.json")])
+    assert code == 0
+    import json
+
+    metrics = json.loads((out.parent / "m.json").read_text())
+    assert {k: metrics[k] for k in ckpt["metrics"]["test"]} == ckpt["metrics"]["test"]
+
+
+def other_weights(out, tmp_path):
+    """A checkpoint of the same architecture and width but other weights (another run, say)."""
+    ckpt = torch.load(out / "model_best.pth", weights_only=False)
+    ckpt["model"] = {k: v + 0.01 if v.is_floating_point() else v for k, v in ckpt["model"].items()}
+    torch.save(ckpt, tmp_path / "other.pth")
+    return tmp_path / "other.pth"
+
+
+def test_a_checkpoint_of_another_model_is_refused(trained_run, tmp_path):
+    out, _ = trained_run
+    other = other_weights(out, tmp_path)
+    db = torch.load(out / "database_best.pth", weights_only=False)
+    external = tmp_path / "photo.jpg"
+    shutil.copy(db["query"]["paths"][3], external)
+    for query in (db["query"]["paths"][0], str(external)):  # a stored query too: never silently ignored
+        code, _, err = run_test_cli(["--query_img_name", query, "--data_base", str(out / "database_best.pth"),
+                                     "--checkpoint", str(other), "--output_dir", str(tmp_path / "r")])
+        assert code == 2 and "holds other weights than the model that wrote the database" in err
+    code, _, _ = run_test_cli(["--query_img_name", str(external), "--data_base", str(out / "database_best.pth"),
+                               "--checkpoint", str(out / "model_best.pth"), "--output_dir", str(tmp_path / "r")])
+    assert code == 0
+
+
+def test_the_checkpoint_next_to_the_database_is_found_from_anywhere(trained_run, tmp_path, monkeypatch):
+    out, _ = trained_run
+    run = tmp_path / "moved"
+    run.mkdir()
+    for name in ("database_best.pth", "model_best.pth"):
+        shutil.copy(out / name, run / name)
+    db = torch.load(run / "database_best.pth", weights_only=False)
+    db["checkpoint"] = "runs/cars/model_best.pth"  # as typed in the folder training ran from
+    torch.save(db, run / "database_best.pth")
+    external = tmp_path / "photo.jpg"
+    shutil.copy(db["query"]["paths"][3], external)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    code, stdout, err = run_test_cli(["--query_img_name", str(external), "--data_base", "../moved/database_best.pth",
+                                      "--output_dir", str(tmp_path / "r")])
+    assert code == 0, err
+    assert float([line for line in stdout.splitlines() if line.strip().startswith("1 ")][0].split()[1]) < 1e-3
+
+
+def test_resuming_a_finished_run_says_so(trained_run, tmp_path):
+    out, _ = trained_run
+    run = tmp_path / "again"
+    run.mkdir()
+    shutil.copy(out / "checkpoint_latest.pth", run / "checkpoint_latest.pth")
+    assert train_cli.main(["--output_dir", str(run), *FAST, "--resume", "latest"]) == 0
+    assert "the run is already complete (4 of --num_epochs 4 done)" in (run / "train.log").read_text()

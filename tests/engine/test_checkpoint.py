@@ -34,6 +34,9 @@ def test_failed_save_keeps_previous_file_and_leaves_no_temp(tmp_path):
 def test_corrupt_and_missing_checkpoints_are_user_errors(tmp_path):
     bad = tmp_path / "bad.pth"
     bad.write_bytes(b"not a checkpoint")
+    with pytest.raises(UserError, match="checkpoint .*bad.pth is not a PyTorch file written by torch.save"):
+        load_file(bad)
+    bad.write_bytes(b"PK\x03\x04 torn zip archive")
     with pytest.raises(UserError, match="cannot read checkpoint .*bad.pth"):
         load_file(bad)
     with pytest.raises(UserError, match="checkpoint not found"):

@@ -34,9 +34,12 @@ def test_round_trip_and_format(tmp_path):
 def test_load_errors(tmp_path):
     with pytest.raises(UserError, match="does not exist"):
         load_database(tmp_path / "missing.pth")
-    (tmp_path / "corrupt.pth").write_bytes(b"\x00garbage")
+    (tmp_path / "corrupt.pth").write_bytes(b"PK\x03\x04garbage")  # a torn zip archive
     with pytest.raises(UserError, match="not readable"):
         load_database(tmp_path / "corrupt.pth")
+    (tmp_path / "config.yaml").write_text("lr: 0.1\n")
+    with pytest.raises(UserError, match="is not a PyTorch file written by torch.save: it holds text"):
+        load_database(tmp_path / "config.yaml")
     torch.save({"version": 1, "query": {}}, tmp_path / "keys.pth")
     with pytest.raises(UserError, match="lacks the keys"):
         load_database(tmp_path / "keys.pth")
@@ -122,3 +125,14 @@ def test_html_is_self_contained(tmp_path):
     assert text.count('src="data:image/jpeg;base64,') == 4
     assert "#00c800" in text and "#dc0000" in text and "#808080" in text
     assert "#1" in text and "0.3000" in text
+
+
+def test_class_names_travel_with_the_database(tmp_path):
+    emb = torch.nn.functional.normalize(torch.tensor([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0]]), dim=1)
+    split = {"embeddings": emb, "labels": torch.tensor([0, 0, 1]), "paths": ["a.jpg", "b.jpg", "c.jpg"],
+             "classes": ["class_012", "class_013"]}
+    save_database(tmp_path / "db.pth", query=split)
+    res = query_database(load_database(tmp_path / "db.pth"), "a.jpg", k=2)
+    assert res.query_class == "class_012" and res.classes == ["class_012", "class_013"]
+    with pytest.raises(ValueError, match="2 class names for labels up to 2"):
+        save_database(tmp_path / "bad.pth", query={**split, "labels": torch.tensor([0, 0, 2])})

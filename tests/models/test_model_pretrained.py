@@ -52,6 +52,9 @@ def test_local_file_errors(tmp_path):
         models.build_backbone("resnet18", pretrained=str(path))
     bad = tmp_path / "bad.pth"
     bad.write_bytes(b"not a torch file")
+    with pytest.raises(UserError, match="is not a PyTorch file written by torch.save: it holds text"):
+        models.build_backbone("resnet18", pretrained=str(bad))
+    bad.write_bytes(b"PK\x03\x04 torn zip archive")
     with pytest.raises(UserError, match="cannot read"):
         models.build_backbone("resnet18", pretrained=str(bad))
 
@@ -140,3 +143,12 @@ def test_cadene_key_conversion(tmp_path):
     assert torch.equal(trunk.layer4[2].se_module.fc2.bias, sd["layer4.2.se_module.fc2.bias"])
     assert torch.equal(trunk.layer3[0].downsample[0].weight, sd["layer3.0.downsample.0.weight"])
     assert trunk.layer3[0].conv1.stride == (1, 1)  # CLF: stage 3 stride 1, weights unchanged
+
+
+def test_imagenet_offline_names_the_flag(monkeypatch):
+    def offline(self, *args, **kwargs):
+        raise OSError("[Errno 101] Network is unreachable")
+
+    monkeypatch.setattr(torchvision.models.ResNet18_Weights, "get_state_dict", offline)
+    with pytest.raises(UserError, match="download it and pass the file as --pretrained PATH"):
+        models.build_model("resnet18", "baseline", 16, 0, pretrained="imagenet")
