@@ -200,7 +200,7 @@ def embed_catalogue(embedder: Embedder, catalogue: Catalogue, shard_dir: str | P
     for images, indices, bad in loader:
         s = (indices or [bad[0][0]])[0] // shard_size
         if current is not None and s != current:
-            _write_shard(shard_dir, current, parts, catalogue, embedder)
+            _write_shard(shard_dir, current, parts, catalogue, embedder, rank)
         current = s
         if images is not None:
             parts["embeddings"].append(embedder(images))
@@ -208,15 +208,17 @@ def embed_catalogue(embedder: Embedder, catalogue: Catalogue, shard_dir: str | P
         parts["bad"].extend(bad)
         bar.update(len(indices) + len(bad))
     if current is not None:
-        _write_shard(shard_dir, current, parts, catalogue, embedder)
+        _write_shard(shard_dir, current, parts, catalogue, embedder, rank)
     bar.close()
     return {"shards": len(mine), "skipped": len(mine) - len(todo), "images": remaining}
 
 
-def _write_shard(shard_dir: Path, s: int, parts: dict[str, list], catalogue: Catalogue, embedder: Embedder) -> None:
+def _write_shard(shard_dir: Path, s: int, parts: dict[str, list], catalogue: Catalogue, embedder: Embedder,
+                 rank: int) -> None:
     """Write one complete shard atomically and empty ``parts``."""
     emb = torch.cat(parts["embeddings"]) if parts["embeddings"] else torch.empty(0, embedder.dim)
-    shard = {"version": SHARD_VERSION, "shard": s, "catalogue": catalogue.fingerprint, "model": embedder.fingerprint,
+    shard = {"version": SHARD_VERSION, "shard": s, "rank": rank, "catalogue": catalogue.fingerprint,
+             "model": embedder.fingerprint,
              "embeddings": emb, "indices": torch.tensor(parts["indices"], dtype=torch.long),
              "bad": [[i, catalogue.paths[i], err] for i, err in parts["bad"]]}
     path = _shard_path(shard_dir, s)
