@@ -146,13 +146,14 @@ def add_items(index_dir: str | Path, images: str, opts: dict[str, Any], info: Di
 
 @dataclass(frozen=True)
 class Hit:
-    """One ranked result."""
+    """One ranked result; ``item`` is its position in the index (the faiss id)."""
 
     rank: int
     path: str
     id: str
     label: str | None
     score: float
+    item: int
 
 
 def search(store: IndexStore, embeddings: torch.Tensor | np.ndarray, k: int) -> list[list[Hit]]:
@@ -160,7 +161,7 @@ def search(store: IndexStore, embeddings: torch.Tensor | np.ndarray, k: int) -> 
     than k items, is dropped)."""
     scores, ids = store.search(np.asarray(embeddings, dtype=np.float32), k)
     items = store.items
-    return [[Hit(r + 1, items["paths"][j], items["ids"][j], items["labels"][j], float(s))
+    return [[Hit(r + 1, items["paths"][j], items["ids"][j], items["labels"][j], float(s), j)
              for r, (s, j) in enumerate((s, j) for s, j in zip(srow, irow) if j >= 0)]
             for srow, irow in zip(scores.tolist(), ids.tolist())]
 
