@@ -136,3 +136,11 @@ def test_page_in_headless_chromium_shows_result_thumbnails(served, live_server, 
         assert driver.find_element(By.ID, "error").text == ""
     finally:
         driver.quit()
+
+
+def test_serve_cli_binds_localhost_by_default_and_refuses_a_missing_index(tmp_path, capsys):
+    import serve
+
+    assert serve.get_args_parser().parse_args(["--index", "x"]).host == "127.0.0.1"
+    assert serve.main(["--index", str(tmp_path / "nothing")]) == 2
+    assert "is not an index directory" in capsys.readouterr().err
