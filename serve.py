@@ -35,8 +35,8 @@ def main(argv: list[str] | None = None) -> int:
         import uvicorn
 
         from engine.indexing import open_index
+        from engine.runtime import resolve_device
         from engine.serve_app import create_app
-        from engine.trainer import resolve_device
 
         store, embedder = open_index(args.index, args.checkpoint, resolve_device(args.device))
         store.set_search_params(args.nprobe, args.ef_search)
