@@ -52,7 +52,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--hnsw", action="store_true", help="also HNSW32 (slow to build)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--stream_images", type=int, default=512)
+    p.add_argument("--stream_images", type=int, default=768)
+    p.add_argument("--stream_shard", type=int, default=256, help="images per shard in the stream part")
     p.add_argument("--clients", type=int, default=8)
     p.add_argument("--requests", type=int, default=400)
     p.add_argument("--max_seconds", type=float, default=60.0)
@@ -165,8 +166,8 @@ def bench_stream(args: argparse.Namespace) -> dict:
 
         def stream(run: int) -> float:
             t = time.perf_counter()
-            embed_catalogue(embedder, cat, Path(tmp) / f"shards{run}", shard_size=128, batch_size=64, workers=1,
-                            progress=False)
+            embed_catalogue(embedder, cat, Path(tmp) / f"shards{run}", shard_size=args.stream_shard, batch_size=64,
+                            workers=1, progress=False)
             return len(cat) / (time.perf_counter() - t)
 
         bare(), stream(-1)  # warm-up: page cache, allocator, thread pools
