@@ -4,6 +4,9 @@ Examples::
 
     # the K nearest images of a query (stored in the database, or any image file)
     python test.py --query_img_name data/cub/.../0001.jpg --data_base runs/cub/database_best.pth --retrieval_num 8
+    # a persistent index (index.py build): one query, or a folder of them with kNN classification
+    python test.py --index my_index --query_img_name photo.jpg
+    python test.py --index my_index --query_dir queries/ --classify --results results.csv
     # a dataset's test protocol, paper-style table, numbers to JSON
     python test.py --eval --checkpoint runs/cub/model_best.pth --data_name cub --data_path /data/cub --json out.json
     python test.py --eval --data_name roxford5k --data_path /data/roxford5k --backbone_type resnet101 --head gem \
@@ -18,6 +21,7 @@ from pathlib import Path
 
 from engine.config import AMP_CHOICES
 from engine.eval_commands import evaluate_checkpoint, learn_whitening
+from engine.index_query import run_index_queries
 from engine.query import retrieve, write_outputs
 from engine.runtime import resolve_device
 from engine.validate import check_test_args
@@ -33,6 +37,16 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     g.add_argument("--retrieval_num", type=int, default=8, help="number of results K")
     g.add_argument("--output_dir", default=None, help="where montage.png and index.html go "
                                                       "(default: results/<query name>)")
+    g = p.add_argument_group("persistent index (built by index.py)")
+    g.add_argument("--index", default=None, metavar="INDEX_DIR", help="search this index instead of --data_base")
+    g.add_argument("--query_dir", default=None, help="with --index: every image below this folder is a query")
+    g.add_argument("--query_list", default=None, help="with --index: a .txt/.csv list of query images")
+    g.add_argument("--results", default=None, help="with --index: results file, .json or .csv (rank, path, id, "
+                                                   "score); default <output_dir>/results.json")
+    g.add_argument("--classify", action="store_true", help="with --index: each query gets the vote of its "
+                                                           "--retrieval_num nearest labelled items")
+    g.add_argument("--nprobe", type=int, default=None, help="IVF indexes: lists visited per query")
+    g.add_argument("--ef_search", type=int, default=None, help="HNSW indexes: candidate list size")
     g = p.add_argument_group("evaluation")
     g.add_argument("--eval", action="store_true", help="evaluate on a dataset's test protocol")
     g.add_argument("--checkpoint", default=None, help="model_best.pth / checkpoint_latest.pth of a run")
@@ -101,6 +115,8 @@ def main(argv: list[str] | None = None) -> int:
                 Path(args.json).parent.mkdir(parents=True, exist_ok=True)
                 Path(args.json).write_text(json.dumps(metrics, indent=2))
             return 0
+        if args.index:
+            return run_index_queries(args, str(resolve_device(args.device)) if args.device != "auto" else "cpu")
         if not args.query_img_name or not args.data_base:
             raise UserError("give --query_img_name and --data_base (query retrieval) or --eval (evaluation)")
         device = str(resolve_device(args.device)) if args.device != "auto" else "cpu"

@@ -11,34 +11,21 @@ from typing import Any
 
 import torch
 
-import data
 import evaluation
-from engine.checkpoint import load_file, load_model, weights_digest
-from engine.evaluate import device_input
-from engine.runtime import AMP_DTYPES, resolve_amp
+from engine.checkpoint import load_file, weights_digest
+from engine.embedder import Embedder
 from evaluation.database import QueryResult, find_path
 from utils.errors import UserError
 
 
 def embed_image(path: str, checkpoint: str | Path, device: str = "cpu") -> torch.Tensor:
-    """(D,) embedding of one image file, computed exactly as the run computed its database: same eval
-    transform, decoding path, normalisation on the device, precision and memory format."""
-    model, ckpt = load_model(checkpoint, device)
-    cfg = ckpt.get("config", {})
-    if cfg.get("channels_last"):
-        model = model.to(memory_format=torch.channels_last)
-    transform = data.build_transform(cfg.get("transform", "cgd"), train=False, image_size=cfg.get("image_size", 224))
+    """(D,) embedding of one image file, computed exactly as the run computed its database
+    (:class:`engine.embedder.Embedder`: same eval transform, decoding, normalisation, precision)."""
+    embedder = Embedder(checkpoint, device)
     try:
-        # the cache gives exactly the pixels of fast; one query image is not worth a cache entry
-        decode = "pil" if cfg.get("decode") == "pil" else "fast"
-        image = data.RetrievalDataset([path], [0], ["query"], transform=transform, decode=decode)[0][0]
+        return embedder.embed_file(path)
     except (OSError, SyntaxError, ValueError) as err:  # PIL's UnidentifiedImageError is an OSError
         raise UserError(f"--query_img_name {path}: cannot read it as an image ({err})") from None
-    dtype = AMP_DTYPES[resolve_amp(cfg.get("amp", "off"), torch.device(device))]
-    with torch.no_grad(), torch.autocast(torch.device(device).type, dtype=dtype or torch.float32,
-                                         enabled=dtype is not None):
-        embedding, _ = model(device_input(model, cfg, torch.device(device))(image.unsqueeze(0)))
-    return torch.nn.functional.normalize(embedding.float(), dim=1)[0].cpu()
 
 
 def retrieve(database: str | Path | dict[str, Any], query_path: str, k: int, checkpoint: str | None = None,

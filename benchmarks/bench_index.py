@@ -1,0 +1,250 @@
+"""Benchmark: persistent-index types against exact search, embedding-stream overhead, and the served /search latency.
+
+Three parts, each with its baseline measured in the same run (``--parts index,stream,serve``):
+
+- ``index``: ``--n`` (1,000,000) clustered, L2-normalised ``--dim`` (512) vectors (``--clusters`` Gaussian
+  clusters, unit-normalised after noise) and ``--queries`` held-out queries from the same clusters. For
+  ``Flat`` (exact, the reference), ``IVF<nlist>,Flat`` at each ``--nprobe``, ``IVF<nlist>,PQ<m>np`` (``np``:
+  no polysemous training, which only reorders the codes and takes minutes) and optionally ``HNSW32``: build
+  (train + add) seconds, index memory (the bytes of the serialised index, what it holds in RAM), queries/s
+  with ``--threads`` threads, recall@10 of the true (Flat) neighbours, and the QPS and memory ratios against
+  Flat. All types are built through :class:`evaluation.index_store.IndexStore`.
+- ``stream``: ``index.py build``'s embedding (:func:`engine.catalogue.embed_catalogue`: loader, bad-file guard,
+  shard writing) against a bare loop over the same loader and model that keeps the embeddings in memory, on
+  ``--stream_images`` synthetic JPEGs with a random-weight resnet18; images/s and the ratio (target >= 0.9).
+- ``serve``: ``/search`` of :mod:`engine.serve_app` on a uvicorn server at 127.0.0.1 (a free port), hit by
+  ``--clients`` (8) concurrent clients for ``--requests`` requests in all or ``--max_seconds``, whichever comes
+  first; p50 / p99 latency and requests/s.
+
+Quick run (a few minutes on 2 cores)::
+
+    python benchmarks/bench_index.py --n 100000 --nlist 1024 --parts index
+"""
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import json
+import os
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--parts", default="index,stream,serve")
+    p.add_argument("--n", type=int, default=1_000_000, help="catalogue vectors")
+    p.add_argument("--dim", type=int, default=512)
+    p.add_argument("--clusters", type=int, default=10_000, help="Gaussian clusters the vectors are drawn around")
+    p.add_argument("--noise", type=float, default=0.5, help="per-vector noise norm relative to the unit centre")
+    p.add_argument("--queries", type=int, default=1000)
+    p.add_argument("--nlist", type=int, default=4096, help="IVF lists")
+    p.add_argument("--nprobe", default="8,16,32,64", help="IVF nprobe values to measure")
+    p.add_argument("--pq", type=int, default=64, help="PQ sub-quantisers (bytes per vector)")
+    p.add_argument("--train_size", type=int, default=200_000)
+    p.add_argument("--hnsw", action="store_true", help="also HNSW32 (slow to build)")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--stream_images", type=int, default=768)
+    p.add_argument("--stream_shard", type=int, default=256, help="images per shard in the stream part")
+    p.add_argument("--clients", type=int, default=8)
+    p.add_argument("--requests", type=int, default=400)
+    p.add_argument("--max_seconds", type=float, default=60.0)
+    p.add_argument("--json", default=None, help="also write the results to this JSON file")
+    return p
+
+
+def clustered(n: int, dim: int, clusters: int, noise: float, rng: np.random.Generator,
+              centres: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """``n`` unit vectors around random unit ``centres``; generated in blocks to keep the peak low."""
+    if centres is None:
+        centres = rng.standard_normal((clusters, dim), dtype=np.float32)
+        centres /= np.linalg.norm(centres, axis=1, keepdims=True)
+    out = np.empty((n, dim), np.float32)
+    for s in range(0, n, 100_000):
+        e = min(n, s + 100_000)
+        x = centres[rng.integers(0, len(centres), e - s)]
+        x += rng.standard_normal((e - s, dim), dtype=np.float32) * (noise / np.sqrt(dim))
+        out[s:e] = x / np.linalg.norm(x, axis=1, keepdims=True)
+    return out, centres
+
+
+def _timed_search(store, q: np.ndarray, k: int) -> tuple[np.ndarray, float]:
+    t = time.perf_counter()
+    ids = store.search(q, k)[1]
+    return ids, len(q) / (time.perf_counter() - t)
+
+
+def bench_index(args: argparse.Namespace) -> list[dict]:
+    import faiss
+
+    from evaluation.index_store import IndexStore
+
+    faiss.omp_set_num_threads(args.threads)
+    rng = np.random.default_rng(args.seed)
+    x, centres = clustered(args.n, args.dim, args.clusters, args.noise, rng)
+    q, _ = clustered(args.queries, args.dim, args.clusters, args.noise, rng, centres)
+    sample = x[np.sort(rng.choice(args.n, min(args.train_size, args.n), replace=False))]
+    types = ["Flat", f"IVF{args.nlist},Flat", f"IVF{args.nlist},PQ{args.pq}np"] + (["HNSW32"] if args.hnsw else [])
+    rows, truth, flat = [], None, None
+    with tempfile.TemporaryDirectory() as tmp:
+        for factory in types:
+            t = time.perf_counter()
+            store = IndexStore.create(tmp, args.dim, factory, "ip", lambda: sample, args.seed)
+            for s in range(0, args.n, 100_000):
+                store.index.add(x[s:s + 100_000])
+            build = time.perf_counter() - t
+            memory = faiss.serialize_index(store.index).nbytes
+            if factory.startswith("IVF"):
+                settings = [{"nprobe": int(v)} for v in args.nprobe.split(",")]
+            elif factory.startswith("HNSW"):
+                settings = [{"ef_search": v} for v in (32, 64, 128)]
+            else:
+                settings = [{}]
+            for setting in settings:
+                store.meta["count"] = args.n  # the vectors were added to the faiss index directly
+                store.set_search_params(**setting)
+                ids, qps = _timed_search(store, q, 10)
+                if truth is None:
+                    truth, flat = ids, {"qps": qps, "memory": memory}
+                recall = float(np.mean([len(set(a) & set(b)) / 10 for a, b in zip(ids, truth)]))
+                row = {"index": factory, **setting, "build_s": round(build, 1), "memory_mb": round(memory / 2**20, 1),
+                       "memory_vs_flat": round(memory / flat["memory"], 4), "qps": round(qps, 1),
+                       "qps_vs_flat": round(qps / flat["qps"], 1), "recall@10": round(recall, 4)}
+                rows.append(row)
+                print(json.dumps(row), flush=True)
+            del store
+    return rows
+
+
+def _stream_fixture(tmp: Path, n: int) -> tuple[Path, Path]:
+    import torch
+    from PIL import Image
+
+    import models
+
+    rng = np.random.default_rng(0)
+    for i in range(n):
+        img = np.clip(rng.integers(0, 256, 3)[None, None] + rng.integers(-30, 31, (96, 128, 3)), 0, 255)
+        (tmp / "images").mkdir(exist_ok=True)
+        Image.fromarray(img.astype(np.uint8)).save(tmp / "images" / f"{i:05d}.jpg", quality=90)
+    torch.manual_seed(0)
+    model = models.build_model("resnet18", "baseline", 128, 0)
+    ckpt = tmp / "model.pth"
+    torch.save({"model": model.state_dict(), "config": {"transform": "cgd", "image_size": 64},
+                "model_config": {"backbone": "resnet18", "head": "baseline", "feature_dim": 128,
+                                 "num_classes": 0, "options": {}}}, ckpt)
+    return tmp / "images", ckpt
+
+
+def bench_stream(args: argparse.Namespace) -> dict:
+    import torch
+    from torch.utils.data import DataLoader
+
+    from data.batch import collate
+    from engine.catalogue import embed_catalogue, read_catalogue
+    from engine.embedder import Embedder
+
+    torch.set_num_threads(args.threads)
+    with tempfile.TemporaryDirectory() as tmp:
+        images, ckpt = _stream_fixture(Path(tmp), args.stream_images)
+        embedder, cat = Embedder(ckpt), read_catalogue(images)
+
+        def bare() -> float:
+            loader = DataLoader(embedder.dataset(cat.paths), batch_size=64, num_workers=1, collate_fn=collate)
+            t, out = time.perf_counter(), []
+            for batch in loader:
+                out.append(embedder(batch[0]))
+            return len(cat) / (time.perf_counter() - t)
+
+        def stream(run: int) -> float:
+            t = time.perf_counter()
+            embed_catalogue(embedder, cat, Path(tmp) / f"shards{run}", shard_size=args.stream_shard, batch_size=64,
+                            workers=1, progress=False)
+            return len(cat) / (time.perf_counter() - t)
+
+        bare(), stream(-1)  # warm-up: page cache, allocator, thread pools
+        rates = {"bare": [], "stream": []}
+        for run in range(3):  # interleaved, best of 3: both see the same machine load
+            rates["bare"].append(bare())
+            rates["stream"].append(stream(run))
+    row = {"bare_img_s": round(max(rates["bare"]), 1), "stream_img_s": round(max(rates["stream"]), 1)}
+    row["ratio"] = round(row["stream_img_s"] / row["bare_img_s"], 3)
+    print(json.dumps(row), flush=True)
+    return row
+
+
+def bench_serve(args: argparse.Namespace) -> dict:
+    import httpx
+    import torch
+    import uvicorn
+
+    import index as index_cli
+    from engine.indexing import open_index
+    from engine.serve_app import create_app
+
+    torch.set_num_threads(args.threads)
+    with tempfile.TemporaryDirectory() as tmp:
+        images, ckpt = _stream_fixture(Path(tmp), 256)
+        assert index_cli.main(["build", "--checkpoint", str(ckpt), "--images", str(images), "--out",
+                               f"{tmp}/index", "--workers", "0", "--no_progress", "--device", "cpu"]) == 0
+        store, embedder = open_index(f"{tmp}/index")
+        server = uvicorn.Server(uvicorn.Config(create_app(store, embedder, k=10), host="127.0.0.1", port=0,
+                                               log_level="warning"))
+        thread = threading.Thread(target=server.run, daemon=True)
+        thread.start()
+        while not (server.started and server.servers):
+            time.sleep(0.05)
+        url = f"http://127.0.0.1:{server.servers[0].sockets[0].getsockname()[1]}/search"
+        bodies = [p.read_bytes() for p in sorted(images.glob("*.jpg"))[:32]]
+        stop = time.perf_counter() + args.max_seconds
+        counter = iter(range(args.requests))
+        lock = threading.Lock()
+
+        def client() -> list[float]:
+            latencies = []
+            with httpx.Client(timeout=30) as http:
+                while time.perf_counter() < stop:
+                    with lock:
+                        i = next(counter, None)
+                    if i is None:
+                        break
+                    t = time.perf_counter()
+                    r = http.post(url, files={"image": ("q.jpg", bodies[i % len(bodies)], "image/jpeg")})
+                    r.raise_for_status()
+                    latencies.append(time.perf_counter() - t)
+            return latencies
+
+        t = time.perf_counter()
+        with concurrent.futures.ThreadPoolExecutor(args.clients) as pool:
+            lat = sorted(x for part in pool.map(lambda _: client(), range(args.clients)) for x in part)
+        wall = time.perf_counter() - t
+        server.should_exit = True
+        thread.join(timeout=10)
+    row = {"clients": args.clients, "requests": len(lat), "p50_ms": round(1000 * float(np.percentile(lat, 50)), 1),
+           "p99_ms": round(1000 * float(np.percentile(lat, 99)), 1), "req_s": round(len(lat) / wall, 1)}
+    print(json.dumps(row), flush=True)
+    return row
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = get_args_parser().parse_args(argv)
+    parts = args.parts.split(",")
+    result = {"args": vars(args)}
+    for name, fn in (("index", bench_index), ("stream", bench_stream), ("serve", bench_serve)):
+        if name in parts:
+            result[name] = fn(args)
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,127 @@
+"""Persistent faiss indexes of image catalogues: build, add, info, eval.
+
+Examples::
+
+    # embed a folder tree (or a .txt/.csv list of paths, with an optional label or id column) and index it
+    python index.py build --checkpoint runs/cub/model_best.pth --images photos/ --out my_index
+    python index.py build --checkpoint runs/sop/model_best.pth --images list.csv --out sop_ivf \
+        --index_factory IVF1024,Flat
+    # the same build on 4 GPUs (each rank embeds its own shards; a killed build resumes when rerun)
+    torchrun --nproc_per_node 4 index.py build --checkpoint ... --images ... --out ... --device cuda
+    python index.py add my_index --images more_photos/
+    python index.py info my_index
+    python index.py eval sop_ivf --queries queries.csv --k 10 --nprobe 16
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+
+from utils.errors import UserError
+
+
+def _embedding_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--shard_size", type=int, default=4096, help="images per shard file (memory holds one shard)")
+    p.add_argument("--batch_size", type=int, default=64)
+    p.add_argument("--workers", type=int, default=2, help="data-loading processes")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (torchrun: one GPU per rank)")
+    p.add_argument("--no_progress", action="store_true", help="no tqdm bar")
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser("Persistent image-retrieval indexes",
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    sub = p.add_subparsers(dest="command", required=True)
+    b = sub.add_parser("build", help="embed a catalogue and build an index",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    b.add_argument("--checkpoint", required=True, help="model_best.pth of a run")
+    b.add_argument("--images", required=True, help="a folder tree, or a .txt/.csv list of image paths")
+    b.add_argument("--out", required=True, help="index directory to create (or to resume)")
+    b.add_argument("--index_factory", default="Flat", help="faiss index_factory string: Flat (exact), "
+                                                           "IVF1024,Flat, IVF4096,PQ64, HNSW32, ...")
+    b.add_argument("--metric", default="ip", choices=("ip", "l2"),
+                   help="ip: cosine similarity of the L2-normalised embeddings; l2: squared distance")
+    b.add_argument("--train_size", type=int, default=100_000, help="vectors sampled to train IVF/PQ")
+    b.add_argument("--seed", type=int, default=0, help="seed of the training sample and of k-means")
+    _embedding_flags(b)
+    a = sub.add_parser("add", help="add images to an index without rebuilding it",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    a.add_argument("index_dir")
+    a.add_argument("--images", required=True)
+    a.add_argument("--checkpoint", default=None, help="default: the checkpoint the index names")
+    _embedding_flags(a)
+    i = sub.add_parser("info", help="print what an index holds")
+    i.add_argument("index_dir")
+    e = sub.add_parser("eval", help="measure an approximate index against exact search",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    e.add_argument("index_dir")
+    e.add_argument("--queries", required=True, help="a folder tree or list of query images (labels optional)")
+    e.add_argument("--k", type=int, default=10, help="recall@k of the true nearest neighbours")
+    e.add_argument("--recalls", default="1,2,4,8", help="K list of the label Recall@K")
+    e.add_argument("--nprobe", type=int, default=None, help="IVF: lists visited per query")
+    e.add_argument("--ef_search", type=int, default=None, help="HNSW: candidate list size")
+    e.add_argument("--checkpoint", default=None)
+    e.add_argument("--json", default=None, help="also write the numbers to this JSON file")
+    _embedding_flags(e)
+    return p
+
+
+def _terminate(signum, frame):  # SIGTERM (a scheduler, kill) ends the run like Ctrl-C
+    raise KeyboardInterrupt
+
+
+def run(args: argparse.Namespace) -> dict:
+    from engine.catalogue import read_catalogue
+    from engine.config import parse_number_list
+    from engine.distributed import DistInfo, cleanup_distributed, init_distributed
+    from engine.indexing import add_items, build_index, embed_queries, evaluate_index, open_index
+    from engine.runtime import resolve_device
+    from evaluation.index_store import IndexStore
+
+    if args.command == "info":
+        return IndexStore.open(args.index_dir).describe()
+    device = resolve_device(args.device)
+    opts = {"shard_size": args.shard_size, "batch_size": args.batch_size, "workers": args.workers,
+            "progress": not args.no_progress}
+    if args.command == "eval":
+        store, embedder = open_index(args.index_dir, args.checkpoint, device)
+        store.set_search_params(args.nprobe, args.ef_search)
+        queries = read_catalogue(args.queries, "--queries")
+        emb, good = embed_queries(embedder, queries.paths, args.batch_size, args.workers, "--queries")
+        ks = parse_number_list(args.recalls, "--recalls") or [1]
+        return evaluate_index(store, emb, [queries.labels[n] for n in good], args.k, ks)
+    info = init_distributed(device)
+    if info.enabled and device.type == "cuda":
+        device = resolve_device(f"cuda:{info.local_rank}")
+    try:
+        if args.command == "build":
+            opts.update(factory=args.index_factory, metric=args.metric, train_size=args.train_size, seed=args.seed)
+            return build_index(args.checkpoint, args.images, args.out, opts, info, device) or {}
+        return add_items(args.index_dir, args.images, opts, info, args.checkpoint, device) or {}
+    finally:
+        cleanup_distributed(info if info.enabled else DistInfo())
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = get_args_parser().parse_args(argv)
+    signal.signal(signal.SIGTERM, _terminate)
+    try:
+        result = run(args)
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("error: interrupted; finished shards are kept: rerun the same command to resume", file=sys.stderr)
+        return 130
+    if result:
+        print(json.dumps(result, indent=2))
+        if getattr(args, "json", None):
+            with open(args.json, "w") as f:
+                json.dump(result, f, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
