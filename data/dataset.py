@@ -82,7 +82,7 @@ class RetrievalDataset(Dataset):
 
     def __getitem__(self, i: int):
         try:
-            return self._load(i)
+            return self.load(i)
         except (OSError, RuntimeError, ValueError) as err:  # PIL and torchvision decoders' failures
             reason = f"{self.paths[i]} cannot be read any more ({type(err).__name__}: {err})"
         if not self.skip_bad:
@@ -92,7 +92,7 @@ class RetrievalDataset(Dataset):
         start = same_class.index(i)
         for j in same_class[start + 1:] + same_class[:start]:
             try:
-                image, label, _ = self._load(j)
+                image, label, _ = self.load(j)
             except (OSError, RuntimeError, ValueError):
                 continue
             warnings.warn(f"{reason}; used {self.paths[j]} of the same class instead (--skip_bad_images)",
@@ -100,7 +100,8 @@ class RetrievalDataset(Dataset):
             return image, label, -(i + 1)
         raise BadImageError(f"{reason}, and no other image of its class can be read either")
 
-    def _load(self, i: int):
+    def load(self, i: int):
+        """``(image, label, i)`` read now; a decoding failure raises the decoder's own error."""
         box = self.boxes[i] if self.crop else None
         if self.cache is not None:
             resize, rest = split_fixed_resize(self.transform)

@@ -131,7 +131,7 @@ class _Items(Dataset):
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor | None, int, str]:
         try:
-            return self.dataset[i][0], i, ""
+            return self.dataset.load(i)[0], i, ""
         except (OSError, SyntaxError, ValueError, RuntimeError) as err:  # PIL, torchvision decoders
             return None, i, f"{type(err).__name__}: {err}".replace("\n", " ")
 
