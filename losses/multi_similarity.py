@@ -32,6 +32,8 @@ class MultiSimilarityLoss(EmbeddingLoss):
         epsilon: mining margin ε, default 0.1 (RDML ``loss_multisimilarity_margin``).
     """
 
+    reference_path = True
+
     def __init__(self, alpha: float = 2.0, beta: float = 40.0, base: float = 0.5, epsilon: float = 0.1) -> None:
         super().__init__()
         self.alpha, self.beta, self.base, self.epsilon = float(alpha), float(beta), float(base), float(epsilon)
