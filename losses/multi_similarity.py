@@ -19,7 +19,7 @@ import torch
 from torch import Tensor
 
 from losses._registry import LOSSES
-from losses._utils import IndicesTuple, masked_logsumexp, pair_masks, zero_loss
+from losses._utils import IndicesTuple, masked_logsumexp, row_pair_masks, zero_loss
 from losses.base import EmbeddingLoss
 
 
@@ -39,8 +39,8 @@ class MultiSimilarityLoss(EmbeddingLoss):
         self.alpha, self.beta, self.base, self.epsilon = float(alpha), float(beta), float(base), float(epsilon)
 
     def compute_loss(self, embeddings: Tensor, labels: Tensor, indices_tuple: IndicesTuple | None) -> Tensor:
-        sim = embeddings @ embeddings.t()
-        pos, neg = pair_masks(indices_tuple, labels)
+        rows, pos, neg = row_pair_masks(indices_tuple, labels)  # anchors without pairs are skipped anyway
+        sim = embeddings[rows] @ embeddings.t()
         with torch.no_grad():
             s = sim.detach()
             inf = torch.finfo(s.dtype).max
