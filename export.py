@@ -41,7 +41,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     return p
 
 
-def parity_images(cfg: dict, data_path: str | None, data_name: str | None, count: int) -> torch.Tensor:
+def parity_images(model: torch.nn.Module, cfg: dict, data_path: str | None, data_name: str | None,
+                  count: int) -> torch.Tensor:
     """The first ``count`` images of the dataset's first evaluation split, preprocessed as the run evaluated."""
     run = {"data_path": data_path or cfg.get("data_path"),
            "data_name": data_name or (cfg.get("data_name", "folder") if data_path or cfg.get("data_path")
@@ -55,7 +56,7 @@ def parity_images(cfg: dict, data_path: str | None, data_name: str | None, count
     if count < 2:
         raise UserError(f"--parity_images: the parity check needs at least 2 images, {root} gave {count}")
     images = torch.stack([dataset[i][0] for i in range(count)])
-    return device_input(cfg, torch.device("cpu"))(images)
+    return device_input(model, cfg, torch.device("cpu"))(images)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -69,10 +70,10 @@ def main(argv: list[str] | None = None) -> int:
         out = export_model(model, args.format, args.out, size, logits=args.logits)
         pipeline = str(data.build_transform(cfg.get("transform", "cgd"), train=False, image_size=size,
                                             normalize=False))
-        normalize = device_input(cfg, torch.device("cpu")).normalize
+        normalize = device_input(model, cfg, torch.device("cpu")).normalize
         spec = write_preprocessing(out, args.format, model, cfg, normalize, pipeline, args.logits)
         exported, _ = load_exported(out)
-        images = parity_images(cfg, args.data_path, args.data_name, args.parity_images)
+        images = parity_images(model, cfg, args.data_path, args.data_name, args.parity_images)
         result = parity(model, exported, images)
         print(f"wrote {out} and {spec}")
         print(f"parity on {len(images)} images: max |diff| {result['max_abs_diff']:.2e}, "

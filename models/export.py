@@ -21,6 +21,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from models.backbones.base import InputSpec
 from models.heads.base import l2n
 from utils.errors import UserError
 
@@ -95,8 +96,9 @@ def write_preprocessing(model_path: str | Path, fmt: str, model: nn.Module, run_
                         normalize: Any, pipeline: str, logits: bool) -> Path:
     """Write the JSON a user needs to run the exported file without this project.
 
-    ``normalize`` is the :class:`data.batch.Normalize` the run evaluated with (``(x / 255 − mean) / std`` per
-    channel after an optional RGB → BGR flip) and ``pipeline`` the evaluation resize/crop as text.
+    ``normalize`` is the :class:`data.batch.Normalize` built from the model's ``input_spec``
+    (``(x / 255 − mean) / std`` per channel after an optional RGB → BGR flip) and ``pipeline`` the evaluation
+    resize/crop as text.
     """
     size = int(run_cfg.get("image_size", 224))
     outputs = {"embedding": {"shape": ["batch", model.feature_dim], "l2_normalised": True}}
@@ -126,10 +128,12 @@ class ExportedModel(nn.Module):
 
     ``logits`` is ``None`` when the file has no logits output. Runs on the CPU (onnxruntime's CPU provider
     or TorchScript); inputs on another device are moved to the CPU and the outputs moved back.
+    ``input_spec`` (the normalisation the file expects) comes from the preprocessing JSON when given.
     """
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, input_spec: InputSpec | None = None) -> None:
         super().__init__()
+        self.input_spec = input_spec
         path = Path(path)
         if not path.is_file():
             raise UserError(f"exported model not found: {path}")
@@ -163,16 +167,18 @@ class ExportedModel(nn.Module):
 def load_exported(path: str | Path) -> tuple[ExportedModel, dict[str, Any]]:
     """The exported model and a checkpoint-like dict: ``{"config": {transform, image_size}, "export": JSON}``
     (the run settings an evaluation needs, read from the preprocessing JSON, which must exist)."""
-    model = ExportedModel(path)
     spec_path = preprocessing_path(path)
+    if not Path(path).is_file():
+        raise UserError(f"exported model not found: {path}")
     if not spec_path.is_file():
         raise UserError(f"{path} has no preprocessing file {spec_path} (export.py writes it beside the model)")
     try:
         spec = json.loads(spec_path.read_text())
         config = {"transform": spec["preprocess"]["transform"], "image_size": spec["preprocess"]["image_size"]}
-    except (json.JSONDecodeError, KeyError, TypeError) as err:
+        input_spec = InputSpec(**{k: tuple(v) if isinstance(v, list) else v for k, v in spec["input_spec"].items()})
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as err:
         raise UserError(f"{spec_path} is not an export.py preprocessing file ({err})") from None
-    return model.eval(), {"config": config, "export": spec}
+    return ExportedModel(path, input_spec).eval(), {"config": config, "export": spec}
 
 
 def parity(reference: nn.Module, exported: nn.Module, images: torch.Tensor, k: int = 10) -> dict[str, float]:

@@ -51,10 +51,12 @@ def bf_contrastive(x, y, n, pos_margin=0.0, neg_margin=1.0):
 
 
 def bf_margin(x, y, n, beta=1.25, alpha=0.2):
+    """RDML margin loss over every batch-anchored triplet; mean over triplets with a non-zero part."""
     pos, neg = anchored(y, n)
-    pl = [max(math.sqrt(d(x[a], x[p], True) + 1e-8) - beta + alpha, 0.0) for a, p in pos]
-    nl = [max(beta - math.sqrt(d(x[a], x[q], True) + 1e-8) + alpha, 0.0) for a, q in neg]
-    return (sum(pl) + sum(nl)) / max(sum(v > 0 for v in pl) + sum(v > 0 for v in nl), 1)
+    parts = [(max(math.sqrt(d(x[a], x[p], True) + 1e-8) - beta + alpha, 0.0),
+              max(beta - math.sqrt(d(x[a], x[q], True) + 1e-8) + alpha, 0.0))
+             for a, p in pos for b, q in neg if a == b]
+    return sum(u + v for u, v in parts) / max(sum(u > 0 or v > 0 for u, v in parts), 1)
 
 
 def bf_multi_similarity(x, y, n, alpha=2.0, beta=40.0, base=0.5, eps=0.1):
