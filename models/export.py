@@ -1,6 +1,6 @@
 """Export a :class:`models.RetrievalModel` to ONNX or TorchScript, load it back, and check its parity.
 
-The exported graph is :class:`Embedder`: normalised images ``(B, 3, H, W)`` float32 → the L2-normalised
+The exported graph is :class:`ExportGraph`: normalised images ``(B, 3, H, W)`` float32 → the L2-normalised
 embedding ``(B, D)`` (and, with ``logits=True``, the classifier logits ``(B, M)``). The batch dimension is
 dynamic; the spatial size is fixed at export time (R-MAC and regional attention compute their region grids
 from it in Python, and one rule for every model keeps the file simple to use), and the preprocessing JSON
@@ -25,14 +25,14 @@ from models.backbones.base import InputSpec
 from models.heads.base import l2n
 from utils.errors import UserError
 
-__all__ = ["EXPORTED_SUFFIXES", "FORMATS", "Embedder", "ExportedModel", "export_model", "load_exported", "parity",
+__all__ = ["EXPORTED_SUFFIXES", "FORMATS", "ExportGraph", "ExportedModel", "export_model", "load_exported", "parity",
            "preprocessing_path", "write_preprocessing"]
 
 FORMATS = ("onnx", "torchscript")
 EXPORTED_SUFFIXES = {".onnx": "onnx", ".ts": "torchscript", ".torchscript": "torchscript"}
 
 
-class Embedder(nn.Module):
+class ExportGraph(nn.Module):
     """The exported computation: ``images → L2(embedding)`` (``, logits`` with ``logits=True``)."""
 
     def __init__(self, model: nn.Module, logits: bool = False) -> None:
@@ -58,7 +58,7 @@ def export_model(model: nn.Module, fmt: str, out: str | Path, image_size: int, l
         raise UserError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    wrapper = Embedder(model.cpu().eval(), logits).eval()
+    wrapper = ExportGraph(model.cpu().eval(), logits).eval()
     example = torch.randn(2, 3, image_size, image_size)
     tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")
     names = ["embedding", "logits"] if logits else ["embedding"]
