@@ -108,15 +108,18 @@ def build_sampler(cfg: dict[str, Any], labels: torch.Tensor, rank: int, world_si
 
 def build_optimizer(cfg: dict[str, Any], model: torch.nn.Module, criterion: torch.nn.Module
                     ) -> torch.optim.Optimizer:
-    """Parameter groups: backbone, head (each with its lr multiplier), head parameters with their own
+    """Parameter groups: backbone (the backbone's own ``param_groups(lr, weight_decay)`` where it defines
+    one, e.g. layer-wise lr decay), head (each with its lr multiplier), head parameters with their own
     multiplier (``Head.lr_multipliers``, no weight decay) and loss-owned parameters (proxies, β)."""
     lr, wd = cfg["lr"], cfg["weight_decay"]
     special = getattr(model.head, "lr_multipliers", {})
     head_params = [(n, p) for n, p in model.head.named_parameters() if p.requires_grad]
-    groups = [{"name": "backbone", "params": [p for p in model.backbone.parameters() if p.requires_grad],
-               "lr": lr * cfg["backbone_lr_mult"], "weight_decay": wd},
-              {"name": "head", "params": [p for n, p in head_params if not n.endswith(tuple(special))],
-               "lr": lr * cfg["head_lr_mult"], "weight_decay": wd}]
+    backbone_groups = getattr(model.backbone, "param_groups", None)
+    groups = backbone_groups(lr * cfg["backbone_lr_mult"], wd) if backbone_groups is not None else \
+        [{"name": "backbone", "params": [p for p in model.backbone.parameters() if p.requires_grad],
+          "lr": lr * cfg["backbone_lr_mult"], "weight_decay": wd}]
+    groups += [{"name": "head", "params": [p for n, p in head_params if not n.endswith(tuple(special))],
+                "lr": lr * cfg["head_lr_mult"], "weight_decay": wd}]
     groups += [{"name": f"head.{suffix}", "params": [p for n, p in head_params if n.endswith(suffix)],
                 "lr": lr * cfg["head_lr_mult"] * mult, "weight_decay": 0.0} for suffix, mult in special.items()]
     groups += criterion.param_groups(lr)

@@ -108,9 +108,13 @@ def model_config(cfg: dict[str, Any], num_classes: int) -> dict[str, Any]:
 
 
 def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[torch.nn.Module, dict[str, Any]]:
-    """Rebuild the model saved by the trainer (``model_best.pth`` or a full checkpoint) in eval mode."""
+    """Rebuild the model saved by the trainer (``model_best.pth`` or a full checkpoint) in eval mode; an
+    exported file (``.onnx``, ``.ts``: see ``export.py``) is loaded as it is, with its preprocessing settings."""
     import models
+    from models.export import EXPORTED_SUFFIXES, load_exported
 
+    if Path(path).suffix in EXPORTED_SUFFIXES:
+        return load_exported(path)
     ckpt = load_file(path)
     if "model" not in ckpt or "model_config" not in ckpt:
         raise UserError(f"{path} is not a metric-retrieval checkpoint (expected keys 'model' and 'model_config')")

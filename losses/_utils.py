@@ -41,12 +41,15 @@ def gathered_distances(x: Tensor, i: Tensor, j: Tensor, squared: bool = False) -
     """Exact distances between rows ``x[i]`` and ``x[j]`` for any number of pairs.
 
     Few pairs (≤ 2B): from the row differences (memory ``len(i)·D``). Many pairs (all pairs or all triplets
-    of a DAS-sized batch): gathered from an exact ``(B, B)`` ``torch.cdist`` matrix computed without the
-    Gram-matrix shortcut, so memory stays ``B²`` and identical rows still get distance 0 with zero gradient.
+    of a DAS-sized batch): gathered from an exact ``(R, B)`` ``torch.cdist`` matrix between the R distinct
+    rows of ``i`` and all rows, computed without the Gram-matrix shortcut, so memory stays ``R·B`` (R = B
+    in a batch; the batch size, not the memory size, against a cross-batch memory) and identical rows still
+    get distance 0 with zero gradient.
     """
     if len(i) <= 2 * x.shape[0]:
         return row_distances(x, i, j, squared)
-    dist = torch.cdist(x, x, compute_mode="donot_use_mm_for_euclid_dist")[i, j]
+    rows, inverse = torch.unique(i, return_inverse=True)
+    dist = torch.cdist(x[rows], x, compute_mode="donot_use_mm_for_euclid_dist")[inverse, j]
     return dist * dist if squared else dist
 
 
@@ -138,6 +141,24 @@ def pair_masks(
     pos[a1, p] = True
     neg[a2, n] = True
     return pos, neg
+
+
+def row_pair_masks(indices_tuple: IndicesTuple | None, labels: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """``(rows, pos, neg)``: the R anchor rows that have a pair in ``indices_tuple`` (all rows if None) and
+    their ``(R, B)`` positive / negative masks, i.e. the rows of :func:`pair_masks` that are not empty."""
+    if indices_tuple is None:
+        pos, neg = label_masks(labels)
+        return torch.arange(labels.shape[0], device=labels.device), pos, neg
+    a1, p, a2, n = to_pairs(indices_tuple, labels)
+    used = torch.zeros(labels.shape[0], dtype=torch.bool, device=labels.device)
+    used[a1] = True
+    used[a2] = True
+    slot = used.long().cumsum(0) - 1  # row index -> its place among the used rows (a scatter, no sort)
+    pos = torch.zeros(int(used.sum()), labels.shape[0], dtype=torch.bool, device=labels.device)
+    neg = torch.zeros_like(pos)
+    pos[slot[a1], p] = True
+    neg[slot[a2], n] = True
+    return torch.nonzero(used).flatten(), pos, neg
 
 
 def masked_logsumexp(x: Tensor, mask: Tensor, dim: int = 1, add_one: bool = False) -> Tensor:

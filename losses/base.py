@@ -23,6 +23,9 @@ class EmbeddingLoss(nn.Module):
 
     input: ClassVar[str] = "embedding"
     accepts_miner: ClassVar[bool] = True
+    # reduced over its tuples or anchors only, so batch-vs-memory is the loss on [batch; memory] with
+    # batch-anchored tuples (cross-batch memory, losses/memory.py)
+    reference_path: ClassVar[bool] = False
     lr_multiplier: float = 1.0
     lr: float | None = None
 

@@ -27,6 +27,8 @@ class ContrastiveLoss(EmbeddingLoss):
         neg_margin: ``m_neg``, default 1 (RDML/PML).
     """
 
+    reference_path = True
+
     def __init__(self, pos_margin: float = 0.0, neg_margin: float = 1.0) -> None:
         super().__init__()
         self.pos_margin = float(pos_margin)

@@ -9,6 +9,10 @@ real rows first, then the generated ones — while logits terms see only the rea
 ``aux_loss_weight = w`` each embedding term becomes ``L(real) + w · L(real + generated)`` (DAS ``--aux_loss``).
 In eval mode DAS passes its input through, so a validation loss never sees generated rows.
 
+Cross-batch memory (:mod:`losses.memory`) is a term option: ``memory_size: M`` (and ``memory_warmup: K``)
+gives that term its own :class:`CrossBatchMemory`; the term then compares the batch (with DAS rows) against
+batch ∪ memory, and after every term of the step the real rows are enqueued (training mode only).
+
 Embeddings and logits in float16/bfloat16 (autocast) are cast to float32 before mining and the losses.
 """
 from __future__ import annotations
@@ -20,6 +24,7 @@ import torch
 from torch import Tensor, nn
 
 from losses._registry import LOSSES, MINERS, accepted_kwargs, build_loss, check_kwargs
+from losses.memory import CrossBatchMemory, loss_with_references
 
 
 def build_miner_from_spec(spec: str | Mapping[str, Any] | None, loss: nn.Module) -> nn.Module | None:
@@ -54,6 +59,7 @@ class Criterion(nn.Module):
         names: the key under which each term is reported (unique).
         das: an optional :class:`samplers.DAS` module (or any ``(emb, labels) -> (emb', labels')`` module).
         aux_loss_weight: with DAS, the embedding part is ``L(real) + w·L(real+generated)``.
+        memories: term name → :class:`CrossBatchMemory` for the terms that use one.
     """
 
     def __init__(
@@ -64,6 +70,7 @@ class Criterion(nn.Module):
         names: Sequence[str],
         das: nn.Module | None = None,
         aux_loss_weight: float | None = None,
+        memories: Mapping[str, CrossBatchMemory] | None = None,
     ) -> None:
         super().__init__()
         if not (len(losses) == len(weights) == len(miners) == len(names)) or not losses:
@@ -79,6 +86,12 @@ class Criterion(nn.Module):
             if miner is not None and not getattr(loss, "accepts_miner", False):
                 raise ValueError(f"loss {name!r} ({type(loss).__name__}) takes no miner (it mines internally, "
                                  "reads logits or uses proxies); drop its 'miner'")
+        memories = dict(memories or {})
+        for name in memories:
+            if name not in names:
+                raise ValueError(f"memory for unknown term {name!r}; terms: {list(names)}")
+            check_memory_support(losses[list(names).index(name)], name)
+        self.memories = nn.ModuleDict(memories)  # empty: no state_dict keys, old checkpoints still load
         self.losses = nn.ModuleList(losses)
         self.miners = nn.ModuleList([m if m is not None else nn.Identity() for m in miners])
         self._has_miner = [m is not None for m in miners]
@@ -89,6 +102,10 @@ class Criterion(nn.Module):
 
     def _embedding_term(self, i: int, emb: Tensor, labels: Tensor) -> Tensor:
         loss = self.losses[i]
+        memory = self.memories[self.names[i]] if self.names[i] in self.memories else None
+        if memory is not None and self.training and len(memory):
+            return loss_with_references(loss, self.miners[i] if self._has_miner[i] else None, emb, labels,
+                                        *memory.get())
         if self._has_miner[i]:
             return loss(emb, labels, self.miners[i](emb, labels))
         return loss(emb, labels)
@@ -126,6 +143,9 @@ class Criterion(nn.Module):
             values[name] = value.detach()
             total = weight * value if total is None else total + weight * value
         assert total is not None  # at least one term (checked in __init__)
+        if self.training and embeddings is not None:
+            for memory in self.memories.values():  # after the loss: a row never meets its own copy
+                memory.enqueue(embeddings, labels)
         return total, values
 
     def param_groups(self, base_lr: float) -> list[dict[str, Any]]:
@@ -142,6 +162,21 @@ class Criterion(nn.Module):
         return groups
 
 
+def check_memory_support(loss: nn.Module, name: str) -> None:
+    """``ValueError`` saying why term ``name`` cannot use a cross-batch memory, if it cannot."""
+    kind = type(loss).__name__
+    if getattr(loss, "input", None) == "logits":
+        raise ValueError(f"loss {name!r} ({kind}) reads classifier logits and takes no cross-batch memory "
+                         "(memory_size); give it to a pair or triplet loss")
+    if not getattr(loss, "accepts_miner", False):
+        raise ValueError(f"loss {name!r} ({kind}) compares the batch with learned proxies or mines inside the "
+                         "batch itself, and takes no cross-batch memory (memory_size)")
+    if not getattr(loss, "reference_path", False):
+        raise ValueError(f"loss {name!r} ({kind}) averages over every row it is given, so a memory would change "
+                         "its normalisation; it takes no cross-batch memory (memory_size). Losses that do: "
+                         + ", ".join(n for n in LOSSES.names() if getattr(LOSSES.get(n), "reference_path", False)))
+
+
 def build_criterion(
     terms: Sequence[Mapping[str, Any]],
     *,
@@ -155,12 +190,13 @@ def build_criterion(
 
     ``das`` is a DAS module or a dict of :class:`samplers.DAS` keyword arguments (``num_classes`` and
     ``embedding_dim`` are filled in). Term names are the loss names, suffixed ``_2``, ``_3`` ... on repeats,
-    or a term's explicit ``"key"``.
+    or a term's explicit ``"key"``. A term's ``memory_size``/``memory_warmup`` give it a
+    :class:`CrossBatchMemory` of ``embedding_dim``-wide rows.
     """
     if isinstance(terms, Mapping) or not terms:
         raise ValueError("terms must be a non-empty list of {'name': ..., 'weight': ..., ...} dicts")
     runtime = {"num_classes": num_classes, "embedding_dim": embedding_dim, "class_counts": class_counts}
-    losses, weights, miners, names = [], [], [], []
+    losses, weights, miners, names, memories = [], [], [], [], {}
     for term in terms:
         if not isinstance(term, Mapping) or "name" not in term:
             raise ValueError(f"each criterion term needs a 'name', got {term!r}")
@@ -169,11 +205,19 @@ def build_criterion(
         weight = hparams.pop("weight", 1.0)
         miner_spec = hparams.pop("miner", None)
         key = hparams.pop("key", None) or LOSSES.canonical(name)
+        memory_size, memory_warmup = hparams.pop("memory_size", None), hparams.pop("memory_warmup", 0)
         loss = build_loss(name, runtime, **hparams)
         miner = build_miner_from_spec(miner_spec, loss)
         base, k = key, 2
         while key in names:
             key, k = f"{base}_{k}", k + 1
+        if memory_size is not None:
+            if embedding_dim is None:
+                raise ValueError(f"loss {key!r}: memory_size needs embedding_dim")
+            check_memory_support(loss, key)
+            memories[key] = CrossBatchMemory(memory_size, embedding_dim, warmup_steps=memory_warmup)
+        elif memory_warmup:
+            raise ValueError(f"loss {key!r}: memory_warmup only applies with memory_size")
         losses.append(loss)
         weights.append(weight)
         miners.append(miner)
@@ -184,4 +228,4 @@ def build_criterion(
         if num_classes is None or embedding_dim is None:
             raise ValueError("DAS needs num_classes and embedding_dim")
         das = DAS(num_classes=num_classes, embedding_dim=embedding_dim, **das)
-    return Criterion(losses, weights, miners, names, das=das, aux_loss_weight=aux_loss_weight)
+    return Criterion(losses, weights, miners, names, das=das, aux_loss_weight=aux_loss_weight, memories=memories)

@@ -41,6 +41,8 @@ class MarginLoss(EmbeddingLoss):
         beta_lr: absolute learning rate for β, default 5e-4 (RDML ``loss_margin_beta_lr``).
     """
 
+    reference_path = True
+
     def __init__(
         self,
         num_classes: int | None = None,

@@ -19,7 +19,7 @@ import torch
 from torch import Tensor
 
 from losses._registry import LOSSES
-from losses._utils import IndicesTuple, masked_logsumexp, pair_masks, zero_loss
+from losses._utils import IndicesTuple, masked_logsumexp, row_pair_masks, zero_loss
 from losses.base import EmbeddingLoss
 
 
@@ -32,13 +32,15 @@ class MultiSimilarityLoss(EmbeddingLoss):
         epsilon: mining margin ε, default 0.1 (RDML ``loss_multisimilarity_margin``).
     """
 
+    reference_path = True
+
     def __init__(self, alpha: float = 2.0, beta: float = 40.0, base: float = 0.5, epsilon: float = 0.1) -> None:
         super().__init__()
         self.alpha, self.beta, self.base, self.epsilon = float(alpha), float(beta), float(base), float(epsilon)
 
     def compute_loss(self, embeddings: Tensor, labels: Tensor, indices_tuple: IndicesTuple | None) -> Tensor:
-        sim = embeddings @ embeddings.t()
-        pos, neg = pair_masks(indices_tuple, labels)
+        rows, pos, neg = row_pair_masks(indices_tuple, labels)  # anchors without pairs are skipped anyway
+        sim = embeddings[rows] @ embeddings.t()
         with torch.no_grad():
             s = sim.detach()
             inf = torch.finfo(s.dtype).max

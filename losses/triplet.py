@@ -26,6 +26,8 @@ class TripletLoss(EmbeddingLoss):
         squared: squared Euclidean distances (RDML, default True) or plain Euclidean (PML, False).
     """
 
+    reference_path = True
+
     def __init__(self, margin: float = 0.2, squared: bool = True) -> None:
         super().__init__()
         self.margin = float(margin)

@@ -2,7 +2,8 @@
 
 * :func:`unwrap_state_dict` accepts a bare state dict or a checkpoint dict holding one under ``state_dict``
   or ``model`` and strips DataParallel/DDP ``module.`` prefixes.
-* :func:`read_state_dict` reads such a file from disk (``torch.load`` with ``weights_only=True``).
+* :func:`read_state_dict` reads such a file from disk (``torch.load`` with ``weights_only=True``, or
+  ``safetensors`` for ``*.safetensors``).
 * :func:`load_model_state` loads strictly; on any mismatch it raises :class:`utils.errors.UserError`
   listing the missing keys, the unexpected keys and every shape mismatch (name, checkpoint and model shapes).
 """
@@ -11,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 
+import safetensors.torch
 import torch
 from torch import nn
 
@@ -50,12 +52,16 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """Read a state-dict file (see :func:`unwrap_state_dict` for the accepted layouts) onto the CPU."""
     path = Path(path).expanduser()
     if not path.is_file():
-        raise UserError(f"weights file not found: {path} (expected a PyTorch state-dict file, e.g. *.pth)")
-    problem = torch_file_problem(path)
+        raise UserError(f"weights file not found: {path} (expected a PyTorch state-dict file, e.g. *.pth, "
+                        "or *.safetensors)")
+    problem = None if path.suffix == ".safetensors" else torch_file_problem(path)
     if problem:
         raise UserError(f"weights file {path} {problem}; expected a state-dict file (e.g. *.pth)")
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        if path.suffix == ".safetensors":
+            obj = safetensors.torch.load_file(str(path), device="cpu")
+        else:
+            obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # corrupt file, pickle of arbitrary objects, not a torch file
         raise UserError(f"cannot read weights file {path}: {err}") from None
     return unwrap_state_dict(obj)

@@ -10,11 +10,14 @@ Usage::
     LOSSES.build("triplet", margin=0.2)
 
 Unknown names raise :class:`UnknownOptionError` (a ``ValueError``) listing the known ones; a duplicate
-registration raises too.
+registration raises too. A *family* registered with :meth:`Registry.register_family` answers every name
+``"<prefix>:<rest>"`` with its builder bound to ``rest`` (``BACKBONES.build("timm:resnet50")``), the way
+timm's ``hf-hub:`` names work; the family checks ``rest`` itself.
 Keyword arguments go to the builder untouched, so an unknown kwarg is a ``TypeError``, never dropped.
 """
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -28,6 +31,7 @@ class Registry:
         self.kind = kind
         self._entries: dict[str, Callable[..., Any]] = {}
         self._aliases: dict[str, str] = {}
+        self._families: dict[str, Callable[..., Any]] = {}
 
     def register(self, name: str, aliases: tuple[str, ...] = ()) -> Callable[[Callable], Callable]:
         """Decorator registering ``obj`` under ``name`` and each alias."""
@@ -43,15 +47,30 @@ class Registry:
 
         return decorator
 
+    def register_family(self, prefix: str, builder: Callable[..., Any]) -> None:
+        """Answer every name ``"<prefix>:<rest>"`` with ``functools.partial(builder, rest)``."""
+        if prefix in self._families or ":" in prefix:
+            raise ValueError(f"{self.kind} family {prefix!r} is registered twice or contains ':'")
+        self._families[prefix] = builder
+
+    def _family(self, name: str) -> Callable[..., Any] | None:
+        prefix, sep, rest = name.partition(":")
+        return self._families.get(prefix) if sep and rest else None
+
     def canonical(self, name: str) -> str:
-        """The registered name for ``name`` or one of its aliases."""
+        """The registered name for ``name`` or one of its aliases (a family name is its own canonical name)."""
+        if self._family(name) is not None:
+            return name
         key = self._aliases.get(name, name)
         if key not in self._entries:
-            known = ", ".join(self.names())
+            known = ", ".join(self.names() + [f"{prefix}:<name>" for prefix in sorted(self._families)])
             raise UnknownOptionError(f"unknown {self.kind} {name!r}; choose one of: {known}")
         return key
 
     def get(self, name: str) -> Callable[..., Any]:
+        family = self._family(name)
+        if family is not None:
+            return functools.partial(family, name.partition(":")[2])
         return self._entries[self.canonical(name)]
 
     def build(self, name: str, **kwargs: Any) -> Any:
@@ -60,8 +79,11 @@ class Registry:
     def names(self) -> list[str]:
         return sorted(self._entries)
 
+    def families(self) -> list[str]:
+        return sorted(self._families)
+
     def __contains__(self, name: str) -> bool:
-        return name in self._entries or name in self._aliases
+        return name in self._entries or name in self._aliases or self._family(name) is not None
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.names())

@@ -1,7 +1,8 @@
 """Backbones (``BACKBONES`` registry): trunks mapping images to feature maps (timm-style contract).
 
 Every entry is a builder with explicit keyword options (``pretrained``, ``stage3_stride``, ``frozen_bn``,
-``taps``; VGG16 has no ``stage3_stride``) returning a :class:`Backbone`.
+``taps``; VGG16 has no ``stage3_stride``) returning a :class:`Backbone`; ``timm:<name>`` builds any timm model
+(:mod:`models.backbones.timm_backbone`).
 """
 from __future__ import annotations
 
@@ -10,11 +11,12 @@ from typing import Any
 from models.backbones.base import CAFFE_BGR255, DEEP_METRIC_BGR255, IMAGENET_RGB, Backbone, InputSpec
 from models.backbones.caffe_resnet import CaffeResNet, caffe_resnet101, convert_cadene_se_resnet50, seresnet50
 from models.backbones.resnet import TorchvisionResNet, resnet18, resnet50, resnet101, resnext50_32x4d
+from models.backbones.timm_backbone import TimmBackbone, timm_backbone
 from models.backbones.vgg import VGG16Trunk, vgg16
 from utils.registry import Registry
 
 __all__ = ["BACKBONES", "CAFFE_BGR255", "DEEP_METRIC_BGR255", "IMAGENET_RGB", "Backbone", "CaffeResNet", "InputSpec",
-           "TorchvisionResNet", "VGG16Trunk", "build_backbone", "convert_cadene_se_resnet50"]
+           "TimmBackbone", "TorchvisionResNet", "VGG16Trunk", "build_backbone", "convert_cadene_se_resnet50"]
 
 BACKBONES = Registry("backbone")
 BACKBONES.register("resnet18")(resnet18)
@@ -24,6 +26,7 @@ BACKBONES.register("resnext50", aliases=("resnext50_32x4d",))(resnext50_32x4d)
 BACKBONES.register("seresnet50", aliases=("se_resnet50",))(seresnet50)
 BACKBONES.register("caffe_resnet101", aliases=("resnet101_caffe",))(caffe_resnet101)
 BACKBONES.register("vgg16")(vgg16)
+BACKBONES.register_family("timm", timm_backbone)  # timm:<any timm model name>
 
 
 def build_backbone(name: str, **options: Any) -> Backbone:

@@ -33,11 +33,16 @@ class InputSpec:
         std: per-channel divisor applied after the mean subtraction.
         colour: ``"RGB"`` = RGB scaled to [0, 1] (``ToTensor``) then ``(x - mean) / std`` (torchvision);
             ``"BGR255"`` = channels reversed to BGR, kept in [0, 255], then ``(x - mean) / std`` (Caffe).
+        interpolation: resize filter the weights were trained with (timm ``pretrained_cfg``: ``bicubic``
+            for most ViTs).
+        input_size: ``(3, H, W)`` the weights were trained at, or ``None`` when any size is native (CNNs).
     """
 
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
     colour: str = "RGB"
+    interpolation: str = "bilinear"
+    input_size: tuple[int, int, int] | None = None
 
     def __post_init__(self) -> None:
         if self.colour not in COLOURS:

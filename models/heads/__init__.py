@@ -1,7 +1,7 @@
 """Heads (``HEADS`` registry): feature map(s) → ``(embedding (B, D), logits (B, M) or None)``.
 
 One file per paper: ``baseline`` (Revisiting-DML), ``cgd``, ``clf``, ``abir``, ``rmac``,
-``regional_attention``, ``gem`` (cirtorch).
+``regional_attention``, ``gem`` (cirtorch), ``token`` (ViT DML).
 """
 from __future__ import annotations
 
@@ -13,10 +13,11 @@ from models.heads.clf import CLFHead
 from models.heads.gem import GeMHead
 from models.heads.regional_attention import RegionalAttentionHead
 from models.heads.rmac import RMACHead, rmac_regions
+from models.heads.token import TokenHead
 from utils.registry import Registry
 
 __all__ = ["GD_CONFIGS", "HEADS", "ABIRHead", "BaselineHead", "CGDHead", "CLFHead", "GeMHead", "Head",
-           "ModelConfigError", "RMACHead", "RegionalAttentionHead", "l2n", "rmac_regions"]
+           "ModelConfigError", "RMACHead", "RegionalAttentionHead", "TokenHead", "l2n", "rmac_regions"]
 
 HEADS = Registry("head")
 HEADS.register("baseline", aliases=("rdml",))(BaselineHead)
@@ -26,3 +27,4 @@ HEADS.register("abir")(ABIRHead)
 HEADS.register("rmac")(RMACHead)
 HEADS.register("regional_attention", aliases=("ra",))(RegionalAttentionHead)
 HEADS.register("gem")(GeMHead)
+HEADS.register("token")(TokenHead)

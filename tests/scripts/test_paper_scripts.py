@@ -5,9 +5,9 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-SCRIPTS = ["cgd", "clf", "abir", "das_table1", "das_table2", "regional_attention"]
+SCRIPTS = ["cgd", "clf", "abir", "das_table1", "das_table2", "regional_attention", "vit"]
 # Rows per script (the scripts' loops): a change in the table is a change in this test.
-ROWS = {"cgd": 12, "clf": 18, "abir": 8, "das_table1": 6, "das_table2": 42, "regional_attention": 4}
+ROWS = {"cgd": 12, "clf": 18, "abir": 8, "das_table1": 6, "das_table2": 42, "regional_attention": 4, "vit": 10}
 # Every row trains a ResNet-50 / VGG16 / ResNet-101 for two steps: minutes per script on 2 cores, so all of
 # them are slow; test_tables_smoke.py checks the smoke machinery itself by default.
 

@@ -1,0 +1,97 @@
+"""Time one training step with and without a cross-batch memory (Wang et al., CVPR 2020), in the same run.
+
+A step is: ResNet-50 + baseline head (``models.build_model``, random init) forward → criterion → backward.
+The memory is pre-filled with ``--memory-size`` random unit rows, so every timed step compares the batch
+with the full memory. Steps of both settings are interleaved so machine-load drift hits both alike; the
+ratio (with / without) is printed.
+
+Example::
+
+    python benchmarks/bench_memory.py                        # CPU, ResNet-50 at 224 px, batch 64, M 8192 x 512
+    python benchmarks/bench_memory.py --image-size 112 --steps 3
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import losses  # noqa: E402
+import models  # noqa: E402
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--samples-per-class", type=int, default=4)
+    p.add_argument("--embedding-dim", type=int, default=512)
+    p.add_argument("--num-classes", type=int, default=100)
+    p.add_argument("--memory-size", type=int, default=8192)
+    p.add_argument("--image-size", type=int, default=224)
+    p.add_argument("--loss", default="multi_similarity", help="a loss that takes a memory (default MS)")
+    p.add_argument("--miner", default=None, help="optional miner for the loss")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--steps", type=int, default=2, help="timed steps per setting (median; default 2)")
+    p.add_argument("--warmup", type=int, default=1)
+    p.add_argument("--seed", type=int, default=0)
+    return p
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def main(args: argparse.Namespace) -> None:
+    device = torch.device(args.device)
+    torch.manual_seed(args.seed)
+    model = models.build_model("resnet50", "baseline", args.embedding_dim).to(device).train()
+    images = torch.randn(args.batch_size, 3, args.image_size, args.image_size, device=device)
+    m = args.samples_per_class
+    labels = torch.randint(0, args.num_classes, (args.batch_size // m,), device=device).repeat_interleave(m)
+    term = {"name": args.loss, **({"miner": args.miner} if args.miner else {})}
+    plain = losses.build_criterion([term], num_classes=args.num_classes, embedding_dim=args.embedding_dim)
+    memory = losses.build_criterion([{**term, "memory_size": args.memory_size}], num_classes=args.num_classes,
+                                    embedding_dim=args.embedding_dim)
+    bank = next(iter(memory.memories.values()))
+    bank.enqueue(F.normalize(torch.randn(args.memory_size, args.embedding_dim), dim=1),
+                 torch.randint(0, args.num_classes, (args.memory_size,)))
+    plain, memory = plain.to(device), memory.to(device)
+    snapshot = {k: v.clone() for k, v in bank.state_dict().items()}
+
+    def step(crit: torch.nn.Module) -> None:
+        model.zero_grad(set_to_none=True)
+        emb, _ = model(images)
+        total, _ = crit(emb, None, labels)
+        total.backward()
+        bank.load_state_dict(snapshot)  # keep the memory full and identical for every timed step
+
+    for _ in range(args.warmup):
+        step(plain)
+        step(memory)
+    times: dict[str, list[float]] = {"plain": [], "memory": []}
+    for _ in range(args.steps):
+        for key, crit in (("plain", plain), ("memory", memory)):
+            sync(device)
+            start = time.perf_counter()
+            step(crit)
+            sync(device)
+            times[key].append(time.perf_counter() - start)
+    t = {k: statistics.median(v) for k, v in times.items()}
+    ratio = t["memory"] / t["plain"]
+    print(f"device={device} ResNet-50 {args.image_size}px batch={args.batch_size} loss={args.loss} "
+          f"miner={args.miner} memory={args.memory_size}x{args.embedding_dim} torch threads="
+          f"{torch.get_num_threads()} steps={args.steps}")
+    print(f"without memory {t['plain']:.3f} s/step | with memory {t['memory']:.3f} s/step | ratio {ratio:.3f} "
+          f"(+{(ratio - 1) * 100:.1f}%)")
+
+
+if __name__ == "__main__":
+    main(get_args_parser().parse_args())

@@ -1,0 +1,161 @@
+"""export.py: ONNX / TorchScript files with a dynamic batch, the preprocessing JSON, the parity check on real
+images of the built-in synthetic dataset, clear failures, and ``test.py --eval`` on the exported file."""
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+
+import numpy as np
+import onnxruntime
+import pytest
+import torch
+
+import data
+import export
+import models
+from models.export import ExportedModel, export_model, parity
+from models.heads import HEADS
+from tests.e2e.cli import run_test_cli
+from utils.errors import UserError
+
+SIZE = 32
+
+
+def write_checkpoint(path, backbone="resnet18", head="gem", feature_dim=64, num_classes=None, **options):
+    torch.manual_seed(0)
+    model = models.build_model(backbone, head, feature_dim, num_classes, **options)
+    torch.save({"model": model.state_dict(),
+                "model_config": {"backbone": backbone, "head": head, "feature_dim": feature_dim,
+                                 "num_classes": num_classes, "options": options},
+                "config": {"transform": "cgd", "image_size": SIZE, "data_path": None, "data_name": "folder"}}, path)
+    return model.eval()
+
+
+def run_export(argv):
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = export.main(argv)
+    return code, out.getvalue(), err.getvalue()
+
+
+@pytest.fixture(scope="module")
+def onnx_export(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("export")
+    model = write_checkpoint(tmp / "best.pth")
+    code, out, err = run_export(["--checkpoint", str(tmp / "best.pth"), "--format", "onnx",
+                                 "--out", str(tmp / "model.onnx")])
+    return tmp, model, code, out, err
+
+
+@pytest.mark.slow  # the dynamo ONNX exporter takes ~20-60 s on a shared CPU
+def test_onnx_file_json_parity_and_dynamic_batch(onnx_export):
+    tmp, model, code, out, err = onnx_export
+    assert code == 0, err
+    assert "parity on 32 images: max |diff|" in out and "top-10 agreement 1.0000" in out
+    spec = json.loads((tmp / "model.onnx.json").read_text())
+    assert spec["input"]["shape"] == ["batch", 3, SIZE, SIZE] and spec["outputs"]["embedding"]["l2_normalised"]
+    assert spec["preprocess"]["mean"] == [0.485, 0.456, 0.406] and spec["preprocess"]["channel_order"] == "RGB"
+    assert spec["model"]["backbone"] == "resnet18" and spec["input_spec"]["colour"] == "RGB"
+    session = onnxruntime.InferenceSession(str(tmp / "model.onnx"), providers=["CPUExecutionProvider"])
+    for batch in (1, 5):  # the batch dimension is dynamic; a user runs it with onnxruntime alone
+        x = torch.randn(batch, 3, SIZE, SIZE)
+        (got,) = session.run(None, {"images": x.numpy()})
+        with torch.no_grad():
+            want = torch.nn.functional.normalize(model(x)[0], dim=1).numpy()
+        np.testing.assert_allclose(got, want, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_test_py_evaluates_the_exported_file_like_the_checkpoint(onnx_export):
+    tmp, _, code, _, _ = onnx_export
+    assert code == 0
+    root = str(data.ensure_default_dataset())
+    common = ["--eval", "--data_name", "folder", "--data_path", root, "--workers", "0", "--json"]
+    results = []
+    for ckpt in ("best.pth", "model.onnx"):
+        status, _, err = run_test_cli([*common, str(tmp / f"{ckpt}.metrics.json"), "--checkpoint", str(tmp / ckpt)])
+        assert status == 0, err
+        results.append(json.loads((tmp / f"{ckpt}.metrics.json").read_text()))
+    assert results[0] == pytest.approx(results[1], abs=1e-6)
+
+
+def test_torchscript_with_logits(tmp_path):
+    model = write_checkpoint(tmp_path / "best.pth", head="cgd", feature_dim=32, num_classes=5, gd_config="SG")
+    code, out, err = run_export(["--checkpoint", str(tmp_path / "best.pth"), "--format", "torchscript",
+                                 "--out", str(tmp_path / "m.ts"), "--logits"])
+    assert code == 0, err
+    loaded = torch.jit.load(str(tmp_path / "m.ts"))
+    x = torch.randn(3, 3, SIZE, SIZE)
+    with torch.no_grad():
+        emb, logits = loaded(x)
+        want_emb, want_logits = model(x)
+    torch.testing.assert_close(emb, torch.nn.functional.normalize(want_emb, dim=1))
+    torch.testing.assert_close(logits, want_logits)
+    assert json.loads((tmp_path / "m.ts.json").read_text())["outputs"]["logits"]["shape"] == ["batch", 5]
+
+
+def test_parity_failure_is_a_clear_error_and_removes_the_files(tmp_path):
+    write_checkpoint(tmp_path / "best.pth")
+    code, _, err = run_export(["--checkpoint", str(tmp_path / "best.pth"), "--format", "torchscript",
+                               "--out", str(tmp_path / "m.ts"), "--min_agreement", "1.5"])  # agreement <= 1
+    assert code == 2 and "Traceback" not in err
+    assert "differs from PyTorch beyond the tolerance" in err and "was removed" in err
+    assert not (tmp_path / "m.ts").exists() and not (tmp_path / "m.ts.json").exists()
+
+
+def test_user_errors(tmp_path):
+    write_checkpoint(tmp_path / "best.pth")
+    code, _, err = run_export(["--checkpoint", str(tmp_path / "best.pth"), "--format", "torchscript",
+                               "--out", str(tmp_path / "m.ts"), "--logits"])
+    assert code == 2 and "has no classifier" in err
+    code, _, err = run_export(["--checkpoint", str(tmp_path / "nothing.pth"), "--format", "onnx",
+                               "--out", str(tmp_path / "m.onnx")])
+    assert code == 2 and "checkpoint not found" in err
+    (tmp_path / "lonely.onnx").write_bytes(b"not onnx")
+    with pytest.raises(UserError, match="cannot load exported model"):
+        ExportedModel(tmp_path / "lonely.onnx")
+    status, _, err = run_test_cli(["--eval", "--checkpoint", str(tmp_path / "lonely.onnx"), "--data_name", "folder",
+                                   "--data_path", str(tmp_path)])
+    assert status == 2 and "error:" in err
+
+
+class _Untraceable(torch.nn.Module):
+    config = {"backbone": "toy", "head": "data-dependent"}
+    num_classes = 0
+
+    def forward(self, x):
+        if x.sum() > 0:  # data-dependent control flow: torch.export refuses it
+            return x.flatten(1), None
+        return -x.flatten(1), None
+
+
+def test_an_unexportable_model_names_backbone_head_and_reason(tmp_path):
+    with pytest.raises(UserError, match="backbone toy with head data-dependent cannot be exported to onnx"):
+        export_model(_Untraceable(), "onnx", tmp_path / "m.onnx", 8)
+    assert not list(tmp_path.iterdir())  # no partial file left behind
+
+
+MATRIX = [("resnet18", h) for h in HEADS.names()] + [("timm:vit_tiny_patch16_224", "token"),
+                                                        ("timm:vit_tiny_patch16_224", "rmac"),
+                                                        ("timm:convnext_atto", "gem"), ("vgg16", "abir")]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
+@pytest.mark.parametrize("backbone, head", MATRIX, ids=[f"{b}-{h}" for b, h in MATRIX])
+def test_every_head_exports_with_parity_or_says_why(tmp_path, backbone, head, fmt):
+    options = {"gd_config": "SG"} if head == "cgd" else {}
+    if backbone.startswith("timm:vit") and head != "token":
+        options["token_pool"] = "map"
+    fixed_width = head in ("rmac", "gem", "regional_attention", "abir")
+    torch.manual_seed(0)
+    model = models.build_model(backbone, head, None if fixed_width else 32, 4 if head in ("cgd", "clf") else None,
+                               **options).eval()
+    try:
+        out = export_model(model, fmt, tmp_path / ("m.onnx" if fmt == "onnx" else "m.ts"), 64)
+    except UserError as err:
+        assert f"cannot be exported to {fmt} at 64x64" in str(err) and head in str(err)
+        return
+    result = parity(model, ExportedModel(out), torch.randn(6, 3, 64, 64))
+    assert result["max_abs_diff"] < 1e-4 and result["top10_agreement"] == 1.0
