@@ -11,9 +11,11 @@ point under the same seed. Recipes (``--recipes``):
 * ``pretrained``: the defaults with ImageNet weights; only when they are in the local torch cache.
 
 Prints one line per run and a table of mean +- std over the seeds; ``--json`` writes every run's numbers.
+Runs use fp32 (``--amp off``: the same numerics on every CPU) and no loader workers (the images are tiny); on a
+shared CPU, ``OMP_NUM_THREADS=1`` avoids oversubscribing it.
 Needs the icon themes (see ``data/icon_themes.py``); without them it says so and exits 0 (skipped).
 
-    python benchmarks/bench_transfer.py                               # 2 recipes x 2 seeds, 32 px, 4 epochs
+    OMP_NUM_THREADS=1 python benchmarks/bench_transfer.py             # 2 recipes x 2 seeds, 32 px, 4 epochs
     python benchmarks/bench_transfer.py --image_size 64 --num_epochs 8 --extra defaults:--lr=3e-4
 """
 from __future__ import annotations
@@ -60,7 +62,7 @@ def run_one(recipe: str, seed: int, root: str, args: argparse.Namespace, out_dir
     extra = [flag for item in args.extra for r, _, flag in [item.partition(":")] if r == recipe]
     argv = ["--data_path", root, *RECIPES[recipe], "--backbone_type", "resnet18", "--image_size",
             str(args.image_size), "--num_epochs", str(args.num_epochs), "--seed", str(seed), "--workers", "0",
-            "--no_tensorboard", "--output_dir", str(out_dir / f"{recipe}_{seed}"), *extra]
+            "--amp", "off", "--no_tensorboard", "--output_dir", str(out_dir / f"{recipe}_{seed}"), *extra]
     start = time.perf_counter()
     result = train(resolve_config(argv))
     selected = next(r for r in result["history"] if r["epoch"] == result["best_epoch"])

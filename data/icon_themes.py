@@ -146,8 +146,8 @@ def build_icon_dataset(out: str | Path, image_size: int = 64, min_themes: int = 
         for name, theme in kept:
             suffix = "" if name == canonical else f"_{name}"
             images[name, theme].save(folder / f"{theme}{suffix}.png")
-    summary = {"source": "icon_themes", "themes": THEMES, "image_size": image_size, "min_themes": min_themes,
-               "min_images": min_images, "seed": seed,
+    summary = {"root": str(out), "source": "icon_themes", "themes": THEMES, "image_size": image_size,
+               "min_themes": min_themes, "min_images": min_images, "seed": seed,
                "splits": {s: {"classes": sum(v == s for v in split_of.values()),
                               "images": sum(len(classes[n]) for n in classes if split_of[n] == s)}
                           for s in ("train", "test")}}
