@@ -42,7 +42,7 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
                    help="cub, cars, sop, inshop, folder (aliases: car, cub200, cars196, isc, ...)")
     g.add_argument("--crop_type", default="uncropped", choices=("uncropped", "cropped"),
                    help="crop CUB/CARS images to their bounding boxes")
-    g.add_argument("--transform", default="cgd", help="augmentation preset: cgd, clf, das, abir")
+    g.add_argument("--transform", default="cgd", help="augmentation preset: cgd, clf, das, abir, strong")
     g.add_argument("--image_size", type=int, default=224)
     g.add_argument("--workers", type=int, default=2, help="data-loading worker processes")
     g.add_argument("--decode", default="auto", choices=("auto", "fast", "cache", "pil", "gpu"),
