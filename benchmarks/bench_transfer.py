@@ -15,8 +15,8 @@ Runs use fp32 (``--amp off``: the same numerics on every CPU) and no loader work
 shared CPU, ``OMP_NUM_THREADS=1`` avoids oversubscribing it.
 Needs the icon themes (see ``data/icon_themes.py``); without them it says so and exits 0 (skipped).
 
-    OMP_NUM_THREADS=1 python benchmarks/bench_transfer.py             # 2 recipes x 2 seeds, 32 px, 4 epochs
-    python benchmarks/bench_transfer.py --image_size 64 --num_epochs 8 --extra defaults:--lr=3e-4
+    OMP_NUM_THREADS=1 python benchmarks/bench_transfer.py             # 2 recipes x 2 seeds, 64 px, 3 epochs
+    python benchmarks/bench_transfer.py --image_size 32 --num_epochs 4 --extra scratch:--transform=abir
 """
 from __future__ import annotations
 
@@ -48,8 +48,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--recipes", default="defaults,scratch", help=f"comma-separated: {', '.join(RECIPES)}")
     p.add_argument("--seeds", default="0,1")
-    p.add_argument("--image_size", type=int, default=32)
-    p.add_argument("--num_epochs", type=int, default=4)
+    p.add_argument("--image_size", type=int, default=64)
+    p.add_argument("--num_epochs", type=int, default=3)
     p.add_argument("--data", default=None, help="an existing icon-set root (default: built in a temp folder)")
     p.add_argument("--extra", action="append", default=[], metavar="RECIPE:--flag=value",
                    help="extra train.py flag for one recipe (repeatable), e.g. scratch:--weight_decay=0")
