@@ -390,12 +390,17 @@ def _evaluate_and_select(ctx: TrainContext, splits: dict[str, Any], protocol: st
 
 def _evaluate_untrained(ctx: TrainContext, splits: dict[str, Any], protocol: str, ks: list[int]
                         ) -> dict[str, dict[str, float]]:
-    """Held-out metrics of the model as built (random or pretrained weights): the bar training must clear."""
+    """Held-out metrics of the model as built (random or pretrained weights): the bar training must clear.
+
+    Runs under a forked CPU RNG (each loader iterator draws a seed from it) so that measuring changes nothing
+    the training draws afterwards, on rank 0 or, under DDP, relative to the other ranks.
+    """
     amp_dtype = AMP_DTYPES[ctx.cfg["amp"]]
-    metrics = {"test": evaluate_split(ctx.model, splits["test"], protocol, ks, ctx.cfg, ctx.device, amp_dtype)[0]}
-    if splits["val"] is not None:
-        metrics["val"] = evaluate_split(ctx.model, {"val": splits["val"]}, "leave_one_out", ks, ctx.cfg, ctx.device,
-                                        amp_dtype)[0]
+    with torch.random.fork_rng(devices=[]):
+        metrics = {"test": evaluate_split(ctx.model, splits["test"], protocol, ks, ctx.cfg, ctx.device, amp_dtype)[0]}
+        if splits["val"] is not None:
+            metrics["val"] = evaluate_split(ctx.model, {"val": splits["val"]}, "leave_one_out", ks, ctx.cfg,
+                                            ctx.device, amp_dtype)[0]
     log.info("untrained (before epoch 1): %s", _format_metrics(metrics))
     return metrics
 

@@ -79,3 +79,14 @@ def test_summary_warns_loudly_only_when_training_did_worse(after, warned, caplog
     assert bool(warnings) == warned
     if warned:
         assert "TRAINING MADE RETRIEVAL WORSE" in warnings[0].message and "0.5000 -> 0.4000" in warnings[0].message
+
+
+@pytest.mark.slow
+def test_measuring_the_untrained_model_changes_nothing_the_training_draws(tmp_path, monkeypatch):
+    # distance-weighted sampling draws its negatives from the global RNG, which every loader iterator advances
+    argv = ("--num_epochs", "1", "--loss", "margin", "--miner", "distance")
+    measured = run(tmp_path / "a", *argv)
+    monkeypatch.setattr(trainer_module, "_evaluate_untrained", lambda *a: {"test": {}})
+    unmeasured = run(tmp_path / "b", *argv)
+    assert measured["history"][0]["loss"] == unmeasured["history"][0]["loss"]
+    assert measured["last"]["test"]["recall@1"] == unmeasured["last"]["test"]["recall@1"]
