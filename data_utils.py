@@ -3,6 +3,7 @@
     python data_utils.py check --data_name cub --data_path /data/CUB_200_2011 [--json] [--verify]
     python data_utils.py prepare --data_name cars --data_path /data/cars196 --out /data/cars_256 [--size 256] [--crop]
     python data_utils.py synth --layout sop --out /tmp/sop_synth [--image_size 64 64] [--images_per_class 3]
+    python data_utils.py icons --out /data/icons64 [--image_size 64] [--seed 0]   # real images, Debian icon themes
 """
 from __future__ import annotations
 
@@ -42,6 +43,15 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     s.add_argument("--image_size", type=int, nargs=2, default=(64, 64), metavar=("W", "H"))
     s.add_argument("--images_per_class", type=int, default=None, help="default: per layout (3-8)")
     s.add_argument("--seed", type=int, default=0)
+
+    i = sub.add_parser("icons", help="write the class-disjoint icon-theme set (real images; needs the Debian "
+                                     "icon-theme packages, see data/icon_themes.py)")
+    i.add_argument("--out", required=True, help="output root (folder layout; replaced if it exists)")
+    i.add_argument("--image_size", type=int, default=64)
+    i.add_argument("--min_themes", type=int, default=4, help="themes that must draw an icon name")
+    i.add_argument("--min_images", type=int, default=4, help="distinct pictures a class needs")
+    i.add_argument("--seed", type=int, default=0, help="class shuffle deciding the train/test halves")
+    i.add_argument("--icon_root", default="/usr/share/icons")
     return p
 
 
@@ -71,6 +81,13 @@ def main(args: argparse.Namespace) -> int:
                                   workers=args.workers, skip_bad_images=args.skip_bad_images)
         print(f"wrote {summary['images']:,} images of {summary['dataset']} to {summary['out']} "
               f"(shorter side {summary['size']}, crop={summary['crop']})")
+    elif args.command == "icons":
+        from data.icon_themes import build_icon_dataset
+
+        summary = build_icon_dataset(args.out, image_size=args.image_size, min_themes=args.min_themes,
+                                     min_images=args.min_images, seed=args.seed, icon_root=args.icon_root)
+        print(f"wrote the icon-theme set to {args.out}: " + ", ".join(
+            f"{s} {v['classes']} classes / {v['images']} images" for s, v in summary["splits"].items()))
     else:
         root = data.write_synthetic(args.layout, args.out, image_size=tuple(args.image_size),
                                     images_per_class=args.images_per_class, seed=args.seed)

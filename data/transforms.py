@@ -9,6 +9,9 @@ Presets (s = ``image_size``; train → eval):
 - ``abir``: Resize(s·8/7) → RandomResizedCrop(s, scale=(0.16, 1)) → HFlip → eval Resize(s·8/7) → CenterCrop(s)
   (Deep_Metric ``DataSet/transforms``).
 - ``landmark``: no resize (cirtorch ``test.py``).
+- ``strong``: RandomResizedCrop(s, scale=(0.25, 1)) → HFlip → ColorJitter(0.4, 0.4, 0.4, 0.1) (p 0.8) →
+  RandomGrayscale(0.2) → eval Resize((s, s)). SimCLR's colour distortion (Chen et al., ICML 2020, §3): for
+  training from random weights, so that colour alone cannot tell classes apart.
 
 **Normalisation is not part of a preset**: it is the model's, built by :func:`build_normalize` from the
 backbone's ``input_spec`` (``model.input_spec``: ImageNet RGB for torchvision weights, BGR 0-255 minus the
@@ -74,6 +77,15 @@ def abir(train: bool, image_size: int) -> list:
     if train:
         return [v2.Resize(_scaled(s, 8 / 7)), v2.RandomResizedCrop(s, scale=(0.16, 1.0)), v2.RandomHorizontalFlip()]
     return [v2.Resize(_scaled(s, 8 / 7)), v2.CenterCrop(s)]
+
+
+@TRANSFORMS.register("strong", aliases=("simclr",))
+def strong(train: bool, image_size: int) -> list:
+    s = image_size
+    if train:
+        return [v2.RandomResizedCrop(s, scale=(0.25, 1.0)), v2.RandomHorizontalFlip(),
+                v2.RandomApply([v2.ColorJitter(0.4, 0.4, 0.4, 0.1)], p=0.8), v2.RandomGrayscale(0.2)]
+    return [v2.Resize((s, s))]
 
 
 @TRANSFORMS.register("landmark", aliases=("cirtorch",))

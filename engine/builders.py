@@ -17,6 +17,8 @@ import samplers
 from data.decoded_cache import plan_cache, split_fixed_resize
 from engine.config import parse_key_values, parse_number_list
 from engine.loading import split_classes
+from models.backbones import imagenet_weights
+from models.backbones.pretrained import cached_weight_file, weight_cache_path
 from utils.errors import UserError
 
 log = logging.getLogger("metric_retrieval")
@@ -33,6 +35,33 @@ def model_options(cfg: dict[str, Any], for_inference: bool = False) -> dict[str,
     if for_inference:
         opts.pop("pretrained", None)
     return opts
+
+
+def default_pretrained(cfg: dict[str, Any]) -> Any:
+    """``--pretrained`` when the user gave none: random init for the built-in synthetic data (no
+    ``--data_path``); for a user's own data the backbone's ImageNet weights if they are in the local torch
+    cache (all five seed papers fine-tune them; from random init training may even hurt unseen classes).
+
+    Raises:
+        UserError: ``--data_path`` without ``--pretrained`` and no cached weights to be had: says how to get
+            them, or to pass ``--pretrained none`` (e.g. with configs/transfer/scratch.yaml) deliberately.
+    """
+    if cfg.get("pretrained") is not None or not cfg.get("data_path"):
+        return cfg.get("pretrained")
+    weights = imagenet_weights(cfg["backbone_type"])
+    cached = None if weights is None else cached_weight_file(weights)
+    if cached is not None:
+        log.info("--pretrained not given: using the cached ImageNet weights of %s (%s)", cfg["backbone_type"], cached)
+        return "imagenet"
+    if weights is None:
+        how = f"--backbone_type {cfg['backbone_type']} has no torchvision ImageNet weights: pass --pretrained PATH"
+    else:
+        where = weight_cache_path(weights)
+        how = (f"the {cfg['backbone_type']} ImageNet weights are not in the local cache ({where}); download them "
+               f"once with `python -c \"import torchvision; torchvision.models.{type(weights).__name__}"
+               f".{weights.name}.get_state_dict()\"` (or copy {where.name} there, or pass --pretrained PATH)")
+    raise UserError(f"--data_path given without --pretrained: {how}. To train from random weights on purpose, "
+                    "pass --pretrained none (configs/transfer/scratch.yaml is a from-scratch recipe)")
 
 
 def build_model(cfg: dict[str, Any], num_classes: int) -> torch.nn.Module:
@@ -177,6 +206,9 @@ def build_datasets(cfg: dict[str, Any], root: str) -> dict[str, Any]:
     out = {"info": info, "train": train, "test": evals, "val": None, "train_transform": train_tf}
     if cfg["val_classes"] > 0:
         out["train"], out["val"] = split_classes(train, cfg["val_classes"], eval_transform=eval_tf)
+        log.info("--val_classes %g: held out %d of %d training classes (%d images) for validation; the epoch "
+                 "is selected by val/%s", cfg["val_classes"], out["val"].num_classes, train.num_classes,
+                 len(out["val"]), cfg["select_metric"])
     parts = {"train": (out["train"], train_tf), **{s: (ds, eval_tf) for s, ds in evals.items()}}
     if out["val"] is not None:
         parts["val"] = (out["val"], eval_tf)

@@ -42,7 +42,7 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
                    help="cub, cars, sop, inshop, folder (aliases: car, cub200, cars196, isc, ...)")
     g.add_argument("--crop_type", default="uncropped", choices=("uncropped", "cropped"),
                    help="crop CUB/CARS images to their bounding boxes")
-    g.add_argument("--transform", default="cgd", help="augmentation preset: cgd, clf, das, abir")
+    g.add_argument("--transform", default="cgd", help="augmentation preset: cgd, clf, das, abir, strong")
     g.add_argument("--image_size", type=int, default=224)
     g.add_argument("--workers", type=int, default=2, help="data-loading worker processes")
     g.add_argument("--decode", default="auto", choices=("auto", "fast", "cache", "pil", "gpu"),
@@ -61,7 +61,9 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     g.add_argument("--head", default="baseline", help="baseline, cgd, clf, abir, gem, rmac, regional_attention")
     g.add_argument("--feature_dim", type=int, default=512)
     g.add_argument("--pretrained", default=None,
-                   help="'imagenet' for torchvision weights or a local state-dict file")
+                   help="'imagenet' for torchvision weights, a local state-dict file, or 'none' (random init); "
+                        "default: with --data_path the backbone's ImageNet weights from the local torch cache "
+                        "(a clear error when they are not there), without it random init")
     g.add_argument("--gd_config", default=None, help="CGD global descriptors, e.g. SG, MG, SMG")
     g.add_argument("--pooling", default=None, help="pooling: CLF max, avg, avgmax, gem, sap; baseline avg, avgmax")
     g.add_argument("--stage3_stride", type=int, default=None, help="1 keeps a 14x14 map at 224 (CGD/CLF)")

@@ -81,6 +81,7 @@ class Progress:
     best: float = float("-inf")
     best_epoch: int = -1
     history: list[dict[str, Any]] = field(default_factory=list)
+    untrained: dict[str, dict[str, float]] | None = None  # metrics of the model before its first step
 
 
 @dataclass
@@ -188,6 +189,7 @@ def _train(cfg: dict[str, Any], root: str, device: torch.device, dist_info: Dist
     for message in check_splits(cfg, splits, ks):
         log.warning(message)
 
+    cfg["pretrained"] = builders.default_pretrained(cfg)
     model = builders.build_model(cfg, num_classes)
     if dist_info.is_main:
         params, macs = models.profile(model, image_size=cfg["image_size"])
@@ -235,6 +237,9 @@ def _train(cfg: dict[str, Any], root: str, device: torch.device, dist_info: Dist
                           device.type == "cuda" and decoder is None)
 
     progress, last_metrics = ctx.progress, {}
+    if dist_info.is_main and progress.global_step == 0 and progress.untrained is None:
+        progress.untrained = _evaluate_untrained(ctx, splits, info.protocol, ks)
+    barrier(dist_info)
     for epoch in range(progress.epoch, cfg["num_epochs"]):
         batches.set_epoch(epoch)
         sampler.load_state_dict({"epoch": epoch, "start": progress.step})
@@ -252,8 +257,10 @@ def _train(cfg: dict[str, Any], root: str, device: torch.device, dist_info: Dist
         if stop is not None and epoch + 1 < cfg["num_epochs"] and (signum := stop.requested(dist_info, device)):
             _stop_on_signal(ctx, signum, save=False)
     ctx.run_log.close()
+    if dist_info.is_main:
+        _log_summary(progress, cfg["select_metric"], _select_split(cfg, splits))
     return {"last": last_metrics, "best": progress.best, "best_epoch": progress.best_epoch,
-            "history": progress.history}
+            "history": progress.history, "untrained": progress.untrained}
 
 
 def _wrap_for_training(model: torch.nn.Module, cfg: dict[str, Any], dist_info: DistInfo, device: torch.device
@@ -365,8 +372,7 @@ def _evaluate_and_select(ctx: TrainContext, splits: dict[str, Any], protocol: st
     if key not in metrics[select_on]:
         raise UserError(f"--select_metric {key} is not computed; available: {sorted(metrics[select_on])}")
     score = metrics[select_on][key]
-    log.info("epoch %d: %s", epoch + 1, "  ".join(f"{s}/{k} {v:.4f}" for s, m in metrics.items()
-                                                   for k, v in m.items() if isinstance(v, float)))
+    log.info("epoch %d: %s", epoch + 1, _format_metrics(metrics))
     out_dir = Path(cfg["output_dir"])
     if score > progress.best:
         progress.best, progress.best_epoch = score, epoch + 1
@@ -380,6 +386,48 @@ def _evaluate_and_select(ctx: TrainContext, splits: dict[str, Any], protocol: st
                  BEST_DATABASE)
     ctx.run_log.evaluation(epoch + 1, metrics, database, out_dir)
     return metrics
+
+
+def _evaluate_untrained(ctx: TrainContext, splits: dict[str, Any], protocol: str, ks: list[int]
+                        ) -> dict[str, dict[str, float]]:
+    """Held-out metrics of the model as built (random or pretrained weights): the bar training must clear.
+
+    Runs under a forked CPU RNG (each loader iterator draws a seed from it) so that measuring changes nothing
+    the training draws afterwards, on rank 0 or, under DDP, relative to the other ranks.
+    """
+    amp_dtype = AMP_DTYPES[ctx.cfg["amp"]]
+    with torch.random.fork_rng(devices=[]):
+        metrics = {"test": evaluate_split(ctx.model, splits["test"], protocol, ks, ctx.cfg, ctx.device, amp_dtype)[0]}
+        if splits["val"] is not None:
+            metrics["val"] = evaluate_split(ctx.model, {"val": splits["val"]}, "leave_one_out", ks, ctx.cfg,
+                                            ctx.device, amp_dtype)[0]
+    log.info("untrained (before epoch 1): %s", _format_metrics(metrics))
+    return metrics
+
+
+def _format_metrics(metrics: dict[str, dict[str, Any]]) -> str:
+    return "  ".join(f"{s}/{k} {v:.4f}" for s, m in metrics.items() for k, v in m.items() if isinstance(v, float))
+
+
+def _log_summary(progress: Progress, select_metric: str, select_on: str) -> None:
+    """Untrained vs selected (best) epoch on every evaluated split; a warning when training made it worse."""
+    if progress.untrained is None or progress.best_epoch < 1:
+        return
+    row = next(r for r in progress.history if r["epoch"] == progress.best_epoch)
+    lines, worse = [], []
+    for split, before in progress.untrained.items():
+        for key, value in before.items():
+            after = row.get(f"{split}_{key}")
+            if isinstance(value, float) and isinstance(after, float):
+                lines.append(f"{split}/{key}: untrained {value:.4f} -> {after:.4f} ({after - value:+.4f})")
+                if key == select_metric and after < value:
+                    worse.append(f"{split}/{key} {value:.4f} -> {after:.4f}")
+    log.info("summary: model selected on %s/%s at epoch %d vs the untrained model\n  %s", select_on, select_metric,
+             progress.best_epoch, "\n  ".join(lines))
+    if worse:
+        log.warning("TRAINING MADE RETRIEVAL WORSE than the untrained model (%s): the recipe does not transfer to "
+                    "these held-out classes; start from pretrained weights (--pretrained imagenet) or use a "
+                    "from-scratch recipe (configs/transfer/scratch.yaml)", ", ".join(worse))
 
 
 def _save_checkpoint(ctx: TrainContext) -> None:

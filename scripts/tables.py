@@ -25,7 +25,7 @@ sys.path.insert(0, str(REPO))
 from engine.config import resolve_config  # noqa: E402
 
 SMOKE = {"num_epochs": 1, "max_steps_per_epoch": 2, "image_size": 32, "workers": 0, "eval_batch_size": 64,
-         "pretrained": None, "no_tensorboard": True, "eval_every": 1}
+         "pretrained": "none", "no_tensorboard": True, "eval_every": 1}
 SUMMARY_KEYS = ("data_name", "crop_type", "backbone_type", "head", "gd_config", "pooling", "feature_dim",
                 "loss", "miner", "sampler", "samples_per_class", "batch_size", "optimizer", "lr", "weight_decay",
                 "num_epochs", "milestones", "gamma", "transform", "das", "das_num_produce", "das_dfs_num_scale",

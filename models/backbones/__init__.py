@@ -6,17 +6,23 @@ Every entry is a builder with explicit keyword options (``pretrained``, ``stage3
 """
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
+
+import torchvision
 
 from models.backbones.base import CAFFE_BGR255, DEEP_METRIC_BGR255, IMAGENET_RGB, Backbone, InputSpec
 from models.backbones.caffe_resnet import CaffeResNet, caffe_resnet101, convert_cadene_se_resnet50, seresnet50
+from models.backbones.pretrained import cached_weight_file
 from models.backbones.resnet import TorchvisionResNet, resnet18, resnet50, resnet101, resnext50_32x4d
+from models.backbones.resnet import imagenet_weights as _resnet_weights
 from models.backbones.timm_backbone import TimmBackbone, timm_backbone
 from models.backbones.vgg import VGG16Trunk, vgg16
 from utils.registry import Registry
 
 __all__ = ["BACKBONES", "CAFFE_BGR255", "DEEP_METRIC_BGR255", "IMAGENET_RGB", "Backbone", "CaffeResNet", "InputSpec",
-           "TimmBackbone", "TorchvisionResNet", "VGG16Trunk", "build_backbone", "convert_cadene_se_resnet50"]
+           "TimmBackbone", "TorchvisionResNet", "VGG16Trunk", "build_backbone", "convert_cadene_se_resnet50",
+           "imagenet_weight_file", "imagenet_weights"]
 
 BACKBONES = Registry("backbone")
 BACKBONES.register("resnet18")(resnet18)
@@ -32,3 +38,22 @@ BACKBONES.register_family("timm", timm_backbone)  # timm:<any timm model name>
 def build_backbone(name: str, **options: Any) -> Backbone:
     """Build the backbone registered as ``name`` (unknown name → ``UnknownOptionError`` listing the names)."""
     return BACKBONES.build(name, **options)
+
+
+# backbone name -> its torchvision ImageNet weights (the Caffe/Cadene trunks have none: they need a file)
+_IMAGENET = {"resnet18": lambda: _resnet_weights("resnet18"), "resnet50": lambda: _resnet_weights("resnet50"),
+             "resnet101": lambda: _resnet_weights("resnet101"),
+             "resnext50": lambda: _resnet_weights("resnext50_32x4d"),
+             "vgg16": lambda: torchvision.models.VGG16_Weights.IMAGENET1K_V1}
+
+
+def imagenet_weights(name: str) -> Any | None:
+    """The torchvision weights that ``pretrained="imagenet"`` loads for backbone ``name``; ``None`` if it has none."""
+    canonical = BACKBONES.canonical(name)
+    return _IMAGENET[canonical]() if canonical in _IMAGENET else None
+
+
+def imagenet_weight_file(name: str) -> Path | None:
+    """The cached file of backbone ``name``'s ImageNet weights (``$TORCH_HOME/hub/checkpoints``), if present."""
+    weights = imagenet_weights(name)
+    return None if weights is None else cached_weight_file(weights)

@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 import torch
 from torch import nn
@@ -25,7 +26,8 @@ from torch import nn
 from models.checkpoint import load_model_state, read_state_dict, unwrap_state_dict
 from utils.errors import UserError
 
-__all__ = ["CLASSIFIER_PREFIXES", "load_pretrained", "resolve_torchvision_weights"]
+__all__ = ["CLASSIFIER_PREFIXES", "cached_weight_file", "load_pretrained", "resolve_torchvision_weights",
+           "weight_cache_path"]
 
 CLASSIFIER_PREFIXES = ("fc.", "last_linear.", "classifier.")
 _OFF = (False, "", "none", "None", "false", "False")
@@ -41,6 +43,17 @@ def resolve_torchvision_weights(pretrained: Any, weights_enum: Any | None, defau
     if isinstance(pretrained, str) and pretrained in weights_enum.__members__:
         return weights_enum[pretrained]
     return None
+
+
+def weight_cache_path(weights: Any) -> Path:
+    """Where torchvision keeps ``weights`` once downloaded: ``$TORCH_HOME/hub/checkpoints/<file of its URL>``."""
+    return Path(torch.hub.get_dir()) / "checkpoints" / Path(urlparse(weights.url).path).name
+
+
+def cached_weight_file(weights: Any) -> Path | None:
+    """The local file of torchvision ``weights`` if it is already in the cache (no download), else ``None``."""
+    path = weight_cache_path(weights)
+    return path if path.is_file() else None
 
 
 def load_pretrained(backbone: nn.Module, pretrained: Any, *, weights_enum: Any | None = None,

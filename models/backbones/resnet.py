@@ -24,7 +24,7 @@ from models.backbones.base import (
 from models.backbones.pretrained import load_pretrained
 from models.errors import ModelConfigError
 
-__all__ = ["TorchvisionResNet"]
+__all__ = ["TorchvisionResNet", "imagenet_weights"]
 
 # arch -> (weights enum class name, default member for pretrained=True, display name)
 _ARCHS = {
@@ -33,6 +33,12 @@ _ARCHS = {
     "resnet101": ("ResNet101_Weights", "IMAGENET1K_V1", "ResNet101"),
     "resnext50_32x4d": ("ResNeXt50_32X4D_Weights", "IMAGENET1K_V1", "ResNeXt50"),
 }
+
+
+def imagenet_weights(arch: str) -> Any:
+    """The torchvision weights ``pretrained="imagenet"`` loads for ``arch``."""
+    enum_name, default, _ = _ARCHS[arch]
+    return getattr(torchvision.models, enum_name)[default]
 
 
 class TorchvisionResNet(Backbone):

@@ -12,7 +12,7 @@ from utils.errors import UnknownOptionError
 IMAGE = Image.new("RGB", (300, 200), (200, 100, 50))
 
 
-@pytest.mark.parametrize("preset", ["cgd", "clf", "das", "abir"])
+@pytest.mark.parametrize("preset", ["cgd", "clf", "das", "abir", "strong"])
 @pytest.mark.parametrize("train", [True, False])
 @pytest.mark.parametrize("size", [224, 64])
 def test_square_output(preset, train, size):
@@ -36,6 +36,16 @@ def test_pipelines_follow_the_papers():
     abir = data.build_transform("abir", True).transforms
     assert abir[1].scale == (0.16, 1.0)
     assert steps("das", True)[:2] == ["RandomResizedCrop", "RandomHorizontalFlip"]
+
+
+def test_strong_preset_distorts_colour_in_training_only():
+    torch.manual_seed(0)
+    tensor = torch.tensor([200, 100, 50], dtype=torch.uint8).view(3, 1, 1).expand(3, 40, 40).contiguous()
+    train = data.build_transform("strong", train=True, image_size=16)
+    colours = {tuple(train(tensor)[:, 8, 8].tolist()) for _ in range(20)}
+    assert len(colours) > 10 and any(r == g == b for r, g, b in colours)  # jittered, sometimes grey
+    assert data.build_transform("strong", train=False, image_size=16)(tensor)[:, 8, 8].tolist() \
+        == [200, 100, 50]
 
 
 @pytest.mark.parametrize("preset", ["cgd", "abir"])

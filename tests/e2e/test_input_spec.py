@@ -70,10 +70,11 @@ def assert_solid_bgr255(batch: torch.Tensor) -> None:
 def test_training_evaluation_and_query_get_the_backbones_bgr255_input(tmp_path, probe):
     root = solid_folder(tmp_path / "solid")
     out = tmp_path / "run"
-    train(resolve_config(["--data_path", str(root), "--backbone_type", "bgr_probe", "--head", "baseline",
-                          "--feature_dim", "8", "--image_size", "32", "--batch_size", "8", "--samples_per_class", "2",
-                          "--num_epochs", "1", "--max_steps_per_epoch", "1", "--workers", "0", "--amp", "off",
-                          "--no_tensorboard", "--loss", "triplet", "--miner", "none", "--output_dir", str(out)]))
+    train(resolve_config(["--data_path", str(root), "--pretrained", "none", "--backbone_type", "bgr_probe",
+                          "--head", "baseline", "--feature_dim", "8", "--image_size", "32", "--batch_size", "8",
+                          "--samples_per_class", "2", "--num_epochs", "1", "--max_steps_per_epoch", "1",
+                          "--workers", "0", "--amp", "off", "--no_tensorboard", "--loss", "triplet", "--miner",
+                          "none", "--output_dir", str(out)]))
     images = [(is_training, x) for is_training, x in probe if x.any()]  # models.profile traces a zero image
     training = [x for is_training, x in images if is_training]
     evaluation = [x for is_training, x in images if not is_training]

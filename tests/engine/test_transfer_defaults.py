@@ -1,0 +1,81 @@
+"""Honest defaults for a user's own data: cached ImageNet weights by default, a clear stop without them.
+
+The torch cache is faked: a state dict with known values written where torchvision keeps the ResNet-18
+ImageNet file, under a ``TORCH_HOME`` in ``tmp_path``.
+"""
+from __future__ import annotations
+
+import pytest
+import torch
+import torchvision
+
+from engine import builders, resolve_config, train
+from models.backbones import imagenet_weight_file, imagenet_weights
+from utils.errors import UserError
+
+RESNET18_FILE = "resnet18-f37072fd.pth"  # torchvision ResNet18_Weights.IMAGENET1K_V1
+
+
+@pytest.fixture
+def torch_home(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    return tmp_path / "torch"
+
+
+def _fake_cached_resnet18(torch_home) -> dict[str, torch.Tensor]:
+    state = torchvision.models.resnet18(weights=None).state_dict()
+    state["conv1.weight"] = torch.arange(state["conv1.weight"].numel(), dtype=torch.float32).view_as(
+        state["conv1.weight"])
+    path = torch_home / "hub" / "checkpoints" / RESNET18_FILE
+    path.parent.mkdir(parents=True)
+    torch.save(state, path)
+    return state
+
+
+def test_cached_imagenet_weights_are_the_default_with_data_path(torch_home, tmp_path):
+    state = _fake_cached_resnet18(torch_home)
+    assert imagenet_weight_file("resnet18") == torch_home / "hub" / "checkpoints" / RESNET18_FILE
+    cfg = resolve_config(["--data_path", str(tmp_path), "--backbone_type", "resnet18"])
+    cfg["pretrained"] = builders.default_pretrained(cfg)
+    assert cfg["pretrained"] == "imagenet"
+    model = builders.build_model(cfg, num_classes=0)
+    assert torch.equal(model.backbone.conv1.weight, state["conv1.weight"])
+    assert "IMAGENET1K_V1" in model.backbone.pretrained_source
+
+
+def test_without_cached_weights_the_run_stops_saying_how_to_get_them(torch_home, tmp_path):
+    cfg = resolve_config(["--data_path", str(tmp_path), "--backbone_type", "resnet18"])
+    with pytest.raises(UserError) as err:
+        builders.default_pretrained(cfg)
+    message = str(err.value)
+    assert str(torch_home / "hub" / "checkpoints" / RESNET18_FILE) in message
+    assert "ResNet18_Weights.IMAGENET1K_V1.get_state_dict()" in message
+    assert "--pretrained none" in message and "--pretrained PATH" in message
+
+
+def test_backbone_without_torchvision_weights_asks_for_a_file(torch_home, tmp_path):
+    assert imagenet_weights("seresnet50") is None and imagenet_weight_file("seresnet50") is None
+    cfg = resolve_config(["--data_path", str(tmp_path), "--backbone_type", "seresnet50"])
+    with pytest.raises(UserError, match="has no torchvision ImageNet weights: pass --pretrained PATH"):
+        builders.default_pretrained(cfg)
+
+
+def test_explicit_choices_and_the_synthetic_quick_start_are_left_alone(torch_home, tmp_path):
+    _fake_cached_resnet18(torch_home)
+    for value in ("none", "imagenet", str(tmp_path / "weights.pth")):
+        cfg = resolve_config(["--data_path", str(tmp_path), "--pretrained", value])
+        assert builders.default_pretrained(cfg) == value
+    config = tmp_path / "c.yaml"
+    config.write_text("pretrained: none\n")
+    assert builders.default_pretrained(resolve_config(["--data_path", "d", "--config", str(config)])) == "none"
+    assert builders.default_pretrained(resolve_config([])) is None  # no --data_path: random init, offline
+
+
+def test_train_on_own_data_without_weights_is_a_user_error_before_training(torch_home, tmp_path):
+    import data
+
+    root = str(data.ensure_default_dataset())  # any folder-layout data given as --data_path
+    with pytest.raises(UserError, match="--data_path given without --pretrained"):
+        train(resolve_config(["--data_path", root, "--output_dir", str(tmp_path / "run"), "--workers", "0",
+                              "--no_tensorboard", "--image_size", "32"]))
+    assert not (tmp_path / "run" / "checkpoint_latest.pth").exists()
