@@ -15,8 +15,9 @@ DATA = ["--data_path", "/nowhere", "--data_name", "cub"]  # never read: every ch
 @pytest.mark.parametrize("argv, message", [
     (["--lr", "inf"], "--lr must be a finite number, got inf"),
     (["--lr", "nan"], "--lr must be a finite number, got nan"),
-    (["--lr", "-0.01"], r"--lr must be in \(0, inf\), got -0.01"),
-    (["--lr", "0"], r"--lr must be in \(0, inf\), got 0"),
+    (["--lr", "-0.01"], r"--lr must be in \(0, 10\], got -0.01"),
+    (["--lr", "0"], r"--lr must be in \(0, 10\], got 0"),
+    (["--lr", "1e30"], r"--lr must be in \(0, 10\], got 1e\+30"),
     (["--momentum", "1.5", "--optimizer", "sgd"], r"--momentum must be in \[0, 1\), got 1.5"),
     (["--weight_decay", "-1"], r"--weight_decay must be in \[0, inf\)"),
     (["--gamma", "0"], r"--gamma must be in \(0, inf\)"),
@@ -35,7 +36,7 @@ def test_absurd_numbers_are_refused(argv, message):
 
 @pytest.mark.parametrize("text, message", [
     ("lr: .inf\n", "--lr must be a finite number, got inf"),
-    ("lr: -0.01\n", r"--lr must be in \(0, inf\)"),
+    ("lr: -0.01\n", r"--lr must be in \(0, 10\]"),
     ("lr: nan\n", "--lr must be a finite number"),
     ("milestones: '30'\nnum_epochs: 1\n", "epoch 30 is not before the end of --num_epochs 1"),
 ])
