@@ -53,6 +53,7 @@ def test_missing_and_invalid_yaml(tmp_path):
 @pytest.mark.parametrize("argv, message", [
     (["--batch_size", "30", "--samples_per_class", "4"], "multiple of --samples_per_class"),
     (["--detach"], "only apply with --das"),
+    (["--aux_loss"], r"--aux_loss only applies with an embedding producer \(--das\)"),
     (["--select_on", "val"], "needs --val_classes"),
     (["--crop_type", "cropped", "--data_name", "sop", "--data_path", "x"],
      r"only for the datasets with bounding boxes \(cars, cub\), not --data_name sop"),
