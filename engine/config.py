@@ -35,7 +35,8 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     """The ``train.py`` parser; defaults follow the seed repositories where they exist. The registered
     components' own flags (embedding producers, heads) are added by their packages."""
     p = argparse.ArgumentParser(description="Train a retrieval model", add_help=add_help,
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+                                epilog="python train.py --list prints every registered component with its options")
     p.add_argument("--config", default=None, help="YAML file with any of these options (flags override it)")
 
     g = p.add_argument_group("data")
