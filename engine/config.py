@@ -3,13 +3,16 @@
 Precedence (lowest to highest): flag defaults < ``--config FILE`` (YAML) < flags given on the command line.
 The YAML file uses the flag names as keys (``gd_config: SG``), may start from another file
 (``base: base.yaml``), and may use list-valued nodes where a flag can only say less
-(``loss: [{name: ls_ce, smoothing: 0.1}, {name: batch_hard_triplet, margin: 0.1}]``).
+(``loss: [{name: ls_ce, smoothing: 0.1}, {name: batch_hard_triplet, margin: 0.1}]``). Components may also
+be given in the per-component form, ``head: {name: cgd, gd_config: SG}`` or ``das: {num_produce: 3}``
+(:func:`flatten_component_nodes`).
 Unknown keys and incompatible combinations raise :class:`UserError` naming them; the resolved config is
 saved with every run (``config.yaml``) and inside every checkpoint.
 """
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 from typing import Any
 
@@ -180,6 +183,48 @@ def load_yaml(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
     return {**load_yaml(path.parent / base, (*_seen, path.resolve())), **content}
 
 
+# flags whose YAML value may be a component node {name: ..., option: value, ...}
+COMPONENT_KEYS = ("data_name", "transform", "backbone_type", "head", "miner", "sampler", "knn_backend")
+
+
+def flatten_component_nodes(file_cfg: dict[str, Any], keys: set[str], path: str) -> dict[str, Any]:
+    """The per-component YAML form in flat keys.
+
+    ``head: {name: cgd, gd_config: SG}`` → ``head: cgd, gd_config: SG`` (an option that is not a flag of its
+    own becomes a ``model_option`` for the head and backbone); an embedding producer's node
+    ``das: {num_produce: 3, detach: true}`` → ``das: true, das_num_produce: 3, detach: true``.
+    """
+    out: dict[str, Any] = {}
+    for key, value in file_cfg.items():
+        if not isinstance(value, dict):
+            out[key] = value
+        elif key in COMPONENT_KEYS:
+            if "name" not in value:
+                raise UserError(f"--config {path}: {key} node {value} needs a 'name'")
+            out[key] = value["name"]
+            for option, v in value.items():
+                if option == "name":
+                    continue
+                if option in keys:
+                    out[option] = v
+                elif key in ("head", "backbone_type"):
+                    out.setdefault("model_option", list(file_cfg.get("model_option") or []))
+                    out["model_option"].append(f"{option}={json.dumps(v)}")  # JSON is YAML
+                else:
+                    raise UserError(f"--config {path}: {key} {value['name']} has no option {option!r} that a "
+                                    "flag sets")
+        elif key in producers.PRODUCERS:
+            out[key] = True
+            for option, v in value.items():
+                flag = f"{key}_{option}" if f"{key}_{option}" in keys else option
+                if flag not in keys:
+                    raise UserError(f"--config {path}: {key} has no option {option!r}")
+                out[flag] = v
+        else:
+            out[key] = value
+    return out
+
+
 def resolve_config(argv: list[str] | None = None,
                    parser: argparse.ArgumentParser | None = None) -> dict[str, Any]:
     """Parse ``argv`` and merge it with the YAML file it names; returns the validated config dict."""
@@ -187,7 +232,7 @@ def resolve_config(argv: list[str] | None = None,
     args = parser.parse_args(argv)
     cfg = vars(args)
     explicit = _explicit_flags(parser, argv)
-    file_cfg = load_yaml(args.config) if args.config else {}
+    file_cfg = flatten_component_nodes(load_yaml(args.config), set(cfg), args.config) if args.config else {}
     unknown = sorted(set(file_cfg) - set(cfg))
     if unknown:
         raise UserError(f"--config {args.config}: unknown keys {unknown}; valid keys are the train.py "
