@@ -142,7 +142,8 @@ def test_yaml_per_component_form_equals_the_flat_keys(tmp_path):
     assert (cfg["das"], cfg["das_num_produce"], cfg["das_dfs_scale_left"], cfg["detach"]) == (True, 2, 0.99, True)
     assert (cfg["sampler"], cfg["samples_per_class"]) == ("m_per_class", 8)
     flat = resolve_config(["--config", write(tmp_path, "head: cgd\ngd_config: MG\n"
-                                             "model_option: [embedding_norm=false]\ndas: true\ndas_num_produce: 2\ndas_dfs_scale_left: 0.99\n"
+                                             "model_option: [embedding_norm=false]\ndas: true\n"
+                                             "das_num_produce: 2\ndas_dfs_scale_left: 0.99\n"
                                              "detach: true\nsampler: m_per_class\nsamples_per_class: 8\n")])
     assert {k: v for k, v in cfg.items() if k != "config"} == {k: v for k, v in flat.items() if k != "config"}
     with pytest.raises(UserError, match="das has no option 'num_copies'"):
