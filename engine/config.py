@@ -4,7 +4,7 @@ Precedence (lowest to highest): flag defaults < ``--config FILE`` (YAML) < flags
 The YAML file uses the flag names as keys (``gd_config: SG``), may start from another file
 (``base: base.yaml``), and may use list-valued nodes where a flag can only say less
 (``loss: [{name: ls_ce, smoothing: 0.1}, {name: batch_hard_triplet, margin: 0.1}]``). Components may also
-be given in the per-component form, ``head: {name: cgd, gd_config: SG}`` or ``das: {num_produce: 3}``
+be given in the per-component form, ``head: {name: NAME, OPTION: VALUE}`` or ``PRODUCER: {OPTION: VALUE}``
 (:func:`flatten_component_nodes`).
 Unknown keys and incompatible combinations raise :class:`UserError` naming them; the resolved config is
 saved with every run (``config.yaml``) and inside every checkpoint.
@@ -190,9 +190,10 @@ COMPONENT_KEYS = ("data_name", "transform", "backbone_type", "head", "miner", "s
 def flatten_component_nodes(file_cfg: dict[str, Any], keys: set[str], path: str) -> dict[str, Any]:
     """The per-component YAML form in flat keys.
 
-    ``head: {name: cgd, gd_config: SG}`` → ``head: cgd, gd_config: SG`` (an option that is not a flag of its
-    own becomes a ``model_option`` for the head and backbone); an embedding producer's node
-    ``das: {num_produce: 3, detach: true}`` → ``das: true, das_num_produce: 3, detach: true``.
+    ``head: {name: H, pooling: max}`` → ``head: H, pooling: max`` (an option that is not a flag of its own
+    becomes a ``model_option`` for the head and backbone); an embedding producer P's node
+    ``P: {size: 3, other: true}`` → ``P: true, P_size: 3, other: true`` (``P_<option>`` if that flag exists,
+    else ``<option>``).
     """
     out: dict[str, Any] = {}
     for key, value in file_cfg.items():
