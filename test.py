@@ -25,6 +25,7 @@ from engine.index_query import run_index_queries
 from engine.query import retrieve, write_outputs
 from engine.runtime import resolve_device
 from engine.validate import check_test_args
+from models.heads import add_head_file_args
 from utils.errors import UserError, plain_warnings
 
 
@@ -68,10 +69,7 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
                    help="embedding width; default: the head's own (gem: the backbone's width, no projection)")
     g.add_argument("--pretrained", default=None)
     g.add_argument("--model_option", action="append", default=[], metavar="KEY=VALUE")
-    g.add_argument("--attention_weights", default=None,
-                   help="regional attention: state dict of the attention network (conv_att_1/2 weights)")
-    g.add_argument("--region_whitening", default=None,
-                   help="regional attention: per-region PCA-whitening file (evaluation.save_whitening)")
+    add_head_file_args(g)
     g.add_argument("--imsize", type=int, default=1024, help="landmarks: longest image side")
     g.add_argument("--scales", default="1", help="landmarks: multi-scale factors, e.g. 1,0.7071,0.5")
     g.add_argument("--whitening", default=None, help="landmarks: whitening file (evaluation.save_whitening)")

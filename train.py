@@ -3,6 +3,7 @@
 Examples::
 
     python train.py                                   # built-in synthetic data, about a minute on a CPU
+    python train.py --list                            # every registered component and its options
     python train.py --config configs/cgd/cars.yaml --data_path /data/cars196
     torchrun --nproc_per_node 4 train.py --config configs/das/table1.yaml --data_name cub --data_path /data/cub200
 """
@@ -11,12 +12,16 @@ from __future__ import annotations
 import sys
 
 from engine import get_args_parser, resolve_config, train
+from engine.listing import describe_components
 from engine.signals import Stopped
 from utils.errors import UserError, plain_warnings
 
 
 def main(argv: list[str] | None = None) -> int:
     plain_warnings()
+    if "--list" in (sys.argv[1:] if argv is None else argv):
+        print(describe_components())
+        return 0
     try:
         cfg = resolve_config(argv, get_args_parser())
         result = train(cfg)

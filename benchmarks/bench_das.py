@@ -24,7 +24,7 @@ import torch.nn.functional as F
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import losses  # noqa: E402
-from samplers import DAS  # noqa: E402
+from producers import DAS  # noqa: E402
 
 SETUPS = {
     "multi_similarity": [{"name": "multi_similarity"}],
@@ -95,7 +95,7 @@ def main(args: argparse.Namespace) -> None:
         for use_das in (False, True):
             das = DAS(args.num_classes, args.embedding_dim, num_produce=args.num_produce) if use_das else None
             crit = losses.build_criterion(SETUPS[name], num_classes=args.num_classes,
-                                          embedding_dim=args.embedding_dim, das=das).to(device)
+                                          embedding_dim=args.embedding_dim, producer=das).to(device)
             params = list(model.parameters()) + list(crit.parameters())
 
             def step(crit=crit, params=params):

@@ -21,10 +21,10 @@ from data.image_io import load_image
 from data.landmark import LandmarkData, LandmarkImageDataset
 from data.registry import DATASETS, BenchmarkInfo, datasets_with_boxes
 from data.synth import ensure_default_dataset, ensure_synthetic, write_synthetic
-from data.transforms import TRANSFORMS, build_normalize, build_transform, list_transforms
+from data.transforms import DEFAULT_TRANSFORM, TRANSFORMS, build_normalize, build_transform, list_transforms
 
-__all__ = ["DATASETS", "DECODERS", "SYNTH_MARKER", "TRANSFORMS", "BenchmarkInfo", "DatasetError", "DatasetWarning",
-           "LandmarkData", "LandmarkImageDataset", "RetrievalDataset", "build_dataset", "build_normalize",
-           "build_transform", "datasets_with_boxes", "describe_dataset", "ensure_default_dataset", "ensure_synthetic",
-           "get_benchmark", "get_reader", "list_datasets", "list_transforms", "load_image", "load_landmark_dataset",
-           "write_synthetic"]
+__all__ = ["DATASETS", "DECODERS", "DEFAULT_TRANSFORM", "SYNTH_MARKER", "TRANSFORMS", "BenchmarkInfo", "DatasetError",
+           "DatasetWarning", "LandmarkData", "LandmarkImageDataset", "RetrievalDataset", "build_dataset",
+           "build_normalize", "build_transform", "datasets_with_boxes", "describe_dataset", "ensure_default_dataset",
+           "ensure_synthetic", "get_benchmark", "get_reader", "list_datasets", "list_transforms", "load_image",
+           "load_landmark_dataset", "write_synthetic"]

@@ -41,6 +41,7 @@ if TYPE_CHECKING:  # the model's declaration; data/ only reads its mean, std and
     from models.backbones.base import InputSpec
 
 TRANSFORMS = Registry("transform preset")
+DEFAULT_TRANSFORM = "cgd"  # what a run or checkpoint that names no preset uses
 
 
 def _scaled(size: int, ratio: float) -> int:
@@ -158,4 +159,5 @@ def list_transforms() -> list[str]:
     return TRANSFORMS.names()
 
 
-__all__ = ["TRANSFORMS", "build_normalize", "build_transform", "list_transforms", "min_decode_scale"]
+__all__ = ["DEFAULT_TRANSFORM", "TRANSFORMS", "build_normalize", "build_transform", "list_transforms",
+           "min_decode_scale"]

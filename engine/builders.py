@@ -13,6 +13,7 @@ import torch
 import data
 import losses
 import models
+import producers
 import samplers
 from data.decoded_cache import plan_cache, split_fixed_resize
 from engine.config import parse_key_values, parse_number_list
@@ -29,8 +30,7 @@ _MODEL_FLAGS = ("pretrained", "gd_config", "pooling", "stage3_stride", "frozen_b
 def model_options(cfg: dict[str, Any], for_inference: bool = False) -> dict[str, Any]:
     """Model builder keyword options from the config (``pretrained`` dropped when rebuilding for inference)."""
     opts = {k: cfg[k] for k in _MODEL_FLAGS if cfg.get(k) is not None}
-    if cfg.get("no_se"):
-        opts["use_se"] = False
+    opts.update(models.heads.head_options(cfg["head"], cfg))
     opts.update(parse_key_values(cfg.get("model_option") or [], "--model_option"))
     if for_inference:
         opts.pop("pretrained", None)
@@ -107,22 +107,13 @@ def _is_embedding_loss(name: str) -> bool:
         getattr(losses.LOSSES.get(name), "accepts_miner", True)
 
 
-def das_options(cfg: dict[str, Any]) -> dict[str, Any] | None:
-    """``samplers.DAS`` keyword options from the DAS flags (the criterion adds class count and dimension)."""
-    if not cfg["das"]:
-        return None
-    return {"num_produce": cfg["das_num_produce"], "dfs_num_scale": cfg["das_dfs_num_scale"],
-            "dfs_scale_left": cfg["das_dfs_scale_left"], "dfs_scale_right": cfg["das_dfs_scale_right"],
-            "mts_num_transformation_bank": cfg["das_mts_num_transformation_bank"], "mts_scale": cfg["das_mts_scale"],
-            "normalize": not cfg["das_not_normalize"], "detach": cfg["detach"], "seed": cfg["seed"]}
-
-
 def build_criterion(cfg: dict[str, Any], num_classes: int, class_counts: torch.Tensor) -> torch.nn.Module:
     try:
         return losses.build_criterion(loss_terms(cfg), num_classes=num_classes, embedding_dim=cfg["feature_dim"],
-                                      class_counts=class_counts, das=das_options(cfg),
+                                      class_counts=class_counts,
+                                      producer=producers.build_producer(cfg, num_classes, cfg["feature_dim"]),
                                       aux_loss_weight=cfg["aux_loss_weight"] if cfg["aux_loss"] else None)
-    except (TypeError, ValueError) as err:  # unknown or out-of-range loss / miner / DAS settings
+    except (TypeError, ValueError) as err:  # unknown or out-of-range loss / miner / producer settings
         raise UserError(f"loss options: {err}") from None
 
 

@@ -7,7 +7,7 @@ complete file or the new complete file, never a torn one. Every file carries a c
 
 Files in a run folder:
 - ``checkpoint_latest.pth``: everything needed to resume exactly (model, optimiser, scheduler, grad
-  scaler, criterion incl. DAS state, progress (epoch and step, which also place the sampler), every
+  scaler, criterion incl. the embedding producer's state, progress (epoch and step, which also place the sampler), every
   rank's RNG states, best metric, config);
 - ``checkpoint_prev.pth``: the checkpoint it replaced, the fallback of ``--resume latest`` when the
   latest one is corrupt;

@@ -3,19 +3,24 @@
 Precedence (lowest to highest): flag defaults < ``--config FILE`` (YAML) < flags given on the command line.
 The YAML file uses the flag names as keys (``gd_config: SG``), may start from another file
 (``base: base.yaml``), and may use list-valued nodes where a flag can only say less
-(``loss: [{name: ls_ce, smoothing: 0.1}, {name: batch_hard_triplet, margin: 0.1}]``).
+(``loss: [{name: ls_ce, smoothing: 0.1}, {name: batch_hard_triplet, margin: 0.1}]``). Components may also
+be given in the per-component form, ``head: {name: NAME, OPTION: VALUE}`` or ``PRODUCER: {OPTION: VALUE}``
+(:func:`flatten_component_nodes`).
 Unknown keys and incompatible combinations raise :class:`UserError` naming them; the resolved config is
 saved with every run (``config.yaml``) and inside every checkpoint.
 """
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 import data
+import models
+import producers
 from engine.validate import check_config
 from utils.errors import UserError
 from utils.parsing import parse_number_list
@@ -30,9 +35,11 @@ QUICK_RECIPE = {"image_size": 64, "num_epochs": 4, "batch_size": 32, "samples_pe
 
 
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
-    """The ``train.py`` parser; defaults follow the seed repositories (CGD/CLF) where they exist."""
+    """The ``train.py`` parser; defaults follow the seed repositories where they exist. The registered
+    components' own flags (embedding producers, heads) are added by their packages."""
     p = argparse.ArgumentParser(description="Train a retrieval model", add_help=add_help,
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+                                epilog="python train.py --list prints every registered component with its options")
     p.add_argument("--config", default=None, help="YAML file with any of these options (flags override it)")
 
     g = p.add_argument_group("data")
@@ -42,7 +49,8 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
                    help="cub, cars, sop, inshop, folder (aliases: car, cub200, cars196, isc, ...)")
     g.add_argument("--crop_type", default="uncropped", choices=("uncropped", "cropped"),
                    help="crop CUB/CARS images to their bounding boxes")
-    g.add_argument("--transform", default="cgd", help="augmentation preset: cgd, clf, das, abir, strong")
+    g.add_argument("--transform", default=data.DEFAULT_TRANSFORM,
+                   help=f"augmentation preset: {', '.join(data.list_transforms())}")
     g.add_argument("--image_size", type=int, default=224)
     g.add_argument("--workers", type=int, default=2, help="data-loading worker processes")
     g.add_argument("--decode", default="auto", choices=("auto", "fast", "cache", "pil", "gpu"),
@@ -58,23 +66,23 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
 
     g = p.add_argument_group("model")
     g.add_argument("--backbone_type", default="resnet18")
-    g.add_argument("--head", default="baseline", help="baseline, cgd, clf, abir, gem, rmac, regional_attention")
+    g.add_argument("--head", default="baseline", help=", ".join(models.HEADS.names()))
     g.add_argument("--feature_dim", type=int, default=512)
     g.add_argument("--pretrained", default=None,
                    help="'imagenet' for torchvision weights, a local state-dict file, or 'none' (random init); "
                         "default: with --data_path the backbone's ImageNet weights from the local torch cache "
                         "(a clear error when they are not there), without it random init")
-    g.add_argument("--gd_config", default=None, help="CGD global descriptors, e.g. SG, MG, SMG")
-    g.add_argument("--pooling", default=None, help="pooling: CLF max, avg, avgmax, gem, sap; baseline avg, avgmax")
-    g.add_argument("--stage3_stride", type=int, default=None, help="1 keeps a 14x14 map at 224 (CGD/CLF)")
+    g.add_argument("--gd_config", default=None, help="global descriptors of a multi-descriptor head, e.g. SG, MG, SMG")
+    g.add_argument("--pooling", default=None,
+                   help="global pooling of a pooling head: max, avg, avgmax, gem, sap; baseline avg, avgmax")
+    g.add_argument("--stage3_stride", type=int, default=None, help="1 keeps a 14x14 map at 224 (ResNets)")
     g.add_argument("--frozen_bn", action=argparse.BooleanOptionalAction, default=None,
                    help="keep backbone BatchNorm2d statistics fixed (affine still trained)")
-    g.add_argument("--no_se", action="store_true", help="ABIR ablation without squeeze-and-excitation")
     g.add_argument("--model_option", action="append", default=[], metavar="KEY=VALUE",
                    help="any other model builder option (repeatable)")
     g.add_argument("--sync_bn", action="store_true", help="SyncBatchNorm under DDP")
 
-    g = p.add_argument_group("loss, sampler, DAS")
+    g = p.add_argument_group("loss and sampler")
     g.add_argument("--loss", default="triplet",
                    help="loss name, or names joined by '+' (weighted sum), e.g. ls_ce+batch_hard_triplet")
     g.add_argument("--loss_weights", default=None, help="comma-separated weights for the '+' terms")
@@ -83,18 +91,11 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
                    help="loss hyper-parameter (repeatable), e.g. triplet.margin=0.1")
     g.add_argument("--sampler", default="m_per_class", help="m_per_class, class_random, identity, shuffle")
     g.add_argument("--samples_per_class", type=int, default=4)
-    g.add_argument("--das", "--embedding_producer_used", dest="das", action=argparse.BooleanOptionalAction,
-                   default=False, help="densely-anchored sampling (DFS + MTS)")
-    g.add_argument("--das_num_produce", type=int, default=3)
-    g.add_argument("--das_dfs_num_scale", type=int, default=4)
-    g.add_argument("--das_dfs_scale_left", type=float, default=0.5)
-    g.add_argument("--das_dfs_scale_right", type=float, default=2.0)
-    g.add_argument("--das_mts_num_transformation_bank", type=int, default=10)
-    g.add_argument("--das_mts_scale", type=float, default=0.01)
-    g.add_argument("--das_not_normalize", action="store_true")
-    g.add_argument("--detach", action="store_true", help="DAS: generate from detached embeddings")
-    g.add_argument("--aux_loss", action="store_true", help="DAS: L(real) + w * L(real + generated)")
+    g.add_argument("--aux_loss", action="store_true",
+                   help="with an embedding producer: L(real) + w * L(real + generated)")
     g.add_argument("--aux_loss_weight", type=float, default=1.0)
+    producers.add_producer_args(p)
+    models.heads.add_head_args(p)
 
     g = p.add_argument_group("optimisation")
     g.add_argument("--batch_size", type=int, default=32, help="per-process batch size")
@@ -107,7 +108,7 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     g.add_argument("--head_lr_mult", type=float, default=1.0)
     g.add_argument("--scheduler", default="multistep", choices=("multistep", "cosine", "constant"))
     g.add_argument("--milestones", default="0.6,0.8",
-                   help="multistep epochs; values < 1 are fractions of --num_epochs (CGD: 12,16 of 20)")
+                   help="multistep epochs; values < 1 are fractions of --num_epochs (e.g. 12,16 of 20)")
     g.add_argument("--gamma", type=float, default=0.1)
     g.add_argument("--warmup_epochs", type=float, default=0.0)
     g.add_argument("--grad_clip", type=float, default=0.0, help="max gradient norm; 0 disables")
@@ -185,6 +186,49 @@ def load_yaml(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
     return {**load_yaml(path.parent / base, (*_seen, path.resolve())), **content}
 
 
+# flags whose YAML value may be a component node {name: ..., option: value, ...}
+COMPONENT_KEYS = ("data_name", "transform", "backbone_type", "head", "miner", "sampler", "knn_backend")
+
+
+def flatten_component_nodes(file_cfg: dict[str, Any], keys: set[str], path: str) -> dict[str, Any]:
+    """The per-component YAML form in flat keys.
+
+    ``head: {name: H, pooling: max}`` → ``head: H, pooling: max`` (an option that is not a flag of its own
+    becomes a ``model_option`` for the head and backbone); an embedding producer P's node
+    ``P: {size: 3, other: true}`` → ``P: true, P_size: 3, other: true`` (``P_<option>`` if that flag exists,
+    else ``<option>``).
+    """
+    out: dict[str, Any] = {}
+    for key, value in file_cfg.items():
+        if not isinstance(value, dict):
+            out[key] = value
+        elif key in COMPONENT_KEYS:
+            if "name" not in value:
+                raise UserError(f"--config {path}: {key} node {value} needs a 'name'")
+            out[key] = value["name"]
+            for option, v in value.items():
+                if option == "name":
+                    continue
+                if option in keys:
+                    out[option] = v
+                elif key in ("head", "backbone_type"):
+                    out.setdefault("model_option", list(file_cfg.get("model_option") or []))
+                    out["model_option"].append(f"{option}={json.dumps(v)}")  # JSON is YAML
+                else:
+                    raise UserError(f"--config {path}: {key} {value['name']} has no option {option!r} that a "
+                                    "flag sets")
+        elif key in producers.PRODUCERS:
+            out[key] = True
+            for option, v in value.items():
+                flag = f"{key}_{option}" if f"{key}_{option}" in keys else option
+                if flag not in keys:
+                    raise UserError(f"--config {path}: {key} has no option {option!r}")
+                out[flag] = v
+        else:
+            out[key] = value
+    return out
+
+
 def resolve_config(argv: list[str] | None = None,
                    parser: argparse.ArgumentParser | None = None) -> dict[str, Any]:
     """Parse ``argv`` and merge it with the YAML file it names; returns the validated config dict."""
@@ -192,7 +236,7 @@ def resolve_config(argv: list[str] | None = None,
     args = parser.parse_args(argv)
     cfg = vars(args)
     explicit = _explicit_flags(parser, argv)
-    file_cfg = load_yaml(args.config) if args.config else {}
+    file_cfg = flatten_component_nodes(load_yaml(args.config), set(cfg), args.config) if args.config else {}
     unknown = sorted(set(file_cfg) - set(cfg))
     if unknown:
         raise UserError(f"--config {args.config}: unknown keys {unknown}; valid keys are the train.py "
@@ -278,11 +322,10 @@ def validate_config(cfg: dict[str, Any]) -> None:
                                               data.DATASETS.canonical(cfg["data_name"]) in boxed):
         problems.append(f"--crop_type cropped works only for the datasets with bounding boxes ({', '.join(boxed)}), "
                         f"not --data_name {cfg['data_name']}")
-    das_only = [f for f in ("detach", "aux_loss", "das_not_normalize") if cfg[f]]
-    if das_only and not cfg["das"]:
-        problems.append(f"{', '.join('--' + f for f in das_only)} only apply with --das")
-    if not cfg["das_dfs_scale_left"] <= cfg["das_dfs_scale_right"]:
-        problems.append("--das_dfs_scale_left must not exceed --das_dfs_scale_right")
+    problems += producers.check_producer_config(cfg)
+    if cfg["aux_loss"] and not any(producers.PRODUCERS.get(n).enabled(cfg) for n in producers.PRODUCERS.names()):
+        problems.append("--aux_loss only applies with an embedding producer (" +
+                        ", ".join(f"--{n}" for n in producers.PRODUCERS.names()) + ")")
     if cfg["compile"] and cfg["deterministic"]:
         problems.append("--compile and --deterministic cannot be combined")
     if cfg["decode"] == "gpu" and gpu_decode_unavailable(cfg["device"]):

@@ -49,7 +49,7 @@ class Embedder:
         cfg = ckpt.get("config", {})
         if cfg.get("channels_last"):
             self.model = self.model.to(memory_format=torch.channels_last)
-        self.preset, self.image_size = cfg.get("transform", "cgd"), int(cfg.get("image_size", 224))
+        self.preset, self.image_size = cfg.get("transform", data.DEFAULT_TRANSFORM), int(cfg.get("image_size", 224))
         self.transform = data.build_transform(self.preset, train=False, image_size=self.image_size)  # uint8 out
         # the decoded cache gives exactly the pixels of fast; a catalogue is read once, not worth caching
         self.decode = "pil" if cfg.get("decode") == "pil" else "fast"

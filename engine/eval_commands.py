@@ -12,7 +12,7 @@ import torch
 import data
 import evaluation
 import models
-from engine.checkpoint import load_file, load_model
+from engine.checkpoint import load_model
 from engine.config import parse_key_values, parse_number_list
 from engine.evaluate import embed_dataset, evaluate_split
 from engine.runtime import AMP_DTYPES, resolve_amp, resolve_device
@@ -60,16 +60,14 @@ def build_eval_model(args: Any, device: torch.device) -> tuple[torch.nn.Module, 
 
 
 def load_head_parts(model: torch.nn.Module, args: Any) -> None:
-    """Regional attention's separately shipped parts: attention weights and per-region whitening."""
-    parts = {"--attention_weights": args.attention_weights, "--region_whitening": args.region_whitening}
-    given = [flag for flag, value in parts.items() if value]
-    if given and not hasattr(model.head, "attention"):
-        raise UserError(f"{', '.join(given)} only apply to --head regional_attention, not --head {args.head}")
-    if args.attention_weights:
-        models.load_model_state(model.head.attention, load_file(args.attention_weights), what=args.attention_weights)
-    if args.region_whitening:
-        mean, projection = evaluation.load_whitening(args.region_whitening)
-        model.head.set_whitening(torch.as_tensor(mean).float(), torch.as_tensor(projection).float())
+    """The separately shipped files the head declares (``Head.extra_files``), loaded by the head itself."""
+    for dest, heads in models.heads.extra_file_heads().items():
+        path = getattr(args, dest, None)
+        if not path:
+            continue
+        if dest not in model.head.extra_files:
+            raise UserError(f"--{dest} only applies to --head {', '.join(heads)}, not --head {args.head}")
+        model.head.load_extra(dest, path)
 
 
 def evaluate_checkpoint(args: Any) -> dict[str, Any]:

@@ -2,7 +2,7 @@
 :mod:`engine.eval_commands`).
 
 Evaluation runs on rank 0 with the unwrapped model (other ranks wait at a barrier), on the real
-embeddings only: DAS-generated rows exist inside the criterion and never reach this code.
+embeddings only: rows an embedding producer generates exist inside the criterion and never reach this code.
 """
 from __future__ import annotations
 

@@ -89,7 +89,9 @@ class RunLog:
 
             self.writer = SummaryWriter(str(out_dir / "tb"))
 
-    def step(self, global_step: int, loss: float, parts: dict[str, Any], optimizer, das_stats: dict | None) -> None:
+    def step(self, global_step: int, loss: float, parts: dict[str, Any], optimizer, stats: dict[str, float]) -> None:
+        """TensorBoard scalars of one step: the loss and its terms, every group's lr and the criterion's
+        ``stats()`` (an embedding producer's, under ``producer/``)."""
         if self.writer is None:
             return
         self.writer.add_scalar("train/loss", loss, global_step)
@@ -97,8 +99,8 @@ class RunLog:
             self.writer.add_scalar(f"train/loss_{name}", float(value), global_step)
         for group in optimizer.param_groups:
             self.writer.add_scalar(f"lr/{group.get('name', 'group')}", group["lr"], global_step)
-        for name, value in (das_stats or {}).items():
-            self.writer.add_scalar(f"das/{name}", float(value), global_step)
+        for name, value in stats.items():
+            self.writer.add_scalar(f"producer/{name}", float(value), global_step)
 
     def epoch_end(self, row: dict[str, Any], history: list[dict[str, Any]], global_step: int) -> None:
         """Rewrites the CSV from the full history (kept in checkpoints, so a resumed run continues it)."""

@@ -1,7 +1,7 @@
 """The training run: set-up from a resolved config, the epoch loop, evaluation, checkpoints, logging.
 
 One step: batch → model → (embedding, logits) → gathered across ranks → criterion (miners, losses and
-DAS see the global batch) → backward → optimiser and per-step scheduler. ``train`` reads top to bottom
+embedding producers see the global batch) → backward → optimiser and per-step scheduler. ``train`` reads top to bottom
 like torchvision's reference ``main``; the stages are the functions below it.
 """
 from __future__ import annotations
@@ -202,7 +202,7 @@ def _train(cfg: dict[str, Any], root: str, device: torch.device, dist_info: Dist
     logit_losses = [n for n, loss in zip(criterion.names, criterion.losses) if getattr(loss, "input", "") == "logits"]
     if logit_losses and not getattr(model.head, "num_classes", 0):
         raise UserError(f"--loss {'+'.join(logit_losses)} reads classifier logits, but --head {cfg['head']} has no "
-                        "classifier; use a head with one (cgd, clf) or an embedding loss")
+                        "classifier; use a head with one or an embedding loss")
     sampler = builders.build_sampler(cfg, train_set.labels, dist_info.rank, dist_info.world_size)
     steps_per_epoch = len(sampler) if not cfg["max_steps_per_epoch"] else min(len(sampler),
                                                                                 cfg["max_steps_per_epoch"])
@@ -300,8 +300,7 @@ def train_one_epoch(ctx: TrainContext, loader: Any) -> dict[str, float]:
         progress.loss_sum, count = progress.loss_sum + loss, count + 1
         bar.set_postfix(loss=f"{loss:.4f}", lr=f"{optimizer.param_groups[0]['lr']:.2e}")
         bar.update(1)
-        das = getattr(ctx.criterion, "das", None)
-        ctx.run_log.step(progress.global_step, loss, parts, optimizer, das.last_stats if das is not None else None)
+        ctx.run_log.step(progress.global_step, loss, parts, optimizer, ctx.criterion.stats())
         if progress.step < ctx.steps_per_epoch:
             if ctx.stop is not None and (signum := ctx.stop.requested(ctx.dist, ctx.device)):
                 bar.close()
@@ -321,7 +320,8 @@ def train_one_epoch(ctx: TrainContext, loader: Any) -> dict[str, float]:
 
 def train_step(ctx: TrainContext, images: torch.Tensor | list, labels: torch.Tensor, seeds: torch.Tensor | None = None
                ) -> tuple[float, dict[str, Any]]:
-    """One optimisation step on this rank's batch; miners, losses and DAS see the gathered global batch.
+    """One optimisation step on this rank's batch; miners, losses and the embedding producer see the gathered
+    global batch.
 
     ``images`` is the loader's uint8 batch (or encoded files with ``--decode gpu``, augmented under ``seeds``).
     """

@@ -4,10 +4,10 @@ A term is ``{"name": "triplet", "weight": 1.0, "miner": "semihard" | {"name": ..
 Embedding terms (``input == "embedding"``) read the embedding and use their miner; logits terms read the
 model's classifier logits. CGD, for instance, is ``[{"name": "ls_ce"}, {"name": "batch_hard_triplet"}]``.
 
-DAS lives here: with ``das`` the embedding terms see ``das(embeddings, labels)`` —
-real rows first, then the generated ones — while logits terms see only the real rows. With
-``aux_loss_weight = w`` each embedding term becomes ``L(real) + w · L(real + generated)`` (DAS ``--aux_loss``).
-In eval mode DAS passes its input through, so a validation loss never sees generated rows.
+An embedding producer (:mod:`producers`, e.g. DAS) plugs in here: with ``producer`` the embedding terms see
+``producer(embeddings, labels)`` — real rows first, then the generated ones — while logits terms see only the
+real rows. With ``aux_loss_weight = w`` each embedding term becomes ``L(real) + w · L(real + generated)``
+(DAS ``--aux_loss``). In eval mode the producer is not called, so a validation loss never sees generated rows.
 
 Cross-batch memory (:mod:`losses.memory`) is a term option: ``memory_size: M`` (and ``memory_warmup: K``)
 gives that term its own :class:`CrossBatchMemory`; the term then compares the batch (with DAS rows) against
@@ -50,15 +50,16 @@ def build_miner_from_spec(spec: str | Mapping[str, Any] | None, loss: nn.Module)
 
 
 class Criterion(nn.Module):
-    """Weighted sum of loss terms with optional miners and DAS.
+    """Weighted sum of loss terms with optional miners and an embedding producer.
 
     Args:
         losses: the loss modules.
         weights: one weight per loss.
         miners: one miner (or None) per loss; only embedding losses may have one.
         names: the key under which each term is reported (unique).
-        das: an optional :class:`samplers.DAS` module (or any ``(emb, labels) -> (emb', labels')`` module).
-        aux_loss_weight: with DAS, the embedding part is ``L(real) + w·L(real+generated)``.
+        producer: an optional embedding producer, any ``(emb, labels) -> (emb', labels')`` module with the real
+            rows first (:mod:`producers`); its ``last_stats`` are reported by :meth:`stats`.
+        aux_loss_weight: with a producer, the embedding part is ``L(real) + w·L(real+generated)``.
         memories: term name → :class:`CrossBatchMemory` for the terms that use one.
     """
 
@@ -68,7 +69,7 @@ class Criterion(nn.Module):
         weights: Sequence[float],
         miners: Sequence[nn.Module | None],
         names: Sequence[str],
-        das: nn.Module | None = None,
+        producer: nn.Module | None = None,
         aux_loss_weight: float | None = None,
         memories: Mapping[str, CrossBatchMemory] | None = None,
     ) -> None:
@@ -77,8 +78,8 @@ class Criterion(nn.Module):
             raise ValueError("Criterion needs at least one term and equal numbers of losses/weights/miners/names")
         if len(set(names)) != len(names):
             raise ValueError(f"term names must be unique, got {list(names)}")
-        if aux_loss_weight is not None and das is None:
-            raise ValueError("aux_loss_weight only applies together with DAS (das=...)")
+        if aux_loss_weight is not None and producer is None:
+            raise ValueError("aux_loss_weight only applies together with an embedding producer (producer=...)")
         for loss, miner, name in zip(losses, miners, names, strict=True):
             kind = getattr(loss, "input", None)
             if kind not in ("embedding", "logits"):
@@ -97,7 +98,7 @@ class Criterion(nn.Module):
         self._has_miner = [m is not None for m in miners]
         self.weights = [float(w) for w in weights]
         self.names = list(names)
-        self.das = das
+        self.producer = producer
         self.aux_loss_weight = None if aux_loss_weight is None else float(aux_loss_weight)
 
     def _embedding_term(self, i: int, emb: Tensor, labels: Tensor) -> Tensor:
@@ -123,9 +124,9 @@ class Criterion(nn.Module):
         if logits is not None and logits.dtype in (torch.float16, torch.bfloat16):
             logits = logits.float()
         emb_all, labels_all = embeddings, labels
-        use_das = self.das is not None and self.training and embeddings is not None
-        if use_das and any(loss.input == "embedding" for loss in self.losses):
-            emb_all, labels_all = self.das(embeddings, labels)
+        produce = self.producer is not None and self.training and embeddings is not None
+        if produce and any(loss.input == "embedding" for loss in self.losses):
+            emb_all, labels_all = self.producer(embeddings, labels)
         total: Tensor | None = None
         values: dict[str, Tensor] = {}
         for i, (loss, weight, name) in enumerate(zip(self.losses, self.weights, self.names, strict=True)):
@@ -138,7 +139,7 @@ class Criterion(nn.Module):
                 if embeddings is None:
                     raise ValueError(f"loss {name!r} reads the embedding but none was given")
                 value = self._embedding_term(i, emb_all, labels_all)
-                if use_das and self.aux_loss_weight is not None:
+                if produce and self.aux_loss_weight is not None:
                     value = self._embedding_term(i, embeddings, labels) + self.aux_loss_weight * value
             values[name] = value.detach()
             total = weight * value if total is None else total + weight * value
@@ -147,6 +148,10 @@ class Criterion(nn.Module):
             for memory in self.memories.values():  # after the loss: a row never meets its own copy
                 memory.enqueue(embeddings, labels)
         return total, values
+
+    def stats(self) -> dict[str, float]:
+        """What the producer reports about its last call (``{}`` without one), for the training log."""
+        return dict(getattr(self.producer, "last_stats", {})) if self.producer is not None else {}
 
     def param_groups(self, base_lr: float) -> list[dict[str, Any]]:
         """Optimiser param groups for loss-owned parameters: one per loss that has any, with
@@ -183,15 +188,14 @@ def build_criterion(
     num_classes: int | None = None,
     embedding_dim: int | None = None,
     class_counts: Sequence[int] | Tensor | None = None,
-    das: nn.Module | Mapping[str, Any] | None = None,
+    producer: nn.Module | None = None,
     aux_loss_weight: float | None = None,
 ) -> Criterion:
     """Build a :class:`Criterion` from term dicts (see the module docstring).
 
-    ``das`` is a DAS module or a dict of :class:`samplers.DAS` keyword arguments (``num_classes`` and
-    ``embedding_dim`` are filled in). Term names are the loss names, suffixed ``_2``, ``_3`` ... on repeats,
-    or a term's explicit ``"key"``. A term's ``memory_size``/``memory_warmup`` give it a
-    :class:`CrossBatchMemory` of ``embedding_dim``-wide rows.
+    ``producer`` is a built embedding producer (:func:`producers.build_producer`) or None. Term names are the
+    loss names, suffixed ``_2``, ``_3`` ... on repeats, or a term's explicit ``"key"``. A term's
+    ``memory_size``/``memory_warmup`` give it a :class:`CrossBatchMemory` of ``embedding_dim``-wide rows.
     """
     if isinstance(terms, Mapping) or not terms:
         raise ValueError("terms must be a non-empty list of {'name': ..., 'weight': ..., ...} dicts")
@@ -222,10 +226,5 @@ def build_criterion(
         weights.append(weight)
         miners.append(miner)
         names.append(key)
-    if isinstance(das, Mapping):
-        from samplers.das import DAS
-
-        if num_classes is None or embedding_dim is None:
-            raise ValueError("DAS needs num_classes and embedding_dim")
-        das = DAS(num_classes=num_classes, embedding_dim=embedding_dim, **das)
-    return Criterion(losses, weights, miners, names, das=das, aux_loss_weight=aux_loss_weight, memories=memories)
+    return Criterion(losses, weights, miners, names, producer=producer, aux_loss_weight=aux_loss_weight,
+                     memories=memories)

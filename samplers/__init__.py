@@ -1,4 +1,4 @@
-"""Batch samplers (one registry, ``build_batch_sampler``) and DAS, the training-time embedding producer."""
+"""Batch samplers (one registry, ``build_batch_sampler``)."""
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -10,7 +10,6 @@ import torch
 from samplers._registry import SAMPLERS
 from samplers.base import BaseBatchSampler
 from samplers.class_random import ClassRandomSampler
-from samplers.das import DAS
 from samplers.identity import RandomIdentitySampler
 from samplers.m_per_class import MPerClassSampler
 from samplers.shuffle import ShuffleBatchSampler
@@ -37,7 +36,6 @@ def list_samplers() -> list[str]:
 
 
 __all__ = [
-    "DAS",
     "SAMPLERS",
     "BaseBatchSampler",
     "ClassRandomSampler",

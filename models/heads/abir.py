@@ -31,6 +31,9 @@ RGB ImageNet-normalised images (what :class:`~models.backbones.vgg.VGG16Trunk` d
 """
 from __future__ import annotations
 
+import argparse
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -81,6 +84,14 @@ class ABIRHead(Head):
 
     uses_intermediates = True
     input_spec = DEEP_METRIC_BGR255
+
+    @staticmethod
+    def add_args(group: argparse._ArgumentGroup) -> None:
+        group.add_argument("--no_se", action="store_true", help="ABIR ablation without squeeze-and-excitation")
+
+    @staticmethod
+    def options_from_config(cfg: dict[str, Any]) -> dict[str, Any]:
+        return {"use_se": False} if cfg.get("no_se") else {}
 
     def __init__(self, in_channels: list[int] | tuple[int, ...], feature_dim: int | None = None,
                  num_classes: int | None = None, use_se: bool = True, se_reduction: int = 16,

@@ -10,6 +10,7 @@ trunk fixed; :func:`models.build_model` applies both unless the caller sets the 
 """
 from __future__ import annotations
 
+import argparse
 from typing import Any, ClassVar
 
 import torch
@@ -40,6 +41,23 @@ class Head(nn.Module):
     input_spec: ClassVar[InputSpec | None] = None
     feature_dim: int
     num_classes: int
+
+    # files shipped apart from the weights that a command line may load into this head: flag dest -> help
+    extra_files: ClassVar[dict[str, str]] = {}
+
+    # -- self-description (fairseq style; see README "Architecture") ----------------------------------------
+    @staticmethod
+    def add_args(group: argparse._ArgumentGroup) -> None:
+        """Declare the head's own ``train.py`` flags (none by default)."""
+
+    @staticmethod
+    def options_from_config(cfg: dict[str, Any]) -> dict[str, Any]:
+        """Constructor options from the head's own flags in a resolved config (none by default)."""
+        return {}
+
+    def load_extra(self, name: str, path: str) -> None:
+        """Load the :attr:`extra_files` entry ``name`` from ``path``."""
+        raise ModelConfigError(f"{type(self).__name__} loads no extra file {name!r}")
 
     @staticmethod
     def _num_classes(num_classes: int | None) -> int:

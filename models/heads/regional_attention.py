@@ -27,6 +27,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from evaluation.whitening import load_whitening
+from models.checkpoint import load_model_state, read_state_dict
 from models.heads.base import Head, ModelConfigError, l2n
 from models.heads.rmac import RegionWhitening, check_fixed_width, region_pool, rmac_regions
 
@@ -86,6 +88,20 @@ class RegionalAttentionHead(Head):
         self.classifier = nn.Linear(in_channels, self.num_classes) if self.num_classes else None
         if self.classifier is not None:
             self.classifier.requires_grad_(False)
+
+    extra_files = {"attention_weights": "the released attention weights (RA's "
+                                        "ContextAwareRegionalAttention_weights.pth)",
+                   "region_whitening": "per-region PCA-whitening file (evaluation.save_whitening)"}
+
+    def load_extra(self, name: str, path: str) -> None:
+        """``attention_weights``: a state dict of :attr:`attention`; ``region_whitening``: a whitening file."""
+        if name == "attention_weights":
+            load_model_state(self.attention, read_state_dict(path), what=path)
+        elif name == "region_whitening":
+            mean, projection = load_whitening(path)
+            self.set_whitening(torch.as_tensor(mean).float(), torch.as_tensor(projection).float())
+        else:
+            super().load_extra(name, path)
 
     def set_whitening(self, mean: torch.Tensor, projection: torch.Tensor) -> None:
         """PCA-whitening ``P (m_r − mean)`` of the raw region MACs (``mean (C,)``, ``projection (C, C)``)."""

@@ -25,8 +25,10 @@ def test_registry_names_and_aliases():
 
 def test_benchmarks():
     cub = data.get_benchmark("cub200")
-    assert cub == data.BenchmarkInfo("cub", "leave_one_out", (1, 2, 4, 8), "train", ("test",), 100)
+    assert cub == data.BenchmarkInfo("cub", "leave_one_out", (1, 2, 4, 8), "train", ("test",), 100, True, "CUB200")
     assert data.get_benchmark("cars").num_train_classes == 98
+    assert data.datasets_with_boxes() == ["cars", "cub"]
+    assert not data.get_benchmark("sop").has_boxes and data.get_benchmark("inshop").title == "In-shop"
     assert data.get_benchmark("sop").recall_ks == (1, 10, 100, 1000)
     inshop = data.get_benchmark("isc")
     assert (inshop.protocol, inshop.recall_ks, inshop.eval_splits) == ("query_gallery", (1, 10, 20, 30, 40, 50),

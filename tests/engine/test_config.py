@@ -53,6 +53,7 @@ def test_missing_and_invalid_yaml(tmp_path):
 @pytest.mark.parametrize("argv, message", [
     (["--batch_size", "30", "--samples_per_class", "4"], "multiple of --samples_per_class"),
     (["--detach"], "only apply with --das"),
+    (["--aux_loss"], r"--aux_loss only applies with an embedding producer \(--das\)"),
     (["--select_on", "val"], "needs --val_classes"),
     (["--crop_type", "cropped", "--data_name", "sop", "--data_path", "x"],
      r"only for the datasets with bounding boxes \(cars, cub\), not --data_name sop"),
@@ -130,3 +131,20 @@ def test_yaml_numbers_are_converted_like_flags(tmp_path):
 def test_out_of_range_numbers(argv, message):
     with pytest.raises(UserError, match=message):
         resolve_config(argv)
+
+
+def test_yaml_per_component_form_equals_the_flat_keys(tmp_path):
+    nested = write(tmp_path, "head: {name: cgd, gd_config: MG, embedding_norm: false}\n"
+                             "das: {num_produce: 2, dfs_scale_left: 0.99, detach: true}\n"
+                             "sampler: {name: m_per_class, samples_per_class: 8}\n")
+    cfg = resolve_config(["--config", nested])
+    assert (cfg["head"], cfg["gd_config"], cfg["model_option"]) == ("cgd", "MG", ["embedding_norm=false"])
+    assert (cfg["das"], cfg["das_num_produce"], cfg["das_dfs_scale_left"], cfg["detach"]) == (True, 2, 0.99, True)
+    assert (cfg["sampler"], cfg["samples_per_class"]) == ("m_per_class", 8)
+    flat = resolve_config(["--config", write(tmp_path, "head: cgd\ngd_config: MG\n"
+                                             "model_option: [embedding_norm=false]\ndas: true\n"
+                                             "das_num_produce: 2\ndas_dfs_scale_left: 0.99\n"
+                                             "detach: true\nsampler: m_per_class\nsamples_per_class: 8\n")])
+    assert {k: v for k, v in cfg.items() if k != "config"} == {k: v for k, v in flat.items() if k != "config"}
+    with pytest.raises(UserError, match="das has no option 'num_copies'"):
+        resolve_config(["--config", str(write(tmp_path, "das: {num_copies: 2}\n"))])

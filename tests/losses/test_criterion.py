@@ -1,4 +1,4 @@
-"""The weighted criterion: term wiring, runtime kwargs, miners, DAS inside, param groups."""
+"""The weighted criterion: term wiring, runtime kwargs, miners, an embedding producer (DAS) inside, param groups."""
 from __future__ import annotations
 
 import copy
@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 import losses
-from samplers import DAS
+from producers import DAS
 
 C, D, B = 5, 8, 10
 
@@ -90,7 +90,8 @@ def _das_kwargs():
 def test_das_inside_criterion(aux):
     emb, logits, y = batch()
     crit = losses.build_criterion([{"name": "multi_similarity"}, {"name": "ls_ce"}], num_classes=C,
-                                  embedding_dim=D, das=_das_kwargs(), aux_loss_weight=aux)
+                                  embedding_dim=D, producer=DAS(C, D, **_das_kwargs()),
+                                  aux_loss_weight=aux)
     reference_das = DAS(C, D, **_das_kwargs())
     total, terms = crit(emb, logits, y)
     emb_all, y_all = reference_das(emb, y)
@@ -99,19 +100,20 @@ def test_das_inside_criterion(aux):
     expected_ms = ms(emb_all, y_all) if aux is None else ms(emb, y) + aux * ms(emb_all, y_all)
     assert float(terms["multi_similarity"]) == pytest.approx(float(expected_ms.detach()), rel=1e-6)
     assert float(terms["ls_ce"]) == pytest.approx(float(losses.build_loss("ls_ce")(logits, y).detach()))
-    assert "das.frm" in crit.state_dict() and "das._extra_state" in crit.state_dict()
+    assert "producer.frm" in crit.state_dict() and "producer._extra_state" in crit.state_dict()
+    assert set(crit.stats()) == {"das_mean_dist"}
     # eval mode: DAS passes through, state untouched
     crit.eval()
-    frm = crit.das.frm.clone()
+    frm = crit.producer.frm.clone()
     _, terms_eval = crit(emb, logits, y)
-    assert torch.equal(frm, crit.das.frm)
+    assert torch.equal(frm, crit.producer.frm)
     assert float(terms_eval["multi_similarity"]) == pytest.approx(float(ms(emb, y).detach()), rel=1e-6)
 
 
-def test_das_module_instance_accepted():
+def test_producer_module_instance_accepted():
     das = DAS(C, D)
-    crit = losses.build_criterion([{"name": "triplet", "miner": "distance"}], das=das)
-    assert crit.das is das
+    crit = losses.build_criterion([{"name": "triplet", "miner": "distance"}], producer=das)
+    assert crit.producer is das and crit.stats() == {}
     emb, _, y = batch()
     total, _ = crit(emb, None, y)
     total.backward()
@@ -142,7 +144,7 @@ def test_half_precision_inputs_are_cast():
 
 
 def test_criterion_is_deepcopyable_and_loads_state():
-    crit = losses.build_criterion([{"name": "proxy_anchor"}], num_classes=C, embedding_dim=D, das={})
+    crit = losses.build_criterion([{"name": "proxy_anchor"}], num_classes=C, embedding_dim=D, producer=DAS(C, D))
     clone = copy.deepcopy(crit)
     clone.load_state_dict(crit.state_dict())
     assert torch.equal(clone.losses[0].proxies, crit.losses[0].proxies)
@@ -154,7 +156,7 @@ def test_every_registered_loss_trains_inside_a_das_criterion(name):
     emb, logits, y = batch(seed=3)
     normalize = name not in ("lifted", "npair")
     crit = losses.build_criterion([{"name": name}], num_classes=C, embedding_dim=D,
-                                  class_counts=[2] * C, das={"normalize": normalize})
+                                  class_counts=[2] * C, producer=DAS(C, D, normalize=normalize))
     total, terms = crit(emb, logits, y)
     assert set(terms) == {name} and torch.isfinite(total)
     total.backward()

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 import losses
 from losses.memory import CrossBatchMemory
-from samplers import DAS
+from producers import DAS
 
 D = 6
 
@@ -149,7 +149,7 @@ def test_warmup_steps_leave_the_loss_plain():
 def test_das_rows_are_never_enqueued_and_eval_leaves_memory_alone():
     emb, y = batch(5, n=8, classes=2)
     das = DAS(num_classes=2, embedding_dim=D, num_produce=3, seed=0)
-    crit = losses.build_criterion([{"name": "multi_similarity", "memory_size": 64}], embedding_dim=D, das=das)
+    crit = losses.build_criterion([{"name": "multi_similarity", "memory_size": 64}], embedding_dim=D, producer=das)
     crit = crit.double()
     crit(emb, None, y)
     stored, labels = crit.memories["multi_similarity"].get()

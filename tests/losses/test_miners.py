@@ -125,7 +125,7 @@ def test_npair_miner_one_positive_all_negatives():
     assert sorted(zip(a2.tolist(), n.tolist(), strict=True)) == [(i, j) for i in range(3) for j in (3, 4)]
 
 
-@pytest.mark.parametrize("name", ["random", "semihard", "distance", "batch_hard", "lifted", "npair"])
+@pytest.mark.parametrize("name", losses.MINERS.names())
 def test_every_miner_runs_without_grad_on_edge_batches(name):
     for y in (torch.tensor([0]), torch.zeros(4, dtype=torch.long), torch.tensor([0, 1, 2])):
         x = torch.nn.functional.normalize(torch.randn(len(y), 3), dim=1).requires_grad_()

@@ -250,3 +250,20 @@ def test_full_model_values_at_224(backbone, head, dim, classes, options, size, w
     emb, logits = model(torch.randn(2, 3, *size))
     _check_outputs(model, emb, logits, classes, width, has_logits)
     assert unit_rows(emb)
+
+
+@pytest.mark.parametrize("head", models.HEADS.names())
+@pytest.mark.parametrize("backbone", models.BACKBONES.names())
+def test_every_registered_backbone_with_every_registered_head(backbone, head):
+    """Registry-wide (a new backbone or head is covered without editing this test): each pair builds and
+    forwards on the meta device, or refuses the pair with a ModelConfigError naming what it needs."""
+    with torch.device("meta"):
+        try:
+            model = models.build_model(backbone, head, None, 5).eval()
+        except models.ModelConfigError as err:
+            assert str(err)
+            return
+        emb, logits = model(torch.empty(2, 3, 96, 64))
+    assert emb.shape == (2, model.feature_dim)
+    assert logits is None or logits.shape == (2, 5)
+    assert model.input_spec.colour in ("RGB", "BGR255")

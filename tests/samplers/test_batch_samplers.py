@@ -13,7 +13,7 @@ import samplers
 LABELS = np.repeat(np.arange(23), [1 + (c * 7) % 9 for c in range(23)])
 N = len(LABELS)
 KW = {"class_random": {}, "m_per_class": {}, "identity": {}, "shuffle": {}}
-NAMES = ["class_random", "m_per_class", "identity", "shuffle"]
+NAMES = samplers.SAMPLERS.names()  # every registered sampler
 
 
 def build(name, batch_size=8, **kw):

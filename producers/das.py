@@ -41,13 +41,17 @@ Under DDP the trainer passes the gathered global batch, so every rank updates id
 """
 from __future__ import annotations
 
+import argparse
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from producers._registry import PRODUCERS
 
+
+@PRODUCERS.register("das")
 class DAS(nn.Module):
     """Args (defaults are the DAS CLI's, ``scripts/parameters.py``):
         num_classes: C, number of training classes (labels must lie in ``[0, C)``).
@@ -103,6 +107,45 @@ class DAS(nn.Module):
         return (f"num_classes={self.num_classes}, embedding_dim={self.embedding_dim}, N={self.num_produce}, "
                 f"K={self.k}, scale=[{self.scale_left}, {self.scale_right}), Q={self.q}, λ={self.mts_scale}, "
                 f"normalize={self.normalize}, detach={self.detach}")
+
+    # -- self-description (see :mod:`producers`) -------------------------------------------------------------
+    @staticmethod
+    def add_args(group: argparse._ArgumentGroup) -> None:
+        """The DAS CLI's flags (``scripts/parameters.py`` names and defaults)."""
+        group.add_argument("--das", "--embedding_producer_used", dest="das", action=argparse.BooleanOptionalAction,
+                           default=False, help="densely-anchored sampling (DFS + MTS)")
+        group.add_argument("--das_num_produce", type=int, default=3, help="N generated copies per real row")
+        group.add_argument("--das_dfs_num_scale", type=int, default=4, help="K scaled dimensions (DFS)")
+        group.add_argument("--das_dfs_scale_left", type=float, default=0.5, help="DFS scale range U[a, b): a")
+        group.add_argument("--das_dfs_scale_right", type=float, default=2.0, help="DFS scale range U[a, b): b")
+        group.add_argument("--das_mts_num_transformation_bank", type=int, default=10,
+                           help="Q, MTS bank capacity per class")
+        group.add_argument("--das_mts_scale", type=float, default=0.01, help="λ, MTS shift multiplier")
+        group.add_argument("--das_not_normalize", action="store_true", help="do not L2-normalise generated rows")
+        group.add_argument("--detach", action="store_true", help="DAS: generate from detached embeddings")
+
+    @staticmethod
+    def enabled(cfg: dict[str, Any]) -> bool:
+        return bool(cfg.get("das"))
+
+    @staticmethod
+    def check_config(cfg: dict[str, Any]) -> list[str]:
+        problems = []
+        das_only = [f for f in ("detach", "das_not_normalize") if cfg.get(f)]
+        if das_only and not cfg.get("das"):
+            problems.append(f"{', '.join('--' + f for f in das_only)} only apply with --das")
+        if not cfg["das_dfs_scale_left"] <= cfg["das_dfs_scale_right"]:
+            problems.append("--das_dfs_scale_left must not exceed --das_dfs_scale_right")
+        return problems
+
+    @classmethod
+    def from_config(cls, cfg: dict[str, Any], num_classes: int, embedding_dim: int) -> DAS:
+        return cls(num_classes, embedding_dim, num_produce=cfg["das_num_produce"],
+                   dfs_num_scale=cfg["das_dfs_num_scale"], dfs_scale_left=cfg["das_dfs_scale_left"],
+                   dfs_scale_right=cfg["das_dfs_scale_right"],
+                   mts_num_transformation_bank=cfg["das_mts_num_transformation_bank"],
+                   mts_scale=cfg["das_mts_scale"], normalize=not cfg["das_not_normalize"], detach=cfg["detach"],
+                   seed=cfg["seed"])
 
     # -- state ----------------------------------------------------------------------------------------------
     def get_extra_state(self) -> dict[str, Any]:
