@@ -17,9 +17,10 @@ from typing import Any
 
 import torch
 
+import producers
 from engine.run_lock import LOCK_NAME
 from utils.errors import UserError
-from utils.parsing import parse_number_list
+from utils.parsing import parse_number_list, range_problem
 
 # Files a run writes that are worth keeping; a folder holding any of them (or any file a run does not
 # write) is refused without --resume or --overwrite.
@@ -38,28 +39,12 @@ FLOAT_RANGES: dict[str, tuple[float, bool, float, bool]] = {
     "warmup_epochs": (0.0, True, math.inf, False),
     "grad_clip": (0.0, True, math.inf, False),
     "aux_loss_weight": (0.0, True, math.inf, False),
-    "das_dfs_scale_left": (0.0, False, math.inf, False),
-    "das_dfs_scale_right": (0.0, False, math.inf, False),
-    "das_mts_scale": (0.0, True, math.inf, False),
 }
-POSITIVE_INTS = ("das_num_produce", "das_dfs_num_scale", "das_mts_num_transformation_bank")
-
-
-def range_problem(flag: str, value: float, low: float, low_ok: bool, high: float = math.inf,
-                  high_ok: bool = False) -> str | None:
-    """A message when ``value`` is not finite or outside the interval, else None."""
-    if not math.isfinite(value):
-        return f"--{flag} must be a finite number, got {value}"
-    if value < low or (value == low and not low_ok) or value > high or (value == high and not high_ok):
-        left, right = "[" if low_ok else "(", "]" if high_ok else ")"
-        return f"--{flag} must be in {left}{low:g}, {high:g}{right}, got {value:g}"
-    return None
 
 
 def number_problems(cfg: dict[str, Any]) -> list[str]:
     """Non-finite or absurd numeric settings (the flags and the YAML keys alike: both end up in ``cfg``)."""
     problems = [p for flag, bounds in FLOAT_RANGES.items() if (p := range_problem(flag, cfg[flag], *bounds))]
-    problems += [f"--{flag} must be a positive integer, got {cfg[flag]}" for flag in POSITIVE_INTS if cfg[flag] < 1]
     if cfg["warmup_epochs"] > cfg["num_epochs"]:
         problems.append(f"--warmup_epochs {cfg['warmup_epochs']:g} exceeds --num_epochs {cfg['num_epochs']}")
     if cfg["eval_chunk_size"] is not None and cfg["eval_chunk_size"] < 1:
@@ -109,9 +94,10 @@ def name_problems(cfg: dict[str, Any], explicit: Iterable[str] = ()) -> list[str
     if "miner" in explicit and cfg["miner"] not in (None, "none") and not takes_miner:
         problems.append(f"--miner {cfg['miner']}: no loss in --loss {'+'.join(known)} takes a miner "
                         "(proxy / classification losses and batch-hard triplet mine internally); use --miner none")
-    if cfg["das"] and all(kind == "logits" for kind in kinds.values()):
-        problems.append(f"--das generates embeddings for embedding losses, but --loss {'+'.join(known)} only "
-                        "reads classifier logits; add an embedding loss (e.g. +triplet) or drop --das")
+    producing = [n for n in producers.PRODUCERS.names() if producers.PRODUCERS.get(n).enabled(cfg)]
+    if producing and all(kind == "logits" for kind in kinds.values()):
+        problems.append(f"--{producing[0]} generates embeddings for embedding losses, but --loss {'+'.join(known)} "
+                        f"only reads classifier logits; add an embedding loss (e.g. +triplet) or drop --{producing[0]}")
     return problems
 
 

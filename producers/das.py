@@ -49,6 +49,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from producers._registry import PRODUCERS
+from utils.parsing import range_problem
 
 
 @PRODUCERS.register("das")
@@ -134,6 +135,10 @@ class DAS(nn.Module):
         das_only = [f for f in ("detach", "das_not_normalize") if cfg.get(f)]
         if das_only and not cfg.get("das"):
             problems.append(f"{', '.join('--' + f for f in das_only)} only apply with --das")
+        ranges = (("das_dfs_scale_left", False), ("das_dfs_scale_right", False), ("das_mts_scale", True))
+        problems += [p for flag, low_ok in ranges if (p := range_problem(flag, cfg[flag], 0.0, low_ok))]
+        problems += [f"--{flag} must be a positive integer, got {cfg[flag]}" for flag in
+                     ("das_num_produce", "das_dfs_num_scale", "das_mts_num_transformation_bank") if cfg[flag] < 1]
         if not cfg["das_dfs_scale_left"] <= cfg["das_dfs_scale_right"]:
             problems.append("--das_dfs_scale_left must not exceed --das_dfs_scale_right")
         return problems

@@ -1,6 +1,8 @@
 """Flag text → values, shared by the config, the builders and the checks."""
 from __future__ import annotations
 
+import math
+
 from utils.errors import UserError
 
 
@@ -14,3 +16,14 @@ def parse_number_list(text: str | list | None, flag: str, kind: type = int) -> l
         return [kind(v) for v in str(text).split(",") if v.strip()]
     except ValueError:
         raise UserError(f"{flag} expects comma-separated numbers, got {text!r}") from None
+
+
+def range_problem(flag: str, value: float, low: float, low_ok: bool, high: float = math.inf,
+                  high_ok: bool = False) -> str | None:
+    """A message when ``value`` is not finite or outside the interval, else None."""
+    if not math.isfinite(value):
+        return f"--{flag} must be a finite number, got {value}"
+    if value < low or (value == low and not low_ok) or value > high or (value == high and not high_ok):
+        left, right = "[" if low_ok else "(", "]" if high_ok else ")"
+        return f"--{flag} must be in {left}{low:g}, {high:g}{right}, got {value:g}"
+    return None
