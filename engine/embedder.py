@@ -79,5 +79,5 @@ class Embedder:
 
     def embed_file(self, path: str) -> torch.Tensor:
         """(D,) embedding of one image file; unreadable files raise the decoder's ``OSError``/``ValueError``."""
-        image = self.dataset([path])[0][0]
+        image = self.dataset([path]).load(0)[0]
         return self(image.unsqueeze(0))[0]

@@ -148,7 +148,7 @@ def test_pooling_help_lists_what_each_head_accepts():
     assert "baseline avg, avgmax" in " ".join(text.split())
 
 
-TINY = ["--workers", "0", "--no_tensorboard", "--image_size", "32", "--amp", "off", "--num_epochs", "1",
+TINY = ["--pretrained", "none", "--workers", "0", "--no_tensorboard", "--image_size", "32", "--amp", "off", "--num_epochs", "1",
         "--batch_size", "8", "--samples_per_class", "2", "--eval_batch_size", "16"]
 
 
