@@ -218,7 +218,7 @@ def test_image_truncated_while_training_is_named_or_left_out(tmp_path):
                                 num_classes=8)
     bad = sorted((root / "test").rglob("*.jpg"))[0]
     args = [*EXACT, "--batch_size", "16", "--num_epochs", "1", "--checkpoint_every", "1",
-            "--data_path", str(root), "--data_name", "folder"]
+            "--data_path", str(root), "--data_name", "folder", "--pretrained", "none"]
     for skip in (False, True):
         out, log = tmp_path / f"run_skip{skip}", tmp_path / f"run_skip{skip}.log"
         proc = start([*args, "--output_dir", str(out), *(["--skip_bad_images"] if skip else [])], log)
