@@ -10,6 +10,7 @@ from engine import builders, resolve_config
 from engine.evaluate import evaluate_split
 from engine.trainer import default_data
 from tests.e2e.cli import run_test_cli
+from utils.io import atomic_save
 
 FAST = ["--workers", "0", "--no_tensorboard"]
 
@@ -109,7 +110,7 @@ def other_weights(out, tmp_path):
     """A checkpoint of the same architecture and width but other weights (another run, say)."""
     ckpt = torch.load(out / "model_best.pth", weights_only=False)
     ckpt["model"] = {k: v + 0.01 if v.is_floating_point() else v for k, v in ckpt["model"].items()}
-    torch.save(ckpt, tmp_path / "other.pth")
+    atomic_save(ckpt, tmp_path / "other.pth")  # with a fresh checksum: a valid file, just other weights
     return tmp_path / "other.pth"
 
 
@@ -136,7 +137,7 @@ def test_the_checkpoint_next_to_the_database_is_found_from_anywhere(trained_run,
         shutil.copy(out / name, run / name)
     db = torch.load(run / "database_best.pth", weights_only=False)
     db["checkpoint"] = "runs/cars/model_best.pth"  # as typed in the folder training ran from
-    torch.save(db, run / "database_best.pth")
+    atomic_save(db, run / "database_best.pth")  # a fresh checksum: edited on purpose, not corrupt
     external = tmp_path / "photo.jpg"
     shutil.copy(db["query"]["paths"][3], external)
     elsewhere = tmp_path / "elsewhere"
