@@ -27,3 +27,13 @@ def test_editable_install_has_the_entry_points(tmp_path):
                               capture_output=True, text=True, check=True).stdout
     pins = [line for line in (REPO / "requirements.txt").read_text().splitlines() if line and line[0] != "#"]
     assert all(pin in requires for pin in pins)
+
+
+def test_every_project_package_is_installed():
+    """A new top-level package (like ``producers/``) must be in pyproject's package list, or the install lacks it."""
+    import fnmatch
+    import tomllib
+
+    include = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]["find"]["include"]
+    packages = [p.name for p in REPO.iterdir() if (p / "__init__.py").is_file() and p.name != "tests"]
+    assert packages and all(any(fnmatch.fnmatch(name, pattern) for pattern in include) for name in packages), packages
