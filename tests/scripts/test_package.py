@@ -32,6 +32,7 @@ def test_editable_install_has_the_entry_points(tmp_path):
 def test_every_project_package_is_installed():
     """A new top-level package (like ``producers/``) must be in pyproject's package list, or the install lacks it."""
     import fnmatch
+
     import tomllib
 
     include = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]["find"]["include"]
