@@ -15,6 +15,7 @@ from data.decoded_cache import DecodedCache, split_fixed_resize
 from data.errors import BadImageError, DatasetWarning
 from data.image_io import decode_image
 from engine.loading import eval_loader
+from tests.fake_files import WrappedFile
 
 
 @pytest.fixture()
@@ -72,23 +73,11 @@ def test_evaluation_loader_leaves_the_training_rng_alone(folder):
     assert torch.equal(torch.get_rng_state(), before)
 
 
-class ShortWrites:
+class ShortWrites(WrappedFile):
     """A file on a full disk that does not say so: writes succeed but only half of the bytes land."""
-
-    def __init__(self, fd: int) -> None:
-        self.file = os.fdopen(fd, "wb")
 
     def write(self, payload: bytes) -> int:
         return self.file.write(payload[: len(payload) // 2])
-
-    def __getattr__(self, name):
-        return getattr(self.file, name)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.file.close()
 
 
 def failing(fd: int):

@@ -15,6 +15,7 @@ import utils.io
 from engine.checkpoint import LATEST, PREVIOUS, load_file, load_resume
 from engine.run_lock import RunFolderBusy, RunLock, remove_stale_temporaries
 from engine.run_log import append_environment
+from tests.fake_files import WrappedFile
 from utils.errors import UserError
 from utils.io import CorruptFileError, DiskFullError, atomic_save, atomic_write_text, load_verified, payload_digest
 
@@ -81,11 +82,12 @@ def test_resume_latest_falls_back_to_previous_and_an_explicit_path_offers_it(tmp
     assert load_resume(None, tmp_path) is None
 
 
-class FullDisk:
+class FullDisk(WrappedFile):
     """A writer that accepts ``room`` bytes, then fails as a full disk does (the bytes before it are written)."""
 
     def __init__(self, fd: int, room: int) -> None:
-        self.file, self.room = os.fdopen(fd, "wb"), room
+        super().__init__(fd)
+        self.room = room
 
     def write(self, data) -> int:
         data = memoryview(data).cast("B")
@@ -95,15 +97,6 @@ class FullDisk:
             raise OSError(errno.ENOSPC, "No space left on device")
         self.room -= len(data)
         return self.file.write(data)
-
-    def __getattr__(self, name):
-        return getattr(self.file, name)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.file.close()
 
 
 def test_disk_full_is_one_clear_error_and_keeps_the_old_file(tmp_path, monkeypatch):
