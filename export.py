@@ -28,7 +28,8 @@ from utils.errors import UserError
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser("Export a retrieval model", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = argparse.ArgumentParser(description="Export a retrieval model",
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--checkpoint", required=True, help="model_best.pth or checkpoint_latest.pth of a run")
     p.add_argument("--format", required=True, choices=FORMATS)
     p.add_argument("--out", required=True, help="output file (model.onnx, model.ts); model.onnx.json goes beside it")

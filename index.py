@@ -31,7 +31,7 @@ def _embedding_flags(p: argparse.ArgumentParser) -> None:
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser("Persistent image-retrieval indexes",
+    p = argparse.ArgumentParser(description="Persistent image-retrieval indexes",
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True)
     b = sub.add_parser("build", help="embed a catalogue and build an index",

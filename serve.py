@@ -16,7 +16,7 @@ from utils.errors import UserError
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser("Serve an index", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = argparse.ArgumentParser(description="Serve an index", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--index", required=True, help="index directory written by index.py build")
     p.add_argument("--checkpoint", default=None, help="default: the checkpoint the index names")
     p.add_argument("--host", default="127.0.0.1")

@@ -1,5 +1,7 @@
 """A careless user of ``test.py`` / ``train.py``: every mistake is a clear ``error:`` (exit 2), found before work."""
 import argparse
+import importlib.util
+from pathlib import Path
 
 import pytest
 import torch
@@ -9,6 +11,8 @@ import train as train_cli
 from engine.eval_commands import build_eval_model, eval_amp
 from tests.e2e.cli import run_test_cli, test_cli
 from utils.io import torch_file_problem
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
@@ -136,8 +140,15 @@ def test_eval_precision_follows_the_run_unless_overridden():
     assert eval_amp(parse(["--amp", "fp16"]), {"amp": "off"}, cpu) is torch.float16
 
 
-@pytest.mark.parametrize("parser", [train_cli.get_args_parser, test_cli.get_args_parser,
-                                    data_utils.get_args_parser])
+def _cli_parser(script: str):
+    spec = importlib.util.spec_from_file_location(script, REPO / f"{script}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_args_parser
+
+
+@pytest.mark.parametrize("parser", [train_cli.get_args_parser, test_cli.get_args_parser, data_utils.get_args_parser,
+                                    *(_cli_parser(s) for s in ("export", "index", "serve"))])
 def test_usage_line_names_the_program(parser):
     p = parser()
     assert p.format_usage().startswith(f"usage: {p.prog} ") and " " not in p.prog and p.description
@@ -148,8 +159,8 @@ def test_pooling_help_lists_what_each_head_accepts():
     assert "baseline avg, avgmax" in " ".join(text.split())
 
 
-TINY = ["--pretrained", "none", "--workers", "0", "--no_tensorboard", "--image_size", "32", "--amp", "off", "--num_epochs", "1",
-        "--batch_size", "8", "--samples_per_class", "2", "--eval_batch_size", "16"]
+TINY = ["--pretrained", "none", "--workers", "0", "--no_tensorboard", "--image_size", "32", "--amp", "off",
+        "--num_epochs", "1", "--batch_size", "8", "--samples_per_class", "2", "--eval_batch_size", "16"]
 
 
 def train_argv(root, out, *extra, name="folder"):
