@@ -17,12 +17,16 @@ decodes with ``fast`` otherwise. Entries of other image sizes, presets or datase
 deleted. Entries are written to a temporary file, checked for their size and renamed into place, so a
 full disk never leaves a short entry under its final name; a reader treats an entry of the wrong size as
 missing (decodes and rewrites it). A write that fails (disk full, quota, read-only folder) warns once per
-loader process, naming the folder and the error, and that process goes on uncached.
+run, naming the folder and the error, and the whole run goes on uncached: the failure is a flag per cache
+folder in shared memory, made by the process that builds the datasets and shared with every loader worker
+it starts (in any epoch), so N workers do not warn N times per epoch.
 """
 from __future__ import annotations
 
+import ctypes
 import errno
 import hashlib
+import multiprocessing
 import os
 import shutil
 import tempfile
@@ -40,6 +44,7 @@ from data.verify import cache_root
 from utils.io import format_size
 
 AUTO_FRACTION = 0.1  # --decode auto caches when the missing entries need at most this share of the free space
+_FAILED: dict[Path, Any] = {}  # cache folder → shared flag: a write there failed (see the module docstring)
 
 
 def default_cache_dir() -> Path:
@@ -93,7 +98,12 @@ class DecodedCache:
 
     def __init__(self, folder: str | os.PathLike | None = None) -> None:
         self.folder = Path(folder) if folder is not None else default_cache_dir()
-        self.writable = True
+        self._failed = _failure_flag(self.folder)  # travels with the dataset into the loader workers
+
+    @property
+    def writable(self) -> bool:
+        """False once a write into the folder failed, in this process or any other of the run."""
+        return not self._failed.value
 
     def entry(self, path: str, box: Sequence[float] | None, size: Sequence[int]) -> Path:
         stat = os.stat(path)
@@ -117,11 +127,18 @@ class DecodedCache:
             try:
                 self._store(entry, image)
             except OSError as err:
-                self.writable = False
-                warnings.warn(f"cannot write the decoded-image cache in {self.folder} ({err}); going on without "
-                              "it (free some space, set METRIC_RETRIEVAL_CACHE, or use --decode fast)",
-                              DatasetWarning, stacklevel=2)
+                if self._first_failure():
+                    warnings.warn(f"cannot write the decoded-image cache in {self.folder} ({err}); the run goes on "
+                                  "without it (free some space, set METRIC_RETRIEVAL_CACHE, or use --decode fast)",
+                                  DatasetWarning, stacklevel=2)
         return image
+
+    def _first_failure(self) -> bool:
+        """Mark the folder as failed; True only for the first failure of the run (the one that warns)."""
+        with self._failed.get_lock():  # two workers failing at once: one of them reports
+            first = not self._failed.value
+            self._failed.value = True
+        return first
 
     @staticmethod
     def _store(entry: Path, image: torch.Tensor) -> None:
@@ -140,6 +157,15 @@ class DecodedCache:
         except OSError:
             Path(tmp).unlink(missing_ok=True)
             raise
+
+
+def _failure_flag(folder: Path) -> Any:
+    """The run-wide failure flag of a cache folder (a ``multiprocessing.Value``, one per folder and process
+    tree: inherited by forked workers, pickled with the dataset into spawned ones)."""
+    key = folder.absolute()
+    if key not in _FAILED:
+        _FAILED[key] = multiprocessing.Value(ctypes.c_bool, False)
+    return _FAILED[key]
 
 
 def _open_entry(fd: int) -> Any:

@@ -98,6 +98,25 @@ def test_cache_on_a_full_disk_leaves_no_entry_and_warns_once(folder, tmp_path, m
     assert all(image.shape == (3, 32, 32) for image in images)
 
 
+def test_cache_write_failing_in_loader_workers_warns_once_per_run(folder, tmp_path, monkeypatch, capfd):
+    # the patched writer reaches the workers by fork (the DataLoader's start method on Linux)
+    dataset = build(folder, skip=False)
+    dataset.enable_cache(str(tmp_path / "cache"))
+    monkeypatch.setattr(data.decoded_cache, "_open_entry", failing)
+    # a worker's warning goes to its stderr, as outside pytest (whose recorder the forked workers would inherit)
+    monkeypatch.setattr(warnings, "showwarning", lambda message, category, *_, **__: os.write(
+        2, f"{category.__name__}: {message}\n".encode()))
+    loader = DataLoader(dataset, batch_size=2, num_workers=2, collate_fn=collate)  # new workers each epoch
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", DatasetWarning)
+        for _ in range(2):
+            assert sum(len(batch[1]) for batch in loader) == len(dataset)
+    stderr = capfd.readouterr().err
+    assert stderr.count("cannot write the decoded-image cache") == 1, stderr  # not once per worker and epoch
+    assert not dataset.cache.writable  # the main process knows too: the next loader's workers skip writing
+    assert [p for p in (tmp_path / "cache").rglob("*") if p.is_file()] == []
+
+
 def test_cache_entry_of_the_wrong_size_is_decoded_and_rewritten(folder, tmp_path):
     dataset = build(folder, skip=False)
     resize, _ = split_fixed_resize(dataset.transform)
