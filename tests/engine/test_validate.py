@@ -1,5 +1,8 @@
 """A careless user's mistakes are refused by the config layer before any data is read or model built."""
 import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -9,6 +12,7 @@ from engine.config import resolve_config
 from engine.validate import check_splits, default_run_dir, split_sizes
 from utils.errors import UserError
 
+REPO = Path(__file__).resolve().parents[2]
 DATA = ["--data_path", "/nowhere", "--data_name", "cub"]  # never read: every check here runs before loading
 
 
@@ -162,16 +166,47 @@ def test_output_dir_that_is_a_file(tmp_path):
     assert path.read_text() == "keep me"
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
+def without_permission_override() -> list[str]:
+    """The launcher under which a process obeys folder permissions: none for a normal user; as root (which
+    ignores them through CAP_DAC_OVERRIDE), ``setpriv`` dropping that capability and CAP_DAC_READ_SEARCH from
+    the bounding set, so the process stays root (and can read the root-owned venv) but no longer writes
+    into a folder without a write bit."""
+    if os.geteuid() != 0:
+        return []
+    if shutil.which("setpriv") is None:
+        pytest.skip("running as root, which writes into read-only folders, and setpriv (util-linux) is not "
+                    "installed to drop CAP_DAC_OVERRIDE")
+    return ["setpriv", "--bounding-set=-dac_override,-dac_read_search", "--"]
+
+
+# resolve_config on each --output_dir given, in a process that obeys folder permissions (one import of torch)
+RESOLVE_EACH = """import sys
+from engine.config import resolve_config
+from utils.errors import UserError
+for out in sys.argv[1:]:
+    try:
+        resolve_config([{data}, "--output_dir", out])
+        print("accepted", out)
+    except UserError as err:
+        print(err)
+""".format(data=", ".join(map(repr, DATA)))
+
+
 def test_read_only_output_dir(tmp_path):
+    launcher = without_permission_override()
     locked = tmp_path / "locked"
     locked.mkdir()
     locked.chmod(0o500)
+    targets = [locked / "run", locked]  # a new run in a read-only folder; an existing read-only run folder
     try:
-        with pytest.raises(UserError, match="cannot write in"):
-            resolve_config([*DATA, "--output_dir", str(locked / "run")])
+        result = subprocess.run([*launcher, sys.executable, "-c", RESOLVE_EACH, *map(str, targets)], cwd=REPO,
+                                capture_output=True, text=True, timeout=120)
     finally:
         locked.chmod(0o700)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.splitlines() == [f"--output_dir {out}: cannot write in {locked} (permission denied or not a "
+                                          "folder)" for out in targets]
+    assert list(locked.iterdir()) == []
 
 
 # ---- degenerate data (labels only: no image is read) -----------------------------------------------------
