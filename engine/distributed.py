@@ -63,6 +63,15 @@ def gather_objects(obj: Any, info: DistInfo) -> list[Any]:
     return objects
 
 
+def broadcast_object(obj: Any, info: DistInfo) -> Any:
+    """Rank 0's picklable ``obj`` on every rank (``obj`` itself without DDP)."""
+    if not info.enabled:
+        return obj
+    objects = [obj]
+    dist.broadcast_object_list(objects, src=0)
+    return objects[0]
+
+
 def cleanup_distributed(info: DistInfo) -> None:
     if info.enabled and dist.is_initialized():
         dist.destroy_process_group()

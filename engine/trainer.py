@@ -40,6 +40,7 @@ from engine.distributed import (
     DistInfo,
     all_gather_no_grad,
     barrier,
+    broadcast_object,
     cleanup_distributed,
     collective_timed_out,
     gather_objects,
@@ -143,9 +144,7 @@ def train(cfg: dict[str, Any]) -> dict[str, Any]:
     out_dir = Path(cfg["output_dir"])
     with contextlib.ExitStack() as stack:
         stack.callback(cleanup_distributed, dist_info)
-        if dist_info.is_main:
-            make_run_dir(out_dir)
-            stack.enter_context(RunLock(out_dir))
+        open_run_dir(out_dir, dist_info, stack)
         setup_logging(dist_info, out_dir / "train.log" if dist_info.is_main else None)
         log.info("run folder: %s", out_dir.resolve())
         if dist_info.is_main:
@@ -169,6 +168,24 @@ def train(cfg: dict[str, Any]) -> dict[str, Any]:
                        f"--resume latest ({err.__class__.__name__}: {str(err).splitlines()[0]})")
             log.error(message)
             raise UserError(message) from None
+
+
+def open_run_dir(out_dir: Path, dist_info: DistInfo, stack: contextlib.ExitStack) -> None:
+    """Rank 0 creates the run folder and holds its lock (:class:`engine.run_lock.RunLock`) until ``stack``
+    closes. When it cannot, every rank stops with rank 0's error, rather than the others failing later on a
+    collective that rank 0 never joins."""
+    error = None
+    if dist_info.is_main:
+        try:
+            make_run_dir(out_dir)
+            stack.enter_context(RunLock(out_dir))
+        except UserError as err:
+            error = err
+    message = broadcast_object(None if error is None else str(error), dist_info)
+    if error is not None:
+        raise error
+    if message is not None:
+        raise UserError(message)
 
 
 def make_run_dir(out_dir: Path) -> None:

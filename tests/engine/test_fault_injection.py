@@ -193,6 +193,21 @@ def test_second_training_into_the_same_folder_is_refused_until_the_first_dies(tm
     assert taken_over.returncode == 0, taken_over.stderr[-2000:]
 
 
+def test_ddp_run_into_a_locked_folder_stops_every_rank_with_the_one_message(tmp_path):
+    from engine.run_lock import RunLock
+
+    out = tmp_path / "run"
+    out.mkdir()
+    with RunLock(out):  # held by this (live) process: the torchrun job must refuse the folder
+        result = train([*EXACT, "--batch_size", "8", "--num_epochs", "1", "--output_dir", str(out)], TORCHRUN,
+                       timeout=240)
+    message = f"error: --output_dir {out} is in use by another training (pid {os.getpid()} on"
+    assert result.returncode != 0 and result.stderr.count(message) == 2, result.stderr[-3000:]  # rank 0 and rank 1
+    for raw in ("gloo", "Connection", "RuntimeError", "DistBackendError"):  # rank 1 no longer dies on a collective
+        assert raw not in result.stderr, result.stderr[-3000:]
+    assert sorted(p.name for p in out.iterdir()) == [".lock"]
+
+
 def test_frozen_rank_ends_the_job_after_dist_timeout(tmp_path):
     args = [*EXACT, "--batch_size", "8", "--checkpoint_every", "1", "--num_epochs", "1", "--max_steps_per_epoch", "20",
             "--dist_timeout", "10", "--output_dir", str(tmp_path / "run")]
