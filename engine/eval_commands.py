@@ -74,7 +74,8 @@ def evaluate_checkpoint(args: Any) -> dict[str, Any]:
     """``test.py --eval``: the dataset's test protocol on a saved or off-the-shelf model; returns metrics.
 
     A checkpoint is evaluated as its run evaluated it: the run's transform, image size, memory format and
-    precision (``--amp run``, the default; another ``--amp`` value overrides the precision). Options that
+    precision (``--amp run``, the default; another ``--amp`` value overrides the precision); landmark
+    benchmarks keep their own (cirtorch) transform, with the run's memory format and precision. Options that
     cannot apply, a bad ``--qe`` and a whitening of the wrong width are refused before any image is read.
     """
     device = resolve_device(args.device)
@@ -87,6 +88,9 @@ def evaluate_checkpoint(args: Any) -> dict[str, Any]:
     qe = parse_qe(args.qe, args.dba)
     whitening = evaluation.load_whitening(args.whitening) if args.whitening else None
     model, run_cfg = build_eval_model(args, device)
+    cfg, amp = _eval_config(args, run_cfg), eval_amp(args, run_cfg, device)
+    if cfg["channels_last"]:
+        model = model.to(memory_format=torch.channels_last)
     if info.protocol == "landmark":
         dim = getattr(model, "feature_dim", None)
         if whitening is not None and dim is not None and whitening[0].shape[-1] != dim:
@@ -96,15 +100,13 @@ def evaluate_checkpoint(args: Any) -> dict[str, Any]:
         transform = data.build_transform("landmark", train=False, normalize=model.input_spec)
         scales = parse_number_list(args.scales, "--scales", float) or [1.0]
         return evaluation.evaluate_landmarks(model, landmarks, device, transform, imsize=args.imsize, scales=scales,
-                                             whitening=args.whitening, qe=qe, num_workers=args.workers)
-    cfg = _eval_config(args, run_cfg)
-    if cfg["channels_last"]:
-        model = model.to(memory_format=torch.channels_last)
+                                             whitening=args.whitening, qe=qe, num_workers=args.workers,
+                                             autocast_dtype=amp)
     transform = data.build_transform(cfg["transform"], train=False, image_size=cfg["image_size"])
     splits = {s: data.build_dataset(info.name, args.data_path, s, transform=transform, decode=args.decode,
                                     crop=args.crop_type == "cropped") for s in info.eval_splits}
     ks = parse_number_list(args.recalls, "--recalls") or list(info.recall_ks)
-    metrics, _ = evaluate_split(model, splits, info.protocol, ks, cfg, device, eval_amp(args, run_cfg, device))
+    metrics, _ = evaluate_split(model, splits, info.protocol, ks, cfg, device, amp)
     return metrics
 
 
@@ -133,6 +135,7 @@ def learn_whitening(args: Any) -> dict[str, Any]:
     """
     device = resolve_device(args.device)
     model, run_cfg = build_eval_model(args, device)
+    amp = eval_amp(args, run_cfg, device)
     info = data.get_benchmark(args.data_name, args.data_path)
     if info.protocol == "landmark":
         if args.whitening_type == "learned":
@@ -143,13 +146,13 @@ def learn_whitening(args: Any) -> dict[str, Any]:
                                            transform=data.build_transform("landmark", train=False,
                                                                           normalize=model.input_spec))
         scales = parse_number_list(args.scales, "--scales", float) or [1.0]
-        X, labels = evaluation.extract_landmark_descriptors(model, images, device, scales), None
+        X, labels = evaluation.extract_landmark_descriptors(model, images, device, scales, autocast_dtype=amp), None
     else:
         cfg = _eval_config(args, run_cfg)
         transform = data.build_transform(cfg["transform"], train=False, image_size=cfg["image_size"])
         train = data.build_dataset(info.name, args.data_path, info.train_split, transform=transform,
                                    decode=args.decode)
-        features = embed_dataset(model, train, cfg, device, eval_amp(args, run_cfg, device))
+        features = embed_dataset(model, train, cfg, device, amp)
         X, labels = features["embeddings"], features["labels"]
     if args.whitening_type == "learned":
         mean, projection = evaluation.learned_whitening_fit(X, *matching_pairs(labels))

@@ -55,7 +55,8 @@ def multiscale_descriptor(model: torch.nn.Module, image: torch.Tensor, scales: S
 @torch.no_grad()
 def extract_landmark_descriptors(model: torch.nn.Module, dataset: Any, device: str | torch.device = "cpu",
                                  scales: Sequence[float] = (1,), msp: float = 1.0,
-                                 num_workers: int = 0, progress: bool | None = None) -> torch.Tensor:
+                                 num_workers: int = 0, progress: bool | None = None,
+                                 autocast_dtype: torch.dtype | None = None) -> torch.Tensor:
     """Descriptors of every image of a landmark dataset, one image at a time (variable sizes).
 
     Args:
@@ -65,6 +66,8 @@ def extract_landmark_descriptors(model: torch.nn.Module, dataset: Any, device: s
         scales / msp: multi-scale setting (module docstring); ``(1,)`` = single scale.
         num_workers: DataLoader workers for image decoding.
         progress: show a tqdm bar (None: only on a terminal).
+        autocast_dtype: run the model under ``torch.autocast`` with this dtype (the run's ``--amp``); None: fp32.
+            The power mean and normalisation are computed in float32 either way.
 
     Returns:
         (N, D) float32 CPU tensor, row i = the descriptor of item i.
@@ -79,15 +82,18 @@ def extract_landmark_descriptors(model: torch.nn.Module, dataset: Any, device: s
     rows: list[torch.Tensor | None] = [None] * len(dataset)
     from tqdm import tqdm  # noqa: PLC0415
 
-    try:  # progress None: a bar on a terminal only
-        for image, index in tqdm(loader, desc="descriptors", unit="img", leave=False, disable=None if progress is None
-                                 else not progress, dynamic_ncols=True):
-            image = torch.as_tensor(image)
-            if image.dtype == torch.uint8:  # the network input is the model's to define: never guess it here
-                raise TypeError("landmark images must be normalised for the model: build the dataset with "
-                                "transform=data.build_transform('landmark', normalize=model.input_spec)")
-            image = image.to(device=device, dtype=torch.float32)
-            rows[int(index)] = multiscale_descriptor(model, image, scales, msp).cpu()
+    bar = tqdm(loader, desc="descriptors", unit="img", leave=False, dynamic_ncols=True,
+               disable=None if progress is None else not progress)  # None: a bar on a terminal only
+    autocast = torch.autocast(device.type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None)
+    try:
+        with autocast:
+            for image, index in bar:
+                image = torch.as_tensor(image)
+                if image.dtype == torch.uint8:  # the network input is the model's to define: never guess it here
+                    raise TypeError("landmark images must be normalised for the model: build the dataset with "
+                                    "transform=data.build_transform('landmark', normalize=model.input_spec)")
+                image = image.to(device=device, dtype=torch.float32)
+                rows[int(index)] = multiscale_descriptor(model, image, scales, msp).cpu()
     finally:
         model.train(was_training)
     missing = [i for i, r in enumerate(rows) if r is None]
@@ -112,7 +118,7 @@ def evaluate_landmarks(model: torch.nn.Module, landmark_data: Any, device: str |
                        transform: Callable | None, imsize: int = 1024, scales: Sequence[float] = (1,),
                        whitening: Any = None, qe: Mapping[str, Any] | None = None, msp: float = 1.0,
                        kappas: Sequence[int] = (1, 5, 10), dataset_factory: Callable | None = None,
-                       num_workers: int = 0) -> dict[str, float]:
+                       num_workers: int = 0, autocast_dtype: torch.dtype | None = None) -> dict[str, float]:
     """Extract, post-process and score a landmark benchmark.
 
     Args:
@@ -131,6 +137,7 @@ def evaluate_landmarks(model: torch.nn.Module, landmark_data: Any, device: str |
         kappas: the k of mP@k (revisited).
         dataset_factory: builds the image datasets, ``(paths, boxes=..., imsize=..., transform=...)``;
             defaults to ``data.LandmarkImageDataset``.
+        autocast_dtype: the precision the model runs in (the run's ``--amp``; None: fp32).
 
     Returns:
         :func:`evaluation.landmark_metrics.landmark_map`'s dict plus ``num_queries`` and ``num_database``.
@@ -141,8 +148,8 @@ def evaluate_landmarks(model: torch.nn.Module, landmark_data: Any, device: str |
     db_ds = dataset_factory(list(landmark_data.db_paths), boxes=None, imsize=imsize, transform=transform)
     q_ds = dataset_factory(list(landmark_data.query_paths), boxes=landmark_data.query_boxes, imsize=imsize,
                            transform=transform)
-    X = extract_landmark_descriptors(model, db_ds, device, scales, msp, num_workers)
-    Q = extract_landmark_descriptors(model, q_ds, device, scales, msp, num_workers)
+    X = extract_landmark_descriptors(model, db_ds, device, scales, msp, num_workers, autocast_dtype=autocast_dtype)
+    Q = extract_landmark_descriptors(model, q_ds, device, scales, msp, num_workers, autocast_dtype=autocast_dtype)
     w = _resolve_whitening(whitening)
     if w is not None:
         X = whiten_apply(X, w[0], w[1], w[2])

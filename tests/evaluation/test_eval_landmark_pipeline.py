@@ -52,6 +52,16 @@ def test_extract_single_scale_matches_model_and_is_normalised():
         torch.testing.assert_close(X[3], model(ds[3][0][None])[0][0])
 
 
+def test_extract_under_bf16_autocast_matches_the_model_run_in_bf16():
+    model = TinyGeMNet()
+    ds = RandomImages([f"img_{i}" for i in range(3)])
+    X = extract_landmark_descriptors(model, ds, "cpu", autocast_dtype=torch.bfloat16)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        expected = torch.stack([F.normalize(model(ds[i][0][None])[0][0].float(), dim=0) for i in range(3)])
+    assert X.dtype == torch.float32 and torch.equal(X, expected)
+    assert not torch.equal(X, extract_landmark_descriptors(model, ds, "cpu"))  # fp32 differs: the dtype applied
+
+
 def test_multiscale_power_mean():
     model = TinyGeMNet()
     img = RandomImages(["x_7"])[0][0]
