@@ -279,3 +279,37 @@ def test_nonfinite_weights_are_never_checkpointed_and_resume_may_change_the_reme
     assert "resume changes --grad_clip 0.0 -> 1.0, --lr 0.0001 -> 5e-05" in err
     final = torch.load(tmp_path / "checkpoint_latest.pth", weights_only=False)
     assert final["optimizer"]["param_groups"][0]["lr"] == pytest.approx(5e-5) and final["config"]["lr"] == 5e-5
+
+
+@pytest.mark.parametrize("trained, resumed", [("off", "bf16"), ("fp16", "off")])
+def test_resume_after_divergence_may_switch_amp_and_then_differs(tmp_path, monkeypatch, capsys, trained, resumed):
+    import shutil
+
+    import engine.trainer
+    import train as train_cli
+
+    args = [*EXACT, "--batch_size", "16", "--num_epochs", "1", "--max_steps_per_epoch", "3", "--checkpoint_every", "1",
+            "--scheduler", "constant", "--eval_every", "0"]
+    real_step = engine.trainer.train_step
+
+    def diverge_on_step_2(ctx, *batch):
+        if ctx.progress.step == 1:
+            raise engine.trainer.TrainingDiverged("the loss became nan (injected)")
+        return real_step(ctx, *batch)
+
+    diverged = tmp_path / "diverged"
+    monkeypatch.setattr(engine.trainer, "train_step", diverge_on_step_2)
+    assert train_cli.main([*args, "--amp", trained, "--output_dir", str(diverged)]) == 2
+    monkeypatch.setattr(engine.trainer, "train_step", real_step)
+    capsys.readouterr()
+    runs = {amp: tmp_path / f"resumed_{amp}" for amp in (trained, resumed)}
+    for amp, out in runs.items():
+        shutil.copytree(diverged, out)
+        assert train_cli.main([*args, "--amp", amp, "--output_dir", str(out), "--resume", "latest"]) == 0
+    err = capsys.readouterr().err
+    assert err.count("resume changes") == 1 and f"resume changes --amp {trained!r} -> {resumed!r}" in err
+    same, switched = (torch.load(out / "checkpoint_latest.pth", weights_only=False) for out in runs.values())
+    assert same["progress"]["global_step"] == switched["progress"]["global_step"] == 3
+    assert switched["config"]["amp"] == resumed
+    # README "Reliability": bit-exact only with the same --amp; a switched one computes differently from there on
+    assert any(not torch.equal(same["model"][k], switched["model"][k]) for k in same["model"])
