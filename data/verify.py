@@ -15,6 +15,7 @@ from data.errors import DatasetError, DatasetWarning
 from data.image_io import check_image
 
 MAX_LISTED = 10
+BAR_MIN_IMAGES = 1000  # fewer files to decode take seconds: no progress bar for them
 
 
 def cache_root() -> Path:
@@ -61,7 +62,7 @@ def find_bad_images(paths: Sequence[str], workers: int | None = None, use_cache:
     with ThreadPoolExecutor(max_workers=workers) as pool:
         checked = pool.map(check_image, [paths[i] for i in todo], chunksize=64)
         reasons = dict(zip(todo, tqdm(checked, total=len(todo), desc="verify images", unit="img", leave=False,
-                                      disable=len(todo) < 1000, dynamic_ncols=True)))
+                                      disable=len(todo) < BAR_MIN_IMAGES, dynamic_ncols=True)))
     bad = {i: "missing" for i, st in enumerate(stats) if st is None}
     bad.update({i: r for i, r in reasons.items() if r is not None})
     if cache is not None and todo:

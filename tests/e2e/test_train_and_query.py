@@ -91,6 +91,11 @@ def test_the_log_says_where_the_run_went(trained_run):
     assert "train 192 images / 12 classes, test 192 images / 12 classes" in (out / "train.log").read_text()
 
 
+def test_progress_bars_stay_out_of_train_log(trained_run):
+    log = (trained_run[0] / "train.log").read_text()  # the epoch bars went to stderr while it trained
+    assert "epoch 1: " in log and "\r" not in log and "it/s" not in log and "s/it" not in log
+
+
 def test_eval_reproduces_the_metrics_training_logged(trained_run):
     """The quick recipe trains with bf16 + channels_last where the CPU computes bf16 natively (--amp auto);
     test.py --eval uses the run's own precision and memory format, so the numbers match exactly."""
