@@ -26,6 +26,7 @@ from data.image_io import load_image
 from data.registry import datasets_with_boxes
 from data.synth import write_cars_annos
 from data.verify import handle_bad_images
+from utils.progress import bar_interval
 
 
 def resize_shorter(img: Image.Image, size: int | None) -> Image.Image:
@@ -137,7 +138,8 @@ def prepare_dataset(name: str, root: str | Path, out: str | Path, size: int | No
         return _convert(src, out / Path(src).relative_to(root), box, crop, size)
 
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        results = list(tqdm(pool.map(run, jobs), total=len(jobs), desc="prepare", unit="img", dynamic_ncols=True))
+        results = list(tqdm(pool.map(run, jobs), total=len(jobs), desc="prepare", unit="img", dynamic_ncols=True,
+                            mininterval=bar_interval()))
     bad = {i: err for i, (_, err) in enumerate(results) if err is not None}
     handle_bad_images(bad, [p for p, _ in jobs], f"{reader.name} dataset", skip_bad_images)
     new_boxes = {src: nb for (src, _), (nb, _) in zip(jobs, results) if nb is not None}

@@ -23,6 +23,7 @@ from data.common import SYNTH_MARKER
 from data.oxford_paris import PARIS_CORRUPT
 from data.synth_render import NUM_ATTRIBUTE_CLASSES, render
 from utils.errors import UnknownOptionError, UserError
+from utils.progress import bar_interval
 
 VERSION = 1
 LAYOUTS: dict[str, Callable[..., None]] = {}
@@ -62,7 +63,8 @@ class _Writer:
 
     def __init__(self, out: Path, size: tuple[int, int], seed: int) -> None:
         self.out, self.size, self.seed, self.count = out, size, seed, 0
-        self.bar = tqdm(desc=f"synth {out.name}", unit="img", leave=False, dynamic_ncols=True)
+        self.bar = tqdm(desc=f"synth {out.name}", unit="img", leave=False, dynamic_ncols=True,
+                        mininterval=bar_interval())
 
     def rng(self) -> np.random.Generator:
         self.count += 1

@@ -37,6 +37,7 @@ from data.class_folders import image_extensions
 from engine.embedder import Embedder
 from utils.errors import UserError
 from utils.io import atomic_save
+from utils.progress import bar_interval
 
 __all__ = ["Catalogue", "bad_items", "embed_catalogue", "embed_paths", "iter_shards", "read_catalogue", "shard_files"]
 
@@ -194,7 +195,7 @@ def embed_catalogue(embedder: Embedder, catalogue: Catalogue, shard_dir: str | P
     loader = DataLoader(_Items(embedder, catalogue.paths), batch_sampler=batches, num_workers=workers,
                         collate_fn=_collate, pin_memory=embedder.device.type == "cuda")
     bar = tqdm(total=total, initial=total - remaining, unit="img", desc=f"embedding (rank {rank})",
-               disable=not progress, dynamic_ncols=True)
+               disable=not progress, dynamic_ncols=True, mininterval=bar_interval())
     parts: dict[str, list] = {"embeddings": [], "indices": [], "bad": []}
     current = None
     for images, indices, bad in loader:

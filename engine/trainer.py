@@ -56,6 +56,7 @@ from engine.signals import Stopped, StopSignals
 from engine.validate import check_splits, split_sizes
 from utils.errors import UserError
 from utils.io import DiskFullError, atomic_write_text
+from utils.progress import bar_interval
 
 log = logging.getLogger("metric_retrieval")
 # Settings a resumed run may change without changing what it computes (or that only extend it).
@@ -305,6 +306,7 @@ def train_one_epoch(ctx: TrainContext, loader: Any) -> dict[str, float]:
     ctx.criterion.train()
     count, start_time = 0, time.perf_counter()
     bar = tqdm(total=ctx.steps_per_epoch, initial=progress.step, disable=not ctx.dist.is_main, dynamic_ncols=True,
+               mininterval=bar_interval(),
                desc=f"epoch {progress.epoch + 1}/{cfg['num_epochs']}")
     replaced = 0
     for images, labels, indices, seeds in loader:

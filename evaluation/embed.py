@@ -8,6 +8,8 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
+from utils.progress import bar_interval
+
 __all__ = ["embed"]
 
 
@@ -29,7 +31,8 @@ def embed(model: torch.nn.Module, loader: Any, device: str | torch.device = "cpu
     model.eval()
     embs, labels, indices = [], [], []
     try:
-        for batch in tqdm(loader, desc="embed", unit="batch", leave=False, disable=None, dynamic_ncols=True):
+        for batch in tqdm(loader, desc="embed", unit="batch", leave=False, dynamic_ncols=True,
+                          mininterval=bar_interval()):
             images, y = batch[0], batch[1]
             idx = batch[2] if len(batch) > 2 else torch.arange(len(y)) + sum(len(t) for t in labels)
             with torch.autocast(device.type) if amp else contextlib.nullcontext():  # keep a caller's autocast

@@ -21,6 +21,7 @@ from data.transforms import build_transform
 from evaluation.landmark_metrics import landmark_map
 from evaluation.query_expansion import expand
 from evaluation.whitening import load_whitening, whiten_apply
+from utils.progress import bar_interval
 
 __all__ = ["evaluate_landmarks", "extract_landmark_descriptors", "multiscale_descriptor"]
 
@@ -55,7 +56,7 @@ def multiscale_descriptor(model: torch.nn.Module, image: torch.Tensor, scales: S
 @torch.no_grad()
 def extract_landmark_descriptors(model: torch.nn.Module, dataset: Any, device: str | torch.device = "cpu",
                                  scales: Sequence[float] = (1,), msp: float = 1.0,
-                                 num_workers: int = 0, progress: bool | None = None,
+                                 num_workers: int = 0, progress: bool = True,
                                  autocast_dtype: torch.dtype | None = None) -> torch.Tensor:
     """Descriptors of every image of a landmark dataset, one image at a time (variable sizes).
 
@@ -65,7 +66,7 @@ def extract_landmark_descriptors(model: torch.nn.Module, dataset: Any, device: s
         device: where the model runs.
         scales / msp: multi-scale setting (module docstring); ``(1,)`` = single scale.
         num_workers: DataLoader workers for image decoding.
-        progress: show a tqdm bar (None: only on a terminal).
+        progress: show a tqdm bar (redrawn every 30 s when stderr is not a terminal: :mod:`utils.progress`).
         autocast_dtype: run the model under ``torch.autocast`` with this dtype (the run's ``--amp``); None: fp32.
             The power mean and normalisation are computed in float32 either way.
 
@@ -82,8 +83,8 @@ def extract_landmark_descriptors(model: torch.nn.Module, dataset: Any, device: s
     rows: list[torch.Tensor | None] = [None] * len(dataset)
     from tqdm import tqdm  # noqa: PLC0415
 
-    bar = tqdm(loader, desc="descriptors", unit="img", leave=False, dynamic_ncols=True,
-               disable=None if progress is None else not progress)  # None: a bar on a terminal only
+    bar = tqdm(loader, desc="descriptors", unit="img", leave=False, dynamic_ncols=True, disable=not progress,
+               mininterval=bar_interval())
     autocast = torch.autocast(device.type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None)
     try:
         with autocast:

@@ -1,9 +1,10 @@
-"""Every long job shows a tqdm bar with a known length: synthetic data, ``prepare``, ``check --verify``,
-evaluation embedding, landmark descriptors, whitening learning and index building (training's bar is in
-:mod:`engine.trainer`). A recording ``tqdm`` stands in for the real one and writes to a string, never to a log.
+"""Every long job shows a tqdm bar with a known length: training epochs, synthetic data, ``prepare``, ``check
+--verify``, evaluation embedding, landmark descriptors, whitening learning and index building. A recording
+``tqdm`` stands in for the real one and writes to a string.
 
-Bars go to stderr only: ``train.log`` never holds one (tests/e2e/test_train_and_query.py). On a non-tty the
-evaluation and landmark bars hide themselves (``disable=None``), since they are short next to the run.
+Bars go to stderr only: ``train.log`` never holds one (tests/e2e/test_train_and_query.py). On a non-tty (as
+pytest's stderr is) the bars redraw every 30 s (:mod:`utils.progress`); only ``check --verify`` of fewer than
+1000 files, which takes seconds, shows none.
 """
 from __future__ import annotations
 
@@ -19,9 +20,11 @@ import data.prepare
 import data.synth
 import data.verify
 import engine.catalogue
+import engine.trainer
 import models
 from tests.e2e.cli import run_test_cli
 from tests.index.conftest import save_checkpoint, write_catalogue
+from utils.progress import NON_TTY_INTERVAL, bar_interval
 
 REAL = tqdm_module.tqdm
 EMBED = importlib.import_module("evaluation.embed")  # the package exports a function of that name
@@ -35,7 +38,8 @@ def bars(monkeypatch):
     class Recording(REAL):
         def __init__(self, iterable=None, *args, **kw):
             total = kw.get("total", len(iterable) if hasattr(iterable, "__len__") else None)
-            self.record = {"desc": kw.get("desc"), "total": total, "disable": kw.get("disable", False), "n": 0}
+            self.record = {"desc": kw.get("desc"), "total": total, "disable": kw.get("disable", False), "n": 0,
+                           "mininterval": kw.get("mininterval", 0.1)}
             made.append(self.record)
             super().__init__(iterable, *args, **{**kw, "file": io.StringIO()})
 
@@ -48,7 +52,7 @@ def bars(monkeypatch):
                 self.record["n"] += 1
                 yield item
 
-    for module in (tqdm_module, data.synth, data.prepare, data.verify, engine.catalogue, EMBED):
+    for module in (tqdm_module, data.synth, data.prepare, data.verify, engine.catalogue, engine.trainer, EMBED):
         monkeypatch.setattr(module, "tqdm", Recording)
     return made
 
@@ -62,10 +66,12 @@ def test_synth_prepare_and_verify_show_bars(tmp_path, bars, monkeypatch):
     images = sorted(p for p in root.rglob("*") if p.suffix in {".jpg", ".png"})
     [synth] = named(bars, "synth")
     assert synth["n"] == len(images) == 6  # counted per image (the layout decides how many; no total up front)
+    assert synth["mininterval"] == NON_TTY_INTERVAL
 
     data.prepare.prepare_dataset("folder", root, tmp_path / "prepared", size=16, workers=1)
     [prepare] = named(bars, "prepare")
     assert prepare["total"] == prepare["n"] == len(images) and prepare["disable"] is False
+    assert prepare["mininterval"] == NON_TTY_INTERVAL
 
     monkeypatch.setattr(data.verify, "BAR_MIN_IMAGES", 5)
     assert data.verify.find_bad_images([str(p) for p in images], workers=1, use_cache=False) == {}
@@ -85,12 +91,14 @@ def test_evaluation_embedding_and_landmark_descriptors_show_bars(tmp_path, bars)
     cfg = {"eval_batch_size": 4, "workers": 0, "channels_last": False}
     embed_dataset(model, dataset, cfg, torch.device("cpu"), None)
     [embed] = named(bars, "embed")
-    assert embed["total"] == embed["n"] == -(-len(dataset) // 4) and embed["disable"] is None  # batches
+    assert embed["total"] == embed["n"] == -(-len(dataset) // 4) and embed["disable"] is False  # batches
+    assert embed["mininterval"] == NON_TTY_INTERVAL
 
     images = [(torch.rand(3, 16, 12), i) for i in range(3)]
     extract_landmark_descriptors(model, images, "cpu")
     [landmark] = named(bars, "descriptors")
-    assert landmark["total"] == landmark["n"] == 3 and landmark["disable"] is None
+    assert landmark["total"] == landmark["n"] == 3 and landmark["disable"] is False
+    assert landmark["mininterval"] == NON_TTY_INTERVAL
 
 
 def test_whitening_learning_shows_the_embedding_bar(tmp_path, bars):
@@ -114,4 +122,41 @@ def test_index_build_shows_a_bar_unless_told_not_to(tmp_path, bars):
     assert index_cli.main([*base, "--out", str(tmp_path / "quiet"), "--no_progress"]) == 0
     shown, quiet = named(bars, "embedding")
     assert shown["total"] == shown["n"] == len(images) and shown["disable"] is False
+    assert shown["mininterval"] == NON_TTY_INTERVAL
     assert quiet["disable"] is True
+
+
+def test_bars_redraw_often_on_a_terminal_and_seldom_into_a_log():
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    assert bar_interval(Terminal()) == 0.1
+    assert bar_interval(io.StringIO()) == NON_TTY_INTERVAL == 30.0
+    assert bar_interval(object()) == NON_TTY_INTERVAL  # a stream without isatty: not a terminal
+
+
+def test_the_training_bar_counts_the_epochs_steps(tmp_path, bars):
+    import losses
+    from data.batch import DeviceInput
+    from data.transforms import build_normalize
+    from engine.distributed import DistInfo
+    from engine.run_log import RunLog
+    from engine.trainer import TrainContext, train_one_epoch
+
+    model = models.build_model("resnet18", "baseline", 8, 0)
+    criterion = losses.build_criterion([{"name": "multi_similarity"}], num_classes=2, embedding_dim=8)
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-3)
+    cfg = {"amp": "off", "grad_clip": 0.0, "checkpoint_every": 0, "num_epochs": 1, "batch_size": 4,
+           "output_dir": str(tmp_path)}
+    ctx = TrainContext(cfg=cfg, model=model, train_model=model, criterion=criterion, optimizer=optimizer,
+                       scheduler=torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0),
+                       scaler=torch.amp.GradScaler("cpu", enabled=False), sampler=None, device=torch.device("cpu"),
+                       dist=DistInfo(), num_classes=2, steps_per_epoch=2,
+                       run_log=RunLog(tmp_path, cfg, enabled=False),
+                       device_input=DeviceInput(torch.device("cpu"), build_normalize(model.input_spec), False))
+    batch = (torch.randint(0, 256, (4, 3, 16, 16), dtype=torch.uint8), torch.tensor([0, 0, 1, 1]), torch.arange(4),
+             None)
+    train_one_epoch(ctx, [batch, batch, batch])
+    [epoch] = named(bars, "epoch 1/1")
+    assert epoch["total"] == epoch["n"] == 2 and epoch["disable"] is False and epoch["mininterval"] == NON_TTY_INTERVAL
