@@ -17,9 +17,10 @@ decodes with ``fast`` otherwise. Entries of other image sizes, presets or datase
 deleted. Entries are written to a temporary file, checked for their size and renamed into place, so a
 full disk never leaves a short entry under its final name; a reader treats an entry of the wrong size as
 missing (decodes and rewrites it). A write that fails (disk full, quota, read-only folder) warns once per
-run, naming the folder and the error, and the whole run goes on uncached: the failure is a flag per cache
-folder in shared memory, made by the process that builds the datasets and shared with every loader worker
-it starts (in any epoch), so N workers do not warn N times per epoch.
+run (once per rank under DDP), naming the folder and the error, and the run goes on uncached: the failure
+is a flag per cache folder in shared memory, made by the process that builds the datasets and shared with
+every loader worker it starts (in any epoch), so N workers do not warn N times per epoch. The flag lasts
+as long as that process.
 """
 from __future__ import annotations
 

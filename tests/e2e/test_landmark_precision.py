@@ -48,7 +48,8 @@ def forward_precision(monkeypatch):
     return seen
 
 
-@pytest.mark.parametrize("amp, expected", [("run", (True, torch.bfloat16)), ("off", (False, None))])
+@pytest.mark.parametrize("amp, expected", [("run", (True, torch.bfloat16)),
+                                           pytest.param("off", (False, None), marks=pytest.mark.slow)])
 def test_landmark_eval_uses_the_runs_precision_unless_told_otherwise(tmp_path, landmarks, forward_precision, amp,
                                                                      expected):
     bf16_checkpoint(tmp_path / "model_best.pth")
