@@ -132,10 +132,13 @@ def learn_whitening(args: Any) -> dict[str, Any]:
     ``pca`` (unsupervised PCA-whitening) works on any dataset, landmark databases included (learn on
     Paris6k to test on Oxford5k, as Tolias et al.); ``learned`` (cirtorch Lw from matching pairs) needs
     class labels: the training split of a labelled benchmark. Never fit on the test set you report.
+    Descriptors are extracted in the checkpoint's precision and memory format, as ``--eval`` does.
     """
     device = resolve_device(args.device)
     model, run_cfg = build_eval_model(args, device)
-    amp = eval_amp(args, run_cfg, device)
+    cfg, amp = _eval_config(args, run_cfg), eval_amp(args, run_cfg, device)
+    if cfg["channels_last"]:
+        model = model.to(memory_format=torch.channels_last)
     info = data.get_benchmark(args.data_name, args.data_path)
     if info.protocol == "landmark":
         if args.whitening_type == "learned":
@@ -148,7 +151,6 @@ def learn_whitening(args: Any) -> dict[str, Any]:
         scales = parse_number_list(args.scales, "--scales", float) or [1.0]
         X, labels = evaluation.extract_landmark_descriptors(model, images, device, scales, autocast_dtype=amp), None
     else:
-        cfg = _eval_config(args, run_cfg)
         transform = data.build_transform(cfg["transform"], train=False, image_size=cfg["image_size"])
         train = data.build_dataset(info.name, args.data_path, info.train_split, transform=transform,
                                    decode=args.decode)

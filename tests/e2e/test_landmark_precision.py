@@ -65,11 +65,12 @@ def test_landmark_eval_uses_the_runs_precision_unless_told_otherwise(tmp_path, l
 
 
 @pytest.mark.slow
-def test_learn_whitening_on_landmarks_uses_the_runs_precision(tmp_path, landmarks, forward_precision):
-    bf16_checkpoint(tmp_path / "model_best.pth", channels_last=False)
+@pytest.mark.parametrize("channels_last", [True, False])
+def test_learn_whitening_on_landmarks_uses_the_runs_precision(tmp_path, landmarks, forward_precision, channels_last):
+    bf16_checkpoint(tmp_path / "model_best.pth", channels_last=channels_last)
     code, _, err = run_test_cli(["--learn_whitening", str(tmp_path / "w.pth"), "--checkpoint",
                                  str(tmp_path / "model_best.pth"), "--data_name", "roxford5k", "--data_path",
                                  str(landmarks), "--imsize", "32", "--workers", "0", "--device", "cpu"])
     assert code == 0, err
-    assert forward_precision and all(enabled and dtype == torch.bfloat16 and not channels_last
-                                     for enabled, dtype, channels_last in forward_precision)
+    assert forward_precision and all(enabled and dtype == torch.bfloat16 and weights_cl == channels_last
+                                     for enabled, dtype, weights_cl in forward_precision)
