@@ -8,7 +8,7 @@ from typing import Any
 
 import evaluation
 from engine.catalogue import Catalogue, read_catalogue
-from engine.indexing import Hit, classify, embed_queries, open_index, search, write_results
+from engine.indexing import Hit, classify, embed_queries, labelled_neighbours, open_index, search, write_results
 from utils.errors import UserError
 
 __all__ = ["hit_distance", "query_catalogue", "run_index_queries"]
@@ -43,7 +43,8 @@ def run_index_queries(args: Any, device: str) -> int:
     queries = query_catalogue(args)
     emb, _ = embed_queries(embedder, queries.paths, args.eval_batch_size, 0, "query")
     hits = search(store, emb, args.retrieval_num)
-    predictions = [classify(h, store.meta["metric"]) for h in hits] if args.classify else None
+    predictions = ([classify(h, store.meta["metric"]) for h in labelled_neighbours(store, emb, args.retrieval_num)]
+                   if args.classify else None)
     for n, (path, ranked) in enumerate(zip(queries.paths, hits)):
         tail = f"  predicted {predictions[n][0]} {predictions[n][1]}" if predictions else ""
         print(f"query {path}{'' if queries.labels[n] is None else f' (label {queries.labels[n]})'}{tail}")

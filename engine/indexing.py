@@ -27,7 +27,8 @@ from evaluation.index_store import IndexStore, gpu_count
 from evaluation.knn import knn
 from utils.errors import UserError
 
-__all__ = ["Hit", "add_items", "build_index", "classify", "evaluate_index", "open_index", "search", "write_results"]
+__all__ = ["Hit", "add_items", "build_index", "classify", "evaluate_index", "labelled_neighbours", "open_index",
+           "search", "write_results"]
 
 logger = logging.getLogger(__name__)
 BAD_REPORT = "bad_files.tsv"
@@ -164,6 +165,27 @@ def search(store: IndexStore, embeddings: torch.Tensor | np.ndarray, k: int) -> 
     return [[Hit(r + 1, items["paths"][j], items["ids"][j], items["labels"][j], float(s), j)
              for r, (s, j) in enumerate((s, j) for s, j in zip(srow, irow) if j >= 0)]
             for srow, irow in zip(scores.tolist(), ids.tolist())]
+
+
+def labelled_neighbours(store: IndexStore, embeddings: torch.Tensor | np.ndarray, k: int) -> list[list[Hit]]:
+    """The ``k`` nearest *labelled* hits of each (D,) row of ``embeddings``, unlabelled items skipped.
+
+    The search starts ``k`` deep and doubles its depth for the queries still short of ``k`` labelled hits, until
+    it reaches the whole index or the index returns fewer hits than asked (an IVF probe that has run out of
+    lists); such a query gets the labelled hits there are. Ranks stay those of the full ranking.
+    """
+    x = np.asarray(embeddings, dtype=np.float32).reshape(len(embeddings), -1)
+    labelled = sum(lab is not None for lab in store.items["labels"])
+    out: list[list[Hit]] = [[] for _ in range(len(x))]
+    todo, depth = list(range(len(x))), k
+    while todo and labelled:
+        depth = min(depth, len(store))
+        found = search(store, x[todo], depth)
+        for n, hits in zip(todo, found):
+            out[n] = [h for h in hits if h.label is not None][:k]
+        todo = [n for n, hits in zip(todo, found) if len(out[n]) < min(k, labelled) and len(hits) == depth < len(store)]
+        depth *= 2
+    return out
 
 
 def classify(hits: Sequence[Hit], metric: str = "ip") -> tuple[str | None, dict[str, int]]:

@@ -27,7 +27,7 @@ from fastapi.responses import HTMLResponse, Response
 from PIL import Image
 
 from engine.embedder import Embedder
-from engine.indexing import classify, search
+from engine.indexing import classify, labelled_neighbours, search
 from evaluation.index_store import IndexStore
 from evaluation.visualize import render_tile
 
@@ -95,7 +95,7 @@ def create_app(store: IndexStore, embedder: Embedder, k: int = 10, max_bytes: in
                 raise HTTPException(400, f"the image cannot be decoded ({err})") from None
         hits = search(store, embedding[None].numpy(), top)[0]
         results = [{**asdict(h), "thumbnail": f"/thumbnail/{h.item}"} for h in hits]
-        predicted, votes = classify(hits, metric)
+        predicted, votes = classify(labelled_neighbours(store, embedding[None].numpy(), top)[0], metric)
         return {"results": results, "predicted": predicted, "votes": votes}
 
     return app
