@@ -4,14 +4,17 @@ Three parts, each with its baseline measured in the same run (``--parts index,st
 
 - ``index``: ``--n`` (1,000,000) clustered, L2-normalised ``--dim`` (512) vectors (``--clusters`` Gaussian
   clusters, unit-normalised after noise) and ``--queries`` held-out queries from the same clusters. For
-  ``Flat`` (exact, the reference), ``IVF<nlist>,Flat`` at each ``--nprobe``, ``IVF<nlist>,PQ<m>np`` (``np``:
-  no polysemous training, which only reorders the codes and takes minutes) and optionally ``HNSW32``: build
+  ``Flat`` (exact, the reference), ``IVF<nlist>,Flat`` at each ``--nprobe``, ``IVF<nlist>,PQ<code>`` for each
+  ``--pq`` code (``64np``: 64 one-byte codes, ``np``: no polysemous training, which only reorders the codes and
+  takes minutes; ``256x4fs``: 256 four-bit codes searched by fast-scan SIMD) and optionally ``HNSW32``: build
   (train + add) seconds, index memory (the bytes of the serialised index, what it holds in RAM), queries/s
   with ``--threads`` threads, recall@10 of the true (Flat) neighbours, and the QPS and memory ratios against
   Flat. All types are built through :class:`evaluation.index_store.IndexStore`.
-- ``stream``: ``index.py build``'s embedding (:func:`engine.catalogue.embed_catalogue`: loader, bad-file guard,
-  shard writing) against a bare loop over the same loader and model that keeps the embeddings in memory, on
-  ``--stream_images`` synthetic JPEGs with a random-weight resnet18; images/s and the ratio (target >= 0.9).
+- ``stream``: images/s of ``index.py build``'s embedding (:func:`engine.catalogue.embed_catalogue`: loader,
+  bad-file guard, atomic shard writes, progress bar) and of the whole build (:func:`engine.indexing.build_index`
+  with ``Flat``: model load, shards, index, metadata) against a bare loop over the same loader and model that
+  keeps the embeddings in memory, on ``--stream_images`` synthetic JPEGs with a random-weight resnet18; the
+  median over interleaved rounds of each round's ratio (target >= 0.9).
 - ``serve``: ``/search`` of :mod:`engine.serve_app` on a uvicorn server at 127.0.0.1 (a free port), hit by
   ``--clients`` (8) concurrent clients for ``--requests`` requests in all or ``--max_seconds``, whichever comes
   first; p50 / p99 latency and requests/s.
@@ -47,13 +50,20 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--queries", type=int, default=1000)
     p.add_argument("--nlist", type=int, default=4096, help="IVF lists")
     p.add_argument("--nprobe", default="8,16,32,64", help="IVF nprobe values to measure")
-    p.add_argument("--pq", type=int, default=64, help="PQ sub-quantisers (bytes per vector)")
+    p.add_argument("--pq", default="64np,128np,256x4fs",
+                   help="IVF-PQ codes, each giving IVF<nlist>,PQ<code>: <m>np (m bytes per vector, no polysemous "
+                        "training), <m>x4fs (m 4-bit codes, fast-scan); empty: no IVF-PQ")
+    p.add_argument("--no_ivf_flat", action="store_true", help="skip IVF<nlist>,Flat")
     p.add_argument("--train_size", type=int, default=200_000)
     p.add_argument("--hnsw", action="store_true", help="also HNSW32 (slow to build)")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--gpu", action="store_true", help="index part: train and search on the GPUs (faiss-gpu)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--stream_images", type=int, default=768)
     p.add_argument("--stream_shard", type=int, default=256, help="images per shard in the stream part")
+    p.add_argument("--stream_batch", type=int, default=64, help="loader batch size in the stream part")
+    p.add_argument("--stream_workers", type=int, default=1, help="loader processes in the stream part")
+    p.add_argument("--stream_rounds", type=int, default=5, help="interleaved rounds of the stream part")
     p.add_argument("--clients", type=int, default=8)
     p.add_argument("--requests", type=int, default=400)
     p.add_argument("--max_seconds", type=float, default=60.0)
@@ -85,23 +95,28 @@ def _timed_search(store, q: np.ndarray, k: int) -> tuple[np.ndarray, float]:
 def bench_index(args: argparse.Namespace) -> list[dict]:
     import faiss
 
-    from evaluation.index_store import IndexStore
+    from evaluation.index_store import IndexStore, gpu_count, to_gpus
 
     faiss.omp_set_num_threads(args.threads)
+    if args.gpu and not gpu_count():
+        raise SystemExit("error: --gpu: faiss sees no GPU (the faiss-gpu package and a CUDA GPU are needed)")
     rng = np.random.default_rng(args.seed)
     x, centres = clustered(args.n, args.dim, args.clusters, args.noise, rng)
     q, _ = clustered(args.queries, args.dim, args.clusters, args.noise, rng, centres)
     sample = x[np.sort(rng.choice(args.n, min(args.train_size, args.n), replace=False))]
-    types = ["Flat", f"IVF{args.nlist},Flat", f"IVF{args.nlist},PQ{args.pq}np"] + (["HNSW32"] if args.hnsw else [])
+    types = (["Flat"] + ([] if args.no_ivf_flat else [f"IVF{args.nlist},Flat"])
+             + [f"IVF{args.nlist},PQ{code}" for code in args.pq.split(",") if code] + (["HNSW32"] if args.hnsw else []))
     rows, truth, flat = [], None, None
     with tempfile.TemporaryDirectory() as tmp:
         for factory in types:
             t = time.perf_counter()
-            store = IndexStore.create(tmp, args.dim, factory, "ip", lambda: sample, args.seed)
+            store = IndexStore.create(tmp, args.dim, factory, "ip", lambda: sample, args.seed, use_gpu=args.gpu)
             for s in range(0, args.n, 100_000):
                 store.index.add(x[s:s + 100_000])
             build = time.perf_counter() - t
             memory = faiss.serialize_index(store.index).nbytes
+            if args.gpu:
+                store.index = to_gpus(store.index)
             if factory.startswith("IVF"):
                 settings = [{"nprobe": int(v)} for v in args.nprobe.split(",")]
             elif factory.startswith("HNSW"):
@@ -115,7 +130,8 @@ def bench_index(args: argparse.Namespace) -> list[dict]:
                 if truth is None:
                     truth, flat = ids, {"qps": qps, "memory": memory}
                 recall = float(np.mean([len(set(a) & set(b)) / 10 for a, b in zip(ids, truth)]))
-                row = {"index": factory, **setting, "build_s": round(build, 1), "memory_mb": round(memory / 2**20, 1),
+                row = {"index": factory, **setting, **({"on": type(store.index).__name__} if args.gpu else {}),
+                       "build_s": round(build, 1), "memory_mb": round(memory / 2**20, 1),
                        "memory_vs_flat": round(memory / flat["memory"], 4), "qps": round(qps, 1),
                        "qps_vs_flat": round(qps / flat["qps"], 1), "recall@10": round(recall, 4)}
                 rows.append(row)
@@ -145,38 +161,63 @@ def _stream_fixture(tmp: Path, n: int) -> tuple[Path, Path]:
 
 
 def bench_stream(args: argparse.Namespace) -> dict:
+    """Images/s of a bare forward loop, of :func:`embed_catalogue` and of the whole ``index.py build`` (Flat).
+
+    All three read the same images with the same loader settings (``--stream_batch``, ``--stream_workers``) and
+    ``--threads`` torch threads. The machine's load moves absolute rates by several times, so each round runs
+    the three back to back, in ABC / CBA order on alternate rounds (a drift in load hits both sides of a ratio
+    alike), and the figure is the median over ``--stream_rounds`` rounds of each round's ratio.
+    """
+    import contextlib
+
     import torch
     from torch.utils.data import DataLoader
 
     from data.batch import collate
     from engine.catalogue import embed_catalogue, read_catalogue
+    from engine.distributed import DistInfo
     from engine.embedder import Embedder
+    from engine.indexing import build_index
 
     torch.set_num_threads(args.threads)
+    batch, workers = args.stream_batch, args.stream_workers
     with tempfile.TemporaryDirectory() as tmp:
         images, ckpt = _stream_fixture(Path(tmp), args.stream_images)
         embedder, cat = Embedder(ckpt), read_catalogue(images)
 
-        def bare() -> float:
-            loader = DataLoader(embedder.dataset(cat.paths), batch_size=64, num_workers=1, collate_fn=collate)
-            t, out = time.perf_counter(), []
-            for batch in loader:
-                out.append(embedder(batch[0]))
-            return len(cat) / (time.perf_counter() - t)
+        def bare(run: str) -> None:  # the embeddings kept in memory: no shards, no bad-file guard, no bar
+            loader = DataLoader(embedder.dataset(cat.paths), batch_size=batch, num_workers=workers,
+                                collate_fn=collate)
+            [embedder(b[0]) for b in loader]
 
-        def stream(run: int) -> float:
+        def stream(run: str) -> None:
+            embed_catalogue(embedder, cat, Path(tmp) / f"shards{run}", shard_size=args.stream_shard,
+                            batch_size=batch, workers=workers)
+
+        def build(run: str) -> None:  # index.py build: model load, catalogue, shards, Flat index, meta, items
+            opts = {"factory": "Flat", "metric": "ip", "shard_size": args.stream_shard, "batch_size": batch,
+                    "workers": workers, "train_size": 1, "seed": 0}
+            build_index(str(ckpt), str(images), Path(tmp) / f"index{run}", opts, DistInfo())
+
+        def rate(fn, run: str) -> float:
             t = time.perf_counter()
-            embed_catalogue(embedder, cat, Path(tmp) / f"shards{run}", shard_size=args.stream_shard, batch_size=64,
-                            workers=1, progress=False)
+            with open(os.devnull, "w") as null, contextlib.redirect_stderr(null):  # the tqdm bar, as in the CLI
+                fn(run)
             return len(cat) / (time.perf_counter() - t)
 
-        bare(), stream(-1)  # warm-up: page cache, allocator, thread pools
-        rates = {"bare": [], "stream": []}
-        for run in range(3):  # interleaved, best of 3: both see the same machine load
-            rates["bare"].append(bare())
-            rates["stream"].append(stream(run))
-    row = {"bare_img_s": round(max(rates["bare"]), 1), "stream_img_s": round(max(rates["stream"]), 1)}
-    row["ratio"] = round(row["stream_img_s"] / row["bare_img_s"], 3)
+        parts = {"bare": bare, "stream": stream, "build": build}
+        for fn in parts.values():  # warm-up: page cache, allocator, thread pools
+            rate(fn, "warm")
+        rates = {name: [] for name in parts}
+        for run in range(args.stream_rounds):
+            for name in (list(parts) if run % 2 == 0 else list(parts)[::-1]):
+                rates[name].append(rate(parts[name], str(run)))
+    row = {"images": len(cat), "batch": batch, "workers": workers, "threads": args.threads,
+           "rounds": args.stream_rounds, **{f"{k}_img_s": round(float(np.median(v)), 1) for k, v in rates.items()}}
+    for name in ("stream", "build"):
+        ratios = np.array(rates[name]) / np.array(rates["bare"])
+        row[f"{name}_ratio"] = round(float(np.median(ratios)), 3)
+        row[f"{name}_ratio_min"] = round(float(ratios.min()), 3)
     print(json.dumps(row), flush=True)
     return row
 

@@ -61,7 +61,15 @@ class Embedder:
         self.input_spec = {"transform": self.preset, "image_size": self.image_size, "decode": self.decode,
                            "mean": list(spec.mean), "std": list(spec.std), "colour": spec.colour,
                            "channels_last": bool(cfg.get("channels_last")), "amp": self.amp}
-        self.dim = int(self(self.transform(torch.zeros(3, 8, 8, dtype=torch.uint8)).unsqueeze(0)).shape[1])
+        self._dim: int | None = None
+
+    @property
+    def dim(self) -> int:
+        """Embedding width D, known from the first batch embedded (a one-image probe when asked before one: a
+        cold first forward costs about as much as a batch, so a build does not pay it for nothing)."""
+        if self._dim is None:
+            self(self.transform(torch.zeros(3, 8, 8, dtype=torch.uint8)).unsqueeze(0))
+        return self._dim
 
     def dataset(self, paths: Sequence[str], labels: Sequence[int] | None = None) -> data.RetrievalDataset:
         """The files as a dataset yielding this model's uint8 evaluation images."""
@@ -75,6 +83,7 @@ class Embedder:
                             enabled=self.amp_dtype is not None):
             out = self.model(self.prepare(images))
         embedding = out[0] if isinstance(out, (tuple, list)) else out
+        self._dim = int(embedding.shape[1])
         return F.normalize(embedding.float(), dim=1).cpu()
 
     def embed_file(self, path: str) -> torch.Tensor:
