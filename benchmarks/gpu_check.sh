@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The CUDA paths on a real GPU: seven checks, one line each (`ok` / `FAIL <reason>`), each followed by its figures.
+# The CUDA paths on a real GPU: eight checks, one line each (`ok` / `FAIL <reason>`), each followed by its figures.
 #
 #   bash benchmarks/gpu_check.sh            # on a CUDA machine; exits at once (status 2) without a CUDA GPU
 #   bash benchmarks/gpu_check.sh --dry-run  # anywhere: prints every command it would run, runs none
@@ -18,11 +18,13 @@
 #              RECALL_TOL of the same run with --decode fast.
 #   7 ddp      torchrun --nproc_per_node <all GPUs> (NCCL): the cross-rank gathers checked exactly, then a few
 #              training steps.
+#   8 index    bench_index --gpu at 200,000 x 512: Flat, IVF-Flat and IVF-PQ trained and searched on the GPUs
+#              (IndexShards over several): recall@10 of IVF1024,Flat at nprobe 32 against the GPU Flat >= 0.95.
 #
-# Time: <= 8 minutes on one H100/H200 with the venv cached. Each command runs under `timeout` with its budget in
+# Time: <= 9 minutes on one H100/H200 with the venv cached. Each command runs under `timeout` with its budget in
 # seconds (the first argument of `cmd` below), per check: install 20, tests 40, knn 70, train 150, data 40,
-# recipe 100, ddp 60 = 480. A first install (or one after the requirements changed) adds the venv (30) and the
-# download of torch's CUDA wheels, ~4 GB (pip, 600).
+# recipe 100, ddp 60, index 60 = 540. A first install (or one after the requirements changed) adds the venv (30)
+# and the download of torch's CUDA wheels, ~4 GB (pip, 600).
 # Logs: $GPU_CHECK_OUT (default runs/gpu_check)/<check>.log. Exit status 0: all ok; 1: a check failed; 2: no
 # CUDA GPU, or bad usage.
 set -uo pipefail  # no -e: a failed check is reported and the next one runs
@@ -197,6 +199,14 @@ ddp() {
     --no_tensorboard --output_dir "$OUT/ddp"
 }
 
+index_bench() {  # 200k vectors: generating them on the CPU (~10 s) dominates the GPU work
+  cmd 60 "$PY" benchmarks/bench_index.py --parts index --gpu --n 200000 --clusters 2000 --nlist 1024 \
+    --train_size 50000 --nprobe 8,32 --pq 64np --threads "$(nproc)" || return 1
+  local ivf='"index": "IVF1024,Flat", "nprobe": 32, '
+  expect "$ivf\"on\": \"(Gpu[A-Za-z]*|IndexShards)\"" "the IVF index was not searched on the GPU" || return 1
+  expect "$ivf.*\"recall@10\": (0\\.9[5-9]|1\\.0)" "IVF1024,Flat recall@10 < 0.95 at nprobe 32"
+}
+
 START=$SECONDS
 check install "^venv |torch [0-9]" install
 if [ "$FAILED" != 0 ]; then
@@ -210,6 +220,7 @@ check train "images/s|overhead" train_bench
 check data "vs pil" data_bench
 check recipe "^Recall@1" recipe
 check ddp "^world size|^one GPU|^best recall" ddp
+check index '^\{"index"' index_bench
 [ "$DRY" = 1 ] && exit 0
-echo "$((7 - FAILED)) of 7 checks ok in $((SECONDS - START)) s"
+echo "$((8 - FAILED)) of 8 checks ok in $((SECONDS - START)) s"
 [ "$FAILED" = 0 ]

@@ -23,7 +23,7 @@ import torch.distributed as dist
 from engine.catalogue import Catalogue, bad_items, embed_catalogue, embed_paths, iter_shards, read_catalogue
 from engine.distributed import DistInfo
 from engine.embedder import Embedder
-from evaluation.index_store import IndexStore, gpu_count
+from evaluation.index_store import IndexStore
 from evaluation.knn import knn
 from utils.errors import UserError
 
@@ -104,7 +104,7 @@ def build_index(checkpoint: str, images: str, out: str | Path, opts: dict[str, A
         return _train_sample(shard_dir, count, opts["train_size"], opts["seed"])
 
     store = IndexStore.create(root, embedder.dim, opts["factory"], opts["metric"], sample, opts["seed"],
-                              use_gpu=torch.device(device).type == "cuda" and gpu_count() > 0,
+                              use_gpu=torch.device(device).type == "cuda",
                               model={"checkpoint": str(checkpoint), "fingerprint": embedder.fingerprint},
                               input_spec=embedder.input_spec,
                               batches=[{"images": str(images), "count": len(catalogue)}])
@@ -115,10 +115,11 @@ def build_index(checkpoint: str, images: str, out: str | Path, opts: dict[str, A
 
 
 def open_index(index_dir: str | Path, checkpoint: str | None = None, device: str | torch.device = "cpu",
-               flag: str = "--checkpoint") -> tuple[IndexStore, Embedder]:
+               flag: str = "--checkpoint", search_on_gpu: bool = True) -> tuple[IndexStore, Embedder]:
     """The index and the model to embed its queries: ``checkpoint`` if given (refused unless it is the model
-    that built the index), else the checkpoint the index names."""
-    store = IndexStore.open(index_dir, use_gpu=torch.device(device).type == "cuda")
+    that built the index), else the checkpoint the index names. With a CUDA ``device`` the index is searched on
+    the GPUs unless ``search_on_gpu`` is False."""
+    store = IndexStore.open(index_dir, use_gpu=search_on_gpu and torch.device(device).type == "cuda")
     path = checkpoint or store.meta["model"]["checkpoint"]
     if not Path(path).is_file():
         raise UserError(f"index {index_dir} was built with {path}, which no longer exists; pass {flag} with "
@@ -130,8 +131,11 @@ def open_index(index_dir: str | Path, checkpoint: str | None = None, device: str
 
 def add_items(index_dir: str | Path, images: str, opts: dict[str, Any], info: DistInfo,
               checkpoint: str | None = None, device: str | torch.device = "cpu") -> dict[str, Any] | None:
-    """Embed ``images`` as a new batch and append them to the index (no retraining); resumable like a build."""
-    store, embedder = open_index(index_dir, checkpoint, device)
+    """Embed ``images`` as a new batch and append them to the index (no retraining); resumable like a build.
+
+    The items are appended to the CPU index, as in a build: faiss's sharded GPU copy of a ``Flat`` index takes
+    only one ``add``."""
+    store, embedder = open_index(index_dir, checkpoint, device, search_on_gpu=False)
     catalogue = read_catalogue(images)
     batch = len(store.meta["batches"])
     shard_dir = _batch_dir(store.root, batch)

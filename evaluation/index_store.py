@@ -18,13 +18,17 @@ or squared Euclidean distances (``metric="l2"``), smaller is better, as faiss re
 Saving writes a new generation of the two data files, then replaces ``meta.json`` atomically and removes the
 old generation, so a process killed at any moment leaves the previous complete index or the new one.
 
-**GPU**: where faiss is built with GPU support and a GPU is asked for, the index is cloned to every visible GPU,
-sharded (``IndexShards``) when there are several, for training, adding and searching; it is stored on the CPU.
-(faiss-gpu is not installed on the development machines, so this path is untested there.)
+**GPU**: where faiss is built with GPU support and a GPU is asked for, the index is cloned to every visible GPU
+(:func:`to_gpus`), sharded (``IndexShards``) when there are several, for training and searching; it is filled
+and stored on the CPU (faiss's sharded GPU copy of a ``Flat`` index takes only one ``add``). faiss-gpu is not
+installed on the development machines: there the tests replace the GPU count and faiss's cloners
+(``tests/index/test_index_gpu.py``); its ``cuda`` test runs the real path (``pytest -m cuda``,
+``benchmarks/gpu_check.sh``).
 """
 from __future__ import annotations
 
 import json
+import logging
 import os
 import tempfile
 from collections.abc import Callable, Sequence
@@ -35,10 +39,11 @@ import numpy as np
 
 from utils.errors import UserError
 
-__all__ = ["FORMAT_VERSION", "IndexStore", "faiss_metric"]
+__all__ = ["FORMAT_VERSION", "IndexStore", "faiss_metric", "gpu_count", "on_gpu", "to_cpu", "to_gpus"]
 
 FORMAT_VERSION = 1
 META = "meta.json"
+logger = logging.getLogger(__name__)
 
 
 def _faiss():
@@ -60,11 +65,36 @@ def gpu_count() -> int:
     return faiss.get_num_gpus() if hasattr(faiss, "StandardGpuResources") else 0
 
 
-def _to_gpu(index: Any) -> Any:
-    faiss = _faiss()
+def to_gpus(index: Any) -> Any:
+    """``index`` cloned onto every GPU faiss sees, or ``index`` itself where there is none (the faiss-cpu wheel).
+
+    One GPU holds the whole index; several hold an ``IndexShards`` of 1/n of the vectors each
+    (``index_cpu_to_all_gpus`` with ``shard=True``), searched in parallel and merged. A type faiss has no GPU
+    version of (HNSW, fast-scan PQ, PQ with more than 96 bytes a code, ...) stays on the CPU, with a warning.
+    This is the one place the index meets the GPU: :func:`gpu_count` and faiss's cloners are the seam a test
+    on a CPU machine replaces.
+    """
+    faiss, n = _faiss(), gpu_count()
+    if n == 0:
+        return index
     options = faiss.GpuMultipleClonerOptions()
-    options.shard = True  # IndexShards over the GPUs: each holds 1/n of the vectors
-    return faiss.index_cpu_to_all_gpus(index, options)
+    options.shard = n > 1
+    try:
+        return faiss.index_cpu_to_all_gpus(index, options, ngpu=n)
+    except RuntimeError as err:
+        logger.warning("the %s index has no faiss GPU version (%s): it stays on the CPU", type(index).__name__,
+                       _short(err))
+        return index
+
+
+def to_cpu(index: Any) -> Any:
+    """The CPU copy of a :func:`to_gpus` index (the shards merged), what is written to disk."""
+    return _faiss().index_gpu_to_cpu(index) if on_gpu(index) else index
+
+
+def on_gpu(index: Any) -> bool:
+    """Whether ``index`` is a faiss GPU index or the ``IndexShards`` :func:`to_gpus` makes over several GPUs."""
+    return "Gpu" in type(index).__name__ or "Shards" in type(index).__name__
 
 
 def _write_atomic(path: Path, write) -> None:
@@ -110,14 +140,13 @@ class IndexStore:
             sample = None if train_sample is None else train_sample()
             if sample is None or len(sample) == 0:
                 raise UserError(f"--index_factory {factory} needs training vectors and the catalogue has none")
-            trainable = _to_gpu(index) if use_gpu and gpu_count() else index
+            trainable = to_gpus(index) if use_gpu else index
             try:
                 trainable.train(np.ascontiguousarray(sample, dtype=np.float32))
             except RuntimeError as err:
                 raise UserError(f"--index_factory {factory}: training on {len(sample)} vectors failed "
                                 f"({_short(err)}); use fewer lists/centroids or a bigger catalogue") from None
-            if trainable is not index:
-                index = faiss.index_gpu_to_cpu(trainable)
+            index = to_cpu(trainable)
         meta = {"version": FORMAT_VERSION, "factory": factory, "metric": metric, "dim": int(dim), "count": 0,
                 "faiss_version": faiss.__version__, "seed": seed,
                 "train_size": 0 if sample is None else len(sample), "generation": 0, **meta}
@@ -145,10 +174,7 @@ class IndexStore:
         if len(sizes) != 1:
             raise UserError(f"index {root} is inconsistent (faiss holds {index.ntotal} vectors, the metadata "
                             f"{meta['count']} and the item list {len(items['paths'])}); rebuild it")
-        store = cls(root, index, meta, items)
-        if use_gpu and gpu_count():
-            store.index = _to_gpu(index)
-        return store
+        return cls(root, to_gpus(index) if use_gpu else index, meta, items)
 
     # -- contents ---------------------------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -173,7 +199,7 @@ class IndexStore:
         faiss = _faiss()
         self.root.mkdir(parents=True, exist_ok=True)
         old, gen = self.meta["generation"], self.meta["generation"] + 1
-        cpu = faiss.index_gpu_to_cpu(self.index) if gpu_count() and _on_gpu(self.index) else self.index
+        cpu = to_cpu(self.index)
         try:
             _write_atomic(self.root / f"index-{gen}.faiss", lambda tmp: faiss.write_index(cpu, tmp))
             _write_json(self.root / f"items-{gen}.json", self.items)
@@ -204,7 +230,7 @@ class IndexStore:
     def set_search_params(self, nprobe: int | None = None, ef_search: int | None = None) -> None:
         """IVF ``nprobe`` (lists visited per query) and HNSW ``efSearch`` (candidate list size): speed vs recall."""
         faiss = _faiss()
-        space = faiss.GpuParameterSpace() if _on_gpu(self.index) else faiss.ParameterSpace()
+        space = faiss.GpuParameterSpace() if on_gpu(self.index) else faiss.ParameterSpace()
         for flag, name, value in (("--nprobe", "nprobe", nprobe), ("--ef_search", "efSearch", ef_search)):
             if value is None:
                 continue
@@ -224,10 +250,6 @@ class IndexStore:
         q = np.ascontiguousarray(queries, dtype=np.float32).reshape(-1, self.meta["dim"])
         scores, ids = self.index.search(q, max(1, min(int(k), len(self))))
         return scores, ids
-
-
-def _on_gpu(index: Any) -> bool:
-    return "Gpu" in type(index).__name__ or "Shards" in type(index).__name__
 
 
 def _short(err: BaseException) -> str:

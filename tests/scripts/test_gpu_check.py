@@ -15,7 +15,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "benchmarks" / "gpu_check.sh"
-CHECKS = ["install", "tests", "knn", "train", "data", "recipe", "ddp"]
+CHECKS = ["install", "tests", "knn", "train", "data", "recipe", "ddp", "index"]
 
 
 def load(relpath: str):
@@ -99,6 +99,9 @@ def test_dry_run_prints_every_check_command(tmp_path):
     assert all(c[1:6] == ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "N_GPUS"] for c in ddp)
     assert script_args(ddp, "benchmarks/ddp_gather.py") == [["--device", "cuda"]]
     assert script_args(ddp, "train.py")[0][:2] == ["--device", "cuda"]
+    (index,) = script_args(sections["index"], "benchmarks/bench_index.py")
+    args = load("benchmarks/bench_index.py").get_args_parser().parse_args(index)
+    assert args.gpu and args.parts == "index" and args.nlist == 1024 and "32" in args.nprobe.split(",")
 
 
 def test_dry_run_commands_name_real_files_and_flags(tmp_path):
@@ -108,7 +111,7 @@ def test_dry_run_commands_name_real_files_and_flags(tmp_path):
     sections = dry_run_sections(tmp_path)
     commands = [c for section in sections.values() for c in section]
     parsers = {"train.py": train_parser}
-    for name in ("bench_knn", "bench_train", "bench_data", "ddp_gather"):
+    for name in ("bench_knn", "bench_train", "bench_data", "ddp_gather", "bench_index"):
         parsers[f"benchmarks/{name}.py"] = load(f"benchmarks/{name}.py").get_args_parser
     for command in commands:
         for word in command:
@@ -120,7 +123,7 @@ def test_dry_run_commands_name_real_files_and_flags(tmp_path):
         for args in script_args(commands, script):
             parser().parse_args(args)
             checked += 1
-    assert checked == 8  # bench_knn x 2, bench_train, bench_data, train.py x 3, ddp_gather (gpu_env has no flags)
+    assert checked == 9  # bench_knn x 2, bench_train, bench_data, train.py x 3, ddp_gather, bench_index
 
 
 @pytest.mark.parametrize("nvidia_smi, reason", [
@@ -174,6 +177,8 @@ case "$*" in
   *bench_train.py*) echo "                        fp32:  1000.00 images/s  (1.00x fp32)" ;;
   *bench_data.py*) echo "  gpu         5000.0 images/s   x9.00 vs pil" ;;
   *ddp_gather.py*) echo "world size 1 (one process): exact" ;;
+  *bench_index.py*) printf '{"index": "IVF1024,Flat", "nprobe": 32, "on": "IndexShards", "recall@10": %s}\n' \
+      "$FAKE_IVF_RECALL" ;;
   *"-c "*) echo 1 ;;
   *train.py*)
     prev=""; for a in "$@"; do [ "$prev" = --output_dir ] && out=$a; prev=$a; done
@@ -198,21 +203,23 @@ def cached_fake_venv(tmp_path: Path) -> Path:
     return venv
 
 
-@pytest.mark.parametrize("pytest_out, gpu_r1, failed", [
-    ("8 passed in 2.0s", "0.65", None),
-    ("7 passed, 1 skipped in 2.0s", "0.65", "tests"),  # a CUDA test that skips on a GPU machine is a failure
-    ("8 passed in 2.0s", "0.40", "recipe"),            # Recall@1 0.40 vs 0.60 with --decode fast
+@pytest.mark.parametrize("pytest_out, gpu_r1, ivf_recall, failed", [
+    ("8 passed in 2.0s", "0.65", "0.992", None),
+    ("7 passed, 1 skipped in 2.0s", "0.65", "0.992", "tests"),  # a CUDA test that skips on a GPU machine fails
+    ("8 passed in 2.0s", "0.40", "0.992", "recipe"),            # Recall@1 0.40 vs 0.60 with --decode fast
+    ("8 passed in 2.0s", "0.65", "0.9", "index"),               # IVF recall@10 below 0.95 on the GPU
 ])
-def test_checks_report_ok_or_fail_each_with_a_cached_venv(tmp_path, pytest_out, gpu_r1, failed):
+def test_checks_report_ok_or_fail_each_with_a_cached_venv(tmp_path, pytest_out, gpu_r1, ivf_recall, failed):
     env = fake_tools(tmp_path, 'echo "GPU 0: NVIDIA H200 (UUID: GPU-0)"')
     venv = cached_fake_venv(tmp_path)
-    env.update(FAKE_CALLS=str(tmp_path / "calls.txt"), FAKE_PYTEST=pytest_out, FAKE_GPU_R1=gpu_r1)
+    env.update(FAKE_CALLS=str(tmp_path / "calls.txt"), FAKE_PYTEST=pytest_out, FAKE_GPU_R1=gpu_r1,
+               FAKE_IVF_RECALL=ivf_recall)
     result = run_script(env)
     assert result.returncode == (1 if failed else 0), result.stdout + result.stderr
     status = {line.split()[1]: line.split()[0] for line in result.stdout.splitlines()
               if line.startswith(("ok ", "FAIL "))}
     assert status == {name: "FAIL" if name == failed else "ok" for name in CHECKS}
-    assert f"{7 - bool(failed)} of 7 checks ok" in result.stdout
+    assert f"{8 - bool(failed)} of 8 checks ok" in result.stdout
     assert f"venv {venv}: cached, requirements unchanged" in result.stdout  # install's figure lines
     assert "NVIDIA H200 x 1, compute capability 9.0, torch 2.14.1" in result.stdout
     calls = (tmp_path / "calls.txt").read_text()
@@ -221,6 +228,8 @@ def test_checks_report_ok_or_fail_each_with_a_cached_venv(tmp_path, pytest_out, 
     assert "one GPU: a single rank, so NCCL and the gathers across ranks are not exercised" in result.stdout
     if failed == "recipe":
         assert "more than 0.1 apart" in result.stdout
+    if failed == "index":
+        assert "IVF1024,Flat recall@10 < 0.95 at nprobe 32" in result.stdout
 
 
 def test_gpu_env_rejects_both_faiss_packages_and_a_missing_faiss_gpu():
