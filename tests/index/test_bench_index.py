@@ -1,0 +1,41 @@
+"""benchmarks/bench_index.py on tiny sizes: its rows are what the README table reports."""
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def bench():
+    spec = importlib.util.spec_from_file_location("_bench_index", REPO / "benchmarks" / "bench_index.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_index_part_measures_every_type_against_flat():
+    b = bench()
+    args = b.get_args_parser().parse_args(["--n", "3000", "--dim", "32", "--clusters", "30", "--queries", "20",
+                                           "--nlist", "8", "--nprobe", "2,8", "--pq", "8np,16x4fs",
+                                           "--train_size", "1000"])
+    rows = b.bench_index(args)
+    assert [(r["index"], r.get("nprobe")) for r in rows] == [
+        ("Flat", None), ("IVF8,Flat", 2), ("IVF8,Flat", 8), ("IVF8,PQ8np", 2), ("IVF8,PQ8np", 8),
+        ("IVF8,PQ16x4fs", 2), ("IVF8,PQ16x4fs", 8)]
+    assert rows[0]["recall@10"] == 1 and rows[0]["qps_vs_flat"] == 1
+    assert rows[2]["recall@10"] >= 0.99  # every list probed: exact up to float rounding
+    assert all(r["memory_vs_flat"] < 0.25 for r in rows[3:])  # 8 bytes (and 16 x 4 bits) instead of 128
+
+
+@pytest.mark.slow
+def test_stream_part_reports_interleaved_median_ratios():
+    b = bench()
+    args = b.get_args_parser().parse_args(["--parts", "stream", "--stream_images", "12", "--stream_shard", "5",
+                                           "--stream_batch", "4", "--stream_rounds", "2", "--stream_workers", "0"])
+    row = b.bench_stream(args)
+    assert row["images"] == 12 and row["rounds"] == 2
+    for name in ("stream", "build"):
+        assert 0 < row[f"{name}_ratio_min"] <= row[f"{name}_ratio"]
