@@ -25,6 +25,11 @@ import numpy as np
 import torch
 from torch.utils.data import Sampler
 
+from utils.options import Option
+
+# the option of every sampler that draws whole classes (P classes x m images per batch)
+SAMPLES_PER_CLASS = Option("samples_per_class", int, 4, "images per class in a batch (m)", low=1, kwarg="m")
+
 
 def as_label_array(labels: Sequence[int] | np.ndarray | torch.Tensor) -> np.ndarray:
     """Labels as a 1-D int64 numpy array (accepts a tensor, an array or a list)."""
