@@ -17,11 +17,12 @@ import producers
 import samplers
 from data.decoded_cache import plan_cache, split_fixed_resize
 from engine.components import component_kwargs, model_kwargs
-from engine.config import parse_key_values, parse_number_list
 from engine.loading import split_classes
+from engine.loss_terms import loss_terms
 from models.backbones import imagenet_weights
 from models.backbones.pretrained import cached_weight_file, weight_cache_path
 from utils.errors import UserError
+from utils.parsing import parse_key_values
 
 log = logging.getLogger("metric_retrieval")
 
@@ -71,41 +72,6 @@ def build_model(cfg: dict[str, Any], num_classes: int) -> torch.nn.Module:
                                   **model_options(cfg))
     except TypeError as err:
         raise UserError(f"model options: {err}") from None
-
-
-def loss_terms(cfg: dict[str, Any]) -> list[dict[str, Any]]:
-    """The criterion's terms from ``--loss/--loss_weights/--miner/--loss_option`` or a YAML list."""
-    spec = cfg["loss"]
-    if isinstance(spec, list):
-        terms = [dict(t) for t in spec]
-        for t in terms:
-            if "name" not in t:
-                raise UserError(f"loss term {t} has no 'name'")
-    else:
-        names = [n.strip() for n in str(spec).split("+") if n.strip()]
-        weights = parse_number_list(cfg.get("loss_weights"), "--loss_weights", float) or [1.0] * len(names)
-        if len(weights) != len(names):
-            raise UserError(f"--loss_weights has {len(weights)} values for {len(names)} losses in --loss {spec}")
-        terms = [{"name": n, "weight": w} for n, w in zip(names, weights)]
-    miner = cfg.get("miner")
-    for term in terms:
-        term.setdefault("weight", 1.0)
-        if "miner" not in term and miner and miner != "none" and _is_embedding_loss(term["name"]):
-            term["miner"] = miner
-    for key, value in parse_key_values(cfg.get("loss_option") or [], "--loss_option").items():
-        loss_name, _, hparam = key.rpartition(".")
-        targets = [t for t in terms if not loss_name or losses.LOSSES.canonical(t["name"]) ==
-                   losses.LOSSES.canonical(loss_name)]
-        if not targets:
-            raise UserError(f"--loss_option {key}: no loss named {loss_name!r} in --loss {spec}")
-        for t in targets:
-            t[hparam] = value
-    return terms
-
-
-def _is_embedding_loss(name: str) -> bool:
-    return getattr(losses.LOSSES.get(name), "input", "embedding") == "embedding" and \
-        getattr(losses.LOSSES.get(name), "accepts_miner", True)
 
 
 def build_criterion(cfg: dict[str, Any], num_classes: int, class_counts: torch.Tensor) -> torch.nn.Module:

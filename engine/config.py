@@ -320,16 +320,5 @@ def validate_config(cfg: dict[str, Any]) -> None:
         raise UserError("invalid configuration:\n  " + "\n  ".join(problems))
 
 
-def parse_key_values(items: list[str], flag: str) -> dict[str, Any]:
-    """``["a=1", "b=x"]`` → ``{"a": 1, "b": "x"}``; values are parsed as YAML scalars."""
-    out = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise UserError(f"{flag} expects KEY=VALUE, got {item!r}")
-        out[key.strip()] = yaml.safe_load(value)
-    return out
-
-
 def save_config(cfg: dict[str, Any], path: str | Path) -> None:
     Path(path).write_text(yaml.safe_dump(cfg, sort_keys=False))

@@ -1,9 +1,10 @@
 """``python train.py --list``: every registered component of every kind (:data:`engine.components.KINDS`) with
 its options.
 
-Each entry prints the builder's other keyword parameters (those ``--model_option`` / ``--loss_option`` / a YAML
-node set) as ``name(keyword: type = default, ...)``, then one line per option it declares
-(:mod:`utils.options`): the flag, type, default, range and help.
+Each entry prints the builder's keyword parameters with the builder's defaults (``--model_option``,
+``--loss_option`` or a YAML node sets any of them) as ``name(keyword: type = default, ...)``, then one line per
+option it declares (:mod:`utils.options`): how it is set (its flag), type, flag default (``None``: the
+builder's), range and help.
 """
 from __future__ import annotations
 
@@ -22,10 +23,9 @@ def _keywords(builder: Any, skip: tuple[str, ...]) -> list[str]:
         params = list(inspect.signature(builder).parameters.values())
     except (TypeError, ValueError):
         return []
-    declared = {o.kwarg for o in options_of(builder) if o.to_builder}
     out = []
     for p in params:
-        if p.name in ("self", *skip, *declared) or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+        if p.name in ("self", *skip) or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
             continue
         kind = f": {p.annotation}" if p.annotation is not p.empty else ""
         default = f" = {p.default!r}" if p.default is not p.empty else ""
@@ -35,7 +35,8 @@ def _keywords(builder: Any, skip: tuple[str, ...]) -> list[str]:
 
 def _option_line(k: Kind, name: str, option: Option) -> str:
     how = "/".join(option.spellings) if k.flags else k.set_by.format(name=name, option=option.name)
-    return f"      option {how}: {option.describe()}" + (f"  ({option.help})" if option.help else "")
+    text = f"      option {how}: {option.describe(with_default=k.flags)}"
+    return f"{text}  ({option.help})" if option.help else text
 
 
 def describe_components() -> str:

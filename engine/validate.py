@@ -19,6 +19,7 @@ import torch
 
 import producers
 from engine.components import check_selected, option_problems, samples_whole_classes
+from engine.loss_terms import term_problems
 from engine.run_lock import LOCK_NAME
 from utils.errors import UserError
 from utils.parsing import parse_number_list, range_problem
@@ -78,6 +79,7 @@ def name_problems(cfg: dict[str, Any], explicit: Iterable[str] = ()) -> list[str
     known = [n for n in _names(cfg["loss"]) if n in losses.LOSSES]
     if problems or not known:
         return problems
+    problems += term_problems(cfg)
     kinds = {n: getattr(losses.LOSSES.get(n), "input", "embedding") for n in known}
     takes_miner = [n for n in known if kinds[n] == "embedding" and getattr(losses.LOSSES.get(n), "accepts_miner", True)]
     if "miner" in explicit and cfg["miner"] not in (None, "none") and not takes_miner:

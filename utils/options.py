@@ -79,10 +79,18 @@ class Option:
                                default=self.default, choices=self.choices, help=text, metavar=self.metavar)
 
     def problem(self, value: Any, where: str | None = None) -> str | None:
-        """Why ``value`` is not allowed (range, choices), or None. ``where`` names it (default ``--name``)."""
-        if value is None or self.type is bool:
+        """Why ``value`` is not allowed (type, choices, range), or None. ``where`` names it (default ``--name``)."""
+        if value is None:
             return None
         where = where or f"--{self.name}"
+        expected = {bool: "true or false", int: "an integer", float: "a number", list: "a list"}.get(self.type)
+        is_number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        fits = {bool: isinstance(value, bool), int: is_number and math.isfinite(value) and float(value) == int(value),
+                float: is_number, list: isinstance(value, (list, tuple))}.get(self.type, True)
+        if not fits:
+            return f"{where} must be {expected}, got {value!r}"
+        if self.type in (bool, list):
+            return None
         if self.choices is not None and value not in self.choices:
             return f"{where} must be one of {', '.join(map(str, self.choices))}, got {value!r}"
         if self.low is None and self.high is None:
@@ -94,9 +102,9 @@ class Option:
         message = range_problem(self.name, float(value), low, self.low_ok, high, self.high_ok and high < math.inf)
         return None if message is None else message.replace(f"--{self.name}", where, 1)
 
-    def describe(self) -> str:
+    def describe(self, with_default: bool = True) -> str:
         """``type = default`` with its choices or range, for listings."""
-        text = f"{self.type.__name__} = {self.default!r}"
+        text = f"{self.type.__name__}" + (f" = {self.default!r}" if with_default else "")
         if self.choices is not None:
             text += f" in {{{', '.join(map(str, self.choices))}}}"
         elif self.low is not None or self.high is not None:

@@ -49,11 +49,11 @@ def test_every_registered_component_is_listed_with_its_declared_options(listing,
         entry = _entry(listing, k.title, name)
         for option in options_of(component):
             how = "/".join(option.spellings) if k.flags else k.set_by.format(name=name, option=option.name)
-            assert f"option {how}: {option.describe()}" in entry, (name, option.name)
+            assert f"option {how}: {option.describe(with_default=k.flags)}" in entry, (name, option.name)
 
 
 def test_keywords_set_through_other_routes_are_listed(listing):
     assert "  margin(margin: float = 0.2, beta: float = 1.2," in listing  # a loss's --loss_option keywords
-    assert "  cgd(embedding_norm: bool = True)\n      option --gd_config: str = None" in listing
+    assert "  cgd(gd_config: str = 'SG', embedding_norm: bool = True)\n      option --gd_config: str = None" in listing
     assert "option --das/--no-das/--embedding_producer_used/--no-embedding_producer_used: bool = False" in listing
     assert "option --momentum: float = 0.9 in [0, 1)" in listing
