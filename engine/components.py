@@ -55,9 +55,9 @@ KINDS: tuple[Kind, ...] = (
     Kind("backbones", "backbone", "backbone_type", models.BACKBONES, ("name",)),  # name: of a family member
     Kind("heads", "head", "head", models.HEADS, ("in_channels", "feature_dim", "num_classes")),
     Kind("losses", "loss", "loss", losses.LOSSES, ("num_classes", "embedding_dim", "class_counts"), flags=False,
-         set_by="--loss_option {name}.{option}=VALUE, or {option}: VALUE in its YAML loss term"),
-    Kind("miners", "miner", "miner", losses.MINERS, flags=False,
-         set_by="miner: {{name: {name}, {option}: VALUE}} in a YAML loss term"),
+         set_by="--loss_option {name}.{option}=VALUE"),
+    Kind("miners", "miner", "miner", losses.MINERS, ("generator",), flags=False,
+         set_by="miner: {{name: {name}, {option}: VALUE}} (YAML loss term)"),
     Kind("batch samplers", "sampler", "sampler", samplers.SAMPLERS,
          ("labels", "batch_size", "seed", "rank", "world_size")),
     Kind("embedding producers", "producer", None, producers.PRODUCERS, ("num_classes", "embedding_dim")),
