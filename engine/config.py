@@ -24,7 +24,7 @@ import models
 import optim
 import producers
 import samplers
-from engine.components import KINDS, add_component_args, samples_whole_classes
+from engine.components import KINDS, add_component_args
 from engine.validate import check_config
 from utils.errors import UserError
 from utils.parsing import parse_number_list
@@ -297,9 +297,6 @@ def validate_config(cfg: dict[str, Any]) -> None:
         problems.append(f"--dist_timeout must be a positive number of seconds, got {cfg['dist_timeout']}")
     if any(k < 1 for k in parse_number_list(cfg["recalls"], "--recalls")):
         problems.append(f"--recalls must list positive integers, got {cfg['recalls']}")
-    if samples_whole_classes(cfg) and cfg["samples_per_class"] > 0 and cfg["batch_size"] % cfg["samples_per_class"]:
-        problems.append(f"--batch_size {cfg['batch_size']} must be a multiple of --samples_per_class "
-                        f"{cfg['samples_per_class']} for the {cfg['sampler']} sampler")
     if not cfg["data_path"] and cfg["data_name"] != "folder":
         problems.append(f"--data_name {cfg['data_name']} needs --data_path (without it the built-in synthetic "
                         "dataset is used)")

@@ -20,9 +20,16 @@ WARMUP_EPOCHS = Option("warmup_epochs", float, 0.0, "linear warm-up length in ep
 Factor = Callable[[int], float]
 
 
+def _warmup_problems(cfg: dict[str, Any]) -> list[str]:
+    """The warm-up must end within the run."""
+    if cfg["warmup_epochs"] > cfg["num_epochs"]:
+        return [f"--warmup_epochs {cfg['warmup_epochs']:g} exceeds --num_epochs {cfg['num_epochs']}"]
+    return []
+
+
 def _milestone_problems(cfg: dict[str, Any]) -> list[str]:
-    """Milestones must be positive and fall before the end of the run."""
-    problems = []
+    """Milestones must be positive and fall before the end of the run (and the warm-up too)."""
+    problems = _warmup_problems(cfg)
     for m in parse_number_list(cfg["milestones"], "--milestones", float):
         if not math.isfinite(m) or m <= 0:
             problems.append(f"--milestones must list positive numbers, got {cfg['milestones']}")
@@ -52,7 +59,7 @@ def multistep(total_steps: int, steps_per_epoch: int, num_epochs: int, warmup_st
 
 
 @SCHEDULERS.register("cosine")
-@declare(WARMUP_EPOCHS)
+@declare(WARMUP_EPOCHS, check=_warmup_problems)
 def cosine(total_steps: int, steps_per_epoch: int, num_epochs: int, warmup_steps: int) -> Factor:
     """Half-cosine from 1 to 0 over the steps after warm-up (Loshchilov & Hutter, SGDR, ICLR 2017, no restarts)."""
     def factor(step: int) -> float:
@@ -63,7 +70,7 @@ def cosine(total_steps: int, steps_per_epoch: int, num_epochs: int, warmup_steps
 
 
 @SCHEDULERS.register("constant")
-@declare(WARMUP_EPOCHS)
+@declare(WARMUP_EPOCHS, check=_warmup_problems)
 def constant(total_steps: int, steps_per_epoch: int, num_epochs: int, warmup_steps: int) -> Factor:
     """The base learning rate throughout (after warm-up)."""
     def factor(step: int) -> float:

@@ -56,6 +56,16 @@ class BaseBatchSampler(Sampler[list[int]]):
     """
 
     default_m: ClassVar[int | None] = None
+    options: ClassVar[tuple[Option, ...]] = ()  # the sampler's own train.py flags (utils.options)
+
+    @classmethod
+    def check_config(cls, cfg: dict[str, Any]) -> list[str]:
+        """A sampler drawing whole classes needs a batch of whole classes."""
+        m = cfg.get("samples_per_class")
+        if SAMPLES_PER_CLASS in cls.options and m and m > 0 and cfg["batch_size"] % m:
+            return [f"--batch_size {cfg['batch_size']} must be a multiple of --samples_per_class {m} for the "
+                    f"{cfg['sampler']} sampler"]
+        return []
 
     def __init__(
         self,
