@@ -16,7 +16,7 @@ import optim
 import producers
 import samplers
 from data.decoded_cache import plan_cache, split_fixed_resize
-from engine.components import component_kwargs, model_kwargs
+from engine.components import component_kwargs
 from engine.loading import split_classes
 from engine.loss_terms import loss_terms
 from models.backbones import imagenet_weights
@@ -29,10 +29,10 @@ log = logging.getLogger("metric_retrieval")
 
 def model_options(cfg: dict[str, Any], for_inference: bool = False) -> dict[str, Any]:
     """Model builder keyword options from the config: ``--pretrained``, the backbone and head flags
-    (:func:`engine.components.model_kwargs`) and ``--model_option`` (``pretrained`` dropped when rebuilding for
+    (:func:`models.options_from_config`) and ``--model_option`` (``pretrained`` dropped when rebuilding for
     inference)."""
     opts = {"pretrained": cfg["pretrained"]} if cfg.get("pretrained") is not None else {}
-    opts.update(model_kwargs(cfg))
+    opts.update(models.options_from_config(cfg))
     opts.update(parse_key_values(cfg.get("model_option") or [], "--model_option"))
     if for_inference:
         opts.pop("pretrained", None)

@@ -23,7 +23,7 @@ from utils.options import Option, builder_kwargs, merge_options, options_of
 from utils.registry import Registry
 
 __all__ = ["KINDS", "Kind", "add_component_args", "check_selected", "declared", "kind", "component_kwargs",
-           "model_kwargs", "option_problems", "samples_whole_classes", "selected"]
+           "option_problems", "samples_whole_classes", "selected"]
 
 
 @dataclass(frozen=True)
@@ -123,18 +123,6 @@ def check_selected(cfg: dict[str, Any]) -> list[str]:
     """The selected components' own checks (``check_config(cfg) -> problems``; every producer's)."""
     return [p for k in KINDS if k.flags for _, component in selected(k, cfg)
             for p in getattr(component, "check_config", lambda _cfg: [])(cfg)]
-
-
-def model_kwargs(cfg: dict[str, Any]) -> dict[str, Any]:
-    """Model builder options from the backbone and head flags that are set.
-
-    Every set flag is passed, whichever backbone or head declares it, so :func:`models.build_model` rejects one
-    the chosen pair does not take (an error, not a silently ignored flag); the chosen head then translates its
-    own ``to_builder=False`` options (:meth:`models.heads.Head.options_from_config`)."""
-    opts = {option.kwarg: cfg[name] for k in (kind("backbone_type"), kind("head"))
-            for name, (option, _) in declared(k).items() if option.to_builder and cfg.get(name) is not None}
-    opts.update(models.HEADS.get(cfg["head"]).options_from_config(cfg))
-    return opts
 
 
 def samples_whole_classes(cfg: dict[str, Any]) -> bool:
