@@ -107,7 +107,6 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     g.add_argument("--eval_every", type=int, default=1, help="evaluate every N epochs; 0 = only at the end")
     g.add_argument("--eval_batch_size", type=int, default=64)
     g.add_argument("--knn_backend", default="auto", help="auto or " + ", ".join(evaluation.KNN_BACKENDS.names()))
-    g.add_argument("--eval_chunk_size", type=int, default=None)
     g.add_argument("--select_metric", default="recall@1")
     g.add_argument("--select_on", default=None, choices=("val", "test"),
                    help="split used to keep 'best' (default: val if --val_classes > 0 else test)")

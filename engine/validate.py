@@ -45,8 +45,6 @@ def number_problems(cfg: dict[str, Any]) -> list[str]:
     """Non-finite or absurd numeric settings (the flags and the YAML keys alike: both end up in ``cfg``)."""
     problems = [p for flag, bounds in FLOAT_RANGES.items() if (p := range_problem(flag, cfg[flag], *bounds))]
     problems += option_problems(cfg)
-    if cfg["eval_chunk_size"] is not None and cfg["eval_chunk_size"] < 1:
-        problems.append(f"--eval_chunk_size must be a positive integer, got {cfg['eval_chunk_size']}")
     return problems
 
 
