@@ -182,3 +182,18 @@ def test_a_plugin_loss_and_miner_options_are_listed_and_checked(plugins):
     assert term_problems(cfg) == ["loss plugin_loss option scale must be in (0, inf), got 0"]
     cfg = {"loss": [{"name": "plugin_loss", "miner": {"name": "plugin_miner", "keep": 0}}], "miner": "none"}
     assert term_problems(cfg) == ["miner plugin_miner option keep must be a positive integer, got 0"]
+
+
+LOSS_CASES = [(name, option) for name, component in next(k for k in KINDS if k.key == "loss").registry.items()
+              for option in options_of(component) if option.low is not None]
+
+
+@pytest.mark.parametrize("name, option", LOSS_CASES, ids=[f"{n}-{o.name}" for n, o in LOSS_CASES])
+def test_a_loss_option_in_a_yaml_loss_node_is_kept_and_range_checked(tmp_path, name, option):
+    value = _valid(option)
+    cfg = resolve_config([*BASE, "--config", _write(tmp_path, {"loss": {"name": name, option.name: value}})])
+    assert cfg["loss"] == [{"name": name, option.name: value}]
+    with pytest.raises(UserError, match=f"loss {name} option {option.name} must be"):
+        resolve_config([*BASE, "--config", _write(tmp_path, {"loss": {"name": name, option.name: option.low - 1}})])
+    with pytest.raises(UserError, match=f"loss {name} option {option.name} must be"):
+        resolve_config([*BASE, "--loss", name, "--loss_option", f"{name}.{option.name}=oops"])
