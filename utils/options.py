@@ -51,7 +51,6 @@ class Option:
     aliases: tuple[str, ...] = ()
     kwarg: str = ""
     to_builder: bool = True
-    metavar: str | None = None
 
     def __post_init__(self) -> None:
         if not self.kwarg:
@@ -76,7 +75,7 @@ class Option:
             group.add_argument(*self.flags, dest=self.name, action=action, default=self.default, help=text)
         else:
             group.add_argument(*self.flags, dest=self.name, type=None if self.type is str else self.type,
-                               default=self.default, choices=self.choices, help=text, metavar=self.metavar)
+                               default=self.default, choices=self.choices, help=text)
 
     def problem(self, value: Any, where: str | None = None) -> str | None:
         """Why ``value`` is not allowed (type, choices, range), or None. ``where`` names it (default ``--name``)."""
