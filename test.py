@@ -19,6 +19,7 @@ import json
 import sys
 from pathlib import Path
 
+from data.registry import CROP_TYPE
 from engine.config import AMP_CHOICES
 from engine.eval_commands import evaluate_checkpoint, learn_whitening
 from engine.index_query import run_index_queries
@@ -53,7 +54,7 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     g.add_argument("--checkpoint", default=None, help="model_best.pth / checkpoint_latest.pth of a run")
     g.add_argument("--data_name", default=None)
     g.add_argument("--data_path", default=None)
-    g.add_argument("--crop_type", default="uncropped", choices=("uncropped", "cropped"))
+    CROP_TYPE.add_to(g)  # the readers' own option (data/registry.py)
     g.add_argument("--recalls", default=None, help="comma-separated K list; default per dataset")
     g.add_argument("--json", default=None, help="also write the metrics to this JSON file")
     g.add_argument("--transform", default="cgd", help="eval transform when the checkpoint names none")

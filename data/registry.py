@@ -8,9 +8,13 @@ from typing import ClassVar
 
 from data.common import SplitRecords, label_map
 from data.errors import DatasetWarning
+from utils.options import Option
 from utils.registry import Registry
 
 DATASETS = Registry("dataset")
+# the option every reader with bounding boxes takes (declared by :class:`Reader` from ``has_boxes``)
+CROP_TYPE = Option("crop_type", str, "uncropped", "crop the images to their bounding boxes",
+                   choices=("uncropped", "cropped"), to_builder=False)
 
 
 @dataclass(frozen=True)
@@ -43,7 +47,8 @@ class Reader:
     """Reads one benchmark's split lists from ``root`` (subclasses: one per benchmark).
 
     A subclass sets the class attributes and implements :meth:`read`; validation (missing files,
-    malformed lines, non-standard counts) happens there and raises/warns with the layout tree.
+    malformed lines, non-standard counts) happens there and raises/warns with the layout tree. ``options``
+    (:mod:`utils.options`) are the reader's own settings; a reader with ``has_boxes`` takes ``--crop_type``.
     """
 
     name: ClassVar[str] = ""
@@ -56,6 +61,12 @@ class Reader:
     recall_ks: ClassVar[tuple[int, ...]] = (1, 2, 4, 8)
     num_train_classes: ClassVar[int | None] = None
     title: ClassVar[str] = ""
+    options: ClassVar[tuple[Option, ...]] = ()
+
+    def __init_subclass__(cls, **kwargs) -> None:
+        super().__init_subclass__(**kwargs)
+        if cls.has_boxes and CROP_TYPE not in cls.options:
+            cls.options = (*cls.options, CROP_TYPE)
 
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root).expanduser().absolute()

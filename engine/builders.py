@@ -5,7 +5,6 @@ Everything is looked up by name in the packages' registries; nothing here names 
 from __future__ import annotations
 
 import logging
-import math
 from typing import Any
 
 import torch
@@ -13,24 +12,27 @@ import torch
 import data
 import losses
 import models
+import optim
 import producers
 import samplers
 from data.decoded_cache import plan_cache, split_fixed_resize
-from engine.config import parse_key_values, parse_number_list
+from engine.components import component_kwargs
 from engine.loading import split_classes
+from engine.loss_terms import loss_terms
 from models.backbones import imagenet_weights
 from models.backbones.pretrained import cached_weight_file, weight_cache_path
 from utils.errors import UserError
+from utils.parsing import parse_key_values
 
 log = logging.getLogger("metric_retrieval")
-# Flags that map one-to-one onto model builder options when set (None = leave the model's default).
-_MODEL_FLAGS = ("pretrained", "gd_config", "pooling", "stage3_stride", "frozen_bn")
 
 
 def model_options(cfg: dict[str, Any], for_inference: bool = False) -> dict[str, Any]:
-    """Model builder keyword options from the config (``pretrained`` dropped when rebuilding for inference)."""
-    opts = {k: cfg[k] for k in _MODEL_FLAGS if cfg.get(k) is not None}
-    opts.update(models.heads.head_options(cfg["head"], cfg))
+    """Model builder keyword options from the config: ``--pretrained``, the backbone and head flags
+    (:func:`models.options_from_config`) and ``--model_option`` (``pretrained`` dropped when rebuilding for
+    inference)."""
+    opts = {"pretrained": cfg["pretrained"]} if cfg.get("pretrained") is not None else {}
+    opts.update(models.options_from_config(cfg))
     opts.update(parse_key_values(cfg.get("model_option") or [], "--model_option"))
     if for_inference:
         opts.pop("pretrained", None)
@@ -72,41 +74,6 @@ def build_model(cfg: dict[str, Any], num_classes: int) -> torch.nn.Module:
         raise UserError(f"model options: {err}") from None
 
 
-def loss_terms(cfg: dict[str, Any]) -> list[dict[str, Any]]:
-    """The criterion's terms from ``--loss/--loss_weights/--miner/--loss_option`` or a YAML list."""
-    spec = cfg["loss"]
-    if isinstance(spec, list):
-        terms = [dict(t) for t in spec]
-        for t in terms:
-            if "name" not in t:
-                raise UserError(f"loss term {t} has no 'name'")
-    else:
-        names = [n.strip() for n in str(spec).split("+") if n.strip()]
-        weights = parse_number_list(cfg.get("loss_weights"), "--loss_weights", float) or [1.0] * len(names)
-        if len(weights) != len(names):
-            raise UserError(f"--loss_weights has {len(weights)} values for {len(names)} losses in --loss {spec}")
-        terms = [{"name": n, "weight": w} for n, w in zip(names, weights)]
-    miner = cfg.get("miner")
-    for term in terms:
-        term.setdefault("weight", 1.0)
-        if "miner" not in term and miner and miner != "none" and _is_embedding_loss(term["name"]):
-            term["miner"] = miner
-    for key, value in parse_key_values(cfg.get("loss_option") or [], "--loss_option").items():
-        loss_name, _, hparam = key.rpartition(".")
-        targets = [t for t in terms if not loss_name or losses.LOSSES.canonical(t["name"]) ==
-                   losses.LOSSES.canonical(loss_name)]
-        if not targets:
-            raise UserError(f"--loss_option {key}: no loss named {loss_name!r} in --loss {spec}")
-        for t in targets:
-            t[hparam] = value
-    return terms
-
-
-def _is_embedding_loss(name: str) -> bool:
-    return getattr(losses.LOSSES.get(name), "input", "embedding") == "embedding" and \
-        getattr(losses.LOSSES.get(name), "accepts_miner", True)
-
-
 def build_criterion(cfg: dict[str, Any], num_classes: int, class_counts: torch.Tensor) -> torch.nn.Module:
     try:
         return losses.build_criterion(loss_terms(cfg), num_classes=num_classes, embedding_dim=cfg["feature_dim"],
@@ -119,8 +86,8 @@ def build_criterion(cfg: dict[str, Any], num_classes: int, class_counts: torch.T
 
 def build_sampler(cfg: dict[str, Any], labels: torch.Tensor, rank: int, world_size: int):
     try:
-        return samplers.build_batch_sampler(cfg["sampler"], labels, cfg["batch_size"], m=cfg["samples_per_class"],
-                                            seed=cfg["seed"], rank=rank, world_size=world_size)
+        return samplers.build_batch_sampler(cfg["sampler"], labels, cfg["batch_size"], seed=cfg["seed"], rank=rank,
+                                            world_size=world_size, **component_kwargs("sampler", cfg))
     except ValueError as err:  # a batch the data cannot fill
         raise UserError(f"--sampler {cfg['sampler']} with --batch_size {cfg['batch_size']} and --samples_per_class "
                         f"{cfg['samples_per_class']}: {err}; lower --batch_size or --samples_per_class") from None
@@ -144,37 +111,18 @@ def build_optimizer(cfg: dict[str, Any], model: torch.nn.Module, criterion: torc
                 "lr": lr * cfg["head_lr_mult"] * mult, "weight_decay": 0.0} for suffix, mult in special.items()]
     groups += criterion.param_groups(lr)
     groups = [g for g in groups if g["params"]]
-    if cfg["optimizer"] == "sgd":
-        return torch.optim.SGD(groups, lr=lr, momentum=cfg["momentum"])
-    cls = torch.optim.AdamW if cfg["optimizer"] == "adamw" else torch.optim.Adam
-    return cls(groups, lr=lr)
+    return optim.OPTIMIZERS.get(cfg["optimizer"])(groups, lr=lr, **component_kwargs("optimizer", cfg))
 
 
 def build_scheduler(cfg: dict[str, Any], optimizer: torch.optim.Optimizer, steps_per_epoch: int
                     ) -> torch.optim.lr_scheduler.LRScheduler:
-    """Per-step schedule: optional linear warm-up, then multistep (epoch milestones), cosine or constant."""
+    """Per-step schedule ``--scheduler`` (:mod:`optim.schedulers`) behind the optional linear warm-up."""
     epochs = cfg["num_epochs"]
-    total = epochs * steps_per_epoch
     warmup = int(round(cfg["warmup_epochs"] * steps_per_epoch))
-    if cfg["scheduler"] == "multistep":
-        marks = [m * epochs if m < 1 else m for m in parse_number_list(cfg["milestones"], "--milestones", float)]
-        milestones = sorted(int(round(m)) * steps_per_epoch for m in marks)
-
-        def factor(step: int) -> float:
-            return cfg["gamma"] ** sum(step >= m for m in milestones)
-    elif cfg["scheduler"] == "cosine":
-        def factor(step: int) -> float:
-            progress = min(max(step - warmup, 0) / max(total - warmup, 1), 1.0)
-            return 0.5 * (1 + math.cos(math.pi * progress))
-    else:
-        def factor(step: int) -> float:
-            return 1.0
-
-    def with_warmup(step: int) -> float:
-        scale = (step + 1) / warmup if step < warmup else 1.0
-        return scale * factor(step)
-
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, with_warmup)
+    schedule = optim.SCHEDULERS.get(cfg["scheduler"])(total_steps=epochs * steps_per_epoch,
+                                                      steps_per_epoch=steps_per_epoch, num_epochs=epochs,
+                                                      warmup_steps=warmup, **component_kwargs("scheduler", cfg))
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, optim.lr_lambda(schedule, warmup))
 
 
 def build_datasets(cfg: dict[str, Any], root: str) -> dict[str, Any]:

@@ -19,8 +19,12 @@ from typing import Any
 import yaml
 
 import data
+import evaluation
 import models
+import optim
 import producers
+import samplers
+from engine.components import KINDS, add_component_args
 from engine.validate import check_config
 from utils.errors import UserError
 from utils.parsing import parse_number_list
@@ -35,8 +39,9 @@ QUICK_RECIPE = {"image_size": 64, "num_epochs": 4, "batch_size": 32, "samples_pe
 
 
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
-    """The ``train.py`` parser; defaults follow the seed repositories where they exist. The registered
-    components' own flags (embedding producers, heads) are added by their packages."""
+    """The ``train.py`` parser; defaults follow the seed repositories where they exist. These are the generic
+    flags and the flags naming the components; each registered component's own options are added from its
+    declaration (:func:`engine.components.add_component_args`)."""
     p = argparse.ArgumentParser(description="Train a retrieval model", add_help=add_help,
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter,
                                 epilog="python train.py --list prints every registered component with its options")
@@ -47,8 +52,6 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
                    help="dataset root; omitted: a built-in synthetic dataset is generated and used")
     g.add_argument("--data_name", default="folder",
                    help="cub, cars, sop, inshop, folder (aliases: car, cub200, cars196, isc, ...)")
-    g.add_argument("--crop_type", default="uncropped", choices=("uncropped", "cropped"),
-                   help="crop CUB/CARS images to their bounding boxes")
     g.add_argument("--transform", default=data.DEFAULT_TRANSFORM,
                    help=f"augmentation preset: {', '.join(data.list_transforms())}")
     g.add_argument("--image_size", type=int, default=224)
@@ -72,12 +75,6 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
                    help="'imagenet' for torchvision weights, a local state-dict file, or 'none' (random init); "
                         "default: with --data_path the backbone's ImageNet weights from the local torch cache "
                         "(a clear error when they are not there), without it random init")
-    g.add_argument("--gd_config", default=None, help="global descriptors of a multi-descriptor head, e.g. SG, MG, SMG")
-    g.add_argument("--pooling", default=None,
-                   help="global pooling of a pooling head: max, avg, avgmax, gem, sap; baseline avg, avgmax")
-    g.add_argument("--stage3_stride", type=int, default=None, help="1 keeps a 14x14 map at 224 (ResNets)")
-    g.add_argument("--frozen_bn", action=argparse.BooleanOptionalAction, default=None,
-                   help="keep backbone BatchNorm2d statistics fixed (affine still trained)")
     g.add_argument("--model_option", action="append", default=[], metavar="KEY=VALUE",
                    help="any other model builder option (repeatable)")
     g.add_argument("--sync_bn", action="store_true", help="SyncBatchNorm under DDP")
@@ -89,28 +86,19 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     g.add_argument("--miner", default="semihard", help="miner for embedding losses, or 'none'")
     g.add_argument("--loss_option", action="append", default=[], metavar="[LOSS.]KEY=VALUE",
                    help="loss hyper-parameter (repeatable), e.g. triplet.margin=0.1")
-    g.add_argument("--sampler", default="m_per_class", help="m_per_class, class_random, identity, shuffle")
-    g.add_argument("--samples_per_class", type=int, default=4)
+    g.add_argument("--sampler", default="m_per_class", help=", ".join(samplers.SAMPLERS.names()))
     g.add_argument("--aux_loss", action="store_true",
                    help="with an embedding producer: L(real) + w * L(real + generated)")
     g.add_argument("--aux_loss_weight", type=float, default=1.0)
-    producers.add_producer_args(p)
-    models.heads.add_head_args(p)
 
     g = p.add_argument_group("optimisation")
     g.add_argument("--batch_size", type=int, default=32, help="per-process batch size")
     g.add_argument("--num_epochs", type=int, default=20)
-    g.add_argument("--optimizer", default="adam", choices=("adam", "adamw", "sgd"))
+    g.add_argument("--optimizer", default="adam", choices=optim.OPTIMIZERS.names())
     g.add_argument("--lr", type=float, default=1e-4)
-    g.add_argument("--weight_decay", type=float, default=0.0)
-    g.add_argument("--momentum", type=float, default=0.9)
     g.add_argument("--backbone_lr_mult", type=float, default=1.0)
     g.add_argument("--head_lr_mult", type=float, default=1.0)
-    g.add_argument("--scheduler", default="multistep", choices=("multistep", "cosine", "constant"))
-    g.add_argument("--milestones", default="0.6,0.8",
-                   help="multistep epochs; values < 1 are fractions of --num_epochs (e.g. 12,16 of 20)")
-    g.add_argument("--gamma", type=float, default=0.1)
-    g.add_argument("--warmup_epochs", type=float, default=0.0)
+    g.add_argument("--scheduler", default="multistep", choices=optim.SCHEDULERS.names())
     g.add_argument("--grad_clip", type=float, default=0.0, help="max gradient norm; 0 disables")
     g.add_argument("--max_steps_per_epoch", type=int, default=0, help="cap on steps per epoch; 0 = full")
 
@@ -118,8 +106,7 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     g.add_argument("--recalls", default=None, help="comma-separated K list; default per dataset")
     g.add_argument("--eval_every", type=int, default=1, help="evaluate every N epochs; 0 = only at the end")
     g.add_argument("--eval_batch_size", type=int, default=64)
-    g.add_argument("--knn_backend", default="auto")
-    g.add_argument("--eval_chunk_size", type=int, default=None)
+    g.add_argument("--knn_backend", default="auto", help="auto or " + ", ".join(evaluation.KNN_BACKENDS.names()))
     g.add_argument("--select_metric", default="recall@1")
     g.add_argument("--select_on", default=None, choices=("val", "test"),
                    help="split used to keep 'best' (default: val if --val_classes > 0 else test)")
@@ -148,6 +135,7 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     g.add_argument("--checkpoint_every", type=int, default=0,
                    help="also checkpoint every N steps inside an epoch; 0 = end of epoch only")
     g.add_argument("--no_tensorboard", action="store_true")
+    add_component_args(p)
     return p
 
 
@@ -186,8 +174,8 @@ def load_yaml(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
     return {**load_yaml(path.parent / base, (*_seen, path.resolve())), **content}
 
 
-# flags whose YAML value may be a component node {name: ..., option: value, ...}
-COMPONENT_KEYS = ("data_name", "transform", "backbone_type", "head", "miner", "sampler", "knn_backend")
+# flags whose YAML value may be a component node {name: ..., option: value, ...} (a loss is a list of them)
+COMPONENT_KEYS = tuple(k.key for k in KINDS if k.key not in (None, "loss"))
 
 
 def flatten_component_nodes(file_cfg: dict[str, Any], keys: set[str], path: str) -> dict[str, Any]:
@@ -217,6 +205,8 @@ def flatten_component_nodes(file_cfg: dict[str, Any], keys: set[str], path: str)
                 else:
                     raise UserError(f"--config {path}: {key} {value['name']} has no option {option!r} that a "
                                     "flag sets")
+        elif key == "loss":  # one term: the list form with one entry
+            out[key] = [value]
         elif key in producers.PRODUCERS:
             out[key] = True
             for option, v in value.items():
@@ -296,7 +286,7 @@ def validate_config(cfg: dict[str, Any]) -> None:
     problems = []
     if cfg["amp"] not in AMP_CHOICES:
         problems.append(f"--amp must be one of {AMP_CHOICES}, got {cfg['amp']!r}")
-    for flag in ("batch_size", "num_epochs", "samples_per_class", "feature_dim", "image_size", "eval_batch_size"):
+    for flag in ("batch_size", "num_epochs", "feature_dim", "image_size", "eval_batch_size"):
         if cfg[flag] < 1:
             problems.append(f"--{flag} must be a positive integer, got {cfg[flag]}")
     for flag in ("workers", "eval_every", "checkpoint_every", "max_steps_per_epoch"):
@@ -306,10 +296,6 @@ def validate_config(cfg: dict[str, Any]) -> None:
         problems.append(f"--dist_timeout must be a positive number of seconds, got {cfg['dist_timeout']}")
     if any(k < 1 for k in parse_number_list(cfg["recalls"], "--recalls")):
         problems.append(f"--recalls must list positive integers, got {cfg['recalls']}")
-    if cfg["sampler"] in ("m_per_class", "class_random", "identity") and cfg["samples_per_class"] > 0 and \
-            cfg["batch_size"] % cfg["samples_per_class"]:
-        problems.append(f"--batch_size {cfg['batch_size']} must be a multiple of --samples_per_class "
-                        f"{cfg['samples_per_class']} for the {cfg['sampler']} sampler")
     if not cfg["data_path"] and cfg["data_name"] != "folder":
         problems.append(f"--data_name {cfg['data_name']} needs --data_path (without it the built-in synthetic "
                         "dataset is used)")
@@ -317,12 +303,7 @@ def validate_config(cfg: dict[str, Any]) -> None:
         problems.append(f"--val_classes must be a fraction in [0, 1), got {cfg['val_classes']}")
     if cfg["select_on"] == "val" and cfg["val_classes"] == 0:
         problems.append("--select_on val needs --val_classes > 0")
-    boxed = data.datasets_with_boxes()
-    if cfg["crop_type"] == "cropped" and not (cfg["data_name"] in data.DATASETS and
-                                              data.DATASETS.canonical(cfg["data_name"]) in boxed):
-        problems.append(f"--crop_type cropped works only for the datasets with bounding boxes ({', '.join(boxed)}), "
-                        f"not --data_name {cfg['data_name']}")
-    problems += producers.check_producer_config(cfg)
+    problems += producers.producer_conflicts(cfg)
     if cfg["aux_loss"] and not any(producers.PRODUCERS.get(n).enabled(cfg) for n in producers.PRODUCERS.names()):
         problems.append("--aux_loss only applies with an embedding producer (" +
                         ", ".join(f"--{n}" for n in producers.PRODUCERS.names()) + ")")
@@ -333,17 +314,6 @@ def validate_config(cfg: dict[str, Any]) -> None:
                         "use --decode auto (the default) or fast")
     if problems:
         raise UserError("invalid configuration:\n  " + "\n  ".join(problems))
-
-
-def parse_key_values(items: list[str], flag: str) -> dict[str, Any]:
-    """``["a=1", "b=x"]`` → ``{"a": 1, "b": "x"}``; values are parsed as YAML scalars."""
-    out = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise UserError(f"{flag} expects KEY=VALUE, got {item!r}")
-        out[key.strip()] = yaml.safe_load(value)
-    return out
 
 
 def save_config(cfg: dict[str, Any], path: str | Path) -> None:

@@ -13,12 +13,12 @@ import data
 import evaluation
 import models
 from engine.checkpoint import load_model
-from engine.config import parse_key_values, parse_number_list
 from engine.evaluate import embed_dataset, evaluate_split
 from engine.runtime import AMP_DTYPES, resolve_amp, resolve_device
 from evaluation.query_expansion import check_qe
 from evaluation.whitening import matching_pairs
 from utils.errors import UserError
+from utils.parsing import parse_key_values, parse_number_list
 
 __all__ = ["build_eval_model", "eval_amp", "evaluate_checkpoint", "learn_whitening", "load_head_parts", "parse_qe"]
 

@@ -1,39 +1,26 @@
-"""``python train.py --list``: every registered component and its options, read from the registries.
+"""``python train.py --list``: every registered component of every kind (:data:`engine.components.KINDS`) with
+its options.
 
-Options are each builder's keyword parameters with their annotation and default (the constructor is the
-component's declaration); components that add their own flags (embedding producers, heads) list those too.
+Each entry prints the builder's keyword parameters with the builder's defaults (``--model_option``,
+``--loss_option`` or a YAML node sets any of them) as ``name(keyword: type = default, ...)``, then one line per
+option it declares (:mod:`utils.options`): how it is set (its flag), type, flag default (``None``: the
+builder's), range and help.
 """
 from __future__ import annotations
 
-import argparse
+import functools
 import inspect
 from typing import Any
 
-import data
-import evaluation
-import losses
-import models
-import producers
-import samplers
-from utils.registry import Registry
-
-# (title, registry, parameters filled in by the framework rather than chosen by the user)
-SECTIONS: tuple[tuple[str, Registry, tuple[str, ...]], ...] = (
-    ("datasets (--data_name)", data.DATASETS, ("root",)),
-    ("augmentation presets (--transform)", data.TRANSFORMS, ("train", "image_size")),
-    ("backbones (--backbone_type)", models.BACKBONES, ()),
-    ("heads (--head)", models.HEADS, ("in_channels", "feature_dim", "num_classes")),
-    ("losses (--loss)", losses.LOSSES, ("num_classes", "embedding_dim", "class_counts")),
-    ("miners (--miner)", losses.MINERS, ()),
-    ("batch samplers (--sampler)", samplers.SAMPLERS, ("labels", "batch_size", "seed", "rank", "world_size")),
-    ("embedding producers", producers.PRODUCERS, ("num_classes", "embedding_dim")),
-    ("kNN back-ends (--knn_backend)", evaluation.KNN_BACKENDS, ()),
-)
+from engine.components import KINDS, Kind
+from utils.options import Option, options_of
 
 
-def _options(builder: Any, skip: tuple[str, ...]) -> list[str]:
+def _keywords(builder: Any, skip: tuple[str, ...]) -> list[str]:
+    if isinstance(builder, functools.partial):
+        builder = builder.func
     try:
-        params = inspect.signature(builder).parameters.values()
+        params = list(inspect.signature(builder).parameters.values())
     except (TypeError, ValueError):
         return []
     out = []
@@ -46,25 +33,21 @@ def _options(builder: Any, skip: tuple[str, ...]) -> list[str]:
     return out
 
 
-def _flags(builder: Any) -> list[str]:
-    add_args = getattr(builder, "add_args", None)
-    if add_args is None:
-        return []
-    group = argparse.ArgumentParser(add_help=False).add_argument_group()
-    add_args(group)
-    return [f"{'/'.join(a.option_strings)} (default {a.default!r})" for a in group._group_actions]
+def _option_line(k: Kind, name: str, option: Option) -> str:
+    how = "/".join(option.spellings) if k.flags else k.set_by.format(name=name, option=option.name)
+    text = f"      option {how}: {option.describe(with_default=k.flags)}"
+    return f"{text}  ({option.help})" if option.help else text
 
 
 def describe_components() -> str:
     """The listing printed by ``train.py --list``."""
     lines = []
-    for title, registry, skip in SECTIONS:
-        lines.append(f"{title}:")
-        for name in registry.names():
-            builder = registry.get(name)
-            lines.append(f"  {name}({', '.join(_options(builder, skip))})")
-            lines += [f"      flag {flag}" for flag in _flags(builder)]
+    for k in KINDS:
+        lines.append(f"{k.title} ({'--' + k.key if k.key else 'each with its own switch'}):")
+        for name, builder in k.registry.items():
+            lines.append(f"  {name}({', '.join(_keywords(builder, k.skip))})")
+            lines += [_option_line(k, name, option) for option in options_of(builder)]
     return "\n".join(lines)
 
 
-__all__ = ["SECTIONS", "describe_components"]
+__all__ = ["describe_components"]

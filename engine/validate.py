@@ -18,6 +18,8 @@ from typing import Any
 import torch
 
 import producers
+from engine.components import check_selected, option_problems, samples_whole_classes
+from engine.loss_terms import term_problems
 from engine.run_lock import LOCK_NAME
 from utils.errors import UserError
 from utils.parsing import parse_number_list, range_problem
@@ -27,16 +29,13 @@ from utils.parsing import parse_number_list, range_problem
 RUN_RECORDS = {"train.log", "config.yaml", "env.json", "tb", LOCK_NAME}  # what a run that failed at its start leaves
 METRIC_NAME = re.compile(r"^(recall@[1-9][0-9]*|precision@1|r_precision|map@r)$")
 
-# flag: (lowest, lowest allowed?, highest, highest allowed?); every value must also be finite.
+# generic flag: (lowest, lowest allowed?, highest, highest allowed?); every value must also be finite. The
+# components' options carry their own ranges (utils.options), checked with the config (engine.components).
 FLOAT_RANGES: dict[str, tuple[float, bool, float, bool]] = {
     "lr": (0.0, False, 10.0, True),  # above 10 no optimiser here converges: a typo (1e30) or a unit mix-up
     "dist_timeout": (0.0, False, math.inf, False),
-    "weight_decay": (0.0, True, math.inf, False),
-    "momentum": (0.0, True, 1.0, False),
     "backbone_lr_mult": (0.0, True, math.inf, False),
     "head_lr_mult": (0.0, True, math.inf, False),
-    "gamma": (0.0, False, math.inf, False),
-    "warmup_epochs": (0.0, True, math.inf, False),
     "grad_clip": (0.0, True, math.inf, False),
     "aux_loss_weight": (0.0, True, math.inf, False),
 }
@@ -45,20 +44,7 @@ FLOAT_RANGES: dict[str, tuple[float, bool, float, bool]] = {
 def number_problems(cfg: dict[str, Any]) -> list[str]:
     """Non-finite or absurd numeric settings (the flags and the YAML keys alike: both end up in ``cfg``)."""
     problems = [p for flag, bounds in FLOAT_RANGES.items() if (p := range_problem(flag, cfg[flag], *bounds))]
-    if cfg["warmup_epochs"] > cfg["num_epochs"]:
-        problems.append(f"--warmup_epochs {cfg['warmup_epochs']:g} exceeds --num_epochs {cfg['num_epochs']}")
-    if cfg["eval_chunk_size"] is not None and cfg["eval_chunk_size"] < 1:
-        problems.append(f"--eval_chunk_size must be a positive integer, got {cfg['eval_chunk_size']}")
-    if cfg["stage3_stride"] is not None and cfg["stage3_stride"] not in (1, 2):
-        problems.append(f"--stage3_stride must be 1 or 2, got {cfg['stage3_stride']}")
-    if cfg["scheduler"] == "multistep":
-        for m in parse_number_list(cfg["milestones"], "--milestones", float):
-            if not math.isfinite(m) or m <= 0:
-                problems.append(f"--milestones must list positive numbers, got {cfg['milestones']}")
-            elif m >= 1 and m >= cfg["num_epochs"]:
-                problems.append(f"--milestones {cfg['milestones']}: epoch {m:g} is not before the end of "
-                                f"--num_epochs {cfg['num_epochs']}, so the learning rate would never drop there "
-                                "(values < 1 are fractions of --num_epochs)")
+    problems += option_problems(cfg)
     return problems
 
 
@@ -89,6 +75,7 @@ def name_problems(cfg: dict[str, Any], explicit: Iterable[str] = ()) -> list[str
     known = [n for n in _names(cfg["loss"]) if n in losses.LOSSES]
     if problems or not known:
         return problems
+    problems += term_problems(cfg)
     kinds = {n: getattr(losses.LOSSES.get(n), "input", "embedding") for n in known}
     takes_miner = [n for n in known if kinds[n] == "embedding" and getattr(losses.LOSSES.get(n), "accepts_miner", True)]
     if "miner" in explicit and cfg["miner"] not in (None, "none") and not takes_miner:
@@ -113,7 +100,7 @@ def metric_problems(cfg: dict[str, Any]) -> list[str]:
 
 def check_config(cfg: dict[str, Any], explicit: Iterable[str] = ()) -> None:
     """All data-independent checks; raises one :class:`UserError` listing every problem."""
-    problems = number_problems(cfg) + name_problems(cfg, set(explicit)) + metric_problems(cfg)
+    problems = number_problems(cfg) + name_problems(cfg, set(explicit)) + metric_problems(cfg) + check_selected(cfg)
     if problems:
         raise UserError("invalid configuration:\n  " + "\n  ".join(problems))
     cfg["output_dir"] = check_output_dir(cfg)
@@ -176,7 +163,7 @@ def check_splits(cfg: dict[str, Any], splits: dict[str, Any], ks: list[int]) -> 
         raise UserError("unusable data:\n  " + "\n  ".join(problems))
     counts = torch.bincount(train.labels, minlength=train.num_classes)
     small = int((counts < cfg["samples_per_class"]).sum())
-    if cfg["sampler"] in ("m_per_class", "class_random", "identity") and small:
+    if samples_whole_classes(cfg) and small:
         warnings.append(f"--samples_per_class {cfg['samples_per_class']}: {small} of {train.num_classes} training "
                         f"classes have fewer images (smallest {int(counts.min())}); their batches hold fewer "
                         "positives than asked")

@@ -54,6 +54,7 @@ import numpy as np
 import torch
 
 from utils.errors import UnknownOptionError
+from utils.options import Option
 from utils.registry import Registry
 
 __all__ = ["KNN_BACKENDS", "auto_chunk_size", "available_backends", "iter_knn", "knn", "resolve_backend"]
@@ -179,7 +180,13 @@ def _drop_self(key: torch.Tensor, idx: torch.Tensor,
 # back-ends: each has ``available()``, ``prepare(gallery, metric)`` and ``search(state, query_chunk, k)``
 # returning (key (c, k) float32 CPU, index (c, k) int64 CPU), best first, ties by lower index.
 # ----------------------------------------------------------------------------------------------------------
+# the option every back-end takes: the query rows per scored block (None: sized to the memory, see above)
+CHUNK_SIZE = Option("eval_chunk_size", int, None, "query rows per kNN block; default: sized to the free memory",
+                    low=1, to_builder=False)
+
+
 class _TorchBackend:
+    options = (CHUNK_SIZE,)
     device = torch.device("cpu")
 
     @classmethod
@@ -231,6 +238,8 @@ def _faiss():
 @KNN_BACKENDS.register("faiss_cpu")
 class FaissCpuKNN:
     """``faiss.IndexFlatIP`` / ``IndexFlatL2`` (exact) on the CPU."""
+
+    options = (CHUNK_SIZE,)
 
     @classmethod
     def available(cls) -> bool:

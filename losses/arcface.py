@@ -25,6 +25,7 @@ from torch import Tensor, nn
 from losses._registry import LOSSES
 from losses._utils import IndicesTuple, zero_loss
 from losses.base import EmbeddingLoss, check_embedding_dim, check_labels_in_range, check_num_classes
+from utils.options import Option
 
 
 @LOSSES.register("arcface")
@@ -37,6 +38,13 @@ class ArcFaceLoss(EmbeddingLoss):
         lr: absolute learning rate of W, default 5e-4 (RDML); None → base lr × ``lr_multiplier``.
         lr_multiplier: used when ``lr`` is None, default 1.
     """
+
+    options = (
+        Option("margin", float, help="additive angular margin m (radians)", low=0.0),
+        Option("scale", float, help="logit scale s", low=0.0, low_ok=False),
+        Option("lr", float, help="learning rate of the class centres (None: --lr)", low=0.0),
+        Option("lr_multiplier", float, help="multiplier of the centres' learning rate", low=0.0),
+    )
 
     accepts_miner = False
 

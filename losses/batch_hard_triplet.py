@@ -18,6 +18,7 @@ from torch import Tensor
 from losses._registry import LOSSES
 from losses._utils import IndicesTuple, label_masks, pairwise_distances, zero_loss
 from losses.base import EmbeddingLoss
+from utils.options import Option
 
 
 @LOSSES.register("batch_hard_triplet")
@@ -27,6 +28,10 @@ class BatchHardTripletLoss(EmbeddingLoss):
     Args:
         margin: ``m``, default 0.1 (CGD).
     """
+
+    options = (
+        Option("margin", float, help="triplet margin m", low=0.0),
+    )
 
     accepts_miner = False
 

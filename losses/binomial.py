@@ -24,6 +24,7 @@ from torch import Tensor
 from losses._registry import LOSSES
 from losses._utils import IndicesTuple, pair_masks, zero_loss
 from losses.base import EmbeddingLoss
+from utils.options import Option
 
 
 @LOSSES.register("binomial", aliases=("binomial_deviance",))
@@ -33,6 +34,12 @@ class BinomialDevianceLoss(EmbeddingLoss):
         pos_scale: positive scale γ, default 2 (hard-coded in Deep_Metric).
         margin: λ, default 0.5 (ABIR config ``margin``).
     """
+
+    options = (
+        Option("alpha", float, help="slope of the deviance", low=0.0, low_ok=False),
+        Option("pos_scale", float, help="weight of the positive pairs' cost", low=0.0),
+        Option("margin", float, help="similarity margin"),
+    )
 
     def __init__(self, alpha: float = 2.0, pos_scale: float = 2.0, margin: float = 0.5) -> None:
         super().__init__()

@@ -11,6 +11,7 @@ from torch import Tensor
 from losses._registry import LOSSES
 from losses._utils import IndicesTuple, gathered_distances, to_pairs, zero_loss
 from losses.base import EmbeddingLoss
+from utils.options import Option
 
 
 @LOSSES.register("contrastive")
@@ -26,6 +27,11 @@ class ContrastiveLoss(EmbeddingLoss):
         pos_margin: ``m_pos``, default 0 (RDML/PML).
         neg_margin: ``m_neg``, default 1 (RDML/PML).
     """
+
+    options = (
+        Option("pos_margin", float, help="distance below which a positive pair costs nothing", low=0.0),
+        Option("neg_margin", float, help="distance above which a negative pair costs nothing", low=0.0),
+    )
 
     reference_path = True
 

@@ -17,6 +17,7 @@ from torch import Tensor
 from losses._registry import LOSSES
 from losses._utils import IndicesTuple, masked_logsumexp, pair_masks, pairwise_distances, zero_loss
 from losses.base import EmbeddingLoss
+from utils.options import Option
 
 
 @LOSSES.register("lifted", aliases=("generalized_lifted",))
@@ -25,6 +26,11 @@ class LiftedLoss(EmbeddingLoss):
         neg_margin: ``m``, default 1 (RDML ``loss_lifted_neg_margin``).
         l2_weight: ``w``, default 0.005 (RDML ``loss_lifted_l2``).
     """
+
+    options = (
+        Option("neg_margin", float, help="negative margin", low=0.0),
+        Option("l2_weight", float, help="weight of the embedding L2 penalty", low=0.0),
+    )
 
     def __init__(self, neg_margin: float = 1.0, l2_weight: float = 0.005) -> None:
         super().__init__()

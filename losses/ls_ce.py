@@ -23,6 +23,7 @@ from torch import Tensor
 
 from losses._registry import LOSSES
 from losses.base import LogitsLoss
+from utils.options import Option
 
 
 def balanced_class_weights(class_counts: Sequence[int] | Tensor) -> Tensor:
@@ -50,6 +51,13 @@ class LabelSmoothingCELoss(LogitsLoss):
         class_counts: per-class training image counts (the criterion passes them at run time).
         class_weights: explicit per-class weights ``(M,)``; overrides ``class_balanced``.
     """
+
+    options = (
+        Option("smoothing", float, help="label smoothing epsilon", low=0.0, high=1.0, high_ok=False),
+        Option("temperature", float, help="softmax temperature", low=0.0, low_ok=False),
+        Option("class_balanced", bool, help="weight classes by inverse frequency"),
+        Option("class_weights", list, help="explicit per-class weights"),
+    )
 
     def __init__(
         self,

@@ -25,6 +25,7 @@ from torch import Tensor, nn
 from losses._registry import LOSSES
 from losses._utils import IndicesTuple, gathered_distances, to_triplets, zero_loss
 from losses.base import EmbeddingLoss, check_labels_in_range, check_num_classes
+from utils.options import Option
 
 
 @LOSSES.register("margin")
@@ -40,6 +41,15 @@ class MarginLoss(EmbeddingLoss):
         nu: ν, weight of the β regulariser, default 0 (RDML).
         beta_lr: absolute learning rate for β, default 5e-4 (RDML ``loss_margin_beta_lr``).
     """
+
+    options = (
+        Option("margin", float, help="margin alpha around the boundary beta", low=0.0),
+        Option("beta", float, help="initial boundary beta", low=0.0),
+        Option("learn_beta", bool, help="learn beta"),
+        Option("beta_per_class", bool, help="one beta per class"),
+        Option("nu", float, help="regularisation of beta", low=0.0),
+        Option("beta_lr", float, help="learning rate of beta", low=0.0),
+    )
 
     reference_path = True
 

@@ -21,6 +21,7 @@ from torch import Tensor
 from losses._registry import LOSSES
 from losses._utils import IndicesTuple, masked_logsumexp, row_pair_masks, zero_loss
 from losses.base import EmbeddingLoss
+from utils.options import Option
 
 
 @LOSSES.register("multi_similarity", aliases=("multisimilarity", "ms"))
@@ -31,6 +32,13 @@ class MultiSimilarityLoss(EmbeddingLoss):
         base: similarity threshold λ, default 0.5 (RDML ``loss_multisimilarity_thresh``).
         epsilon: mining margin ε, default 0.1 (RDML ``loss_multisimilarity_margin``).
     """
+
+    options = (
+        Option("alpha", float, help="positive scale", low=0.0, low_ok=False),
+        Option("beta", float, help="negative scale", low=0.0, low_ok=False),
+        Option("base", float, help="similarity offset lambda"),
+        Option("epsilon", float, help="mining margin", low=0.0),
+    )
 
     reference_path = True
 

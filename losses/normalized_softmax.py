@@ -17,6 +17,7 @@ from torch import Tensor, nn
 from losses._registry import LOSSES
 from losses._utils import IndicesTuple, zero_loss
 from losses.base import EmbeddingLoss, check_embedding_dim, check_labels_in_range, check_num_classes
+from utils.options import Option
 
 
 @LOSSES.register("normalized_softmax", aliases=("softmax", "norm_softmax"))
@@ -27,6 +28,11 @@ class NormalizedSoftmaxLoss(EmbeddingLoss):
         temperature: T, default 0.05.
         lr_multiplier: class-map lr = base lr × this, default 1 (RDML).
     """
+
+    options = (
+        Option("temperature", float, help="softmax temperature", low=0.0, low_ok=False),
+        Option("lr_multiplier", float, help="multiplier of the proxies' learning rate", low=0.0),
+    )
 
     accepts_miner = False
 

@@ -18,6 +18,7 @@ from torch import Tensor
 from losses._registry import LOSSES
 from losses._utils import IndicesTuple, masked_logsumexp, pair_masks, zero_loss
 from losses.base import EmbeddingLoss
+from utils.options import Option
 
 
 @LOSSES.register("npair", aliases=("n_pair",))
@@ -26,6 +27,11 @@ class NPairLoss(EmbeddingLoss):
         l2_weight: ``w``, default 0.005 (RDML ``loss_npair_l2``).
         input_divisor: embeddings are divided by this first; default 1 (DAS: 4).
     """
+
+    options = (
+        Option("l2_weight", float, help="weight of the embedding L2 penalty", low=0.0),
+        Option("input_divisor", float, help="embeddings divided by this before the loss", low=0.0, low_ok=False),
+    )
 
     def __init__(self, l2_weight: float = 0.005, input_divisor: float = 1.0) -> None:
         super().__init__()

@@ -18,6 +18,7 @@ from torch import Tensor, nn
 from losses._registry import LOSSES
 from losses._utils import IndicesTuple, masked_logsumexp, zero_loss
 from losses.base import EmbeddingLoss, check_embedding_dim, check_labels_in_range, check_num_classes
+from utils.options import Option
 
 
 @LOSSES.register("proxy_anchor", aliases=("proxyanchor",))
@@ -29,6 +30,12 @@ class ProxyAnchorLoss(EmbeddingLoss):
         alpha: α, default 32.
         lr_multiplier: proxy lr = base lr × this, default 100.
     """
+
+    options = (
+        Option("margin", float, help="margin delta", low=0.0),
+        Option("alpha", float, help="scale alpha", low=0.0, low_ok=False),
+        Option("lr_multiplier", float, help="multiplier of the proxies' learning rate", low=0.0),
+    )
 
     accepts_miner = False
 

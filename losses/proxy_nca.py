@@ -19,6 +19,7 @@ from torch import Tensor, nn
 from losses._registry import LOSSES
 from losses._utils import IndicesTuple, zero_loss
 from losses.base import EmbeddingLoss, check_embedding_dim, check_labels_in_range, check_num_classes
+from utils.options import Option
 
 
 @LOSSES.register("proxy_nca", aliases=("proxynca",))
@@ -29,6 +30,11 @@ class ProxyNCALoss(EmbeddingLoss):
         scale: s, default 3 (RDML).
         lr_multiplier: proxy lr = base lr × this, default 50 (RDML).
     """
+
+    options = (
+        Option("scale", float, help="distance scale", low=0.0, low_ok=False),
+        Option("lr_multiplier", float, help="multiplier of the proxies' learning rate", low=0.0),
+    )
 
     accepts_miner = False
 

@@ -15,6 +15,7 @@ from torch import Tensor
 from losses._registry import LOSSES
 from losses._utils import IndicesTuple, gathered_distances, to_triplets, zero_loss
 from losses.base import EmbeddingLoss
+from utils.options import Option
 
 
 @LOSSES.register("triplet")
@@ -25,6 +26,11 @@ class TripletLoss(EmbeddingLoss):
         margin: ``m``, default 0.2 (RDML ``loss_triplet_margin``).
         squared: squared Euclidean distances (RDML, default True) or plain Euclidean (PML, False).
     """
+
+    options = (
+        Option("margin", float, help="triplet margin m", low=0.0),
+        Option("squared", bool, help="squared Euclidean distances"),
+    )
 
     reference_path = True
 

@@ -16,11 +16,19 @@ from models.backbones import BACKBONES, Backbone, InputSpec, build_backbone, con
 from models.checkpoint import load_model_state, read_state_dict, unwrap_state_dict
 from models.errors import ModelConfigError
 from models.heads import HEADS, Head, rmac_regions
-from models.retrieval_model import RetrievalModel, build_model, list_models, option_names
+from models.retrieval_model import (
+    RetrievalModel,
+    build_model,
+    flag_options,
+    list_models,
+    option_names,
+    options_from_config,
+)
 
 __all__ = ["BACKBONES", "HEADS", "Backbone", "Head", "InputSpec", "ModelConfigError", "RetrievalModel",
-           "build_backbone", "build_model", "convert_cadene_se_resnet50", "list_models", "load_model_state",
-           "option_names", "profile", "read_state_dict", "rmac_regions", "unwrap_state_dict"]
+           "build_backbone", "build_model", "convert_cadene_se_resnet50", "flag_options", "list_models",
+           "load_model_state", "option_names", "options_from_config", "profile", "read_state_dict", "rmac_regions",
+           "unwrap_state_dict"]
 
 
 def __getattr__(name: str) -> Any:

@@ -21,8 +21,13 @@ import torch
 from torch import nn
 
 from models.errors import ModelConfigError
+from utils.options import Option
 
-__all__ = ["GLOBAL_POOLINGS", "GeM", "avgmax", "check_pooling", "gem", "mac", "sap", "spoc"]
+__all__ = ["GLOBAL_POOLINGS", "POOLING", "GeM", "avgmax", "check_pooling", "gem", "mac", "sap", "spoc"]
+
+# the ``--pooling`` option of every head that pools one global descriptor (each checks its own subset)
+POOLING = Option("pooling", str, None, "global pooling of a pooling head: max, avg, avgmax, gem, sap; "
+                                       "baseline avg, avgmax")
 
 
 def spoc(x: torch.Tensor) -> torch.Tensor:

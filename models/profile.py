@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 import data
+from models.retrieval_model import flag_options, options_from_config
 
 __all__ = ["TABLE_DATASETS", "dataset_columns", "main", "profile", "profile_table"]
 
@@ -97,9 +98,9 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--feature_dim", type=int, default=None, help="embedding width (CLF README: 1536)")
     p.add_argument("--data_name", default=None, help="also print the exact counts for this dataset")
     p.add_argument("--image_size", type=int, default=224)
-    p.add_argument("--gd_config", default=None)
-    p.add_argument("--pooling", default=None)
-    p.add_argument("--stage3_stride", type=int, default=None)
+    group = p.add_argument_group("backbone and head options (as train.py)")
+    for option, users in flag_options().values():
+        option.add_to(group, ", ".join(users))
     return p
 
 
@@ -107,8 +108,8 @@ def main(args: argparse.Namespace) -> int:
     from utils.errors import UserError
 
     backbones = [b.strip() for b in args.backbone_type.split(",") if b.strip()]
-    options = {"gd_config": args.gd_config, "pooling": args.pooling, "stage3_stride": args.stage3_stride}
     try:
+        options = options_from_config(vars(args))
         data_key = _dataset(args.data_name) if args.data_name else None
         table, counts = profile_table(backbones, args.head, args.feature_dim, args.image_size, **options)
     except (UserError, TypeError) as err:

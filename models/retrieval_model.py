@@ -13,6 +13,7 @@ baseline and regional attention: ``frozen_bn=True``) apply unless the caller set
 from __future__ import annotations
 
 import inspect
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -20,8 +21,9 @@ from torch import nn
 
 from models.backbones import BACKBONES, Backbone, InputSpec
 from models.heads import HEADS, Head
+from utils.options import Option, merge_options, options_of
 
-__all__ = ["RetrievalModel", "build_model", "list_models", "option_names"]
+__all__ = ["RetrievalModel", "build_model", "flag_options", "list_models", "option_names", "options_from_config"]
 
 _STRUCTURAL = ("self", "in_channels", "feature_dim", "num_classes")
 _MODEL_OPTIONS = ("freeze_backbone",)
@@ -77,6 +79,26 @@ def option_names(backbone: str, head: str) -> dict[str, list[str]]:
     """Accepted option names: ``{"backbone": [...], "head": [...], "model": ["freeze_backbone"]}``."""
     return {"backbone": _keywords(BACKBONES.get(backbone)), "head": _keywords(HEADS.get(head)),
             "model": list(_MODEL_OPTIONS)}
+
+
+def flag_options() -> dict[str, tuple[Option, list[str]]]:
+    """The model's command-line flags: every option a backbone or head declares (:mod:`utils.options`), merged,
+    with the components declaring each."""
+    return merge_options((f"{kind} {name}", option) for kind, registry in (("backbone", BACKBONES), ("head", HEADS))
+                         for name, component in registry.items() for option in options_of(component))
+
+
+def options_from_config(cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """:func:`build_model` options from the model flags in ``cfg`` (a resolved config or a parsed namespace).
+
+    Every set flag is passed, whichever backbone or head declares it, so :func:`build_model` rejects one the
+    chosen pair does not take (an error, not a silently ignored flag); the chosen head ``cfg["head"]`` then
+    translates its own ``to_builder=False`` options (:meth:`models.heads.Head.options_from_config`).
+    """
+    opts = {option.kwarg: cfg[name] for name, (option, _) in flag_options().items()
+            if option.to_builder and cfg.get(name) is not None}
+    opts.update(HEADS.get(cfg["head"]).options_from_config(dict(cfg)))
+    return opts
 
 
 def build_model(backbone: str, head: str, feature_dim: int | None = None, num_classes: int | None = None,

@@ -41,7 +41,6 @@ Under DDP the trainer passes the gathered global batch, so every rank updates id
 """
 from __future__ import annotations
 
-import argparse
 from typing import Any
 
 import torch
@@ -49,7 +48,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from producers._registry import PRODUCERS
-from utils.parsing import range_problem
+from utils.options import Option
 
 
 @PRODUCERS.register("das")
@@ -110,20 +109,19 @@ class DAS(nn.Module):
                 f"normalize={self.normalize}, detach={self.detach}")
 
     # -- self-description (see :mod:`producers`) -------------------------------------------------------------
-    @staticmethod
-    def add_args(group: argparse._ArgumentGroup) -> None:
-        """The DAS CLI's flags (``scripts/parameters.py`` names and defaults)."""
-        group.add_argument("--das", "--embedding_producer_used", dest="das", action=argparse.BooleanOptionalAction,
-                           default=False, help="densely-anchored sampling (DFS + MTS)")
-        group.add_argument("--das_num_produce", type=int, default=3, help="N generated copies per real row")
-        group.add_argument("--das_dfs_num_scale", type=int, default=4, help="K scaled dimensions (DFS)")
-        group.add_argument("--das_dfs_scale_left", type=float, default=0.5, help="DFS scale range U[a, b): a")
-        group.add_argument("--das_dfs_scale_right", type=float, default=2.0, help="DFS scale range U[a, b): b")
-        group.add_argument("--das_mts_num_transformation_bank", type=int, default=10,
-                           help="Q, MTS bank capacity per class")
-        group.add_argument("--das_mts_scale", type=float, default=0.01, help="λ, MTS shift multiplier")
-        group.add_argument("--das_not_normalize", action="store_true", help="do not L2-normalise generated rows")
-        group.add_argument("--detach", action="store_true", help="DAS: generate from detached embeddings")
+    # the DAS CLI's flags (``scripts/parameters.py`` names and defaults)
+    options = (
+        Option("das", bool, False, "densely-anchored sampling (DFS + MTS)", negatable=True,
+               aliases=("--embedding_producer_used",)),
+        Option("das_num_produce", int, 3, "N generated copies per real row", low=1),
+        Option("das_dfs_num_scale", int, 4, "K scaled dimensions (DFS)", low=1),
+        Option("das_dfs_scale_left", float, 0.5, "DFS scale range U[a, b): a", low=0.0, low_ok=False),
+        Option("das_dfs_scale_right", float, 2.0, "DFS scale range U[a, b): b", low=0.0, low_ok=False),
+        Option("das_mts_num_transformation_bank", int, 10, "Q, MTS bank capacity per class", low=1),
+        Option("das_mts_scale", float, 0.01, "λ, MTS shift multiplier", low=0.0),
+        Option("das_not_normalize", bool, False, "do not L2-normalise generated rows"),
+        Option("detach", bool, False, "DAS: generate from detached embeddings"),
+    )
 
     @staticmethod
     def enabled(cfg: dict[str, Any]) -> bool:
@@ -131,14 +129,11 @@ class DAS(nn.Module):
 
     @staticmethod
     def check_config(cfg: dict[str, Any]) -> list[str]:
+        """What the declared ranges cannot say: switches without ``--das``, and a < b."""
         problems = []
         das_only = [f for f in ("detach", "das_not_normalize") if cfg.get(f)]
         if das_only and not cfg.get("das"):
             problems.append(f"{', '.join('--' + f for f in das_only)} only apply with --das")
-        ranges = (("das_dfs_scale_left", False), ("das_dfs_scale_right", False), ("das_mts_scale", True))
-        problems += [p for flag, low_ok in ranges if (p := range_problem(flag, cfg[flag], 0.0, low_ok))]
-        problems += [f"--{flag} must be a positive integer, got {cfg[flag]}" for flag in
-                     ("das_num_produce", "das_dfs_num_scale", "das_mts_num_transformation_bank") if cfg[flag] < 1]
         if not cfg["das_dfs_scale_left"] <= cfg["das_dfs_scale_right"]:
             problems.append("--das_dfs_scale_left must not exceed --das_dfs_scale_right")
         return problems

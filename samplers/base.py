@@ -25,6 +25,11 @@ import numpy as np
 import torch
 from torch.utils.data import Sampler
 
+from utils.options import Option
+
+# the option of every sampler that draws whole classes (P classes x m images per batch)
+SAMPLES_PER_CLASS = Option("samples_per_class", int, 4, "images per class in a batch (m)", low=1, kwarg="m")
+
 
 def as_label_array(labels: Sequence[int] | np.ndarray | torch.Tensor) -> np.ndarray:
     """Labels as a 1-D int64 numpy array (accepts a tensor, an array or a list)."""
@@ -51,6 +56,16 @@ class BaseBatchSampler(Sampler[list[int]]):
     """
 
     default_m: ClassVar[int | None] = None
+    options: ClassVar[tuple[Option, ...]] = ()  # the sampler's own train.py flags (utils.options)
+
+    @classmethod
+    def check_config(cls, cfg: dict[str, Any]) -> list[str]:
+        """A sampler drawing whole classes needs a batch of whole classes."""
+        m = cfg.get("samples_per_class")
+        if SAMPLES_PER_CLASS in cls.options and m and m > 0 and cfg["batch_size"] % m:
+            return [f"--batch_size {cfg['batch_size']} must be a multiple of --samples_per_class {m} for the "
+                    f"{cfg['sampler']} sampler"]
+        return []
 
     def __init__(
         self,

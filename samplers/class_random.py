@@ -10,12 +10,14 @@ from __future__ import annotations
 import numpy as np
 
 from samplers._registry import SAMPLERS
-from samplers.base import BaseBatchSampler
+from samplers.base import SAMPLES_PER_CLASS, BaseBatchSampler
 
 
 @SAMPLERS.register("class_random")
 class ClassRandomSampler(BaseBatchSampler):
     """See the module docstring; ``batch_size`` (per rank) must be a multiple of ``m``."""
+
+    options = (SAMPLES_PER_CLASS,)
 
     default_m = 2
 

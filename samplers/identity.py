@@ -10,12 +10,14 @@ from __future__ import annotations
 import numpy as np
 
 from samplers._registry import SAMPLERS
-from samplers.base import BaseBatchSampler
+from samplers.base import SAMPLES_PER_CLASS, BaseBatchSampler
 
 
 @SAMPLERS.register("identity", aliases=("random_identity",))
 class RandomIdentitySampler(BaseBatchSampler):
     """See the module docstring; ``m`` is Deep_Metric's ``num_instances``."""
+
+    options = (SAMPLES_PER_CLASS,)
 
     default_m = 5
 

@@ -14,12 +14,14 @@ from __future__ import annotations
 import numpy as np
 
 from samplers._registry import SAMPLERS
-from samplers.base import BaseBatchSampler
+from samplers.base import SAMPLES_PER_CLASS, BaseBatchSampler
 
 
 @SAMPLERS.register("m_per_class")
 class MPerClassSampler(BaseBatchSampler):
     """See the module docstring."""
+
+    options = (SAMPLES_PER_CLASS,)
 
     default_m = 4
 

@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 import math
+from typing import Any
+
+import yaml
 
 from utils.errors import UserError
 
@@ -27,3 +30,14 @@ def range_problem(flag: str, value: float, low: float, low_ok: bool, high: float
         left, right = "[" if low_ok else "(", "]" if high_ok else ")"
         return f"--{flag} must be in {left}{low:g}, {high:g}{right}, got {value:g}"
     return None
+
+
+def parse_key_values(items: list[str], flag: str) -> dict[str, Any]:
+    """``["a=1", "b=x"]`` → ``{"a": 1, "b": "x"}``; values are parsed as YAML scalars."""
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise UserError(f"{flag} expects KEY=VALUE, got {item!r}")
+        out[key.strip()] = yaml.safe_load(value)
+    return out

@@ -82,6 +82,11 @@ class Registry:
     def families(self) -> list[str]:
         return sorted(self._families)
 
+    def items(self) -> list[tuple[str, Callable[..., Any]]]:
+        """``(name, builder)`` for every registered name, then ``("<prefix>:<name>", family builder)``."""
+        return [(n, self._entries[n]) for n in self.names()] + \
+            [(f"{p}:<name>", self._families[p]) for p in self.families()]
+
     def __contains__(self, name: str) -> bool:
         return name in self._entries or name in self._aliases or self._family(name) is not None
 

@@ -22,6 +22,7 @@ from torch import Tensor
 from losses._registry import MINERS
 from losses._utils import label_masks, pairwise_distances, rand_like_on, uniform_choice
 from losses.miners.base import BaseMiner
+from utils.options import Option
 
 
 @MINERS.register("distance", aliases=("distance_weighted",))
@@ -31,6 +32,11 @@ class DistanceWeightedMiner(BaseMiner):
         upper_cutoff: zero weight for ``d ≥ upper_cutoff``; default None = not applied (RDML), 1.4 (PML/Wu).
         generator: optional ``torch.Generator``.
     """
+
+    options = (
+        Option("lower_cutoff", float, help="distances are clipped below this", low=0.0),
+        Option("upper_cutoff", float, help="negatives farther than this are dropped (None: none)", low=0.0),
+    )
 
     def __init__(
         self, lower_cutoff: float = 0.5, upper_cutoff: float | None = None,

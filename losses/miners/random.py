@@ -13,6 +13,7 @@ from torch import Tensor
 from losses._registry import MINERS
 from losses._utils import label_masks, rand_like_on, uniform_choice
 from losses.miners.base import BaseMiner, empty_triplets
+from utils.options import Option
 
 
 @MINERS.register("random")
@@ -21,6 +22,10 @@ class RandomMiner(BaseMiner):
         num_triplets: triplets per batch, default None = batch size (RDML).
         generator: optional ``torch.Generator``.
     """
+
+    options = (
+        Option("num_triplets", int, help="triplets drawn per batch (None: one per anchor)", low=1),
+    )
 
     def __init__(self, num_triplets: int | None = None, generator: torch.Generator | None = None) -> None:
         super().__init__(generator)

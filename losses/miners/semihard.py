@@ -15,6 +15,7 @@ from torch import Tensor
 from losses._registry import MINERS
 from losses._utils import label_masks, pairwise_distances, uniform_choice
 from losses.miners.base import BaseMiner
+from utils.options import Option
 
 
 @MINERS.register("semihard")
@@ -23,6 +24,10 @@ class SemihardMiner(BaseMiner):
         margin: semi-hard window, default 0.2 (RDML).
         generator: optional ``torch.Generator``.
     """
+
+    options = (
+        Option("margin", float, help="semi-hard band width", low=0.0),
+    )
 
     def __init__(self, margin: float = 0.2, generator: torch.Generator | None = None) -> None:
         super().__init__(generator)

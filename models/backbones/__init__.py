@@ -1,7 +1,9 @@
 """Backbones (``BACKBONES`` registry): trunks mapping images to feature maps (timm-style contract).
 
 Every entry is a builder with explicit keyword options (``pretrained``, ``stage3_stride``, ``frozen_bn``,
-``taps``; VGG16 has no ``stage3_stride``) returning a :class:`Backbone`; ``timm:<name>`` builds any timm model
+``taps``; VGG16 has no ``stage3_stride``) returning a :class:`Backbone`; the options that are ``train.py``
+flags are declared on the builder (:func:`utils.options.declare`), and so are its torchvision ImageNet weights
+(``builder.imagenet_weights()``, absent when it has none); ``timm:<name>`` builds any timm model
 (:mod:`models.backbones.timm_backbone`).
 """
 from __future__ import annotations
@@ -9,13 +11,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import torchvision
-
 from models.backbones.base import CAFFE_BGR255, DEEP_METRIC_BGR255, IMAGENET_RGB, Backbone, InputSpec
 from models.backbones.caffe_resnet import CaffeResNet, caffe_resnet101, convert_cadene_se_resnet50, seresnet50
 from models.backbones.pretrained import cached_weight_file
 from models.backbones.resnet import TorchvisionResNet, resnet18, resnet50, resnet101, resnext50_32x4d
-from models.backbones.resnet import imagenet_weights as _resnet_weights
 from models.backbones.timm_backbone import TimmBackbone, timm_backbone
 from models.backbones.vgg import VGG16Trunk, vgg16
 from utils.registry import Registry
@@ -40,17 +39,11 @@ def build_backbone(name: str, **options: Any) -> Backbone:
     return BACKBONES.build(name, **options)
 
 
-# backbone name -> its torchvision ImageNet weights (the Caffe/Cadene trunks have none: they need a file)
-_IMAGENET = {"resnet18": lambda: _resnet_weights("resnet18"), "resnet50": lambda: _resnet_weights("resnet50"),
-             "resnet101": lambda: _resnet_weights("resnet101"),
-             "resnext50": lambda: _resnet_weights("resnext50_32x4d"),
-             "vgg16": lambda: torchvision.models.VGG16_Weights.IMAGENET1K_V1}
-
-
 def imagenet_weights(name: str) -> Any | None:
-    """The torchvision weights that ``pretrained="imagenet"`` loads for backbone ``name``; ``None`` if it has none."""
-    canonical = BACKBONES.canonical(name)
-    return _IMAGENET[canonical]() if canonical in _IMAGENET else None
+    """The torchvision weights that ``pretrained="imagenet"`` loads for backbone ``name``, as its builder declares
+    them (``builder.imagenet_weights()``); ``None`` if it has none (the Caffe/Cadene trunks need a file)."""
+    declared = getattr(BACKBONES.get(name), "imagenet_weights", None)
+    return None if declared is None else declared()
 
 
 def imagenet_weight_file(name: str) -> Path | None:

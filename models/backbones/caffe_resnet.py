@@ -21,8 +21,10 @@ from torch import nn
 
 from models.backbones.base import (
     CAFFE_BGR255,
+    FROZEN_BN,
     IMAGENET_RGB,
     RESNET_STAGES,
+    STAGE3_STRIDE,
     Backbone,
     InputSpec,
     check_stage3_stride,
@@ -32,6 +34,7 @@ from models.backbones.base import (
 )
 from models.backbones.pretrained import load_pretrained
 from models.se import SqueezeExcite
+from utils.options import declare
 
 __all__ = ["CaffeBottleneck", "CaffeResNet", "caffe_resnet101", "convert_cadene_se_resnet50",
            "seresnet50"]
@@ -137,6 +140,7 @@ def convert_cadene_se_resnet50(state_dict: dict[str, torch.Tensor]) -> dict[str,
     return out
 
 
+@declare(STAGE3_STRIDE, FROZEN_BN)
 def seresnet50(pretrained: Any = False, stage3_stride: int = 2, frozen_bn: bool = False,
                taps: list[str] | str | None = None) -> CaffeResNet:
     """SE-ResNet-50 (Cadene layout, CLF pad-1 stem pool); ``pretrained`` = a local Cadene/converted file."""
@@ -145,6 +149,7 @@ def seresnet50(pretrained: Any = False, stage3_stride: int = 2, frozen_bn: bool 
                        convert=convert_cadene_se_resnet50, display_name="SEResNet50")
 
 
+@declare(STAGE3_STRIDE, FROZEN_BN)
 def caffe_resnet101(pretrained: Any = False, stage3_stride: int = 2, frozen_bn: bool = False,
                     taps: list[str] | str | None = None) -> CaffeResNet:
     """Caffe ResNet-101 (regional attention backbone): BGR 0–255 input, pad-0 ceil stem pool."""

@@ -8,13 +8,16 @@ ResNet-50 at 224 px then ends in a 2048x14x14 map instead of 2048x7x7.
 """
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import torchvision
 
 from models.backbones.base import (
+    FROZEN_BN,
     IMAGENET_RGB,
     RESNET_STAGES,
+    STAGE3_STRIDE,
     Backbone,
     check_stage3_stride,
     resnet_stage_info,
@@ -23,6 +26,7 @@ from models.backbones.base import (
 )
 from models.backbones.pretrained import load_pretrained
 from models.errors import ModelConfigError
+from utils.options import declare
 
 __all__ = ["TorchvisionResNet", "imagenet_weights"]
 
@@ -84,6 +88,7 @@ class TorchvisionResNet(Backbone):
 
 
 def _make(arch: str):
+    @declare(STAGE3_STRIDE, FROZEN_BN)
     def builder(pretrained: Any = False, stage3_stride: int = 2, frozen_bn: bool = False,
                 taps: list[str] | str | None = None) -> TorchvisionResNet:
         return TorchvisionResNet(arch, pretrained=pretrained, stage3_stride=stage3_stride,
@@ -91,6 +96,7 @@ def _make(arch: str):
 
     builder.__name__ = arch
     builder.__doc__ = f"torchvision ``{arch}`` trunk; see :class:`TorchvisionResNet` for the options."
+    builder.imagenet_weights = functools.partial(imagenet_weights, arch)  # what pretrained="imagenet" loads
     return builder
 
 

@@ -35,11 +35,12 @@ import timm
 import torch
 from timm.optim import param_groups_layer_decay
 
-from models.backbones.base import Backbone, InputSpec
+from models.backbones.base import FROZEN_BN, Backbone, InputSpec
 from models.checkpoint import load_model_state, read_state_dict, unwrap_state_dict
 from models.errors import ModelConfigError
 from models.pooling import gem
 from utils.errors import UserError
+from utils.options import declare
 
 __all__ = ["TOKEN_POOLS", "TimmBackbone", "timm_backbone"]
 
@@ -216,6 +217,7 @@ def _reduction(net: torch.nn.Module) -> int:
     return int(patch[0])
 
 
+@declare(FROZEN_BN)
 def timm_backbone(name: str, pretrained: Any = False, frozen_bn: bool = False, drop_path_rate: float = 0.0,
                   token_pool: str = "cls", token_gem_p: float = 3.0, img_size: int | None = None,
                   dynamic_img_size: bool | None = None, freeze_blocks: int = 0, layer_decay: float | None = None,

@@ -15,8 +15,9 @@ from torch import nn
 from torchvision.models.vgg import cfgs as VGG_CFGS
 from torchvision.models.vgg import make_layers
 
-from models.backbones.base import IMAGENET_RGB, Backbone
+from models.backbones.base import FROZEN_BN, IMAGENET_RGB, Backbone
 from models.backbones.pretrained import load_pretrained
+from utils.options import declare
 
 __all__ = ["VGG16Trunk", "vgg16"]
 
@@ -61,7 +62,11 @@ class VGG16Trunk(Backbone):
             start = end
 
 
+@declare(FROZEN_BN)
 def vgg16(pretrained: Any = False, frozen_bn: bool = False,
           taps: list[str] | str | None = None) -> VGG16Trunk:
     """VGG16 conv trunk; see :class:`VGG16Trunk`."""
     return VGG16Trunk(pretrained=pretrained, frozen_bn=frozen_bn, taps=taps)
+
+
+vgg16.imagenet_weights = lambda: torchvision.models.VGG16_Weights.IMAGENET1K_V1  # what pretrained="imagenet" loads

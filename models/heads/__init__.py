@@ -6,7 +6,6 @@ One file per paper: ``baseline`` (Revisiting-DML), ``cgd``, ``clf``, ``abir``, `
 from __future__ import annotations
 
 import argparse
-from typing import Any
 
 from models.heads.abir import ABIRHead
 from models.heads.base import Head, ModelConfigError, l2n
@@ -20,8 +19,8 @@ from models.heads.token import TokenHead
 from utils.registry import Registry
 
 __all__ = ["GD_CONFIGS", "HEADS", "ABIRHead", "BaselineHead", "CGDHead", "CLFHead", "GeMHead", "Head",
-           "ModelConfigError", "RMACHead", "RegionalAttentionHead", "TokenHead", "add_head_args", "add_head_file_args",
-           "extra_file_heads", "head_options", "l2n", "rmac_regions"]
+           "ModelConfigError", "RMACHead", "RegionalAttentionHead", "TokenHead", "add_head_file_args",
+           "extra_file_heads", "l2n", "rmac_regions"]
 
 HEADS = Registry("head")
 HEADS.register("baseline", aliases=("rdml",))(BaselineHead)
@@ -34,22 +33,11 @@ HEADS.register("gem")(GeMHead)
 HEADS.register("token")(TokenHead)
 
 
-def add_head_args(parser: argparse.ArgumentParser) -> None:
-    """Every registered head's own flags (:meth:`Head.add_args`), one argument group per head."""
-    for name in HEADS.names():
-        HEADS.get(name).add_args(parser.add_argument_group(f"head: {name}"))
-
-
 def add_head_file_args(group: argparse._ArgumentGroup) -> None:
     """One ``--NAME FILE`` flag per extra file a registered head can load (:attr:`Head.extra_files`)."""
     for name in HEADS.names():
         for dest, help_text in HEADS.get(name).extra_files.items():
             group.add_argument(f"--{dest}", default=None, metavar="FILE", help=f"--head {name}: {help_text}")
-
-
-def head_options(name: str, cfg: dict[str, Any]) -> dict[str, Any]:
-    """Constructor options of head ``name`` from its own flags in ``cfg`` (:meth:`Head.options_from_config`)."""
-    return HEADS.get(name).options_from_config(cfg)
 
 
 def extra_file_heads() -> dict[str, list[str]]:

@@ -31,7 +31,6 @@ RGB ImageNet-normalised images (what :class:`~models.backbones.vgg.VGG16Trunk` d
 """
 from __future__ import annotations
 
-import argparse
 from typing import Any
 
 import torch
@@ -42,6 +41,7 @@ from models.backbones.base import DEEP_METRIC_BGR255
 from models.heads.base import Head, ModelConfigError, l2n
 from models.pooling import mac
 from models.se import SqueezeExcite
+from utils.options import Option
 
 __all__ = ["ABIRHead", "AttentionBlock", "SqueezeExcite"]
 
@@ -85,9 +85,7 @@ class ABIRHead(Head):
     uses_intermediates = True
     input_spec = DEEP_METRIC_BGR255
 
-    @staticmethod
-    def add_args(group: argparse._ArgumentGroup) -> None:
-        group.add_argument("--no_se", action="store_true", help="ABIR ablation without squeeze-and-excitation")
+    options = (Option("no_se", bool, False, "ABIR ablation without squeeze-and-excitation", to_builder=False),)
 
     @staticmethod
     def options_from_config(cfg: dict[str, Any]) -> dict[str, Any]:

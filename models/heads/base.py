@@ -10,7 +10,6 @@ trunk fixed; :func:`models.build_model` applies both unless the caller sets the 
 """
 from __future__ import annotations
 
-import argparse
 from typing import Any, ClassVar
 
 import torch
@@ -19,6 +18,7 @@ from torch import nn
 
 from models.backbones.base import InputSpec
 from models.errors import ModelConfigError
+from utils.options import Option
 
 __all__ = ["Head", "ModelConfigError", "l2n"]
 
@@ -45,14 +45,13 @@ class Head(nn.Module):
     # files shipped apart from the weights that a command line may load into this head: flag dest -> help
     extra_files: ClassVar[dict[str, str]] = {}
 
-    # -- self-description (fairseq style; see README "Architecture") ----------------------------------------
-    @staticmethod
-    def add_args(group: argparse._ArgumentGroup) -> None:
-        """Declare the head's own ``train.py`` flags (none by default)."""
+    # -- self-description (see README "Architecture") ------------------------------------------------------
+    # the head's own train.py flags / YAML keys (utils.options); those with to_builder go to the constructor as is
+    options: ClassVar[tuple[Option, ...]] = ()
 
     @staticmethod
     def options_from_config(cfg: dict[str, Any]) -> dict[str, Any]:
-        """Constructor options from the head's own flags in a resolved config (none by default)."""
+        """Constructor options translated from the head's ``to_builder=False`` options (none by default)."""
         return {}
 
     def load_extra(self, name: str, path: str) -> None:

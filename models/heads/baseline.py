@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from models.heads.base import Head, l2n
-from models.pooling import GLOBAL_POOLINGS, check_pooling
+from models.pooling import GLOBAL_POOLINGS, POOLING, check_pooling
 
 __all__ = ["BaselineHead"]
 
@@ -19,6 +19,7 @@ POOLINGS = ("avg", "avgmax")  # keys of GLOBAL_POOLINGS
 
 
 class BaselineHead(Head):
+    options = (POOLING,)
     """``embedding = L2(Linear(pool(x)))``; ``logits`` is always ``None``.
 
     Args:

@@ -17,6 +17,7 @@ from torch import nn
 
 from models.heads.base import Head, ModelConfigError, l2n
 from models.pooling import GLOBAL_POOLINGS
+from utils.options import Option
 
 __all__ = ["GD_CONFIGS", "CGDHead"]
 
@@ -25,6 +26,7 @@ _DESCRIPTORS = {"S": "avg", "M": "max", "G": "gem"}  # gd_config letter -> GLOBA
 
 
 class CGDHead(Head):
+    options = (Option("gd_config", str, None, "global descriptors of a multi-descriptor head, e.g. SG, MG, SMG"),)
     """Combination of global descriptors; returns ``(embedding (B, D), logits (B, M) or None)``.
 
     Args:

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from models.heads.base import Head, l2n
-from models.pooling import GLOBAL_POOLINGS, check_pooling
+from models.pooling import GLOBAL_POOLINGS, POOLING, check_pooling
 
 __all__ = ["CLF_POOLINGS", "CLFHead"]
 
@@ -21,6 +21,7 @@ CLF_POOLINGS = ("max", "avg", "gem", "sap")  # keys of GLOBAL_POOLINGS
 
 
 class CLFHead(Head):
+    options = (POOLING,)
     """Pool → bias-free refactor FC → (L2 embedding, BN1d → bias-free classifier logits).
 
     Args:

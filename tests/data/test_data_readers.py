@@ -160,10 +160,9 @@ def test_synthetic_classes_share_attributes_across_splits():
         assert {a[k] for a in test} <= {a[k] for a in train}
 
 
-@pytest.mark.parametrize("name", ["cub", "cars", "sop", "inshop", "folder", "oxford5k", "paris6k", "roxford5k",
-                                  "rparis6k"])
+@pytest.mark.parametrize("name", data.DATASETS.names())
 def test_every_registered_dataset_reads_its_synthetic_layout(name, synth_root):
-    assert name in data.DATASETS.names()
+    """A new reader is covered here without editing the test: it needs a synthetic layout (data/synth.py)."""
     report = data.describe_dataset(name, synth_root(name), verify_images=True)
     assert report["dataset"] == name and report["splits"]
     assert all(s["images"] > 0 for s in report["splits"].values())

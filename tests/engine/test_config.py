@@ -1,8 +1,9 @@
 """Config resolution: defaults < YAML < explicit flags; unknown keys and bad combinations are rejected."""
 import pytest
 
-from engine.config import parse_key_values, resolve_config
+from engine.config import resolve_config
 from utils.errors import UserError
+from utils.parsing import parse_key_values
 
 
 def write(tmp_path, text):
@@ -56,7 +57,7 @@ def test_missing_and_invalid_yaml(tmp_path):
     (["--aux_loss"], r"--aux_loss only applies with an embedding producer \(--das\)"),
     (["--select_on", "val"], "needs --val_classes"),
     (["--crop_type", "cropped", "--data_name", "sop", "--data_path", "x"],
-     r"only for the datasets with bounding boxes \(cars, cub\), not --data_name sop"),
+     r"--crop_type cropped works only for the datasets that take it \(cars, cub\), not --data_name sop"),
     (["--crop_type", "cropped", "--data_name", "imagenet", "--data_path", "x"], "not --data_name imagenet"),
     (["--data_name", "cub"], "--data_name cub needs --data_path"),
     (["--compile", "--deterministic"], "cannot be combined"),

@@ -31,7 +31,7 @@ DATA = ["--data_path", "/nowhere", "--data_name", "cub"]  # never read: every ch
     (["--das", "--das_num_produce", "0"], "--das_num_produce must be a positive integer"),
     (["--eval_chunk_size", "0"], "--eval_chunk_size must be a positive integer"),
     (["--image_size", "0"], "--image_size must be a positive integer"),
-    (["--stage3_stride", "3"], "--stage3_stride must be 1 or 2"),
+    (["--stage3_stride", "3"], r"--stage3_stride must be in \[1, 2\], got 3"),
 ])
 def test_absurd_numbers_are_refused(argv, message):
     with pytest.raises(UserError, match=message):

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-PACKAGES = ("data", "engine", "evaluation", "losses", "models", "producers", "samplers", "utils")
+PACKAGES = ("data", "engine", "evaluation", "losses", "models", "optim", "producers", "samplers", "utils")
 SCRIPTS = ("train", "test", "data_utils")
 
 

@@ -1,0 +1,199 @@
+"""Every registered component's declared options (utils/options.py) are train.py flags, YAML keys (flat and
+per-component form), range-checked and listed; a new component in a module of its own is all of that too."""
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import io
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+import optim
+from engine.builders import build_sampler
+from engine.components import KINDS, Kind, component_kwargs, declared
+from engine.config import get_args_parser, resolve_config
+from engine.listing import describe_components
+from engine.loss_terms import term_problems
+from utils.errors import UserError
+from utils.options import Option, merge_options, options_of
+
+BASE = ["--data_path", "x"]  # a data path (not read): the quick recipe for the built-in data stays off
+
+
+def _flag_options() -> list[tuple[Kind, str, Option]]:
+    """(kind, component, option) for every declared option that is a flag of its own."""
+    return [(k, name, option) for k in KINDS if k.flags for name, component in k.registry.items()
+            if ":" not in name for option in options_of(component)]
+
+
+CASES = _flag_options()
+IDS = [f"{k.noun}-{name}-{option.name}" for k, name, option in CASES]
+
+
+def _valid(option: Option):
+    """A value inside the option's type and range, different from its default where the type allows."""
+    if option.type is bool:
+        return not option.default
+    if option.choices is not None:
+        return next(c for c in reversed(option.choices) if c != option.default)
+    if option.type is int:
+        return int(option.low) + 1 if option.high is None or option.low + 1 <= option.high else int(option.low)
+    if option.type is float:
+        if option.high is not None:
+            return (option.low + option.high) / 2
+        return 2 * option.default if option.default else 0.25
+    return option.default if option.default is not None else "value"
+
+
+def _selecting(k: Kind, name: str) -> dict:
+    """The YAML keys that make component ``name`` the one used."""
+    return {k.key: name} if k.key else {name: True}
+
+
+def _write(tmp_path: Path, content: dict) -> str:
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump(content))
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def help_text() -> str:
+    return get_args_parser().format_help()
+
+
+@pytest.mark.parametrize("k, name, option", CASES, ids=IDS)
+def test_declared_option_is_in_help_and_listing(help_text, k, name, option):
+    assert all(spelling in help_text for spelling in option.spellings)
+    assert f"option {'/'.join(option.spellings)}: {option.describe()}" in describe_components()
+
+
+@pytest.mark.parametrize("k, name, option", CASES, ids=IDS)
+def test_declared_option_is_a_yaml_key_flat_and_per_component(tmp_path, k, name, option):
+    value = _valid(option)
+    flat = resolve_config([*BASE, "--config", _write(tmp_path, {**_selecting(k, name), option.name: value})])
+    node = ({k.key: {"name": name, option.name: value}} if k.key else
+            {name: {option.name.removeprefix(f"{name}_"): value}})
+    nested = resolve_config([*BASE, "--config", _write(tmp_path, node)])
+    assert flat[option.name] == nested[option.name] == value
+
+
+@pytest.mark.parametrize("k, name, option", [c for c in CASES if c[2].low is not None or c[2].high is not None],
+                         ids=[i for c, i in zip(CASES, IDS) if c[2].low is not None or c[2].high is not None])
+def test_declared_range_is_enforced_for_flags_and_yaml(tmp_path, k, name, option):
+    outside = option.low - 1 if option.low is not None else option.high + 1
+    flag = [f"--{option.name}", str(outside)]
+    with pytest.raises(UserError, match=f"--{option.name} must be"):
+        resolve_config([*BASE, *flag])
+    with pytest.raises(UserError, match=f"--{option.name} must be"):
+        resolve_config([*BASE, "--config", _write(tmp_path, {option.name: outside})])
+    if option.type is float:
+        with pytest.raises(UserError, match=f"--{option.name} must be a finite number"):
+            resolve_config([*BASE, f"--{option.name}", "nan"])
+
+
+@pytest.mark.parametrize("k, name, option", [c for c in CASES if c[2].type is not str],
+                         ids=[i for c, i in zip(CASES, IDS) if c[2].type is not str])
+def test_yaml_value_of_the_wrong_type_is_refused(tmp_path, k, name, option):
+    wrong = "maybe" if option.type is bool else "several"
+    with pytest.raises(UserError, match=f"{option.name} must be"):
+        resolve_config([*BASE, "--config", _write(tmp_path, {option.name: wrong})])
+
+
+@pytest.mark.parametrize("kind_key", ["loss", "miner"])
+def test_every_loss_and_miner_hyper_parameter_is_range_checked(kind_key):
+    """Declared loss / miner options are checked in --loss_option and YAML terms (not flags: terms combine)."""
+    k = next(k for k in KINDS if k.key == kind_key)
+    checked = 0
+    for name, component in k.registry.items():
+        for option in options_of(component):
+            if option.low is None:
+                continue
+            term = ({"name": name, option.name: option.low - 1} if kind_key == "loss" else
+                    {"name": "triplet", "miner": {"name": name, option.name: option.low - 1}})
+            problems = term_problems({"loss": [term], "miner": "none", "loss_option": []})
+            assert len(problems) == 1 and f"{name} option {option.name} must be" in problems[0]
+            checked += 1
+    assert checked > 0
+
+
+def test_a_declared_option_shared_by_several_components_is_one_flag(help_text):
+    pooling = declared(next(k for k in KINDS if k.key == "head"))["pooling"]
+    assert pooling[1] == ["baseline", "clf"] and help_text.count("--pooling POOLING") == 2  # usage + group
+    with pytest.raises(ValueError, match="declared differently"):
+        merge_options([("a", Option("x", int, 1)), ("b", Option("x", int, 2))])
+
+
+# -- a new component of each kind, in one test-local module ----------------------------------------------------
+PLUGIN = Path(__file__).with_name("plugin_components.py")
+
+
+@pytest.fixture
+def plugins(monkeypatch):
+    """Import plugin_components.py; its registrations are undone afterwards."""
+    for k in KINDS:
+        monkeypatch.setattr(k.registry, "_entries", dict(k.registry._entries))
+    spec = importlib.util.spec_from_file_location("plugin_components", PLUGIN)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+PLUGIN_OPTIONS = [("data_name", "plugin_data", "plugin_data_fraction", 0.5),
+                  ("backbone_type", "plugin_backbone", "plugin_width_mult", 0.5),
+                  ("head", "plugin_head", "plugin_head_temperature", 0.5),
+                  ("sampler", "plugin_sampler", "plugin_sampler_passes", 3),
+                  ("optimizer", "plugin_sgd", "dampening", 0.5),
+                  (None, "plugin_producer", "plugin_producer_noise", 0.5)]
+
+
+@pytest.mark.parametrize("key, name, option, value", PLUGIN_OPTIONS, ids=[p[1] for p in PLUGIN_OPTIONS])
+def test_a_plugin_components_options_reach_parser_yaml_listing_and_checks(plugins, tmp_path, key, name, option,
+                                                                          value):
+    assert f"--{option}" in get_args_parser().format_help()
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        print(describe_components())
+    assert f"  {name}(" in out.getvalue() and f"option --{option}:" in out.getvalue()
+    selecting = {key: name} if key else {name: True}
+    cfg = resolve_config([*BASE, "--config", _write(tmp_path, {**selecting, option: value})])
+    assert cfg[option] == value
+    with pytest.raises(UserError, match=f"--{option} must be"):
+        resolve_config([*BASE, "--config", _write(tmp_path, {**selecting, option: -1})])
+
+
+def test_a_plugin_optimizer_and_sampler_are_built_with_their_declared_options(plugins, tmp_path):
+    cfg = resolve_config([*BASE, "--optimizer", "plugin_sgd", "--dampening", "0.25",
+                          "--sampler", "plugin_sampler", "--plugin_sampler_passes", "2"])
+    assert component_kwargs("optimizer", cfg) == {"dampening": 0.25}
+    assert component_kwargs("sampler", cfg) == {"passes": 2}
+    param = torch.nn.Parameter(torch.zeros(2))
+    opt = optim.OPTIMIZERS.get(cfg["optimizer"])([{"params": [param]}], lr=0.1, **component_kwargs("optimizer", cfg))
+    assert opt.param_groups[0]["dampening"] == 0.25
+    assert build_sampler(cfg, torch.arange(64) % 8, rank=0, world_size=1).passes == 2
+
+
+def test_a_plugin_loss_and_miner_options_are_listed_and_checked(plugins):
+    listing = describe_components()
+    assert "  plugin_loss(scale: float = 1.0)" in listing and "  plugin_miner(keep: int = 4)" in listing
+    cfg = {"loss": "plugin_loss", "miner": "none", "loss_option": ["plugin_loss.scale=0"]}
+    assert term_problems(cfg) == ["loss plugin_loss option scale must be in (0, inf), got 0"]
+    cfg = {"loss": [{"name": "plugin_loss", "miner": {"name": "plugin_miner", "keep": 0}}], "miner": "none"}
+    assert term_problems(cfg) == ["miner plugin_miner option keep must be a positive integer, got 0"]
+
+
+LOSS_CASES = [(name, option) for name, component in next(k for k in KINDS if k.key == "loss").registry.items()
+              for option in options_of(component) if option.low is not None]
+
+
+@pytest.mark.parametrize("name, option", LOSS_CASES, ids=[f"{n}-{o.name}" for n, o in LOSS_CASES])
+def test_a_loss_option_in_a_yaml_loss_node_is_kept_and_range_checked(tmp_path, name, option):
+    value = _valid(option)
+    cfg = resolve_config([*BASE, "--config", _write(tmp_path, {"loss": {"name": name, option.name: value}})])
+    assert cfg["loss"] == [{"name": name, option.name: value}]
+    with pytest.raises(UserError, match=f"loss {name} option {option.name} must be"):
+        resolve_config([*BASE, "--config", _write(tmp_path, {"loss": {"name": name, option.name: option.low - 1}})])
+    with pytest.raises(UserError, match=f"loss {name} option {option.name} must be"):
+        resolve_config([*BASE, "--loss", name, "--loss_option", f"{name}.{option.name}=oops"])
