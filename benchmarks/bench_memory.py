@@ -1,14 +1,17 @@
 """Time one training step with and without a cross-batch memory (Wang et al., CVPR 2020), in the same run.
 
 A step is: ResNet-50 + baseline head (``models.build_model``, random init) forward → criterion → backward.
-The memory is pre-filled with ``--memory-size`` random unit rows, so every timed step compares the batch
-with the full memory. Steps of both settings are interleaved so machine-load drift hits both alike; the
-ratio (with / without) is printed.
+The memory is pre-filled with ``--memory-size`` random unit rows (and restored, untimed, after each step),
+so every timed step compares the batch with the full memory. On a shared, noisy machine the measurement is
+made robust by: a fixed thread count (``--threads``); untimed warm-up steps of both settings; rounds that
+run the two settings in alternating order (ABBA: without, with, with, without), so load drift within a round
+hits both alike; and medians. Printed: the median step time of each setting, their ratio, and the median of
+the per-round ratios (with / without) with its range.
 
 Example::
 
     python benchmarks/bench_memory.py                        # CPU, ResNet-50 at 224 px, batch 64, M 8192 x 512
-    python benchmarks/bench_memory.py --image-size 112 --steps 3
+    python benchmarks/bench_memory.py --image-size 112 --rounds 2 --threads 1
 """
 from __future__ import annotations
 
@@ -38,8 +41,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--loss", default="multi_similarity", help="a loss that takes a memory (default MS)")
     p.add_argument("--miner", default=None, help="optional miner for the loss")
     p.add_argument("--device", default="cpu")
-    p.add_argument("--steps", type=int, default=2, help="timed steps per setting (median; default 2)")
-    p.add_argument("--warmup", type=int, default=1)
+    p.add_argument("--rounds", type=int, default=3, help="timed ABBA rounds (2 steps per setting each)")
+    p.add_argument("--warmup", type=int, default=1, help="untimed steps per setting before the rounds")
+    p.add_argument("--threads", type=int, default=2, help="torch CPU threads, fixed for the whole run")
     p.add_argument("--seed", type=int, default=0)
     return p
 
@@ -51,6 +55,7 @@ def sync(device: torch.device) -> None:
 
 def main(args: argparse.Namespace) -> None:
     device = torch.device(args.device)
+    torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     model = models.build_model("resnet50", "baseline", args.embedding_dim).to(device).train()
     images = torch.randn(args.batch_size, 3, args.image_size, args.image_size, device=device)
@@ -66,31 +71,38 @@ def main(args: argparse.Namespace) -> None:
     plain, memory = plain.to(device), memory.to(device)
     snapshot = {k: v.clone() for k, v in bank.state_dict().items()}
 
-    def step(crit: torch.nn.Module) -> None:
+    def step(crit: torch.nn.Module) -> float:
+        """One timed forward → loss → backward; the memory is put back to the same full state, untimed."""
         model.zero_grad(set_to_none=True)
+        sync(device)
+        start = time.perf_counter()
         emb, _ = model(images)
         total, _ = crit(emb, None, labels)
         total.backward()
-        bank.load_state_dict(snapshot)  # keep the memory full and identical for every timed step
+        sync(device)
+        elapsed = time.perf_counter() - start
+        bank.load_state_dict(snapshot)
+        return elapsed
 
     for _ in range(args.warmup):
         step(plain)
         step(memory)
     times: dict[str, list[float]] = {"plain": [], "memory": []}
-    for _ in range(args.steps):
-        for key, crit in (("plain", plain), ("memory", memory)):
-            sync(device)
-            start = time.perf_counter()
-            step(crit)
-            sync(device)
-            times[key].append(time.perf_counter() - start)
+    round_ratios = []
+    for _ in range(args.rounds):
+        a1, b1, b2, a2 = step(plain), step(memory), step(memory), step(plain)
+        times["plain"] += [a1, a2]
+        times["memory"] += [b1, b2]
+        round_ratios.append((b1 + b2) / (a1 + a2))
     t = {k: statistics.median(v) for k, v in times.items()}
-    ratio = t["memory"] / t["plain"]
+    ratio = statistics.median(round_ratios)
     print(f"device={device} ResNet-50 {args.image_size}px batch={args.batch_size} loss={args.loss} "
           f"miner={args.miner} memory={args.memory_size}x{args.embedding_dim} torch threads="
-          f"{torch.get_num_threads()} steps={args.steps}")
-    print(f"without memory {t['plain']:.3f} s/step | with memory {t['memory']:.3f} s/step | ratio {ratio:.3f} "
-          f"(+{(ratio - 1) * 100:.1f}%)")
+          f"{torch.get_num_threads()} rounds={args.rounds} (ABBA) warm-up={args.warmup}")
+    print(f"without memory {t['plain']:.3f} s/step | with memory {t['memory']:.3f} s/step (medians) | "
+          f"ratio of medians {t['memory'] / t['plain']:.3f}")
+    print(f"ratio with/without (median of {args.rounds} rounds) {ratio:.3f} (+{(ratio - 1) * 100:.1f}%), "
+          f"range {min(round_ratios):.3f}-{max(round_ratios):.3f}")
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -71,7 +72,9 @@ def export_model(model: nn.Module, fmt: str, out: str | Path, image_size: int, l
                               dynamic_shapes={"images": {0: batch}}, dynamo=True, external_data=False,
                               verbose=False)
         else:
-            with torch.no_grad():
+            with torch.no_grad(), warnings.catch_warnings():
+                # the spatial size is fixed by design (region grids read it as ints): not a user's concern
+                warnings.simplefilter("ignore", torch.jit.TracerWarning)
                 traced = torch.jit.trace(wrapper, example, check_trace=False)
             traced.save(str(tmp))
     except UserError:

@@ -30,7 +30,7 @@ from torch import nn
 from evaluation.whitening import load_whitening
 from models.checkpoint import load_model_state, read_state_dict
 from models.heads.base import Head, ModelConfigError, l2n
-from models.heads.rmac import RegionWhitening, check_fixed_width, region_pool, rmac_regions
+from models.heads.rmac import RegionWhitening, check_fixed_width, map_regions, region_pool
 
 __all__ = ["ATTENTION_ACTIVATIONS", "ContextAwareRegionalAttention", "RegionalAttentionHead"]
 
@@ -117,12 +117,12 @@ class RegionalAttentionHead(Head):
 
     def region_weights(self, x: torch.Tensor) -> torch.Tensor:
         """Attention ``α`` ``(B, R)`` for the regions ``rmac_regions(H, W, levels)`` of ``x (B, C, H, W)``."""
-        regions = rmac_regions(x.shape[-2], x.shape[-1], self.levels)
+        regions = map_regions(x, self.levels)
         return self.attention(region_pool(x, regions, "mean"), x.mean(dim=(-2, -1)))
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """``(B, C, H, W)`` → ``(embedding (B, C), logits (B, M) or None)``."""
-        regions = rmac_regions(x.shape[-2], x.shape[-1], self.levels)
+        regions = map_regions(x, self.levels)
         macs = region_pool(x, regions, "max")  # (B, R, C), raw
         alpha = self.region_weights(x).unsqueeze(2)  # (B, R, 1)
         v = (alpha * l2n(self.whitening(macs))).mean(dim=1)

@@ -28,7 +28,7 @@ from torch import nn
 
 from models.heads.base import Head, ModelConfigError, l2n
 
-__all__ = ["RMACHead", "RegionWhitening", "region_pool", "rmac_grid_index", "rmac_regions"]
+__all__ = ["RMACHead", "RegionWhitening", "map_regions", "region_pool", "rmac_grid_index", "rmac_regions"]
 
 OVERLAP = Fraction(2, 5)
 STEPS = (2, 3, 4, 5, 6, 7)
@@ -75,6 +75,15 @@ def rmac_grid_index(H: int, W: int) -> int:
     w = min(H, W)
     costs = [abs(1 - Fraction(max(H, W) - w, (s - 1) * w) - OVERLAP) for s in STEPS]
     return costs.index(min(costs)) + 1
+
+
+def map_regions(x: torch.Tensor, levels: int) -> tuple[tuple[int, int, int], ...]:
+    """:func:`rmac_regions` of the map ``x (B, C, H, W)``.
+
+    The sizes are read as Python ints: ``torch.jit.trace`` hands them out as traced tensors, which the exact
+    fractions refuse. The grid is then fixed at the traced size, as in the ONNX export (whose spatial size is
+    fixed too); an exported model is run at the size it was exported at."""
+    return rmac_regions(int(x.shape[-2]), int(x.shape[-1]), levels)
 
 
 def _offsets(size: int, wl: int, wl2: int, n: int) -> list[int]:
@@ -151,7 +160,7 @@ class RMACHead(Head):
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, None]:
         """``(B, C, H, W)`` → ``(embedding (B, C), None)``."""
-        regional = region_pool(x, rmac_regions(x.shape[-2], x.shape[-1], self.levels), "max")  # (B, R, C)
+        regional = region_pool(x, map_regions(x, self.levels), "max")  # (B, R, C)
         if self.include_global:
             regional = torch.cat([x.amax(dim=(-2, -1)).unsqueeze(1), regional], dim=1)
         v = l2n(self.whitening(l2n(regional))).sum(dim=1)

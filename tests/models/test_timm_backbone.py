@@ -15,7 +15,7 @@ import timm
 import torch
 
 import models
-from engine.builders import build_optimizer
+from engine.builders import build_optimizer, build_scheduler
 from models.backbones import BACKBONES
 from models.pooling import gem
 from utils.errors import UnknownOptionError, UserError
@@ -221,3 +221,51 @@ def test_pretrained_true_reads_the_local_hf_cache(tmp_path):
     empty = _run_offline(tmp_path, tmp_path / "empty", str(tmp_path / "want.pth"))
     assert empty.returncode == 3, empty.stderr[-2000:]
     assert "local Hugging Face cache" in empty.stdout and "pretrained=PATH" in empty.stdout
+
+
+def _layer_decay_scale(name: str, depth: int, decay: float | None) -> float:
+    """The lr scale layer decay should give ``name``, written out here independently of timm: embeddings are
+    layer 0, block i is layer i + 1, the final norm shares the last block's layer ``depth`` (timm's
+    ``group_matcher``), the scale is ``decay^(depth - layer)``, and the head keeps the full lr."""
+    if decay is None:
+        return 1.0
+    if name.startswith("backbone.net.blocks."):
+        layer = int(name.split(".")[3]) + 1
+    elif name.startswith(("backbone.net.cls_token", "backbone.net.pos_embed", "backbone.net.patch_embed")):
+        layer = 0
+    else:
+        layer = depth
+    return decay ** (depth - layer)
+
+
+@pytest.mark.parametrize("layer_decay, freeze", [(None, 0), (0.5, 0), (0.5, 2)])
+def test_one_step_moves_every_trainable_parameter_by_its_groups_lr(layer_decay, freeze):
+    """Gradients reach every trainable parameter (class token, position embedding and patch embedding
+    included, with drop-path on), and the optimiser built by the trainer applies each group's lr through the
+    warm-up schedule: with plain SGD one step is exactly ``-lr · scale · warmup · grad``. Frozen ones stay."""
+    torch.manual_seed(0)
+    model = models.build_model(VIT, "token", 16, None, token_pool="mean", drop_path_rate=0.1,
+                               layer_decay=layer_decay, freeze_blocks=freeze).double().train()
+    cfg = {"lr": 0.1, "weight_decay": 0.0, "momentum": 0.0, "backbone_lr_mult": 1.0, "head_lr_mult": 1.0,
+           "optimizer": "sgd", "num_epochs": 1, "warmup_epochs": 1, "scheduler": "cosine"}
+    criterion = type("NoParams", (), {"param_groups": staticmethod(lambda lr: [])})()
+    optimizer = build_optimizer(cfg, model, criterion)
+    build_scheduler(cfg, optimizer, steps_per_epoch=4)  # step 0 of a 4-step linear warm-up: lr x 1/4
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    emb, _ = model(torch.randn(4, 3, 32, 32, dtype=torch.float64))  # float64: the step is exact
+    loss = -(emb[0::2] * emb[1::2]).sum() + (emb[0::2] * emb[1::2].roll(1, 0)).sum()
+    loss.backward()
+    optimizer.step()
+    depth = len(model.backbone.net.blocks)
+    frozen_prefixes = tuple(f"backbone.net.{m}" for m in ("cls_token", "pos_embed", "patch_embed.",
+                                                          *(f"blocks.{i}." for i in range(freeze)))) if freeze else ()
+    assert {n for n, p in model.named_parameters() if not p.requires_grad} == \
+        {n for n in before if n.startswith(frozen_prefixes)}
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            assert param.grad is None and torch.equal(param, before[name]), name
+            continue
+        assert param.grad is not None and param.grad.abs().max() > 0, f"no gradient reaches {name}"
+        step = 0.1 * _layer_decay_scale(name, depth, layer_decay) / 4
+        torch.testing.assert_close(before[name] - param.detach(), step * param.grad, rtol=1e-6, atol=1e-15,
+                                   msg=lambda m, name=name: f"{name}: {m}")
