@@ -36,7 +36,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
     b = sub.add_parser("build", help="embed a catalogue and build an index",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    b.add_argument("--checkpoint", required=True, help="model_best.pth of a run")
+    b.add_argument("--checkpoint", required=True,
+                   help="model_best.pth of a run, or a model written by export.py (.onnx, .ts)")
     b.add_argument("--images", required=True, help="a folder tree, or a .txt/.csv list of image paths")
     b.add_argument("--out", required=True, help="index directory to create (or to resume)")
     b.add_argument("--index_factory", default="Flat", help="faiss index_factory string: Flat (exact), "

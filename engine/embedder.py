@@ -5,9 +5,12 @@ feature database: the preset's evaluation transform at the run's image size (uin
 the device-side normalisation and memory format (:func:`engine.evaluate.device_input`), the autocast
 precision, and the final L2 normalisation. ``test.py`` queries, ``index.py`` catalogues and ``serve.py``
 uploads all go through :class:`Embedder`, so an index and its queries can never disagree on preprocessing.
+The model may also be a file written by ``export.py`` (``.onnx``, ``.ts``): it is run as it is, with the
+preprocessing its JSON names, so the file a server ships is the one that built the index.
 """
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -21,7 +24,7 @@ from engine.evaluate import device_input
 from engine.runtime import AMP_DTYPES, resolve_amp
 from utils.io import payload_digest
 
-__all__ = ["Embedder", "model_fingerprint"]
+__all__ = ["Embedder", "exported_fingerprint", "model_fingerprint"]
 
 
 def model_fingerprint(model: torch.nn.Module, model_config: dict[str, Any]) -> str:
@@ -33,11 +36,21 @@ def model_fingerprint(model: torch.nn.Module, model_config: dict[str, Any]) -> s
     return payload_digest({"config": sorted(model_config.items()), "weights": weights_digest(model.state_dict())})
 
 
+def exported_fingerprint(path: str | Path) -> str:
+    """SHA-256 of an exported model file's bytes: for ``.onnx`` / ``.ts`` the file is the weights."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
 class Embedder:
     """L2-normalised (B, D) float32 embeddings of image files, computed the way the checkpoint's run did.
 
     Attributes:
-        checkpoint: the checkpoint file; fingerprint: :func:`model_fingerprint` of its weights.
+        checkpoint: the checkpoint or exported file; fingerprint: :func:`model_fingerprint` of its weights
+            (:func:`exported_fingerprint` for an exported file).
         input_spec: what an image goes through before the network (transform preset, image size, decoding,
             normalisation mean/std/BGR, memory format, precision); stored with every index.
         dim: embedding width D.
@@ -56,7 +69,8 @@ class Embedder:
         self.prepare = device_input(self.model, cfg, self.device)
         self.amp = resolve_amp(cfg.get("amp", "off"), self.device)
         self.amp_dtype = AMP_DTYPES[self.amp]
-        self.fingerprint = model_fingerprint(self.model, ckpt["model_config"])
+        self.fingerprint = model_fingerprint(self.model, ckpt["model_config"]) if "model_config" in ckpt \
+            else exported_fingerprint(checkpoint)
         spec = self.model.input_spec
         self.input_spec = {"transform": self.preset, "image_size": self.image_size, "decode": self.decode,
                            "mean": list(spec.mean), "std": list(spec.std), "colour": spec.colour,

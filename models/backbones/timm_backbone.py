@@ -21,8 +21,8 @@ resampled to ``img_size``) and then loaded strictly, naming missing and unexpect
 ViT recipe knobs: ``drop_path_rate`` (stochastic depth), ``freeze_blocks`` (patch/position embedding and
 the first N blocks fixed), ``layer_decay`` (layer-wise learning-rate decay through timm's
 ``param_groups_layer_decay``, used by the optimiser via :meth:`TimmBackbone.param_groups`), ``img_size``
-(position embeddings resampled once, at build time) and ``dynamic_img_size`` (resampled per input size;
-default on where the model supports it).
+(position embeddings resampled once, at build time), ``dynamic_img_size`` (resampled per input size;
+default on where the model supports it) and ``depth`` (fewer blocks, for small CPU runs).
 """
 from __future__ import annotations
 
@@ -64,13 +64,16 @@ class TimmBackbone(Backbone):
             the model supports it).
         freeze_blocks: ViTs only: ``requires_grad=False`` for the embeddings and the first N blocks.
         layer_decay: layer-wise lr decay factor (e.g. 0.65); ``None`` = one learning rate for the trunk.
+        depth: ViTs only: build with this many blocks instead of the model's own (timm's ``depth``; width,
+            heads and patch size unchanged), e.g. a 4-block ViT-S/16 for CPU tests. Pretrained weights then
+            have the removed blocks' keys left over and are refused.
         taps: accepted for the heads' uniform interface; only the last map (``features``) exists.
     """
 
     def __init__(self, name: str, pretrained: Any = False, frozen_bn: bool = False, drop_path_rate: float = 0.0,
                  token_pool: str = "cls", token_gem_p: float = 3.0, img_size: int | None = None,
                  dynamic_img_size: bool | None = None, freeze_blocks: int = 0, layer_decay: float | None = None,
-                 taps: list[str] | str | None = None) -> None:
+                 depth: int | None = None, taps: list[str] | str | None = None) -> None:
         super().__init__(frozen_bn=frozen_bn)
         if not timm.is_model(name):
             raise ModelConfigError(f"timm has no model {name!r} (backbone timm:{name}); list the names with "
@@ -82,11 +85,13 @@ class TimmBackbone(Backbone):
         self.name, self.token_pool, self.token_gem_p = name, token_pool, float(token_gem_p)
         self.layer_decay = None if layer_decay is None else float(layer_decay)
         use_timm_weights = pretrained in _TIMM_WEIGHTS
-        self.net = _create(name, use_timm_weights, float(drop_path_rate), img_size, dynamic_img_size)
+        if depth is not None and int(depth) < 1:
+            raise ModelConfigError(f"depth must be a positive number of blocks, got {depth!r}")
+        self.net = _create(name, use_timm_weights, float(drop_path_rate), img_size, dynamic_img_size, depth)
         self.is_vit = hasattr(self.net, "num_prefix_tokens")
-        if not self.is_vit and (token_pool != "cls" or img_size is not None or dynamic_img_size):
-            raise ModelConfigError(f"token_pool, img_size and dynamic_img_size apply to ViT-style timm models; "
-                                   f"{name} returns a feature map")
+        if not self.is_vit and (token_pool != "cls" or img_size is not None or dynamic_img_size or depth):
+            raise ModelConfigError(f"token_pool, img_size, dynamic_img_size and depth apply to ViT-style timm "
+                                   f"models; {name} returns a feature map")
         self.num_features = int(self.net.num_features)
         cfg = self.net.pretrained_cfg
         input_size = tuple(cfg["input_size"]) if self.is_vit and not self._dynamic else None
@@ -188,14 +193,15 @@ class TimmBackbone(Backbone):
 
 
 def _create(name: str, pretrained: bool, drop_path_rate: float, img_size: int | None,
-            dynamic_img_size: bool | None) -> torch.nn.Module:
+            dynamic_img_size: bool | None, depth: int | None = None) -> torch.nn.Module:
     """``timm.create_model`` without classifier; ViT size options tried first where not forced."""
     kwargs: dict[str, Any] = {"num_classes": 0, "global_pool": "", "drop_path_rate": drop_path_rate}
-    vit_kwargs = {k: v for k, v in (("img_size", img_size), ("dynamic_img_size", dynamic_img_size)) if v is not None}
+    vit_kwargs = {k: v for k, v in (("img_size", img_size), ("dynamic_img_size", dynamic_img_size),
+                                    ("depth", None if depth is None else int(depth))) if v is not None}
+    default = {"dynamic_img_size": True} if img_size is None and dynamic_img_size is None else {}
     try:
         try:
-            return timm.create_model(name, pretrained=pretrained, **kwargs,
-                                     **(vit_kwargs or {"dynamic_img_size": True}))
+            return timm.create_model(name, pretrained=pretrained, **kwargs, **default, **vit_kwargs)
         except TypeError:
             if vit_kwargs:  # the user asked for ViT options on a model that has none
                 raise ModelConfigError(f"timm:{name} does not accept {', '.join(vit_kwargs)}") from None
@@ -221,9 +227,9 @@ def _reduction(net: torch.nn.Module) -> int:
 def timm_backbone(name: str, pretrained: Any = False, frozen_bn: bool = False, drop_path_rate: float = 0.0,
                   token_pool: str = "cls", token_gem_p: float = 3.0, img_size: int | None = None,
                   dynamic_img_size: bool | None = None, freeze_blocks: int = 0, layer_decay: float | None = None,
-                  taps: list[str] | str | None = None) -> TimmBackbone:
+                  depth: int | None = None, taps: list[str] | str | None = None) -> TimmBackbone:
     """``timm:<name>``; see :class:`TimmBackbone` for the options."""
     return TimmBackbone(name, pretrained=pretrained, frozen_bn=frozen_bn, drop_path_rate=drop_path_rate,
                         token_pool=token_pool, token_gem_p=token_gem_p, img_size=img_size,
                         dynamic_img_size=dynamic_img_size, freeze_blocks=freeze_blocks, layer_decay=layer_decay,
-                        taps=taps)
+                        depth=depth, taps=taps)
