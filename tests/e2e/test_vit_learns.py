@@ -1,0 +1,29 @@
+"""A ViT-S/16 trained from random initialisation on the built-in synthetic data beats its untrained Recall@1.
+
+The model is timm's ``vit_small_patch16_224`` (width 384, 6 heads, 16-px patches) with ``depth=4`` of its
+12 blocks, so a few epochs fit a busy 2-core CPU; at the synthetic data's 64 px it sees a 4x4 patch grid
+(position embeddings resampled per input, ``dynamic_img_size``). The recipe: mean of the patch tokens ->
+linear 128-d -> L2, multi-similarity, AdamW at 1e-4 with a one-epoch linear warm-up and a cosine decay.
+With the class token, or Adam at 3e-4 without warm-up, the embeddings drift towards one point (the MS loss
+sits near its value for identical embeddings, about 0.95) and Recall@1 barely moves.
+"""
+from __future__ import annotations
+
+import pytest
+
+from engine import resolve_config, train
+
+RECIPE = ["--workers", "0", "--no_tensorboard", "--amp", "off", "--pretrained", "none",
+          "--backbone_type", "timm:vit_small_patch16_224", "--model_option", "depth=4",
+          "--model_option", "token_pool=mean", "--head", "token", "--feature_dim", "128",
+          "--loss", "multi_similarity", "--miner", "none", "--optimizer", "adamw", "--lr", "1e-4",
+          "--weight_decay", "0.05", "--warmup_epochs", "1", "--scheduler", "cosine", "--num_epochs", "5",
+          "--eval_every", "0"]
+
+
+@pytest.mark.slow  # about 1-3 min on 2 busy CPU cores
+def test_vit_s16_from_random_init_beats_its_untrained_recall(tmp_path):
+    result = train(resolve_config(["--output_dir", str(tmp_path), *RECIPE]))
+    before = result["untrained"]["test"]["recall@1"]  # measured in this run, before the first step
+    after = result["history"][-1]["test_recall@1"]  # the last epoch, not the best one (no selection on test)
+    assert after > before + 0.08, (before, after)
