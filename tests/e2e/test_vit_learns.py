@@ -3,9 +3,10 @@
 The model is timm's ``vit_small_patch16_224`` (width 384, 6 heads, 16-px patches) with ``depth=4`` of its
 12 blocks, so a few epochs fit a busy 2-core CPU; at the synthetic data's 64 px it sees a 4x4 patch grid
 (position embeddings resampled per input, ``dynamic_img_size``). The recipe: mean of the patch tokens ->
-linear 128-d -> L2, multi-similarity, AdamW at 1e-4 with a one-epoch linear warm-up and a cosine decay.
-With the class token, or Adam at 3e-4 without warm-up, the embeddings drift towards one point (the MS loss
-sits near its value for identical embeddings, about 0.95) and Recall@1 barely moves.
+linear 128-d -> L2, multi-similarity, AdamW at 3e-4 with a one-epoch linear warm-up and a cosine decay
+(measured here: Recall@1 0.224 untrained -> 0.375 after 5 epochs). Without the warm-up and with the class
+token (the default run's Adam at 3e-4) the embeddings crowd together: the MS loss stays near its value for
+identical embeddings (about 0.95) and a ViT-Ti/16 moved only from 0.234 to 0.287.
 """
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from engine import resolve_config, train
 RECIPE = ["--workers", "0", "--no_tensorboard", "--amp", "off", "--pretrained", "none",
           "--backbone_type", "timm:vit_small_patch16_224", "--model_option", "depth=4",
           "--model_option", "token_pool=mean", "--head", "token", "--feature_dim", "128",
-          "--loss", "multi_similarity", "--miner", "none", "--optimizer", "adamw", "--lr", "1e-4",
+          "--loss", "multi_similarity", "--miner", "none", "--optimizer", "adamw", "--lr", "3e-4",
           "--weight_decay", "0.05", "--warmup_epochs", "1", "--scheduler", "cosine", "--num_epochs", "5",
           "--eval_every", "0"]
 

@@ -269,3 +269,18 @@ def test_one_step_moves_every_trainable_parameter_by_its_groups_lr(layer_decay, 
         step = 0.1 * _layer_decay_scale(name, depth, layer_decay) / 4
         torch.testing.assert_close(before[name] - param.detach(), step * param.grad, rtol=1e-6, atol=1e-15,
                                    msg=lambda m, name=name: f"{name}: {m}")
+
+
+def test_depth_builds_fewer_blocks_of_the_same_vit():
+    """``depth=2`` of ViT-S/16: 2 blocks of width 384, the same block shapes, any input size (dynamic)."""
+    trunk = models.build_backbone("timm:vit_small_patch16_224", depth=2)
+    full = timm.create_model("vit_small_patch16_224", num_classes=0)
+    assert len(trunk.net.blocks) == 2 and trunk.num_features == 384
+    assert {k: v.shape for k, v in trunk.net.blocks[1].state_dict().items()} == \
+        {k: v.shape for k, v in full.blocks[1].state_dict().items()}
+    with torch.no_grad():
+        assert trunk(torch.randn(1, 3, 48, 64)).shape == (1, 384, 1, 1)
+    with pytest.raises(UserError, match="depth must be a positive number of blocks"):
+        models.build_backbone(VIT, depth=0)
+    with pytest.raises(UserError, match="does not accept depth"):
+        models.build_backbone("timm:resnet18", depth=2)
