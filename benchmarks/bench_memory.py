@@ -6,7 +6,10 @@ so every timed step compares the batch with the full memory. On a shared, noisy 
 made robust by: a fixed thread count (``--threads``); untimed warm-up steps of both settings; rounds that
 run the two settings in alternating order (ABBA: without, with, with, without), so load drift within a round
 hits both alike; and medians. Printed: the median step time of each setting, their ratio, and the median of
-the per-round ratios (with / without) with its range.
+the per-round ratios (with / without) with its range. Where load noise is larger than the memory's cost, the
+last line is the robust figure: the loss alone (forward + backward on fixed embeddings, which is all the
+memory changes) timed ``--loss-reps`` times per setting in ABBA order, and the median extra time as a share
+of the median step without memory.
 
 Example::
 
@@ -43,6 +46,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu")
     p.add_argument("--rounds", type=int, default=3, help="timed ABBA rounds (2 steps per setting each)")
     p.add_argument("--warmup", type=int, default=1, help="untimed steps per setting before the rounds")
+    p.add_argument("--loss-reps", type=int, default=20, help="ABBA rounds of the loss-alone timing")
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads, fixed for the whole run")
     p.add_argument("--seed", type=int, default=0)
     return p
@@ -96,6 +100,27 @@ def main(args: argparse.Namespace) -> None:
         round_ratios.append((b1 + b2) / (a1 + a2))
     t = {k: statistics.median(v) for k, v in times.items()}
     ratio = statistics.median(round_ratios)
+    with torch.no_grad():
+        fixed, _ = model(images)
+
+    def loss_step(crit: torch.nn.Module) -> float:
+        leaf = fixed.clone().requires_grad_(True)
+        sync(device)
+        start = time.perf_counter()
+        total, _ = crit(leaf, None, labels)
+        total.backward()
+        sync(device)
+        elapsed = time.perf_counter() - start
+        bank.load_state_dict(snapshot)
+        return elapsed
+
+    loss_times: dict[str, list[float]] = {"plain": [], "memory": []}
+    for _ in range(args.loss_reps):
+        a1, b1, b2, a2 = loss_step(plain), loss_step(memory), loss_step(memory), loss_step(plain)
+        loss_times["plain"] += [a1, a2]
+        loss_times["memory"] += [b1, b2]
+    lt = {k: statistics.median(v) for k, v in loss_times.items()}
+    extra = lt["memory"] - lt["plain"]
     print(f"device={device} ResNet-50 {args.image_size}px batch={args.batch_size} loss={args.loss} "
           f"miner={args.miner} memory={args.memory_size}x{args.embedding_dim} torch threads="
           f"{torch.get_num_threads()} rounds={args.rounds} (ABBA) warm-up={args.warmup}")
@@ -103,6 +128,9 @@ def main(args: argparse.Namespace) -> None:
           f"ratio of medians {t['memory'] / t['plain']:.3f}")
     print(f"ratio with/without (median of {args.rounds} rounds) {ratio:.3f} (+{(ratio - 1) * 100:.1f}%), "
           f"range {min(round_ratios):.3f}-{max(round_ratios):.3f}")
+    print(f"loss alone ({args.loss_reps} ABBA rounds): without {lt['plain'] * 1e3:.1f} ms | with memory "
+          f"{lt['memory'] * 1e3:.1f} ms | the memory adds {extra * 1e3:.1f} ms = {extra / t['plain'] * 100:.2f}% "
+          f"of a step without memory (ratio {1 + extra / t['plain']:.3f})")
 
 
 if __name__ == "__main__":
