@@ -22,7 +22,7 @@ RECIPE = ["--workers", "0", "--no_tensorboard", "--amp", "off", "--pretrained", 
           "--eval_every", "0"]
 
 
-@pytest.mark.slow  # about 1-3 min on 2 busy CPU cores
+@pytest.mark.slow  # 30 steps of a 7.5M-parameter ViT: measured 8.8 min with ~12 jobs on the 2 cores
 def test_vit_s16_from_random_init_beats_its_untrained_recall(tmp_path):
     result = train(resolve_config(["--output_dir", str(tmp_path), *RECIPE]))
     before = result["untrained"]["test"]["recall@1"]  # measured in this run, before the first step
