@@ -19,8 +19,6 @@ from data.decoded_cache import plan_cache, split_fixed_resize
 from engine.components import component_kwargs
 from engine.loading import split_classes
 from engine.loss_terms import loss_terms
-from models.backbones import imagenet_weights
-from models.backbones.pretrained import cached_weight_file, weight_cache_path
 from utils.errors import UserError
 from utils.parsing import parse_key_values
 
@@ -42,7 +40,8 @@ def model_options(cfg: dict[str, Any], for_inference: bool = False) -> dict[str,
 def default_pretrained(cfg: dict[str, Any]) -> Any:
     """``--pretrained`` when the user gave none: random init for the built-in synthetic data (no
     ``--data_path``); for a user's own data the backbone's ImageNet weights if they are in the local torch
-    cache (all five seed papers fine-tune them; from random init training may even hurt unseen classes).
+    cache (all five seed papers fine-tune them; from random init training may even hurt unseen classes), or
+    timm's weights in the Hugging Face cache for a ``timm:<model>`` backbone.
 
     Raises:
         UserError: ``--data_path`` without ``--pretrained`` and no cached weights to be had: says how to get
@@ -50,20 +49,15 @@ def default_pretrained(cfg: dict[str, Any]) -> Any:
     """
     if cfg.get("pretrained") is not None or not cfg.get("data_path"):
         return cfg.get("pretrained")
-    weights = imagenet_weights(cfg["backbone_type"])
-    cached = None if weights is None else cached_weight_file(weights)
+    cached = models.backbones.cached_pretrained(cfg["backbone_type"])
     if cached is not None:
-        log.info("--pretrained not given: using the cached ImageNet weights of %s (%s)", cfg["backbone_type"], cached)
-        return "imagenet"
-    if weights is None:
-        how = f"--backbone_type {cfg['backbone_type']} has no torchvision ImageNet weights: pass --pretrained PATH"
-    else:
-        where = weight_cache_path(weights)
-        how = (f"the {cfg['backbone_type']} ImageNet weights are not in the local cache ({where}); download them "
-               f"once with `python -c \"import torchvision; torchvision.models.{type(weights).__name__}"
-               f".{weights.name}.get_state_dict()\"` (or copy {where.name} there, or pass --pretrained PATH)")
-    raise UserError(f"--data_path given without --pretrained: {how}. To train from random weights on purpose, "
-                    "pass --pretrained none (configs/transfer/scratch.yaml is a from-scratch recipe)")
+        log.info("--pretrained not given: using the cached pretrained weights of %s (%s)", cfg["backbone_type"],
+                 cached[1])
+        return cached[0]
+    raise UserError(f"--data_path given without --pretrained: "
+                    f"{models.backbones.pretrained_download_hint(cfg['backbone_type'])}. To train from random "
+                    "weights on purpose, pass --pretrained none (configs/transfer/scratch.yaml is a from-scratch "
+                    "recipe)")
 
 
 def build_model(cfg: dict[str, Any], num_classes: int) -> torch.nn.Module:

@@ -27,7 +27,7 @@ from models.checkpoint import load_model_state, read_state_dict, unwrap_state_di
 from utils.errors import UserError
 
 __all__ = ["CLASSIFIER_PREFIXES", "cached_weight_file", "load_pretrained", "resolve_torchvision_weights",
-           "weight_cache_path"]
+           "torch_hub_file", "weight_cache_path"]
 
 CLASSIFIER_PREFIXES = ("fc.", "last_linear.", "classifier.")
 _OFF = (False, "", "none", "None", "false", "False")
@@ -45,9 +45,14 @@ def resolve_torchvision_weights(pretrained: Any, weights_enum: Any | None, defau
     return None
 
 
+def torch_hub_file(url: str) -> Path:
+    """Where ``torch.hub`` keeps the file at ``url`` once downloaded: ``$TORCH_HOME/hub/checkpoints/<its name>``."""
+    return Path(torch.hub.get_dir()) / "checkpoints" / Path(urlparse(url).path).name
+
+
 def weight_cache_path(weights: Any) -> Path:
-    """Where torchvision keeps ``weights`` once downloaded: ``$TORCH_HOME/hub/checkpoints/<file of its URL>``."""
-    return Path(torch.hub.get_dir()) / "checkpoints" / Path(urlparse(weights.url).path).name
+    """Where torchvision keeps ``weights`` once downloaded (the torch hub cache file of their URL)."""
+    return torch_hub_file(weights.url)
 
 
 def cached_weight_file(weights: Any) -> Path | None:

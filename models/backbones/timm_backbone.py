@@ -33,16 +33,19 @@ from typing import Any
 
 import timm
 import torch
+from huggingface_hub import try_to_load_from_cache
+from timm.models import get_pretrained_cfg
 from timm.optim import param_groups_layer_decay
 
 from models.backbones.base import FROZEN_BN, Backbone, InputSpec
+from models.backbones.pretrained import torch_hub_file
 from models.checkpoint import load_model_state, read_state_dict, unwrap_state_dict
 from models.errors import ModelConfigError
 from models.pooling import gem
 from utils.errors import UserError
 from utils.options import declare
 
-__all__ = ["TOKEN_POOLS", "TimmBackbone", "timm_backbone"]
+__all__ = ["TOKEN_POOLS", "TimmBackbone", "cached_timm_weight_file", "timm_backbone"]
 
 TOKEN_POOLS = ("cls", "mean", "gem", "map")
 _OFF = (None, False, "", "none", "None", "false", "False")
@@ -190,6 +193,30 @@ class TimmBackbone(Backbone):
         if self._dynamic:
             return tuple(embed.dynamic_feat_size(x.shape[-2:]))
         return tuple(embed.grid_size)
+
+
+def cached_timm_weight_file(name: str) -> Path | None:
+    """The local file that ``timm.create_model(name, pretrained=True)`` would load, if it is already cached.
+
+    timm loads from the Hugging Face hub when the model's ``pretrained_cfg`` has an ``hf_hub_id`` (its
+    ``hf_hub_filename``, else ``model.safetensors`` before ``pytorch_model.bin``), otherwise from its ``url``
+    through the torch hub cache. Nothing is downloaded; ``None`` for an unknown name or tag.
+    """
+    try:
+        cfg = get_pretrained_cfg(name)
+    except RuntimeError:  # an unknown pretrained tag: building the model says so
+        return None
+    if cfg is None:
+        return None
+    if cfg.hf_hub_id:
+        repo, _, revision = cfg.hf_hub_id.partition("@")
+        for filename in [cfg.hf_hub_filename] if cfg.hf_hub_filename else ["model.safetensors", "pytorch_model.bin"]:
+            hit = try_to_load_from_cache(repo, filename, revision=revision or None)
+            if isinstance(hit, str):
+                return Path(hit)
+        return None
+    path = torch_hub_file(cfg.url) if cfg.url else None
+    return path if path is not None and path.is_file() else None
 
 
 def _create(name: str, pretrained: bool, drop_path_rate: float, img_size: int | None,

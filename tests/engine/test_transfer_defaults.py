@@ -1,16 +1,20 @@
 """Honest defaults for a user's own data: cached ImageNet weights by default, a clear stop without them.
 
-The torch cache is faked: a state dict with known values written where torchvision keeps the ResNet-18
-ImageNet file, under a ``TORCH_HOME`` in ``tmp_path``.
+The caches are faked: a state dict with known values written where torchvision keeps the ResNet-18
+ImageNet file (under a ``TORCH_HOME`` in ``tmp_path``), or where ``hf_hub_download`` keeps timm's file (an
+offline Hugging Face cache in ``tmp_path``).
 """
 from __future__ import annotations
 
 import pytest
+import timm
 import torch
 import torchvision
+from huggingface_hub import constants as hf_constants
+from safetensors.torch import save_file
 
 from engine import builders, resolve_config, train
-from models.backbones import imagenet_weight_file, imagenet_weights
+from models.backbones import cached_pretrained, imagenet_weight_file, imagenet_weights
 from utils.errors import UserError
 
 RESNET18_FILE = "resnet18-f37072fd.pth"  # torchvision ResNet18_Weights.IMAGENET1K_V1
@@ -79,3 +83,47 @@ def test_train_on_own_data_without_weights_is_a_user_error_before_training(torch
         train(resolve_config(["--data_path", root, "--output_dir", str(tmp_path / "run"), "--workers", "0",
                               "--no_tensorboard", "--image_size", "32"]))
     assert not (tmp_path / "run" / "checkpoint_latest.pth").exists()
+
+
+@pytest.fixture
+def hf_cache(tmp_path, monkeypatch):
+    """An empty Hugging Face cache in ``tmp_path``, offline (hub lookups answer from the cache only)."""
+    monkeypatch.setattr(hf_constants, "HF_HUB_CACHE", str(tmp_path / "hf"))
+    monkeypatch.setattr(hf_constants, "HF_HUB_OFFLINE", True)
+    return tmp_path / "hf"
+
+
+def _fake_cached_timm_resnet18(hf_cache) -> dict[str, torch.Tensor]:
+    """timm's resnet18 weights (default tag ``a1_in1k``) laid out as ``hf_hub_download`` leaves them."""
+    state = timm.create_model("resnet18", pretrained=False).state_dict()
+    state["conv1.weight"] = torch.arange(state["conv1.weight"].numel(), dtype=torch.float32).view_as(
+        state["conv1.weight"])
+    repo = hf_cache / "models--timm--resnet18.a1_in1k"
+    commit = "0" * 40
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(commit)
+    (repo / "snapshots" / commit).mkdir(parents=True)
+    save_file(state, str(repo / "snapshots" / commit / "model.safetensors"))
+    return state
+
+
+def test_timm_backbone_without_cached_weights_offers_pretrained_timm(hf_cache, tmp_path):
+    assert cached_pretrained("timm:resnet18") is None
+    cfg = resolve_config(["--data_path", str(tmp_path), "--backbone_type", "timm:resnet18"])
+    with pytest.raises(UserError) as err:
+        builders.default_pretrained(cfg)
+    message = str(err.value)
+    assert str(hf_cache) in message and "--pretrained timm" in message
+    assert "timm.create_model('resnet18', pretrained=True)" in message
+    assert "--pretrained none" in message and "--pretrained PATH" in message
+
+
+def test_cached_timm_weights_are_the_default_for_timm_backbones(hf_cache, tmp_path):
+    state = _fake_cached_timm_resnet18(hf_cache)
+    assert cached_pretrained("timm:resnet18") == ("timm", hf_cache / "models--timm--resnet18.a1_in1k" / "snapshots"
+                                                  / ("0" * 40) / "model.safetensors")
+    cfg = resolve_config(["--data_path", str(tmp_path), "--backbone_type", "timm:resnet18"])
+    cfg["pretrained"] = builders.default_pretrained(cfg)
+    assert cfg["pretrained"] == "timm"
+    model = builders.build_model(cfg, num_classes=0)  # loaded by timm itself, from the cache, offline
+    assert torch.equal(model.backbone.net.conv1.weight, state["conv1.weight"])
