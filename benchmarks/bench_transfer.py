@@ -42,6 +42,7 @@ RECIPES = {"defaults": ["--pretrained", "none", "--eval_every", "0"],
            "scratch": ["--config", str(REPO / "configs/transfer/scratch.yaml")],
            "pretrained": ["--pretrained", "imagenet", "--eval_every", "0"]}
 METRICS = ("recall@1", "map@r")
+SHORT_EPOCHS = 3  # the defaults and pretrained rows of the README table: train.py's 20 epochs would take hours here
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -49,7 +50,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--recipes", default="defaults,scratch", help=f"comma-separated: {', '.join(RECIPES)}")
     p.add_argument("--seeds", default="0,1")
     p.add_argument("--image_size", type=int, default=64)
-    p.add_argument("--num_epochs", type=int, default=3)
+    p.add_argument("--num_epochs", type=int, default=None,
+                   help=f"for every recipe (default: each recipe's own: scratch.yaml's, else {SHORT_EPOCHS})")
     p.add_argument("--data", default=None, help="an existing icon-set root (default: built in a temp folder)")
     p.add_argument("--extra", action="append", default=[], metavar="RECIPE:--flag=value",
                    help="extra train.py flag for one recipe (repeatable), e.g. scratch:--weight_decay=0")
@@ -60,13 +62,17 @@ def get_args_parser() -> argparse.ArgumentParser:
 def run_one(recipe: str, seed: int, root: str, args: argparse.Namespace, out_dir: Path) -> dict[str, Any]:
     """One training run; its untrained and selected-epoch test metrics."""
     extra = [flag for item in args.extra for r, _, flag in [item.partition(":")] if r == recipe]
+    epochs = args.num_epochs or (None if recipe == "scratch" else SHORT_EPOCHS)
     argv = ["--data_path", root, *RECIPES[recipe], "--backbone_type", "resnet18", "--image_size",
-            str(args.image_size), "--num_epochs", str(args.num_epochs), "--seed", str(seed), "--workers", "0",
-            "--amp", "off", "--no_tensorboard", "--output_dir", str(out_dir / f"{recipe}_{seed}"), *extra]
+            str(args.image_size), *(["--num_epochs", str(epochs)] if epochs else []), "--seed", str(seed),
+            "--workers", "0", "--amp", "off", "--no_tensorboard", "--output_dir", str(out_dir / f"{recipe}_{seed}"),
+            *extra]
+    cfg = resolve_config(argv)
     start = time.perf_counter()
-    result = train(resolve_config(argv))
+    result = train(cfg)
     selected = next(r for r in result["history"] if r["epoch"] == result["best_epoch"])
-    return {"recipe": recipe, "seed": seed, "argv": argv, "minutes": (time.perf_counter() - start) / 60,
+    return {"recipe": recipe, "seed": seed, "argv": argv, "epochs": cfg["num_epochs"],
+            "minutes": (time.perf_counter() - start) / 60,
             "selected_epoch": result["best_epoch"],
             "untrained": {m: result["untrained"]["test"][m] for m in METRICS},
             "trained": {m: selected[f"test_{m}"] for m in METRICS}}
@@ -78,13 +84,13 @@ def _mean_std(values: list[float]) -> str:
 
 
 def table(runs: list[dict[str, Any]]) -> str:
-    lines = ["| recipe | seeds | untrained R@1 | trained R@1 | gain R@1 | untrained MAP@R | trained MAP@R |",
-             "|---|---|---|---|---|---|---|"]
+    lines = ["| recipe | epochs | seeds | untrained R@1 | trained R@1 | gain R@1 | untrained MAP@R | trained MAP@R |",
+             "|---|---|---|---|---|---|---|---|"]
     for recipe in dict.fromkeys(r["recipe"] for r in runs):
         rs = [r for r in runs if r["recipe"] == recipe]
         col = {(p, m): [r[p][m] for r in rs] for p in ("untrained", "trained") for m in METRICS}
         gain = [r["trained"]["recall@1"] - r["untrained"]["recall@1"] for r in rs]
-        lines.append(f"| {recipe} | {len(rs)} | {_mean_std(col['untrained', 'recall@1'])} | "
+        lines.append(f"| {recipe} | {rs[0]['epochs']} | {len(rs)} | {_mean_std(col['untrained', 'recall@1'])} | "
                      f"{_mean_std(col['trained', 'recall@1'])} | {_mean_std(gain)} (min {min(gain):+.3f}) | "
                      f"{_mean_std(col['untrained', 'map@r'])} | {_mean_std(col['trained', 'map@r'])} |")
     return "\n".join(lines)
@@ -108,9 +114,10 @@ def main(args: argparse.Namespace) -> int:
                 runs.append(run)
                 print(f"{recipe} seed {seed}: R@1 {run['untrained']['recall@1']:.3f} -> "
                       f"{run['trained']['recall@1']:.3f}, MAP@R {run['untrained']['map@r']:.3f} -> "
-                      f"{run['trained']['map@r']:.3f} (epoch {run['selected_epoch']}, {run['minutes']:.1f} min)",
+                      f"{run['trained']['map@r']:.3f} (epoch {run['selected_epoch']} of {run['epochs']}, "
+                      f"{run['minutes']:.1f} min)",
                       flush=True)
-    print(f"\nicon-theme set, ResNet-18, {args.image_size} px, {args.num_epochs} epochs, held-out test classes:")
+    print(f"\nicon-theme set, ResNet-18, {args.image_size} px, held-out test classes:")
     print(table(runs))
     if args.json:
         Path(args.json).write_text(json.dumps(runs, indent=1))
