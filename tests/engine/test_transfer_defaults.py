@@ -6,6 +6,8 @@ offline Hugging Face cache in ``tmp_path``).
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import timm
 import torch
@@ -127,3 +129,20 @@ def test_cached_timm_weights_are_the_default_for_timm_backbones(hf_cache, tmp_pa
     assert cfg["pretrained"] == "timm"
     model = builders.build_model(cfg, num_classes=0)  # loaded by timm itself, from the cache, offline
     assert torch.equal(model.backbone.net.conv1.weight, state["conv1.weight"])
+
+
+@pytest.mark.slow  # a real epoch plus three evaluations: ~30 s of CPU
+def test_from_scratch_recipe_trains_from_random_weights_and_selects_on_validation(tmp_path):
+    import data
+
+    root = str(data.ensure_default_dataset())
+    scratch = Path(__file__).resolve().parents[2] / "configs" / "transfer" / "scratch.yaml"
+    cfg = resolve_config(["--config", str(scratch), "--data_path", root, "--image_size", "32", "--num_epochs", "1",
+                          "--eval_every", "1", "--output_dir", str(tmp_path / "run"), "--workers", "0",
+                          "--no_tensorboard", "--amp", "off"])
+    assert (cfg["pretrained"], cfg["stage3_stride"], cfg["val_classes"]) == ("none", 1, 0.2)
+    assert builders.default_pretrained(cfg) == "none"  # no weights asked for, none needed
+    result = train(cfg)
+    assert result["best_epoch"] == 1
+    assert {"test", "val"} <= set(result["untrained"])  # the untrained model was evaluated on both
+    assert (tmp_path / "run" / "model_best.pth").is_file()
