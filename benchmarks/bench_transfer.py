@@ -16,6 +16,7 @@ shared CPU, ``OMP_NUM_THREADS=1`` avoids oversubscribing it.
 Needs the icon themes (see ``data/icon_themes.py``); without them it says so and exits 0 (skipped).
 
     OMP_NUM_THREADS=1 python benchmarks/bench_transfer.py             # 2 recipes x 2 seeds, 64 px, 3 epochs
+    python benchmarks/bench_transfer.py --recipes scratch --num_epochs 20 --extra scratch:--eval_every=5
     python benchmarks/bench_transfer.py --image_size 32 --num_epochs 4 --extra scratch:--transform=abir
 """
 from __future__ import annotations
@@ -42,7 +43,6 @@ RECIPES = {"defaults": ["--pretrained", "none", "--eval_every", "0"],
            "scratch": ["--config", str(REPO / "configs/transfer/scratch.yaml")],
            "pretrained": ["--pretrained", "imagenet", "--eval_every", "0"]}
 METRICS = ("recall@1", "map@r")
-SHORT_EPOCHS = 3  # the defaults and pretrained rows of the README table: train.py's 20 epochs would take hours here
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -50,8 +50,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--recipes", default="defaults,scratch", help=f"comma-separated: {', '.join(RECIPES)}")
     p.add_argument("--seeds", default="0,1")
     p.add_argument("--image_size", type=int, default=64)
-    p.add_argument("--num_epochs", type=int, default=None,
-                   help=f"for every recipe (default: each recipe's own: scratch.yaml's, else {SHORT_EPOCHS})")
+    p.add_argument("--num_epochs", type=int, default=3)
     p.add_argument("--data", default=None, help="an existing icon-set root (default: built in a temp folder)")
     p.add_argument("--extra", action="append", default=[], metavar="RECIPE:--flag=value",
                    help="extra train.py flag for one recipe (repeatable), e.g. scratch:--weight_decay=0")
@@ -62,11 +61,9 @@ def get_args_parser() -> argparse.ArgumentParser:
 def run_one(recipe: str, seed: int, root: str, args: argparse.Namespace, out_dir: Path) -> dict[str, Any]:
     """One training run; its untrained and selected-epoch test metrics."""
     extra = [flag for item in args.extra for r, _, flag in [item.partition(":")] if r == recipe]
-    epochs = args.num_epochs or (None if recipe == "scratch" else SHORT_EPOCHS)
     argv = ["--data_path", root, *RECIPES[recipe], "--backbone_type", "resnet18", "--image_size",
-            str(args.image_size), *(["--num_epochs", str(epochs)] if epochs else []), "--seed", str(seed),
-            "--workers", "0", "--amp", "off", "--no_tensorboard", "--output_dir", str(out_dir / f"{recipe}_{seed}"),
-            *extra]
+            str(args.image_size), "--num_epochs", str(args.num_epochs), "--seed", str(seed), "--workers", "0",
+            "--amp", "off", "--no_tensorboard", "--output_dir", str(out_dir / f"{recipe}_{seed}"), *extra]
     cfg = resolve_config(argv)
     start = time.perf_counter()
     result = train(cfg)

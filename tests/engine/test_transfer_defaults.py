@@ -140,7 +140,7 @@ def test_from_scratch_recipe_trains_from_random_weights_and_selects_on_validatio
     cfg = resolve_config(["--config", str(scratch), "--data_path", root, "--image_size", "32", "--num_epochs", "1",
                           "--eval_every", "1", "--output_dir", str(tmp_path / "run"), "--workers", "0",
                           "--no_tensorboard", "--amp", "off"])
-    assert (cfg["pretrained"], cfg["stage3_stride"], cfg["val_classes"]) == ("none", 1, 0.2)
+    assert (cfg["pretrained"], cfg["val_classes"], cfg["eval_every"]) == ("none", 0.2, 1)
     assert builders.default_pretrained(cfg) == "none"  # no weights asked for, none needed
     result = train(cfg)
     assert result["best_epoch"] == 1
