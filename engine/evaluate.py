@@ -61,5 +61,5 @@ def evaluate_split(model: torch.nn.Module, splits: dict[str, Any], protocol: str
     metrics = evaluation.retrieval_metrics(
         query["embeddings"], query["labels"],
         None if gallery is None else gallery["embeddings"], None if gallery is None else gallery["labels"],
-        ks=tuple(ks), backend=cfg["knn_backend"], chunk_size=cfg["eval_chunk_size"])
+        ks=tuple(ks), metric=model.embedding_metric, backend=cfg["knn_backend"], chunk_size=cfg["eval_chunk_size"])
     return metrics, {"query": query, "gallery": gallery}

@@ -134,6 +134,8 @@ class ExportedModel(nn.Module):
     ``input_spec`` (the normalisation the file expects) comes from the preprocessing JSON when given.
     """
 
+    embedding_metric = "ip"  # ExportGraph L2-normalises every embedding
+
     def __init__(self, path: str | Path, input_spec: InputSpec | None = None) -> None:
         super().__init__()
         self.input_spec = input_spec

@@ -58,6 +58,13 @@ class RetrievalModel(nn.Module):
     def input_spec(self) -> InputSpec:
         return self.head.input_spec or self.backbone.input_spec
 
+    @property
+    def embedding_metric(self) -> str:
+        """How embeddings are compared in kNN search: ``"ip"`` (cosine) when the head L2-normalises them,
+        else ``"l2"`` (Euclidean, as Revisiting-DML's faiss evaluation compares un-normalised features); an
+        inner product of un-normalised vectors would rank the gallery by vector length."""
+        return "ip" if getattr(self.head, "embedding_norm", True) else "l2"
+
     def forward_features(self, images: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
         """The backbone output the head consumes: the last map, or the tapped maps for multi-level heads."""
         if self.head.uses_intermediates:
