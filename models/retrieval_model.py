@@ -7,8 +7,10 @@ backbone builder or the head constructor (the names equal the ``train.py`` flags
 ``attention_activation``, ``embedding_norm``, ...) plus ``freeze_backbone`` (all backbone parameters
 ``requires_grad=False`` and BatchNorm frozen). A ``None`` value means "the default" and is dropped, so a CLI
 can pass every flag (timm ``create_model`` convention); an option neither part accepts is a ``TypeError``
-naming it and the valid ones. A head's ``backbone_defaults`` (CGD/CLF: ``stage3_stride=1, frozen_bn=True``;
-baseline and regional attention: ``frozen_bn=True``) apply unless the caller sets those options.
+naming it and the valid ones, and a value outside what the part declares for it (:mod:`utils.options`: type,
+choices, range) a ``ModelConfigError`` (:func:`option_problems`). A head's ``backbone_defaults`` (CGD/CLF:
+``stage3_stride=1, frozen_bn=True``; baseline and regional attention: ``frozen_bn=True``)
+apply unless the caller sets those options.
 """
 from __future__ import annotations
 
@@ -20,13 +22,18 @@ import torch
 from torch import nn
 
 from models.backbones import BACKBONES, Backbone, InputSpec
+from models.errors import ModelConfigError
 from models.heads import HEADS, Head
 from utils.options import Option, merge_options, options_of
 
-__all__ = ["RetrievalModel", "build_model", "flag_options", "list_models", "option_names", "options_from_config"]
+__all__ = ["MODEL_OPTIONS", "RetrievalModel", "build_model", "declared_options", "flag_options", "list_models",
+           "option_names", "option_problems", "options_from_config"]
 
 _STRUCTURAL = ("self", "in_channels", "feature_dim", "num_classes")
-_MODEL_OPTIONS = ("freeze_backbone",)
+# options of the model itself, whatever its parts (None: the head's ``freeze_backbone_default``)
+MODEL_OPTIONS = (Option("freeze_backbone", bool, None, "requires_grad=False and frozen BatchNorm for the whole "
+                                                        "backbone (default: the head's recipe)", flag=False),)
+_MODEL_OPTIONS = tuple(o.name for o in MODEL_OPTIONS)
 
 
 class RetrievalModel(nn.Module):
@@ -92,7 +99,28 @@ def flag_options() -> dict[str, tuple[Option, list[str]]]:
     """The model's command-line flags: every option a backbone or head declares (:mod:`utils.options`), merged,
     with the components declaring each."""
     return merge_options((f"{kind} {name}", option) for kind, registry in (("backbone", BACKBONES), ("head", HEADS))
-                         for name, component in registry.items() for option in options_of(component))
+                         for name, component in registry.items() for option in options_of(component) if option.flag)
+
+
+def declared_options(backbone: str, head: str) -> dict[str, Option]:
+    """``{builder keyword: option}`` for every option ``backbone`` + ``head`` (registered names) and the model
+    declare that :func:`build_model` takes by keyword (``to_builder``)."""
+    parts = (*options_of(BACKBONES.get(backbone)), *options_of(HEADS.get(head)), *MODEL_OPTIONS)
+    return {o.kwarg: o for o in parts if o.to_builder}
+
+
+def option_problems(backbone: str, head: str, options: Mapping[str, Any], where: str = "model option") -> list[str]:
+    """Why ``options`` (builder keyword → value) do not fit ``backbone`` + ``head``: a keyword neither part nor the
+    model declares (listing the valid ones), or a value outside its declaration. ``pretrained`` is always taken."""
+    declared = declared_options(backbone, head)
+    problems = [f"{where} {key}: backbone {backbone} with head {head} takes no option {key!r}; valid options: "
+                f"{', '.join(sorted(declared))}" for key in options if key not in declared and key != "pretrained"]
+    return problems + _value_problems(declared, options, where)
+
+
+def _value_problems(declared: dict[str, Option], options: Mapping[str, Any], where: str) -> list[str]:
+    return [p for key, value in options.items() if key in declared and (p := declared[key].problem(value,
+                                                                                                   f"{where} {key}"))]
 
 
 def options_from_config(cfg: Mapping[str, Any]) -> dict[str, Any]:
@@ -132,6 +160,9 @@ def build_model(backbone: str, head: str, feature_dim: int | None = None, num_cl
     if unknown:
         raise TypeError(f"unknown model option(s) {', '.join(unknown)} for backbone {backbone_name!r} with "
                         f"head {head_name!r}; valid options: {', '.join(sorted(valid))}")
+    bad = _value_problems(declared_options(backbone_name, head_name), options, "model option")
+    if bad:
+        raise ModelConfigError("; ".join(bad))
     head_cls = HEADS.get(head_name)
     backbone_kwargs = {k: v for k, v in options.items() if k in accepted["backbone"]}
     for key, value in head_cls.backbone_defaults.items():

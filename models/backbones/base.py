@@ -19,13 +19,15 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from models.errors import ModelConfigError
 from utils.options import Option
 
-__all__ = ["CAFFE_BGR255", "DEEP_METRIC_BGR255", "FROZEN_BN", "IMAGENET_RGB", "RESNET_STAGES", "STAGE3_STRIDE",
+__all__ = ["CAFFE_BGR255", "DEEP_METRIC_BGR255", "FROZEN_BN", "IMAGENET_RGB", "RESNET_STAGES", "STAGE3_STRIDE", "TAPS",
            "Backbone", "InputSpec", "check_stage3_stride", "resnet_stage_info", "resnet_stages", "set_stage_stride"]
 
 # Options the backbone builders declare (utils.options); None leaves the builder's (or the head's) default.
 FROZEN_BN = Option("frozen_bn", bool, None, "keep backbone BatchNorm2d statistics fixed (affine still trained)",
                    negatable=True)
 STAGE3_STRIDE = Option("stage3_stride", int, None, "1 keeps a 14x14 map at 224 (ResNets)", low=1, high=2)
+TAPS = Option("taps", str, None, "maps forward_intermediates returns for multi-level heads, comma-separated stage "
+                                 "names (or a YAML list); default: the backbone's", flag=False)
 
 COLOURS = ("RGB", "BGR255")
 

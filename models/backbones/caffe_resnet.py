@@ -25,6 +25,7 @@ from models.backbones.base import (
     IMAGENET_RGB,
     RESNET_STAGES,
     STAGE3_STRIDE,
+    TAPS,
     Backbone,
     InputSpec,
     check_stage3_stride,
@@ -140,7 +141,7 @@ def convert_cadene_se_resnet50(state_dict: dict[str, torch.Tensor]) -> dict[str,
     return out
 
 
-@declare(STAGE3_STRIDE, FROZEN_BN)
+@declare(STAGE3_STRIDE, FROZEN_BN, TAPS)
 def seresnet50(pretrained: Any = False, stage3_stride: int = 2, frozen_bn: bool = False,
                taps: list[str] | str | None = None) -> CaffeResNet:
     """SE-ResNet-50 (Cadene layout, CLF pad-1 stem pool); ``pretrained`` = a local Cadene/converted file."""
@@ -149,7 +150,7 @@ def seresnet50(pretrained: Any = False, stage3_stride: int = 2, frozen_bn: bool 
                        convert=convert_cadene_se_resnet50, display_name="SEResNet50")
 
 
-@declare(STAGE3_STRIDE, FROZEN_BN)
+@declare(STAGE3_STRIDE, FROZEN_BN, TAPS)
 def caffe_resnet101(pretrained: Any = False, stage3_stride: int = 2, frozen_bn: bool = False,
                     taps: list[str] | str | None = None) -> CaffeResNet:
     """Caffe ResNet-101 (regional attention backbone): BGR 0–255 input, pad-0 ceil stem pool."""

@@ -18,6 +18,7 @@ from models.backbones.base import (
     IMAGENET_RGB,
     RESNET_STAGES,
     STAGE3_STRIDE,
+    TAPS,
     Backbone,
     check_stage3_stride,
     resnet_stage_info,
@@ -88,7 +89,7 @@ class TorchvisionResNet(Backbone):
 
 
 def _make(arch: str):
-    @declare(STAGE3_STRIDE, FROZEN_BN)
+    @declare(STAGE3_STRIDE, FROZEN_BN, TAPS)
     def builder(pretrained: Any = False, stage3_stride: int = 2, frozen_bn: bool = False,
                 taps: list[str] | str | None = None) -> TorchvisionResNet:
         return TorchvisionResNet(arch, pretrained=pretrained, stage3_stride=stage3_stride,

@@ -37,17 +37,32 @@ from huggingface_hub import try_to_load_from_cache
 from timm.models import get_pretrained_cfg
 from timm.optim import param_groups_layer_decay
 
-from models.backbones.base import FROZEN_BN, Backbone, InputSpec
+from models.backbones.base import FROZEN_BN, TAPS, Backbone, InputSpec
 from models.backbones.pretrained import torch_hub_file
 from models.checkpoint import load_model_state, read_state_dict, unwrap_state_dict
 from models.errors import ModelConfigError
 from models.pooling import gem
 from utils.errors import UserError
-from utils.options import declare
+from utils.options import Option, declare
 
 __all__ = ["TOKEN_POOLS", "TimmBackbone", "cached_timm_weight_file", "timm_backbone"]
 
 TOKEN_POOLS = ("cls", "mean", "gem", "map")
+# the constructor options of a timm backbone (set with --model_option KEY=VALUE or its YAML node)
+OPTIONS = (
+    Option("drop_path_rate", float, 0.0, "stochastic-depth rate (timm drop_path_rate)", low=0.0, high=1.0,
+           high_ok=False, flag=False),
+    Option("token_pool", str, "cls", "ViTs: the token pooling", choices=TOKEN_POOLS, flag=False),
+    Option("token_gem_p", float, 3.0, "ViTs: the GeM exponent of token_pool=gem", low=0.0, low_ok=False, flag=False),
+    Option("img_size", int, None, "ViTs: build for this input size (position embeddings resampled once)", low=1,
+           flag=False),
+    Option("dynamic_img_size", bool, None, "ViTs: resample position embeddings to each input's size (default: on "
+                                           "where the model supports it)", flag=False),
+    Option("freeze_blocks", int, 0, "ViTs: freeze the embeddings and the first N blocks", low=0, flag=False),
+    Option("layer_decay", float, None, "layer-wise lr decay factor (None: one learning rate for the trunk)", low=0.0,
+           low_ok=False, high=1.0, flag=False),
+    Option("depth", int, None, "ViTs: build with this many blocks instead of the model's own", low=1, flag=False),
+)
 _OFF = (None, False, "", "none", "None", "false", "False")
 _TIMM_WEIGHTS = (True, "imagenet", "timm", "true", "True")
 
@@ -250,7 +265,7 @@ def _reduction(net: torch.nn.Module) -> int:
     return int(patch[0])
 
 
-@declare(FROZEN_BN)
+@declare(FROZEN_BN, *OPTIONS, TAPS)
 def timm_backbone(name: str, pretrained: Any = False, frozen_bn: bool = False, drop_path_rate: float = 0.0,
                   token_pool: str = "cls", token_gem_p: float = 3.0, img_size: int | None = None,
                   dynamic_img_size: bool | None = None, freeze_blocks: int = 0, layer_decay: float | None = None,

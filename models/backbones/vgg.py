@@ -15,7 +15,7 @@ from torch import nn
 from torchvision.models.vgg import cfgs as VGG_CFGS
 from torchvision.models.vgg import make_layers
 
-from models.backbones.base import FROZEN_BN, IMAGENET_RGB, Backbone
+from models.backbones.base import FROZEN_BN, IMAGENET_RGB, TAPS, Backbone
 from models.backbones.pretrained import load_pretrained
 from utils.options import declare
 
@@ -62,7 +62,7 @@ class VGG16Trunk(Backbone):
             start = end
 
 
-@declare(FROZEN_BN)
+@declare(FROZEN_BN, TAPS)
 def vgg16(pretrained: Any = False, frozen_bn: bool = False,
           taps: list[str] | str | None = None) -> VGG16Trunk:
     """VGG16 conv trunk; see :class:`VGG16Trunk`."""

@@ -38,7 +38,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from models.backbones.base import DEEP_METRIC_BGR255
-from models.heads.base import Head, ModelConfigError, l2n
+from models.heads.base import EMBEDDING_NORM, Head, ModelConfigError, l2n
 from models.pooling import mac
 from models.se import SqueezeExcite
 from utils.options import Option
@@ -85,7 +85,13 @@ class ABIRHead(Head):
     uses_intermediates = True
     input_spec = DEEP_METRIC_BGR255
 
-    options = (Option("no_se", bool, False, "ABIR ablation without squeeze-and-excitation", to_builder=False),)
+    options = (Option("no_se", bool, False, "ABIR ablation without squeeze-and-excitation", to_builder=False),
+               Option("use_se", bool, True, "squeeze-and-excitation on the local maps (--no_se sets it off)",
+                      flag=False),
+               Option("se_reduction", int, 16, "SE reduction ratio r", low=1, flag=False),
+               Option("inter_ratio", float, 0.5, "attention width C_int = max(1, int(C_l * inter_ratio))", low=0.0,
+                      low_ok=False, high=1.0, flag=False),
+               EMBEDDING_NORM)
 
     @staticmethod
     def options_from_config(cfg: dict[str, Any]) -> dict[str, Any]:

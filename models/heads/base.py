@@ -20,7 +20,10 @@ from models.backbones.base import InputSpec
 from models.errors import ModelConfigError
 from utils.options import Option
 
-__all__ = ["Head", "ModelConfigError", "l2n"]
+__all__ = ["EMBEDDING_NORM", "Head", "ModelConfigError", "l2n"]
+
+# every head's last step (a constructor option, set with --model_option or the head's YAML node)
+EMBEDDING_NORM = Option("embedding_norm", bool, True, "L2-normalise the embedding", flag=False)
 
 
 def l2n(x: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
@@ -46,7 +49,8 @@ class Head(nn.Module):
     extra_files: ClassVar[dict[str, str]] = {}
 
     # -- self-description (see README "Architecture") ------------------------------------------------------
-    # the head's own train.py flags / YAML keys (utils.options); those with to_builder go to the constructor as is
+    # the head's own options (utils.options): train.py flags / YAML keys, or (flag=False) constructor options set
+    # with --model_option / the YAML head node; those with to_builder go to the constructor as is
     options: ClassVar[tuple[Option, ...]] = ()
 
     @staticmethod

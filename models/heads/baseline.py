@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from models.heads.base import Head, l2n
+from models.heads.base import EMBEDDING_NORM, Head, l2n
 from models.pooling import GLOBAL_POOLINGS, POOLING, check_pooling
 
 __all__ = ["BaselineHead"]
@@ -19,7 +19,6 @@ POOLINGS = ("avg", "avgmax")  # keys of GLOBAL_POOLINGS
 
 
 class BaselineHead(Head):
-    options = (POOLING,)
     """``embedding = L2(Linear(pool(x)))``; ``logits`` is always ``None``.
 
     Args:
@@ -30,6 +29,7 @@ class BaselineHead(Head):
         embedding_norm: L2-normalise the embedding (default True).
     """
 
+    options = (POOLING, EMBEDDING_NORM)
     backbone_defaults = {"frozen_bn": True}
 
     def __init__(self, in_channels: int, feature_dim: int | None = None, num_classes: int | None = None,

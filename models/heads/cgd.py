@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from models.heads.base import Head, ModelConfigError, l2n
+from models.heads.base import EMBEDDING_NORM, Head, ModelConfigError, l2n
 from models.pooling import GLOBAL_POOLINGS
 from utils.options import Option
 
@@ -26,7 +26,6 @@ _DESCRIPTORS = {"S": "avg", "M": "max", "G": "gem"}  # gd_config letter -> GLOBA
 
 
 class CGDHead(Head):
-    options = (Option("gd_config", str, None, "global descriptors of a multi-descriptor head, e.g. SG, MG, SMG"),)
     """Combination of global descriptors; returns ``(embedding (B, D), logits (B, M) or None)``.
 
     Args:
@@ -38,6 +37,8 @@ class CGDHead(Head):
             concatenation of the L2-normalised branches).
     """
 
+    options = (Option("gd_config", str, None, "global descriptors of a multi-descriptor head, e.g. SG, MG, SMG"),
+               EMBEDDING_NORM)
     backbone_defaults = {"stage3_stride": 1, "frozen_bn": True}
 
     def __init__(self, in_channels: int, feature_dim: int | None = None, num_classes: int | None = None,

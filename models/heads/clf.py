@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from models.heads.base import Head, l2n
+from models.heads.base import EMBEDDING_NORM, Head, l2n
 from models.pooling import GLOBAL_POOLINGS, POOLING, check_pooling
 
 __all__ = ["CLF_POOLINGS", "CLFHead"]
@@ -21,7 +21,6 @@ CLF_POOLINGS = ("max", "avg", "gem", "sap")  # keys of GLOBAL_POOLINGS
 
 
 class CLFHead(Head):
-    options = (POOLING,)
     """Pool → bias-free refactor FC → (L2 embedding, BN1d → bias-free classifier logits).
 
     Args:
@@ -32,6 +31,7 @@ class CLFHead(Head):
         embedding_norm: L2-normalise the embedding (default True).
     """
 
+    options = (POOLING, EMBEDDING_NORM)
     backbone_defaults = {"stage3_stride": 1, "frozen_bn": True}
 
     def __init__(self, in_channels: int, feature_dim: int | None = None, num_classes: int | None = None,

@@ -12,8 +12,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from models.heads.base import Head, ModelConfigError, l2n
+from models.heads.base import EMBEDDING_NORM, Head, ModelConfigError, l2n
 from models.pooling import GeM
+from utils.options import Option
 
 __all__ = ["GeMHead"]
 
@@ -31,6 +32,10 @@ class GeMHead(Head):
         embedding_norm: L2-normalise the output (default True).
     """
 
+    options = (Option("gem_p", float, 3.0, "initial GeM exponent p", low=0.0, low_ok=False, flag=False),
+               Option("learn_p", bool, True, "learn p (cirtorch) or keep it fixed", flag=False),
+               Option("whitening", bool, None, "add Linear(C, D) + L2 (default: only when D != C)", flag=False),
+               EMBEDDING_NORM)
     lr_multipliers = {"pool.p": 10.0}
 
     def __init__(self, in_channels: int, feature_dim: int | None = None, num_classes: int | None = None,

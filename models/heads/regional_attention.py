@@ -29,8 +29,9 @@ from torch import nn
 
 from evaluation.whitening import load_whitening
 from models.checkpoint import load_model_state, read_state_dict
-from models.heads.base import Head, ModelConfigError, l2n
+from models.heads.base import EMBEDDING_NORM, Head, ModelConfigError, l2n
 from models.heads.rmac import RegionWhitening, check_fixed_width, map_regions, region_pool
+from utils.options import Option
 
 __all__ = ["ATTENTION_ACTIVATIONS", "ContextAwareRegionalAttention", "RegionalAttentionHead"]
 
@@ -72,6 +73,11 @@ class RegionalAttentionHead(Head):
         embedding_norm: L2-normalise the descriptor (default True).
     """
 
+    options = (Option("levels", int, 5, "R-MAC grid levels L of the regions", low=1, flag=False),
+               Option("attention_activation", str, "tanh", "attention non-linearity (tanh: released weights, "
+                      "softplus: RA training script)", choices=tuple(ATTENTION_ACTIVATIONS), flag=False),
+               Option("attention_hidden", int, 64, "hidden width of the attention network", low=1, flag=False),
+               EMBEDDING_NORM)
     backbone_defaults = {"frozen_bn": True}
     freeze_backbone_default = True
 

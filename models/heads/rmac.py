@@ -26,7 +26,8 @@ from functools import lru_cache
 import torch
 from torch import nn
 
-from models.heads.base import Head, ModelConfigError, l2n
+from models.heads.base import EMBEDDING_NORM, Head, ModelConfigError, l2n
+from utils.options import Option
 
 __all__ = ["RMACHead", "RegionWhitening", "map_regions", "region_pool", "rmac_grid_index", "rmac_regions"]
 
@@ -143,6 +144,10 @@ class RMACHead(Head):
         include_global: add the whole map as an extra region (cirtorch).
         embedding_norm: L2-normalise the aggregated vector (default True).
     """
+
+    options = (Option("levels", int, 3, "R-MAC grid levels L", low=1, flag=False),
+               Option("include_global", bool, False, "add the whole map as an extra region (cirtorch)", flag=False),
+               EMBEDDING_NORM)
 
     def __init__(self, in_channels: int, feature_dim: int | None = None, num_classes: int | None = None,
                  levels: int = 3, include_global: bool = False, embedding_norm: bool = True) -> None:

@@ -10,8 +10,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from models.heads.base import Head, ModelConfigError, l2n
+from models.heads.base import EMBEDDING_NORM, Head, ModelConfigError, l2n
 from models.pooling import spoc
+from utils.options import Option
 
 __all__ = ["TokenHead"]
 
@@ -28,6 +29,9 @@ class TokenHead(Head):
         projection: ``linear`` (``Linear(C, D)`` with bias, default) or ``identity``.
         embedding_norm: L2-normalise the embedding (default True).
     """
+
+    options = (Option("projection", str, "linear", "linear (Linear(C, D)) or identity (D = C)", choices=PROJECTIONS,
+                      flag=False), EMBEDDING_NORM)
 
     def __init__(self, in_channels: int, feature_dim: int | None = None, num_classes: int | None = None,
                  projection: str = "linear", embedding_norm: bool = True) -> None:
