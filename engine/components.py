@@ -4,7 +4,9 @@ Each :class:`Kind` is one registry and the flag that selects a component from it
 component declares its own options (:mod:`utils.options`); from those declarations come the ``train.py``
 flags (one argument group per kind; an option several components share is one flag whose help names them),
 the range checks, each selected component's own ``check_config(cfg)`` problems, the keyword options it is
-built with, and the ``train.py --list`` entries. Nothing here names a component.
+built with, and the ``train.py --list`` entries. A model part's constructor options (``flag=False``) are no flags:
+``--model_option KEY=VALUE`` (or the part's YAML node) sets them, checked against the selected backbone's and
+head's declarations (:func:`model_option_problems`). Nothing here names a component.
 """
 from __future__ import annotations
 
@@ -20,10 +22,11 @@ import optim
 import producers
 import samplers
 from utils.options import Option, builder_kwargs, merge_options, options_of
+from utils.parsing import parse_key_values
 from utils.registry import Registry
 
 __all__ = ["KINDS", "Kind", "add_component_args", "check_selected", "declared", "kind", "component_kwargs",
-           "option_problems", "samples_whole_classes", "selected"]
+           "model_option_problems", "option_problems", "samples_whole_classes", "selected"]
 
 
 @dataclass(frozen=True)
@@ -36,7 +39,8 @@ class Kind:
     LOSS.KEY=VALUE`` or the YAML term list, since one run may combine several losses); ``strict``: a
     non-default value of an option the selected component does not declare is an error. ``skip`` are the
     builder parameters the framework fills in (left out of the listing); ``set_by`` says how an option of a
-    kind without flags is set (``{name}``, ``{option}`` filled in).
+    kind without flags, or of an option that is no flag (``flag=False``), is set (``{name}``, ``{option}``
+    filled in).
     """
 
     title: str
@@ -52,12 +56,14 @@ class Kind:
 KINDS: tuple[Kind, ...] = (
     Kind("datasets", "dataset", "data_name", data.DATASETS, ("root",), strict=True),
     Kind("augmentation presets", "preset", "transform", data.TRANSFORMS, ("train", "image_size")),
-    Kind("backbones", "backbone", "backbone_type", models.BACKBONES, ("name",)),  # name: of a family member
-    Kind("heads", "head", "head", models.HEADS, ("in_channels", "feature_dim", "num_classes")),
+    Kind("backbones", "backbone", "backbone_type", models.BACKBONES, ("name", "pretrained"),  # name: of a family
+         set_by="--model_option {option}=VALUE or backbone_type: {{name: {name}, {option}: VALUE}}"),  # member
+    Kind("heads", "head", "head", models.HEADS, ("in_channels", "feature_dim", "num_classes"),
+         set_by="--model_option {option}=VALUE or head: {{name: {name}, {option}: VALUE}}"),
     Kind("losses", "loss", "loss", losses.LOSSES, ("num_classes", "embedding_dim", "class_counts"), flags=False,
          set_by="--loss_option {name}.{option}=VALUE"),
     Kind("miners", "miner", "miner", losses.MINERS, ("generator",), flags=False,
-         set_by="miner: {{name: {name}, {option}: VALUE}} (YAML loss term)"),
+         set_by="miner: {{name: {name}, {option}: VALUE}} (YAML, top level or in a loss term)"),
     Kind("batch samplers", "sampler", "sampler", samplers.SAMPLERS,
          ("labels", "batch_size", "seed", "rank", "world_size")),
     Kind("embedding producers", "producer", None, producers.PRODUCERS, ("num_classes", "embedding_dim")),
@@ -74,9 +80,10 @@ def kind(key: str) -> Kind:
 
 
 def declared(k: Kind) -> dict[str, tuple[Option, list[str]]]:
-    """``{option name: (option, [names of the components declaring it])}`` over every component of ``k``."""
+    """``{option name: (option, [names of the components declaring it])}`` over every component of ``k`` (its
+    options that are flags)."""
     return merge_options((name, option) for name, component in k.registry.items()
-                         for option in options_of(component))
+                         for option in options_of(component) if option.flag)
 
 
 def add_component_args(parser: argparse.ArgumentParser) -> None:
@@ -103,8 +110,8 @@ def selected(k: Kind, cfg: dict[str, Any]) -> list[tuple[str, Any]]:
 
 def option_problems(cfg: dict[str, Any]) -> list[str]:
     """Declared options whose value is out of range or not a choice; for strict kinds, options given a value
-    the selected component does not take."""
-    problems = []
+    the selected component does not take; ``--model_option`` problems (:func:`model_option_problems`)."""
+    problems = model_option_problems(cfg)
     for k in KINDS:
         if not k.flags:
             continue
@@ -117,6 +124,18 @@ def option_problems(cfg: dict[str, Any]) -> list[str]:
                     problems.append(f"--{name} {cfg[name]} works only for the {k.title} that take it "
                                     f"({', '.join(users)}), not --{k.key} {cfg[k.key]}")
     return problems
+
+
+def model_option_problems(cfg: dict[str, Any]) -> list[str]:
+    """``--model_option KEY=VALUE`` entries that the selected backbone, head and the model do not declare, or
+    whose value breaks the declaration (:func:`models.option_problems`); none while a name is unknown (the name
+    checks report it)."""
+    backbone, head = cfg.get("backbone_type"), cfg.get("head")
+    if backbone not in models.BACKBONES or head not in models.HEADS:
+        return []
+    options = parse_key_values(cfg.get("model_option") or [], "--model_option")
+    return models.option_problems(models.BACKBONES.canonical(backbone), models.HEADS.canonical(head), options,
+                                  "--model_option")
 
 
 def check_selected(cfg: dict[str, Any]) -> list[str]:

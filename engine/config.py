@@ -4,8 +4,8 @@ Precedence (lowest to highest): flag defaults < ``--config FILE`` (YAML) < flags
 The YAML file uses the flag names as keys (``gd_config: SG``), may start from another file
 (``base: base.yaml``), and may use list-valued nodes where a flag can only say less
 (``loss: [{name: ls_ce, smoothing: 0.1}, {name: batch_hard_triplet, margin: 0.1}]``). Components may also
-be given in the per-component form, ``head: {name: NAME, OPTION: VALUE}`` or ``PRODUCER: {OPTION: VALUE}``
-(:func:`flatten_component_nodes`).
+be given in the per-component form, ``head: {name: NAME, OPTION: VALUE}``, ``miner: {name: NAME, OPTION: VALUE}``
+or ``PRODUCER: {OPTION: VALUE}`` (:func:`flatten_component_nodes`).
 Unknown keys and incompatible combinations raise :class:`UserError` naming them; the resolved config is
 saved with every run (``config.yaml``) and inside every checkpoint.
 """
@@ -24,9 +24,10 @@ import models
 import optim
 import producers
 import samplers
-from engine.components import KINDS, add_component_args
+from engine.components import KINDS, add_component_args, kind
 from engine.validate import check_config
 from utils.errors import UserError
+from utils.options import Option, options_of
 from utils.parsing import parse_number_list
 
 AMP_CHOICES = ("auto", "off", "bf16", "fp16")
@@ -176,15 +177,35 @@ def load_yaml(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
 
 # flags whose YAML value may be a component node {name: ..., option: value, ...} (a loss is a list of them)
 COMPONENT_KEYS = tuple(k.key for k in KINDS if k.key not in (None, "loss"))
+MODEL_KEYS = ("backbone_type", "head")  # the model parts: their options that are no flags are model options
+NODE_KEYS = ("miner",)  # kept as a node: the loss terms take it whole (engine.loss_terms)
+
+
+def _node_options(key: str, node: dict[str, Any], path: str) -> dict[str, Option] | None:
+    """The options component ``node`` of kind ``key`` declares (None: an unknown name, which the name checks
+    report); an option it does not declare, or a model option's bad value, is a :class:`UserError`."""
+    registry = kind(key).registry
+    if node["name"] not in registry:
+        return None
+    options = {o.name: o for o in options_of(registry.get(node["name"]))}
+    where = f"--config {path}: {key} {node['name']}"
+    for option, value in node.items():
+        if option != "name" and option not in options:
+            raise UserError(f"{where} has no option {option!r}; its options: {', '.join(options) or 'none'}")
+        if option in options and not options[option].flag and (p := options[option].problem(
+                value, f"{where} option {option}")):
+            raise UserError(p)
+    return options
 
 
 def flatten_component_nodes(file_cfg: dict[str, Any], keys: set[str], path: str) -> dict[str, Any]:
     """The per-component YAML form in flat keys.
 
-    ``head: {name: H, pooling: max}`` → ``head: H, pooling: max`` (an option that is not a flag of its own
-    becomes a ``model_option`` for the head and backbone); an embedding producer P's node
-    ``P: {size: 3, other: true}`` → ``P: true, P_size: 3, other: true`` (``P_<option>`` if that flag exists,
-    else ``<option>``).
+    ``head: {name: H, pooling: max}`` → ``head: H, pooling: max``; a model part's option that is no flag of its
+    own (``head: {name: gem, gem_p: 4}``) becomes a ``model_option`` (``gem_p=4``); a ``miner`` node stays a node
+    (the loss terms' miner); an embedding producer P's node ``P: {size: 3, other: true}`` →
+    ``P: true, P_size: 3, other: true`` (``P_<option>`` if that flag exists, else ``<option>``). Every option
+    must be one the named component declares.
     """
     out: dict[str, Any] = {}
     for key, value in file_cfg.items():
@@ -193,15 +214,16 @@ def flatten_component_nodes(file_cfg: dict[str, Any], keys: set[str], path: str)
         elif key in COMPONENT_KEYS:
             if "name" not in value:
                 raise UserError(f"--config {path}: {key} node {value} needs a 'name'")
-            out[key] = value["name"]
+            options = _node_options(key, value, path)
+            out[key] = dict(value) if key in NODE_KEYS else value["name"]
             for option, v in value.items():
-                if option == "name":
+                if option == "name" or options is None or key in NODE_KEYS:
                     continue
-                if option in keys:
+                if options[option].flag and option in keys:
                     out[option] = v
-                elif key in ("head", "backbone_type"):
+                elif key in MODEL_KEYS and options[option].to_builder:
                     out.setdefault("model_option", list(file_cfg.get("model_option") or []))
-                    out["model_option"].append(f"{option}={json.dumps(v)}")  # JSON is YAML
+                    out["model_option"].append(f"{options[option].kwarg}={json.dumps(v)}")  # JSON is YAML
                 else:
                     raise UserError(f"--config {path}: {key} {value['name']} has no option {option!r} that a "
                                     "flag sets")
@@ -243,8 +265,8 @@ def _check_file_value(parser: argparse.ArgumentParser, key: str, value: Any, pat
     """A YAML value checked (and converted) like the flag of the same name would check it."""
     action = next(a for a in parser._actions if a.dest == key)
     where = f"--config {path}: {key}"
-    if value is None or key == "loss":  # loss may be a name or a list of term dicts (checked by its builder)
-        return value
+    if value is None or key == "loss" or (key in NODE_KEYS and isinstance(value, dict)):
+        return value  # loss: a name or a list of term dicts; a miner node (both checked with the loss terms)
     if action.nargs == 0 or isinstance(action, argparse.BooleanOptionalAction):
         if not isinstance(value, bool):
             raise UserError(f"{where} must be true or false, got {value!r}")

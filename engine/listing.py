@@ -1,10 +1,10 @@
 """``python train.py --list``: every registered component of every kind (:data:`engine.components.KINDS`) with
 its options.
 
-Each entry prints the builder's keyword parameters with the builder's defaults (``--model_option``,
-``--loss_option`` or a YAML node sets any of them) as ``name(keyword: type = default, ...)``, then one line per
-option it declares (:mod:`utils.options`): how it is set (its flag), type, flag default (``None``: the
-builder's), range and help.
+Each entry prints the builder's keyword parameters with the builder's defaults as ``name(keyword: type = default,
+...)`` (a keyword whose declared option states the same default is left to that option's line), then one line
+per option it declares (:mod:`utils.options`): how it is set (its flag, ``--model_option``, ``--loss_option`` or a
+YAML node), type, default (a flag's ``None``: the builder's), range and help.
 """
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from utils.options import Option, options_of
 
 
 def _keywords(builder: Any, skip: tuple[str, ...]) -> list[str]:
+    stated = {o.kwarg: o.default for o in options_of(builder)}
     if isinstance(builder, functools.partial):
         builder = builder.func
     try:
@@ -25,7 +26,8 @@ def _keywords(builder: Any, skip: tuple[str, ...]) -> list[str]:
         return []
     out = []
     for p in params:
-        if p.name in ("self", *skip) or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+        if p.name in ("self", *skip) or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD) or \
+                (p.name in stated and stated[p.name] == p.default):
             continue
         kind = f": {p.annotation}" if p.annotation is not p.empty else ""
         default = f" = {p.default!r}" if p.default is not p.empty else ""
@@ -34,7 +36,8 @@ def _keywords(builder: Any, skip: tuple[str, ...]) -> list[str]:
 
 
 def _option_line(k: Kind, name: str, option: Option) -> str:
-    how = "/".join(option.spellings) if k.flags else k.set_by.format(name=name, option=option.name)
+    is_flag = k.flags and option.flag
+    how = "/".join(option.spellings) if is_flag else k.set_by.format(name=name, option=option.name)
     text = f"      option {how}: {option.describe(with_default=k.flags)}"
     return f"{text}  ({option.help})" if option.help else text
 

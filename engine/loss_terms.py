@@ -30,11 +30,11 @@ def loss_terms(cfg: dict[str, Any]) -> list[dict[str, Any]]:
         if len(weights) != len(names):
             raise UserError(f"--loss_weights has {len(weights)} values for {len(names)} losses in --loss {spec}")
         terms = [{"name": n, "weight": w} for n, w in zip(names, weights)]
-    miner = cfg.get("miner")
+    miner = cfg.get("miner")  # a name or a YAML node {name: ..., OPTION: value}
     for term in terms:
         term.setdefault("weight", 1.0)
         if "miner" not in term and miner and miner != "none" and _is_embedding_loss(term["name"]):
-            term["miner"] = miner
+            term["miner"] = dict(miner) if isinstance(miner, dict) else miner
     for key, value in parse_key_values(cfg.get("loss_option") or [], "--loss_option").items():
         loss_name, _, hparam = key.rpartition(".")
         targets = [t for t in terms if not loss_name or losses.LOSSES.canonical(t["name"]) ==

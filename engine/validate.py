@@ -64,8 +64,9 @@ def name_problems(cfg: dict[str, Any], explicit: Iterable[str] = ()) -> list[str
     lookups = [(data.DATASETS, "data_name", [cfg["data_name"]]), (data.TRANSFORMS, "transform", [cfg["transform"]]),
                (models.BACKBONES, "backbone_type", [cfg["backbone_type"]]), (models.HEADS, "head", [cfg["head"]]),
                (samplers.SAMPLERS, "sampler", [cfg["sampler"]]), (losses.LOSSES, "loss", _names(cfg["loss"]))]
-    if cfg["miner"] and cfg["miner"] != "none":
-        lookups.append((losses.MINERS, "miner", [cfg["miner"]]))
+    miner = cfg["miner"]["name"] if isinstance(cfg["miner"], dict) else cfg["miner"]  # a name or a YAML node
+    if miner and miner != "none":
+        lookups.append((losses.MINERS, "miner", [miner]))
     problems = []
     for registry, flag, names in lookups:
         for name in names:
@@ -78,8 +79,8 @@ def name_problems(cfg: dict[str, Any], explicit: Iterable[str] = ()) -> list[str
     problems += term_problems(cfg)
     kinds = {n: getattr(losses.LOSSES.get(n), "input", "embedding") for n in known}
     takes_miner = [n for n in known if kinds[n] == "embedding" and getattr(losses.LOSSES.get(n), "accepts_miner", True)]
-    if "miner" in explicit and cfg["miner"] not in (None, "none") and not takes_miner:
-        problems.append(f"--miner {cfg['miner']}: no loss in --loss {'+'.join(known)} takes a miner "
+    if "miner" in explicit and miner not in (None, "none") and not takes_miner:
+        problems.append(f"--miner {miner}: no loss in --loss {'+'.join(known)} takes a miner "
                         "(proxy / classification losses and batch-hard triplet mine internally); use --miner none")
     producing = [n for n in producers.PRODUCERS.names() if producers.PRODUCERS.get(n).enabled(cfg)]
     if producing and all(kind == "logits" for kind in kinds.values()):

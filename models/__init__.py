@@ -22,13 +22,14 @@ from models.retrieval_model import (
     flag_options,
     list_models,
     option_names,
+    option_problems,
     options_from_config,
 )
 
 __all__ = ["BACKBONES", "HEADS", "Backbone", "Head", "InputSpec", "ModelConfigError", "RetrievalModel",
            "build_backbone", "build_model", "convert_cadene_se_resnet50", "flag_options", "list_models",
-           "load_model_state", "option_names", "options_from_config", "profile", "read_state_dict", "rmac_regions",
-           "unwrap_state_dict"]
+           "load_model_state", "option_names", "option_problems", "options_from_config", "profile", "read_state_dict",
+           "rmac_regions", "unwrap_state_dict"]
 
 
 def __getattr__(name: str) -> Any:
