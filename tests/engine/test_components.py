@@ -1,9 +1,13 @@
 """Every registered component's declared options (utils/options.py) are train.py flags, YAML keys (flat and
-per-component form), range-checked and listed; a new component in a module of its own is all of that too."""
+per-component form), range-checked and listed; a new component in a module of its own is all of that too. A model
+part's constructor options (no flags) round-trip through --model_option and the YAML node, are checked at config
+time and are declared with the constructor's defaults; a top-level YAML miner node is the loss terms' miner."""
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib.util
+import inspect
 import io
 from pathlib import Path
 
@@ -12,11 +16,11 @@ import torch
 import yaml
 
 import optim
-from engine.builders import build_sampler
-from engine.components import KINDS, Kind, component_kwargs, declared
+from engine.builders import build_criterion, build_sampler, model_options
+from engine.components import KINDS, Kind, component_kwargs, declared, kind
 from engine.config import get_args_parser, resolve_config
 from engine.listing import describe_components
-from engine.loss_terms import term_problems
+from engine.loss_terms import loss_terms, term_problems
 from utils.errors import UserError
 from utils.options import Option, merge_options, options_of
 
@@ -26,7 +30,7 @@ BASE = ["--data_path", "x"]  # a data path (not read): the quick recipe for the 
 def _flag_options() -> list[tuple[Kind, str, Option]]:
     """(kind, component, option) for every declared option that is a flag of its own."""
     return [(k, name, option) for k in KINDS if k.flags for name, component in k.registry.items()
-            if ":" not in name for option in options_of(component)]
+            if ":" not in name for option in options_of(component) if option.flag]
 
 
 CASES = _flag_options()
@@ -197,3 +201,136 @@ def test_a_loss_option_in_a_yaml_loss_node_is_kept_and_range_checked(tmp_path, n
         resolve_config([*BASE, "--config", _write(tmp_path, {"loss": {"name": name, option.name: option.low - 1}})])
     with pytest.raises(UserError, match=f"loss {name} option {option.name} must be"):
         resolve_config([*BASE, "--loss", name, "--loss_option", f"{name}.{option.name}=oops"])
+
+
+# -- the model parts' constructor options (flag=False): --model_option and the YAML node, checked at config time ---
+MODEL_KINDS = [kind("backbone_type"), kind("head")]
+PARTNER = {"backbone_type": ("head", "baseline"), "head": ("backbone_type", "resnet18")}
+TIMM = "timm:vit_tiny_patch16_224"  # a family member standing for the timm family (nothing is downloaded)
+
+
+def _concrete(name: str) -> str:
+    return TIMM if name == "timm:<name>" else name
+
+
+MODEL_CASES = [(k, _concrete(name), option) for k in MODEL_KINDS for name, component in k.registry.items()
+               for option in options_of(component) if not option.flag]
+MODEL_IDS = [f"{k.noun}-{name}-{option.name}" for k, name, option in MODEL_CASES]
+
+
+def _model_value(option: Option):
+    """A valid value different from the default (a bool option's default may be None: the builder decides)."""
+    if option.type is bool:
+        return not option.default if option.default is not None else True
+    if option.type is float and option.default is None:
+        return (option.low + option.high) / 2 if option.high is not None else 0.5
+    if option.type is int and option.default is not None and option.choices is None:
+        return option.default + 1
+    return _valid(option)
+
+
+def _pair(k: Kind, name: str) -> list[str]:
+    other, partner = PARTNER[k.key]
+    return [f"--{k.key}", name, f"--{other}", partner]
+
+
+@pytest.mark.parametrize("k, name, option", MODEL_CASES, ids=MODEL_IDS)
+def test_a_model_option_round_trips_through_model_option_and_the_yaml_node(tmp_path, k, name, option):
+    value = _model_value(option)
+    flag = resolve_config([*BASE, *_pair(k, name), "--model_option", f"{option.kwarg}={yaml.safe_dump(value)}"])
+    other, partner = PARTNER[k.key]
+    nested = resolve_config([*BASE, "--config", _write(tmp_path, {k.key: {"name": name, option.name: value},
+                                                                  other: partner})])
+    assert model_options(flag)[option.kwarg] == model_options(nested)[option.kwarg] == value
+    assert f"--{option.name}" not in get_args_parser().format_help()  # no flag of its own
+
+
+def _bad_values(option: Option) -> list:
+    bad = [] if option.type is str else ["several"]
+    if option.choices is not None:
+        bad.append("no_such_choice")
+    if option.low is not None:
+        bad.append(option.low - 1)
+    if option.high is not None:
+        bad.append(option.high + 1)
+    return bad
+
+
+BAD_CASES = [(k, name, option, bad) for k, name, option in MODEL_CASES for bad in _bad_values(option)]
+
+
+@pytest.mark.parametrize("k, name, option, bad", BAD_CASES,
+                         ids=[f"{k.noun}-{name}-{option.name}-{bad}" for k, name, option, bad in BAD_CASES])
+def test_a_bad_model_option_value_is_refused_at_config_time(tmp_path, k, name, option, bad):
+    with pytest.raises(UserError, match=f"--model_option {option.kwarg} must be"):
+        resolve_config([*BASE, *_pair(k, name), "--model_option", f"{option.kwarg}={bad}"])
+    other, partner = PARTNER[k.key]
+    with pytest.raises(UserError, match=f"{k.key} {name} option {option.name} must be"):
+        resolve_config([*BASE, "--config", _write(tmp_path, {k.key: {"name": name, option.name: bad},
+                                                             other: partner})])
+
+
+@pytest.mark.parametrize("k, name", [(k, _concrete(n)) for k in MODEL_KINDS for n, _ in k.registry.items()],
+                         ids=[f"{k.noun}-{n}" for k in MODEL_KINDS for n, _ in k.registry.items()])
+def test_an_undeclared_model_option_is_refused_listing_the_valid_ones(tmp_path, k, name):
+    with pytest.raises(UserError, match="takes no option 'no_such_option'; valid options: ") as err:
+        resolve_config([*BASE, *_pair(k, name), "--model_option", "no_such_option=1"])
+    assert all(o.kwarg in str(err.value) for o in options_of(k.registry.get(name)) if o.to_builder)
+    with pytest.raises(UserError, match=f"{k.key} {name} has no option 'no_such_option'; its options: "):
+        resolve_config([*BASE, "--config", _write(tmp_path, {k.key: {"name": name, "no_such_option": 1}})])
+
+
+def _builder_parameters(k: Kind, builder) -> dict[str, inspect.Parameter]:
+    """The builder's keyword parameters a user sets (not the ones the framework fills in)."""
+    fn = builder.func if isinstance(builder, functools.partial) else builder
+    return {p.name: p for p in inspect.signature(fn).parameters.values()
+            if p.name not in ("self", *k.skip) and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)}
+
+
+@pytest.mark.parametrize("k, name", [(k, n) for k in MODEL_KINDS for n, _ in k.registry.items()],
+                         ids=[f"{k.noun}-{n}" for k in MODEL_KINDS for n, _ in k.registry.items()])
+def test_every_constructor_option_is_declared_with_the_constructors_default(k, name):
+    builder = k.registry.get(_concrete(name))
+    parameters = _builder_parameters(k, builder)
+    declared_here = {o.kwarg: o for o in options_of(builder) if o.to_builder}
+    assert sorted(parameters) == sorted(declared_here), "declare every constructor option (utils.options)"
+    for kwarg, option in declared_here.items():
+        # a flag's None leaves the constructor's default (several heads share one flag with their own defaults)
+        expected = None if option.flag else parameters[kwarg].default
+        assert option.default == expected, f"{name}.{kwarg}: declared {option.default!r}, constructor {expected!r}"
+
+
+@pytest.mark.parametrize("name", [n for n, _ in kind("head").registry.items()])
+def test_declared_head_options_reach_the_constructor(name):
+    head_cls = kind("head").registry.get(name)
+    options = {o.kwarg: _model_value(o) for o in options_of(head_cls) if not o.flag}
+    in_channels = [8, 16] if head_cls.uses_intermediates else 16
+    head = head_cls(in_channels=in_channels, **options)
+    assert head.embedding_norm == options["embedding_norm"]
+    embedding, _ = head([torch.randn(2, c, 4, 4) for c in in_channels] if head_cls.uses_intermediates
+                        else torch.randn(2, 16, 4, 4))
+    assert embedding.shape[0] == 2 and torch.isfinite(embedding).all()
+
+
+# -- a top-level miner node ------------------------------------------------------------------------------------
+MINER_CASES = [(name, option) for name, component in kind("miner").registry.items()
+               for option in options_of(component) if option.low is not None]
+
+
+@pytest.mark.parametrize("name, option", MINER_CASES, ids=[f"{n}-{o.name}" for n, o in MINER_CASES])
+def test_a_top_level_yaml_miner_node_is_the_loss_terms_miner_and_is_checked(tmp_path, name, option):
+    node = {"name": name, option.name: _valid(option)}
+    cfg = resolve_config([*BASE, "--loss", "triplet+ls_ce", "--config", _write(tmp_path, {"miner": node})])
+    assert [t.get("miner") for t in loss_terms(cfg)] == [node, None]  # ls_ce reads logits: no miner
+    with pytest.raises(UserError, match=f"miner {name} option {option.name} must be"):
+        resolve_config([*BASE, "--config", _write(tmp_path, {"miner": {**node, option.name: option.low - 1}})])
+    with pytest.raises(UserError, match=f"miner {name} has no option 'no_such_option'; its options: ") as err:
+        resolve_config([*BASE, "--config", _write(tmp_path, {"miner": {**node, "no_such_option": 1}})])
+    assert option.name in str(err.value)
+
+
+def test_a_top_level_miner_node_builds_the_miner_with_its_options(tmp_path):
+    cfg = resolve_config([*BASE, "--loss", "triplet", "--config",
+                          _write(tmp_path, {"miner": {"name": "semihard", "margin": 0.05}})])
+    criterion = build_criterion(cfg, num_classes=4, class_counts=torch.ones(4))
+    assert [m.margin for m in criterion.miners] == [0.05]

@@ -48,12 +48,16 @@ def test_every_registered_component_is_listed_with_its_declared_options(listing,
     for name, component in k.registry.items():
         entry = _entry(listing, k.title, name)
         for option in options_of(component):
-            how = "/".join(option.spellings) if k.flags else k.set_by.format(name=name, option=option.name)
+            is_flag = k.flags and option.flag
+            how = "/".join(option.spellings) if is_flag else k.set_by.format(name=name, option=option.name)
             assert f"option {how}: {option.describe(with_default=k.flags)}" in entry, (name, option.name)
 
 
 def test_keywords_set_through_other_routes_are_listed(listing):
     assert "  margin(margin: float = 0.2, beta: float = 1.2," in listing  # a loss's --loss_option keywords
-    assert "  cgd(gd_config: str = 'SG', embedding_norm: bool = True)\n      option --gd_config: str = None" in listing
+    assert "  cgd(gd_config: str = 'SG')\n      option --gd_config: str = None" in listing  # the head's own default
+    # a constructor option declared with its default is listed once, as an option line with its help
+    assert ("  gem()\n      option --model_option gem_p=VALUE or head: {name: gem, gem_p: VALUE}: float = 3.0 in "
+            "(0, inf)  (initial GeM exponent p)") in listing
     assert "option --das/--no-das/--embedding_producer_used/--no-embedding_producer_used: bool = False" in listing
     assert "option --momentum: float = 0.9 in [0, 1)" in listing
