@@ -12,9 +12,10 @@ Each option is one ``train.py`` flag and YAML key of the same name; the parser, 
 checks and ``train.py --list`` are assembled from the declarations (:mod:`engine.components`). An option with
 ``flag=False`` is the component's own constructor setting rather than a flag: a model part's is set with
 ``--model_option KEY=VALUE`` or its YAML node (``head: {name: gem, gem_p: 4}``) and checked against what the
-selected backbone and head declare; its default is the constructor's. An option several components declare as a flag (``--pooling`` for the baseline and CLF heads) must be declared identically by each;
-it becomes one flag whose help names its users (:func:`merge_options`). A function builder declares its options
-with :func:`declare`.
+selected backbone and head declare; its default is the constructor's. An option several components declare as
+a flag (``--pooling`` for the baseline and CLF heads) must be declared identically by each; it becomes one flag
+whose help names its users (:func:`merge_options`). A function builder declares its options with
+:func:`declare`.
 """
 from __future__ import annotations
 
@@ -34,11 +35,11 @@ __all__ = ["Option", "builder_kwargs", "declare", "merge_options", "options_of"]
 class Option:
     """One option: flag ``--name`` (plus ``aliases``) and YAML key ``name``.
 
-    ``type`` is ``int``, ``float``, ``str``, ``bool`` or ``list`` (a switch: ``--name``; ``negatable`` adds ``--no-name``);
-    ``low``/``high`` bound a number (``low_ok``/``high_ok``: whether the bound itself is allowed); ``kwarg`` is the
-    builder keyword the value fills (default ``name``; ``to_builder=False``: the component reads it from the
-    config itself); ``flag=False``: no flag of its own, set per component (see the module docstring). A value of
-    ``None`` means "not set" (the builder's own default applies).
+    ``type`` is ``int``, ``float``, ``str``, ``list`` or ``bool`` (a switch: ``--name``; ``negatable`` adds
+    ``--no-name``); ``low``/``high`` bound a number (``low_ok``/``high_ok``: whether the bound itself is
+    allowed); ``kwarg`` is the builder keyword the value fills (default ``name``; ``to_builder=False``: the
+    component reads it from the config itself); ``flag=False``: no flag of its own, set per component (see the
+    module docstring). A value of ``None`` means "not set" (the builder's own default applies).
     """
 
     name: str
