@@ -42,8 +42,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     b.add_argument("--out", required=True, help="index directory to create (or to resume)")
     b.add_argument("--index_factory", default="Flat", help="faiss index_factory string: Flat (exact), "
                                                            "IVF1024,Flat, IVF4096,PQ64, HNSW32, ...")
-    b.add_argument("--metric", default="ip", choices=("ip", "l2"),
-                   help="ip: cosine similarity of the L2-normalised embeddings; l2: squared distance")
+    b.add_argument("--metric", default=None, choices=("ip", "l2"),
+                   help="ip: cosine similarity of the L2-normalised embeddings; l2: squared distance; default: "
+                        "how the model compares its embeddings (ip when it L2-normalises them, else l2)")
     b.add_argument("--train_size", type=int, default=100_000, help="vectors sampled to train IVF/PQ")
     b.add_argument("--seed", type=int, default=0, help="seed of the training sample and of k-means")
     _embedding_flags(b)

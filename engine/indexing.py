@@ -103,7 +103,8 @@ def build_index(checkpoint: str, images: str, out: str | Path, opts: dict[str, A
     def sample() -> np.ndarray:
         return _train_sample(shard_dir, count, opts["train_size"], opts["seed"])
 
-    store = IndexStore.create(root, embedder.dim, opts["factory"], opts["metric"], sample, opts["seed"],
+    metric = opts["metric"] or embedder.model.embedding_metric
+    store = IndexStore.create(root, embedder.dim, opts["factory"], metric, sample, opts["seed"],
                               use_gpu=torch.device(device).type == "cuda",
                               model={"checkpoint": str(checkpoint), "fingerprint": embedder.fingerprint},
                               input_spec=embedder.input_spec,

@@ -29,11 +29,11 @@ def write_catalogue(root: Path, per_class: int = 4, seed: int = 0, classes=CLASS
             for i, c in enumerate(classes) for n in range(per_class)]
 
 
-def save_checkpoint(path: Path, seed: int = 0, dim: int = 8) -> Path:
+def save_checkpoint(path: Path, seed: int = 0, dim: int = 8, **options) -> Path:
     """A ``model_best.pth``-shaped checkpoint of a random-weight resnet18 + baseline head at 32 px."""
     torch.manual_seed(seed)
-    model = models.build_model("resnet18", "baseline", dim, 0)
-    mc = {"backbone": "resnet18", "head": "baseline", "feature_dim": dim, "num_classes": 0, "options": {}}
+    model = models.build_model("resnet18", "baseline", dim, 0, **options)
+    mc = {"backbone": "resnet18", "head": "baseline", "feature_dim": dim, "num_classes": 0, "options": options}
     torch.save({"model": model.state_dict(), "model_config": mc,
                 "config": {"transform": "cgd", "image_size": 32, "amp": "off"}}, path)
     return path

@@ -19,7 +19,7 @@ from engine.catalogue import read_catalogue, shard_files
 from engine.embedder import Embedder
 from engine.indexing import open_index
 from evaluation.index_store import IndexStore
-from tests.index.conftest import COLOURS, write_catalogue, write_image
+from tests.index.conftest import COLOURS, save_checkpoint, write_catalogue, write_image
 from utils.errors import UserError
 
 REPO = Path(__file__).resolve().parents[2]
@@ -61,6 +61,16 @@ def test_build_stores_every_readable_image_with_its_metadata(built, checkpoint):
         expected = embedder.embed_file(store.items["paths"][i]).numpy()
         np.testing.assert_allclose(store.index.reconstruct(i), expected, atol=1e-6)
         assert abs(float(np.linalg.norm(expected)) - 1) < 1e-5
+
+
+def test_the_default_metric_is_the_models_own(catalogue_dir, tmp_path):
+    """An un-normalised model's index compares by distance (an inner product would rank by vector length);
+    --metric still overrides it."""
+    unnormalised = save_checkpoint(tmp_path / "model_best.pth", embedding_norm=False)
+    assert build(unnormalised, catalogue_dir, tmp_path / "a") == 0
+    assert IndexStore.open(tmp_path / "a").meta["metric"] == "l2"
+    assert build(unnormalised, catalogue_dir, tmp_path / "b", "--metric", "ip") == 0
+    assert IndexStore.open(tmp_path / "b").meta["metric"] == "ip"
 
 
 def test_info_prints_the_contents(built, capsys):
