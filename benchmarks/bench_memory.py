@@ -75,18 +75,21 @@ def main(args: argparse.Namespace) -> None:
     plain, memory = plain.to(device), memory.to(device)
     snapshot = {k: v.clone() for k, v in bank.state_dict().items()}
 
-    def step(crit: torch.nn.Module) -> float:
-        """One timed forward → loss → backward; the memory is put back to the same full state, untimed."""
-        model.zero_grad(set_to_none=True)
+    def timed(crit: torch.nn.Module, embed) -> float:
+        """Seconds of ``embed()`` → loss → backward; the memory is put back to the same full state, untimed."""
         sync(device)
         start = time.perf_counter()
-        emb, _ = model(images)
-        total, _ = crit(emb, None, labels)
+        total, _ = crit(embed(), None, labels)
         total.backward()
         sync(device)
         elapsed = time.perf_counter() - start
         bank.load_state_dict(snapshot)
         return elapsed
+
+    def step(crit: torch.nn.Module) -> float:
+        """One training step: forward, loss, backward."""
+        model.zero_grad(set_to_none=True)
+        return timed(crit, lambda: model(images)[0])
 
     for _ in range(args.warmup):
         step(plain)
@@ -104,15 +107,8 @@ def main(args: argparse.Namespace) -> None:
         fixed, _ = model(images)
 
     def loss_step(crit: torch.nn.Module) -> float:
-        leaf = fixed.clone().requires_grad_(True)
-        sync(device)
-        start = time.perf_counter()
-        total, _ = crit(leaf, None, labels)
-        total.backward()
-        sync(device)
-        elapsed = time.perf_counter() - start
-        bank.load_state_dict(snapshot)
-        return elapsed
+        """The loss alone, on fixed embeddings."""
+        return timed(crit, lambda: fixed.clone().requires_grad_(True))
 
     loss_times: dict[str, list[float]] = {"plain": [], "memory": []}
     for _ in range(args.loss_reps):

@@ -52,7 +52,7 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     g.add_argument("--data_path", default=None,
                    help="dataset root; omitted: a built-in synthetic dataset is generated and used")
     g.add_argument("--data_name", default="folder",
-                   help="cub, cars, sop, inshop, folder (aliases: car, cub200, cars196, isc, ...)")
+                   help=", ".join(data.DATASETS.names()) + " (or an alias: python train.py --list)")
     g.add_argument("--transform", default=data.DEFAULT_TRANSFORM,
                    help=f"augmentation preset: {', '.join(data.list_transforms())}")
     g.add_argument("--image_size", type=int, default=224)
