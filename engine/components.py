@@ -11,6 +11,7 @@ head's declarations (:func:`model_option_problems`). Nothing here names a compon
 from __future__ import annotations
 
 import argparse
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -108,21 +109,25 @@ def selected(k: Kind, cfg: dict[str, Any]) -> list[tuple[str, Any]]:
     return [(n, k.registry.get(n)) for n in names if n in k.registry]
 
 
-def option_problems(cfg: dict[str, Any]) -> list[str]:
-    """Declared options whose value is out of range or not a choice; for strict kinds, options given a value
-    the selected component does not take; ``--model_option`` problems (:func:`model_option_problems`)."""
+def option_problems(cfg: dict[str, Any], explicit: Iterable[str] = ()) -> list[str]:
+    """Declared options whose value is out of range or not a choice; options that no selected component takes
+    but that were given (``explicit``: the command line's flags and the YAML keys) or, for strict kinds, that
+    hold a non-default value; ``--model_option`` problems (:func:`model_option_problems`)."""
     problems = model_option_problems(cfg)
+    explicit = set(explicit)
+    used = {o.name for k in KINDS if k.flags for _, component in selected(k, cfg) for o in options_of(component)}
     for k in KINDS:
         if not k.flags:
             continue
         options = declared(k)
         problems += [p for option, _ in options.values() if (p := option.problem(cfg.get(option.name)))]
-        if k.strict:
-            chosen = {o.name for _, component in selected(k, cfg) for o in options_of(component)}
-            for name, (option, users) in options.items():
-                if name not in chosen and cfg.get(name) not in (None, option.default):
-                    problems.append(f"--{name} {cfg[name]} works only for the {k.title} that take it "
-                                    f"({', '.join(users)}), not --{k.key} {cfg[k.key]}")
+        if k.key is not None and not selected(k, cfg):
+            continue  # an unknown name: the name checks report it
+        for name, (option, users) in options.items():
+            given = name in explicit or (k.strict and cfg.get(name) not in (None, option.default))
+            if given and name not in used:
+                problems.append(f"--{name} {cfg[name]} works only for the {k.title} that take it "
+                                f"({', '.join(users)}), not --{k.key} {cfg[k.key]}; drop it or choose one of those")
     return problems
 
 

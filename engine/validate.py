@@ -41,10 +41,11 @@ FLOAT_RANGES: dict[str, tuple[float, bool, float, bool]] = {
 }
 
 
-def number_problems(cfg: dict[str, Any]) -> list[str]:
-    """Non-finite or absurd numeric settings (the flags and the YAML keys alike: both end up in ``cfg``)."""
+def number_problems(cfg: dict[str, Any], explicit: Iterable[str] = ()) -> list[str]:
+    """Non-finite or absurd numeric settings (the flags and the YAML keys alike: both end up in ``cfg``), and
+    components' options that are out of range or that no selected component takes (:func:`option_problems`)."""
     problems = [p for flag, bounds in FLOAT_RANGES.items() if (p := range_problem(flag, cfg[flag], *bounds))]
-    problems += option_problems(cfg)
+    problems += option_problems(cfg, explicit)
     return problems
 
 
@@ -101,7 +102,9 @@ def metric_problems(cfg: dict[str, Any]) -> list[str]:
 
 def check_config(cfg: dict[str, Any], explicit: Iterable[str] = ()) -> None:
     """All data-independent checks; raises one :class:`UserError` listing every problem."""
-    problems = number_problems(cfg) + name_problems(cfg, set(explicit)) + metric_problems(cfg) + check_selected(cfg)
+    explicit = set(explicit)
+    problems = (number_problems(cfg, explicit) + name_problems(cfg, explicit) + metric_problems(cfg)
+                + check_selected(cfg))
     if problems:
         raise UserError("invalid configuration:\n  " + "\n  ".join(problems))
     cfg["output_dir"] = check_output_dir(cfg)

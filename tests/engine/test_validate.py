@@ -1,5 +1,6 @@
 """A careless user's mistakes are refused by the config layer before any data is read or model built."""
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -68,8 +69,38 @@ def test_milestones_that_never_apply(argv, message):
         resolve_config([*DATA, *argv])
 
 
-def test_milestones_are_not_checked_for_other_schedulers():
-    assert resolve_config([*DATA, "--milestones", "30", "--num_epochs", "1", "--scheduler", "cosine"])
+def test_milestones_given_to_another_scheduler_are_refused_as_unused_not_as_out_of_range():
+    with pytest.raises(UserError) as err:
+        resolve_config([*DATA, "--milestones", "30", "--num_epochs", "1", "--scheduler", "cosine"])
+    assert str(err.value).splitlines()[1:] == [
+        "  --milestones 30 works only for the learning-rate schedules that take it (multistep), not --scheduler "
+        "cosine; drop it or choose one of those"]
+
+
+@pytest.mark.parametrize("argv, flag, users, selection", [
+    (["--optimizer", "adam", "--momentum", "0.5"], "--momentum 0.5", "optimisers that take it (sgd)",
+     "--optimizer adam"),
+    (["--sampler", "random", "--samples_per_class", "4"], "--samples_per_class 4",
+     "batch samplers that take it (class_random, identity, m_per_class)", "--sampler random"),
+    (["--backbone_type", "vgg16", "--stage3_stride", "1"], "--stage3_stride 1", "backbones that take it",
+     "--backbone_type vgg16"),
+    (["--head", "gem", "--pooling", "max"], "--pooling max", "heads that take it (baseline, clf)", "--head gem"),
+])
+def test_a_given_option_that_no_selected_component_takes_is_refused(argv, flag, users, selection):
+    with pytest.raises(UserError, match=f"{re.escape(flag)} works only for the {re.escape(users)}.*, not "
+                                        f"{re.escape(selection)}; drop it"):
+        resolve_config([*DATA, *argv])
+
+
+def test_an_option_taken_by_the_selected_component_or_left_at_its_default_is_accepted(tmp_path):
+    assert resolve_config([*DATA, "--optimizer", "sgd", "--momentum", "0.5"])["momentum"] == 0.5
+    assert resolve_config([*DATA, "--optimizer", "adam", "--weight_decay", "0.01"])["weight_decay"] == 0.01
+    cfg = resolve_config([*DATA, "--optimizer", "adam"])  # --momentum keeps its default, unused and unsaid
+    assert cfg["optimizer"] == "adam" and "momentum" in cfg
+    config = tmp_path / "run.yaml"
+    config.write_text("optimizer: adam\nmomentum: 0.5\n")  # a YAML key is given as much as a flag is
+    with pytest.raises(UserError, match="--momentum 0.5 works only for the optimisers"):
+        resolve_config([*DATA, "--config", str(config)])
 
 
 @pytest.mark.parametrize("flag, value, kind", [
