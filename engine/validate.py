@@ -22,7 +22,7 @@ from engine.components import check_selected, option_problems, samples_whole_cla
 from engine.loss_terms import term_problems
 from engine.run_lock import LOCK_NAME
 from utils.errors import UserError
-from utils.parsing import parse_number_list, range_problem
+from utils.parsing import parse_key_values, parse_number_list, range_problem
 
 # Files a run writes that are worth keeping; a folder holding any of them (or any file a run does not
 # write) is refused without --resume or --overwrite.
@@ -231,9 +231,34 @@ def check_test_args(args: Any) -> None:
         problems.append(f"--recalls must list positive integers, got {args.recalls}")
     problems += [p for p in (output_file_problem("--json", args.json),
                              output_file_problem("--learn_whitening", args.learn_whitening)) if p]
+    problems += off_the_shelf_problems(args)
     for flag in ("whitening", "checkpoint", "data_base", "attention_weights", "region_whitening"):
         value = getattr(args, flag)
         if value and not Path(value).is_file():
             problems.append(f"--{flag} {value}: no such file")
     if problems:
         raise UserError("invalid arguments:\n  " + "\n  ".join(problems))
+
+
+OFF_THE_SHELF = ("backbone_type", "head", "feature_dim", "pretrained", "model_option")
+
+
+def off_the_shelf_problems(args: Any) -> list[str]:
+    """``test.py``'s off-the-shelf model flags: refused beside ``--checkpoint`` (which carries its own model);
+    without one, unknown names and ``--model_option`` keys or values the backbone and head do not declare."""
+    import models
+
+    given = [f"--{flag}" for flag in OFF_THE_SHELF if getattr(args, flag)]
+    if args.checkpoint:
+        return [f"{', '.join(given)}: describe an off-the-shelf model, but --checkpoint {args.checkpoint} carries "
+                "its own; drop them"] if given else []
+    if not args.backbone_type or not args.head:
+        return []
+    problems = [f"--{flag}: unknown {registry.kind} {name!r}; choose one of: {', '.join(registry.names())}"
+                for flag, registry, name in (("backbone_type", models.BACKBONES, args.backbone_type),
+                                             ("head", models.HEADS, args.head)) if name not in registry]
+    if problems:
+        return problems
+    options = parse_key_values(args.model_option, "--model_option")
+    return models.option_problems(models.BACKBONES.canonical(args.backbone_type),
+                                  models.HEADS.canonical(args.head), options, "--model_option")

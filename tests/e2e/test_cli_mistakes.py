@@ -51,6 +51,28 @@ def test_bad_arguments_are_refused_first(folder_data, extra, message):
     assert code == 2 and message in err and "Traceback" not in err and out == ""
 
 
+@pytest.mark.parametrize("extra, message", [
+    (["--model_option", "gem_q=3"], "--model_option gem_q: backbone resnet18 with head gem takes no option 'gem_q'; "
+                                    "valid options: embedding_norm, freeze_backbone"),
+    (["--model_option", "gem_p=0"], "--model_option gem_p"),
+    (["--backbone_type", "resnet19"], "--backbone_type: unknown backbone 'resnet19'; choose one of: caffe_resnet101"),
+    (["--head", "gme"], "--head: unknown head 'gme'; choose one of: abir"),
+])
+def test_off_the_shelf_model_options_are_checked_before_the_model_is_built(folder_data, extra, message):
+    code, out, err = run_test_cli([*eval_argv(folder_data), *extra])
+    assert code == 2 and message in err and "Traceback" not in err and out == ""
+
+
+def test_off_the_shelf_flags_beside_a_checkpoint_are_refused_not_ignored(folder_data, tmp_path):
+    checkpoint = tmp_path / "model_best.pth"
+    checkpoint.write_bytes(b"never read")  # the flags are refused before the file is opened
+    code, out, err = run_test_cli([*eval_argv(folder_data), "--pretrained", "imagenet", "--checkpoint",
+                                   str(checkpoint)])
+    assert code == 2 and out == "" and "Traceback" not in err
+    assert (f"--backbone_type, --head, --pretrained: describe an off-the-shelf model, but --checkpoint {checkpoint} "
+            "carries its own; drop them") in err
+
+
 @pytest.mark.parametrize("flag", ["--json", "--learn_whitening"])
 def test_output_file_that_is_a_folder_is_refused_before_evaluating(folder_data, tmp_path, flag):
     code, _, err = run_test_cli([*eval_argv(folder_data), flag, str(tmp_path)])
@@ -90,7 +112,7 @@ def test_whitening_of_the_wrong_dimension_is_refused_before_extracting(monkeypat
 @pytest.mark.parametrize("flag", ["--data_base", "--checkpoint"])
 def test_yaml_given_as_a_torch_file(folder_data, yaml_file, flag):
     argv = ["--query_img_name", "x.jpg", "--data_base", str(yaml_file)] if flag == "--data_base" else \
-        [*eval_argv(folder_data), "--checkpoint", str(yaml_file)]
+        ["--eval", "--data_name", "folder", "--data_path", str(folder_data), "--checkpoint", str(yaml_file)]
     code, _, err = run_test_cli(argv)
     assert code == 2 and "is not a PyTorch file written by torch.save: it holds text (a YAML" in err
 
