@@ -85,12 +85,24 @@ def _write_lines(path: Path, lines: list[str]) -> None:
     path.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
 
 
+def _zero_shot_classes(total: int, num_classes: int | None) -> set[int]:
+    """The 1-based class ids written: all ``total``, or the first ``num_classes / 2`` of each zero-shot half
+    (the readers split at the real class id, so a smaller copy must keep ids on both sides of it)."""
+    if num_classes is None:
+        return set(range(1, total + 1))
+    if num_classes % 2 or not 2 <= num_classes <= total:
+        raise UserError(f"num_classes must be even and between 2 and {total}, got {num_classes}")
+    half = num_classes // 2
+    return set(range(1, half + 1)) | set(range(total // 2 + 1, total // 2 + half + 1))
+
+
 @_layout("cub")
-def _cub(w: _Writer, ipc: int, folders: bool = False, subdir: bool = True) -> None:
+def _cub(w: _Writer, ipc: int, folders: bool = False, subdir: bool = True, num_classes: int | None = None) -> None:
     names = [f"{m}_{b}" for b in _CUB_BIRDS for m in _CUB_MODIFIERS]
+    written = _zero_shot_classes(len(names), num_classes)
     if folders:
         for c, name in enumerate(names, start=1):
-            for k in range(ipc):
+            for k in range(ipc if c in written else 0):
                 w.image(f"images/{c:03d}.{name}/{name.title()}_{k + 1:04d}_{c * 100 + k}.jpg", c - 1)
         return
     prefix = "CUB_200_2011/" if subdir else ""
@@ -98,7 +110,7 @@ def _cub(w: _Writer, ipc: int, folders: bool = False, subdir: bool = True) -> No
     image_id = 0
     for c, name in enumerate(names, start=1):
         classes.append(f"{c} {c:03d}.{name}")
-        for k in range(ipc):
+        for k in range(ipc if c in written else 0):
             image_id += 1
             rel = f"{c:03d}.{name}/{name.title()}_{k + 1:04d}_{image_id}.jpg"
             x1, y1, x2, y2 = w.image(f"{prefix}images/{rel}", c - 1)
@@ -117,11 +129,12 @@ def cars_class_names() -> list[str]:
 
 
 @_layout("cars")
-def _cars(w: _Writer, ipc: int, folders: bool = False) -> None:
+def _cars(w: _Writer, ipc: int, folders: bool = False, num_classes: int | None = None) -> None:
     names = cars_class_names()
+    written = _zero_shot_classes(len(names), num_classes)
     rows = []
     for c, name in enumerate(names, start=1):
-        for k in range(ipc):
+        for k in range(ipc if c in written else 0):
             if folders:
                 w.image(f"images/{name.replace(' ', '_')}/{c * 100 + k:06d}.jpg", c - 1)
                 continue
@@ -333,7 +346,8 @@ def write_synthetic(layout: str, out: str | Path, image_size: tuple[int, int] = 
         images_per_class: images per class / item / landmark (defaults per layout: cub/cars/sop 3, inshop/folder 4,
             landmarks 8).
         seed: images are a pure function of (seed, image order).
-        **kw: layout options: cub ``folders``, ``subdir``; cars ``folders``; sop ``num_classes``, ``info_files``;
+        **kw: layout options: cub ``folders``, ``subdir``, ``num_classes``; cars ``folders``, ``num_classes``
+            (cub/cars: half from each side of the zero-shot split); sop ``num_classes``, ``info_files``;
             inshop ``num_items``, ``gallery_only_items``; folder ``num_classes``, ``query_gallery``;
             landmarks ``num_distractors``; revisited ``queries_per_landmark``.
     """

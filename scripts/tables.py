@@ -26,6 +26,10 @@ from engine.config import resolve_config  # noqa: E402
 
 SMOKE = {"num_epochs": 1, "max_steps_per_epoch": 2, "image_size": 32, "workers": 0, "eval_batch_size": 64,
          "pretrained": "none", "no_tensorboard": True, "eval_every": 1}
+# The smoke datasets: 2 images a class, 16 classes (items) a side of the split, so that every sampler still draws
+# two full smoke batches and evaluation embeds 32 images instead of the layouts' 200-300; landmarks: 8 distractors.
+SMOKE_DATA = {"cub": {"num_classes": 32}, "cars": {"num_classes": 32}, "sop": {"num_classes": 32},
+              "inshop": {"num_items": 32}, "oxford5k": {"num_distractors": 8}, "paris6k": {"num_distractors": 8}}
 SUMMARY_KEYS = ("data_name", "crop_type", "backbone_type", "head", "gd_config", "pooling", "feature_dim",
                 "loss", "miner", "sampler", "samples_per_class", "batch_size", "optimizer", "lr", "weight_decay",
                 "num_epochs", "milestones", "gamma", "transform", "das", "das_num_produce", "das_dfs_num_scale",
@@ -112,7 +116,8 @@ def smoke_dataset(layout: str, cache: Path) -> Path:
     """A miniature synthetic copy of a benchmark in its real layout (made once, then reused)."""
     import data
 
-    return Path(data.ensure_synthetic(layout, cache / layout, image_size=(32, 32), images_per_class=2, seed=0))
+    return Path(data.ensure_synthetic(layout, cache / layout, image_size=(32, 32), images_per_class=2, seed=0,
+                                      **SMOKE_DATA.get(layout, {})))
 
 
 def _load_test_cli():

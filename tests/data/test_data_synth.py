@@ -37,6 +37,18 @@ def test_image_size_and_images_per_class(fast_tmp):
     assert marker["image_size"] == [120, 90] and marker["images_per_class"] == 2
 
 
+@pytest.mark.parametrize("options", [{}, {"folders": True}])
+@pytest.mark.parametrize("layout", ["cub", "cars"])
+def test_num_classes_keeps_both_sides_of_the_zero_shot_split(fast_tmp, layout, options):
+    # the list-file readers split at the real class id (CUB 100, CARS 98), the class-folder ones at the sorted half
+    root = data.write_synthetic(layout, fast_tmp / layout, image_size=(16, 16), images_per_class=2, num_classes=6,
+                                **options)
+    train, test = (data.build_dataset(layout, root, split, verify_images=False) for split in ("train", "test"))
+    assert (len(train), train.num_classes, len(test), test.num_classes) == (6, 3, 6, 3)
+    with pytest.raises(UserError, match="num_classes must be even"):
+        data.write_synthetic(layout, fast_tmp / "odd", num_classes=5)
+
+
 def test_fast_enough(fast_tmp):
     start = time.perf_counter()
     root = data.write_synthetic("sop", fast_tmp / "sop", num_classes=200, images_per_class=2)
