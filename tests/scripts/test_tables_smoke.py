@@ -4,6 +4,12 @@ import importlib.util
 import tempfile
 from pathlib import Path
 
+import pytest
+
+import data
+from engine.builders import build_sampler
+from engine.config import resolve_config
+
 REPO = Path(__file__).resolve().parents[2]
 _spec = importlib.util.spec_from_file_location("tables", REPO / "scripts" / "tables.py")
 tables = importlib.util.module_from_spec(_spec)
@@ -28,3 +34,21 @@ def test_each_smoke_run_gets_its_own_folder_and_removes_it(monkeypatch, tmp_path
     assert seen[0] != seen[1] and all(p.parent == tmp_path and p.name.startswith("metric_retrieval_smoke-")
                                       for p in seen)
     assert list(tmp_path.iterdir()) == []
+
+
+RECIPES = sorted(str(p.relative_to(REPO)) for family in ("abir", "cgd", "clf", "das", "vit")
+                 for p in (REPO / "configs" / family).glob("*.yaml") if p.name != "base.yaml" or family == "das")
+
+
+@pytest.mark.parametrize("config", RECIPES)
+def test_the_smoke_datasets_give_every_recipe_its_steps(config, tmp_path):
+    """The small smoke datasets (``tables.SMOKE_DATA``) still fill ``max_steps_per_epoch`` batches of the smoke
+    batch size for each recipe's sampler; the DAS recipes name no dataset (their rows pass cub, cars and sop)."""
+    cfg = resolve_config(["--config", config, "--data_path", "UNUSED"])  # as _smoke_rows resolves a row
+    names = ["cub", "cars", "sop"] if cfg["data_name"] == "folder" else [cfg["data_name"]]
+    cfg["batch_size"] = tables._smoke_batch(cfg)
+    for name in names:
+        root = tables.smoke_dataset(data.get_benchmark(name).name, tmp_path)
+        labels = data.build_dataset(name, root, "train", verify_images=False).labels
+        sampler = build_sampler(cfg, labels, rank=0, world_size=1)
+        assert len(sampler) >= tables.SMOKE["max_steps_per_epoch"], (name, cfg["sampler"], cfg["batch_size"])
