@@ -18,11 +18,11 @@ from typing import Any
 import torch
 
 import producers
-from engine.components import check_selected, option_problems, samples_whole_classes
+from engine.components import check_selected, model_option_problems, option_problems, samples_whole_classes
 from engine.loss_terms import term_problems
 from engine.run_lock import LOCK_NAME
 from utils.errors import UserError
-from utils.parsing import parse_key_values, parse_number_list, range_problem
+from utils.parsing import parse_number_list, range_problem
 
 # Files a run writes that are worth keeping; a folder holding any of them (or any file a run does not
 # write) is refused without --resume or --overwrite.
@@ -55,6 +55,12 @@ def _names(text: Any) -> list[str]:
     return [n.strip() for n in str(text).split("+") if n.strip()]
 
 
+def unknown_names(lookups: Iterable[tuple[Any, str, list[str]]]) -> list[str]:
+    """``(registry, flag, names)`` → one problem per name that is not registered, listing the choices."""
+    return [f"--{flag}: unknown {registry.kind} {name!r}; choose one of: {', '.join(registry.names())}"
+            for registry, flag, names in lookups for name in names if name not in registry]
+
+
 def name_problems(cfg: dict[str, Any], explicit: Iterable[str] = ()) -> list[str]:
     """Unknown component names, and components that would be silently unused."""
     import data
@@ -68,12 +74,7 @@ def name_problems(cfg: dict[str, Any], explicit: Iterable[str] = ()) -> list[str
     miner = cfg["miner"]["name"] if isinstance(cfg["miner"], dict) else cfg["miner"]  # a name or a YAML node
     if miner and miner != "none":
         lookups.append((losses.MINERS, "miner", [miner]))
-    problems = []
-    for registry, flag, names in lookups:
-        for name in names:
-            if name not in registry:
-                problems.append(f"--{flag}: unknown {registry.kind} {name!r}; choose one of: "
-                                f"{', '.join(registry.names())}")
+    problems = unknown_names(lookups)
     known = [n for n in _names(cfg["loss"]) if n in losses.LOSSES]
     if problems or not known:
         return problems
@@ -254,11 +255,6 @@ def off_the_shelf_problems(args: Any) -> list[str]:
                 "its own; drop them"] if given else []
     if not args.backbone_type or not args.head:
         return []
-    problems = [f"--{flag}: unknown {registry.kind} {name!r}; choose one of: {', '.join(registry.names())}"
-                for flag, registry, name in (("backbone_type", models.BACKBONES, args.backbone_type),
-                                             ("head", models.HEADS, args.head)) if name not in registry]
-    if problems:
-        return problems
-    options = parse_key_values(args.model_option, "--model_option")
-    return models.option_problems(models.BACKBONES.canonical(args.backbone_type),
-                                  models.HEADS.canonical(args.head), options, "--model_option")
+    return (unknown_names([(models.BACKBONES, "backbone_type", [args.backbone_type]),
+                           (models.HEADS, "head", [args.head])])
+            or model_option_problems(vars(args)))
