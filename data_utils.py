@@ -4,6 +4,7 @@
     python data_utils.py prepare --data_name cars --data_path /data/cars196 --out /data/cars_256 [--size 256] [--crop]
     python data_utils.py synth --layout sop --out /tmp/sop_synth [--image_size 64 64] [--images_per_class 3]
     python data_utils.py icons --out /data/icons64 [--image_size 64] [--seed 0]   # real images, Debian icon themes
+    python data_utils.py glyphs --out /data/glyphs64 [--image_size 64] [--seed 0] # real images, Debian fonts
 """
 from __future__ import annotations
 
@@ -52,6 +53,15 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     i.add_argument("--min_images", type=int, default=4, help="distinct pictures a class needs")
     i.add_argument("--seed", type=int, default=0, help="class shuffle deciding the train/test halves")
     i.add_argument("--icon_root", default="/usr/share/icons")
+
+    g = sub.add_parser("glyphs", help="write the class-disjoint font-glyph set (real images; needs Debian font "
+                                      "packages, see data/font_glyphs.py)")
+    g.add_argument("--out", required=True, help="output root (folder layout; replaced if it exists)")
+    g.add_argument("--image_size", type=int, default=64)
+    g.add_argument("--min_images", type=int, default=20, help="fonts that must draw a character distinctly")
+    g.add_argument("--max_images", type=int, default=40, help="drawings kept per character (a seeded choice)")
+    g.add_argument("--seed", type=int, default=0, help="drawing choice and class shuffle (train/test halves)")
+    g.add_argument("--font_root", default="/usr/share/fonts")
     return p
 
 
@@ -87,6 +97,13 @@ def main(args: argparse.Namespace) -> int:
         summary = build_icon_dataset(args.out, image_size=args.image_size, min_themes=args.min_themes,
                                      min_images=args.min_images, seed=args.seed, icon_root=args.icon_root)
         print(f"wrote the icon-theme set to {args.out}: " + ", ".join(
+            f"{s} {v['classes']} classes / {v['images']} images" for s, v in summary["splits"].items()))
+    elif args.command == "glyphs":
+        from data.font_glyphs import build_glyph_dataset
+
+        summary = build_glyph_dataset(args.out, image_size=args.image_size, min_images=args.min_images,
+                                      max_images=args.max_images, seed=args.seed, font_root=args.font_root)
+        print(f"wrote the font-glyph set to {args.out}: " + ", ".join(
             f"{s} {v['classes']} classes / {v['images']} images" for s, v in summary["splits"].items()))
     else:
         root = data.write_synthetic(args.layout, args.out, image_size=tuple(args.image_size),

@@ -9,9 +9,11 @@ Presets (s = ``image_size``; train → eval):
 - ``abir``: Resize(s·8/7) → RandomResizedCrop(s, scale=(0.16, 1)) → HFlip → eval Resize(s·8/7) → CenterCrop(s)
   (Deep_Metric ``DataSet/transforms``).
 - ``landmark``: no resize (cirtorch ``test.py``).
-- ``strong``: RandomResizedCrop(s, scale=(0.25, 1)) → HFlip → ColorJitter(0.4, 0.4, 0.4, 0.1) (p 0.8) →
-  RandomGrayscale(0.2) → eval Resize((s, s)). SimCLR's colour distortion (Chen et al., ICML 2020, §3): for
-  training from random weights, so that colour alone cannot tell classes apart.
+- ``strong``: RandomResizedCrop(s, scale=(crop_scale, 1)) → HFlip (``hflip``) → ColorJitter(0.4, 0.4, 0.4, 0.1)
+  (p 0.8) → RandomGrayscale(0.2) → eval Resize((s, s)). SimCLR's colour distortion (Chen et al., ICML 2020,
+  §3): for training from random weights, so that colour alone cannot tell classes apart. Its options
+  ``--crop_scale`` (default 0.25) and ``--no-hflip`` keep what defines a class where the whole shape or its
+  handedness does (a character: ``b`` / ``d``, ``R`` / ``Я``).
 
 **Normalisation is not part of a preset**: it is the model's, built by :func:`build_normalize` from the
 backbone's ``input_spec`` (``model.input_spec``: ImageNet RGB for torchvision weights, BGR 0-255 minus the
@@ -30,11 +32,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from torchvision.transforms import v2
 
 from data.batch import Normalize
+from utils.options import Option, declare
 from utils.registry import Registry
 
 if TYPE_CHECKING:  # the model's declaration; data/ only reads its mean, std and colour
@@ -81,10 +84,14 @@ def abir(train: bool, image_size: int) -> list:
 
 
 @TRANSFORMS.register("strong", aliases=("simclr",))
-def strong(train: bool, image_size: int) -> list:
+@declare(Option("crop_scale", float, 0.25, "smallest training crop, as a fraction of the image area", low=0,
+                low_ok=False, high=1),
+         Option("hflip", bool, True, "random horizontal flips in training", negatable=True))
+def strong(train: bool, image_size: int, crop_scale: float = 0.25, hflip: bool = True) -> list:
     s = image_size
     if train:
-        return [v2.RandomResizedCrop(s, scale=(0.25, 1.0)), v2.RandomHorizontalFlip(),
+        flip = [v2.RandomHorizontalFlip()] if hflip else []
+        return [v2.RandomResizedCrop(s, scale=(crop_scale, 1.0)), *flip,
                 v2.RandomApply([v2.ColorJitter(0.4, 0.4, 0.4, 0.1)], p=0.8), v2.RandomGrayscale(0.2)]
     return [v2.Resize((s, s))]
 
@@ -95,8 +102,10 @@ def landmark(train: bool, image_size: int) -> list:
 
 
 def build_transform(preset: str, train: bool, image_size: int = 224,
-                    normalize: InputSpec | None = None) -> Callable:
+                    normalize: InputSpec | None = None, **options: Any) -> Callable:
     """The ``preset`` pipeline for training (random) or evaluation (deterministic) at ``image_size``.
+
+    ``options`` are the preset's own declared options (``crop_scale=0.5`` for ``strong``).
 
     Returns a callable mapping a PIL RGB image or a uint8 (3, H, W) tensor (float tensors are refused:
     :class:`~data.batch.Normalize` takes uint8) to the uint8 (3, H, W) image before normalisation: what the
@@ -106,7 +115,7 @@ def build_transform(preset: str, train: bool, image_size: int = 224,
     listing the presets.
     """
     name = TRANSFORMS.canonical(preset)
-    steps = TRANSFORMS.get(name)(train, int(image_size)) + [v2.ToImage(), v2.ToPureTensor()]
+    steps = TRANSFORMS.get(name)(train, int(image_size), **options) + [v2.ToImage(), v2.ToPureTensor()]
     if normalize:
         steps.append(build_normalize(normalize))
     return v2.Compose(steps)

@@ -129,7 +129,8 @@ def build_datasets(cfg: dict[str, Any], root: str) -> dict[str, Any]:
     """
     info = data.get_benchmark(cfg["data_name"], root)
     crop = cfg["crop_type"] == "cropped"
-    train_tf = data.build_transform(cfg["transform"], train=True, image_size=cfg["image_size"])
+    train_tf = data.build_transform(cfg["transform"], train=True, image_size=cfg["image_size"],
+                                    **component_kwargs("transform", cfg))
     eval_tf = data.build_transform(cfg["transform"], train=False, image_size=cfg["image_size"])
     decode = cfg["decode"] if cfg["decode"] in data.DECODERS else "fast"  # auto and gpu start from fast
     kw = {"crop": crop, "skip_bad_images": cfg["skip_bad_images"], "decode": decode}

@@ -38,6 +38,22 @@ def test_pipelines_follow_the_papers():
     assert steps("das", True)[:2] == ["RandomResizedCrop", "RandomHorizontalFlip"]
 
 
+def test_strong_preset_options_set_the_crop_and_the_flip():
+    def steps(**options):
+        return data.build_transform("strong", True, 16, **options).transforms
+
+    assert steps()[0].scale == (0.25, 1.0) and type(steps()[1]).__name__ == "RandomHorizontalFlip"
+    kept = steps(crop_scale=0.5, hflip=False)
+    assert kept[0].scale == (0.5, 1.0) and "RandomHorizontalFlip" not in [type(t).__name__ for t in kept]
+    # an asymmetric image is never mirrored without hflip: the bright column stays on the left
+    image = torch.zeros(3, 16, 16, dtype=torch.uint8)
+    image[:, :, :4] = 255
+    no_flip = data.build_transform("strong", True, 16, crop_scale=1.0, hflip=False)
+    torch.manual_seed(0)
+    assert all(out[:, :, :4].float().mean() > out[:, :, -4:].float().mean() for out in (no_flip(image)
+                                                                                        for _ in range(20)))
+
+
 def test_strong_preset_distorts_colour_in_training_only():
     torch.manual_seed(0)
     tensor = torch.tensor([200, 100, 50], dtype=torch.uint8).view(3, 1, 1).expand(3, 40, 40).contiguous()

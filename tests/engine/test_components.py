@@ -334,3 +334,9 @@ def test_a_top_level_miner_node_builds_the_miner_with_its_options(tmp_path):
                           _write(tmp_path, {"miner": {"name": "semihard", "margin": 0.05}})])
     criterion = build_criterion(cfg, num_classes=4, class_counts=torch.ones(4))
     assert [m.margin for m in criterion.miners] == [0.05]
+
+
+def test_preset_options_are_refused_for_a_preset_without_them():
+    with pytest.raises(UserError, match="--hflip False works only for the augmentation presets that take it"):
+        resolve_config([*BASE, "--transform", "cgd", "--no-hflip"])
+    assert resolve_config([*BASE, "--transform", "strong", "--no-hflip", "--crop_scale", "0.5"])["hflip"] is False

@@ -1,4 +1,4 @@
-"""benchmarks/bench_transfer.py: the mean +- std table (hand-computed) and the skip without icon themes."""
+"""benchmarks/bench_transfer.py: the mean +- std table (hand-computed) and the skips without fonts or themes."""
 from __future__ import annotations
 
 import importlib.util
@@ -25,7 +25,15 @@ def test_table_gives_mean_std_and_the_smallest_gain():
 
 
 def test_skips_with_the_install_command_when_themes_are_missing(monkeypatch, capsys):
-    monkeypatch.setattr(bench, "missing_themes", lambda: ["oxygen"])
-    assert bench.main(bench.get_args_parser().parse_args([])) == 0
+    monkeypatch.setattr(bench.icon_themes, "missing_themes", lambda: ["oxygen"])
+    assert bench.main(bench.get_args_parser().parse_args(["--set", "icons"])) == 0
     out = capsys.readouterr().out
     assert out.startswith("skipped: icon themes ['oxygen'] are not installed") and "oxygen-icon-theme" in out
+
+
+def test_skips_with_the_install_command_when_fonts_are_missing(monkeypatch, capsys):
+    monkeypatch.setattr(bench.font_glyphs, "font_families", lambda: {"dejavu sans": Path("DejaVuSans.ttf")})
+    assert bench.main(bench.get_args_parser().parse_args([])) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("skipped: only 1 font families are installed (the glyph set needs 60)")
+    assert "apt-get install --no-install-recommends fonts-3270" in out
