@@ -75,6 +75,11 @@ def _print_check(report: dict) -> None:
     print("ok" if not report["warnings"] else f"ok with {len(report['warnings'])} warning(s)")
 
 
+def _print_built(title: str, summary: dict) -> None:
+    print(f"wrote the {title} set to {summary['root']}: " + ", ".join(
+        f"{s} {v['classes']} classes / {v['images']} images" for s, v in summary["splits"].items()))
+
+
 def main(args: argparse.Namespace) -> int:
     import data  # imported here so `--help` stays fast
 
@@ -94,17 +99,15 @@ def main(args: argparse.Namespace) -> int:
     elif args.command == "icons":
         from data.icon_themes import build_icon_dataset
 
-        summary = build_icon_dataset(args.out, image_size=args.image_size, min_themes=args.min_themes,
-                                     min_images=args.min_images, seed=args.seed, icon_root=args.icon_root)
-        print(f"wrote the icon-theme set to {args.out}: " + ", ".join(
-            f"{s} {v['classes']} classes / {v['images']} images" for s, v in summary["splits"].items()))
+        _print_built("icon-theme", build_icon_dataset(
+            args.out, image_size=args.image_size, min_themes=args.min_themes, min_images=args.min_images,
+            seed=args.seed, icon_root=args.icon_root))
     elif args.command == "glyphs":
         from data.font_glyphs import build_glyph_dataset
 
-        summary = build_glyph_dataset(args.out, image_size=args.image_size, min_images=args.min_images,
-                                      max_images=args.max_images, seed=args.seed, font_root=args.font_root)
-        print(f"wrote the font-glyph set to {args.out}: " + ", ".join(
-            f"{s} {v['classes']} classes / {v['images']} images" for s, v in summary["splits"].items()))
+        _print_built("font-glyph", build_glyph_dataset(
+            args.out, image_size=args.image_size, min_images=args.min_images, max_images=args.max_images,
+            seed=args.seed, font_root=args.font_root))
     else:
         root = data.write_synthetic(args.layout, args.out, image_size=tuple(args.image_size),
                                     images_per_class=args.images_per_class, seed=args.seed)

@@ -20,18 +20,18 @@ evaluation).
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import random
 import re
-import shutil
 import unicodedata
+import warnings
 from collections import defaultdict
 from pathlib import Path
 
 from fontTools.ttLib import TTFont, TTLibError
 from PIL import Image, ImageDraw, ImageFont
 
+from data.disjoint_halves import write_disjoint_halves
 from utils.errors import UserError
 
 FONT_ROOT = Path("/usr/share/fonts")
@@ -84,15 +84,17 @@ def class_name(char: str) -> str:
 def font_families(font_root: Path = FONT_ROOT) -> dict[str, Path]:
     """Family key -> one font file of that family under ``font_root`` (its regular style where there is one).
 
-    The key is FreeType's family name without trailing optical-size digits, lower-cased. Files that Pillow or
-    fontTools cannot read are not fonts that can be drawn here and are passed over.
+    The key is FreeType's family name without trailing optical-size digits, lower-cased. A file that Pillow or
+    fontTools cannot read is left out with a warning naming it.
     """
     styles: dict[str, list[tuple[bool, str, Path]]] = defaultdict(list)
     for path in sorted([*Path(font_root).rglob("*.ttf"), *Path(font_root).rglob("*.otf")]):
         try:
             family, style = ImageFont.truetype(str(path), 12).getname()
-            TTFont(path, lazy=True).close()
-        except (OSError, TTLibError):
+            with TTFont(path, lazy=True) as tt:
+                tt.getBestCmap()
+        except (OSError, TTLibError, ValueError, KeyError, AssertionError) as e:
+            warnings.warn(f"font {path} is left out: it cannot be read ({e})", stacklevel=2)
             continue
         key = re.sub(r"[\s\d]+$", "", family or path.stem).lower()
         styles[key].append((not any(r in (style or "").lower() for r in _REGULAR), path.name, path))
@@ -133,6 +135,7 @@ def build_glyph_dataset(out: str | Path, image_size: int = 64, min_images: int =
     if len(families) < MIN_FAMILIES:
         raise UserError(f"only {len(families)} font families are installed under {font_root} (the glyph set "
                         f"needs {MIN_FAMILIES}); install the measured set with `{APT_COMMAND}` (as root)")
+    stems = _file_stems(families)
     by_class: dict[str, dict[bytes, tuple[str, Image.Image]]] = defaultdict(dict)
     for family, path in sorted(families.items()):
         for char, img in font_pictures(path, image_size).items():
@@ -142,23 +145,23 @@ def build_glyph_dataset(out: str | Path, image_size: int = 64, min_images: int =
     for name, pictures in sorted(by_class.items()):
         kept = sorted(pictures.values(), key=lambda fi: fi[0])
         if len(kept) >= min_images:
-            classes[name] = sorted(rng.sample(kept, min(max_images, len(kept))), key=lambda fi: fi[0])
-    names = sorted(classes)
-    rng.shuffle(names)
-    split_of = {n: "train" if i < len(names) // 2 else "test" for i, n in enumerate(names)}
-    out = Path(out)
-    if out.exists():
-        shutil.rmtree(out)
-    out.mkdir(parents=True)
-    for name, kept in classes.items():
-        folder = out / split_of[name] / name
-        folder.mkdir(parents=True)
-        for family, img in kept:
-            img.save(folder / f"{re.sub(r'[^a-z0-9]+', '_', family)}.png")
-    summary = {"root": str(out), "source": "font_glyphs", "families": len(families), "image_size": image_size,
-               "min_images": min_images, "max_images": max_images, "seed": seed,
-               "splits": {s: {"classes": sum(v == s for v in split_of.values()),
-                              "images": sum(len(classes[n]) for n in classes if split_of[n] == s)}
-                          for s in ("train", "test")}}
-    (out / MARKER).write_text(json.dumps(summary, indent=1))
-    return summary
+            chosen = sorted(rng.sample(kept, min(max_images, len(kept))), key=lambda fi: fi[0])
+            classes[name] = {f"{stems[family]}.png": img for family, img in chosen}
+    order = sorted(classes)
+    rng.shuffle(order)
+    return write_disjoint_halves(out, classes, order, MARKER, {
+        "source": "font_glyphs", "families": len(families), "image_size": image_size, "min_images": min_images,
+        "max_images": max_images, "seed": seed})
+
+
+def _file_stems(families: dict[str, Path]) -> dict[str, str]:
+    """Family key -> a file-name stem of ``[a-z0-9_]``, unique (``_2``, ``_3`` ... where two keys collide)."""
+    stems: dict[str, str] = {}
+    for family in sorted(families):
+        base = stem = re.sub(r"[^a-z0-9]+", "_", family)
+        n = 1
+        while stem in stems.values():
+            n += 1
+            stem = f"{base}_{n}"
+        stems[family] = stem
+    return stems

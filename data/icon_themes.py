@@ -15,15 +15,14 @@ duplicate pictures inside a class (themes sharing artwork) are kept once. Classe
 from __future__ import annotations
 
 import hashlib
-import json
 import random
 import re
-import shutil
 from collections import defaultdict
 from pathlib import Path
 
 from PIL import Image
 
+from data.disjoint_halves import write_disjoint_halves
 from utils.errors import UserError
 
 ICON_ROOT = Path("/usr/share/icons")
@@ -125,31 +124,16 @@ def build_icon_dataset(out: str | Path, image_size: int = 64, min_themes: int = 
                 pictures[name][theme] = hashlib.sha1(img.tobytes()).digest()
     classes = {}
     for canonical, members in sorted(_merge_aliases(pictures).items()):
-        seen, kept = set(), []
+        seen, kept = set(), {}
         for name in sorted(members):
             for theme, digest in sorted(pictures[name].items()):
                 if digest not in seen:
                     seen.add(digest)
-                    kept.append((name, theme))
+                    kept[f"{theme}{'' if name == canonical else f'_{name}'}.png"] = images[name, theme]
         if len(kept) >= min_images:
             classes[canonical] = kept
-    names = sorted(classes)
-    random.Random(seed).shuffle(names)
-    half = len(names) // 2
-    split_of = {**{n: "train" for n in names[:half]}, **{n: "test" for n in names[half:]}}
-    out = Path(out)
-    if out.exists():
-        shutil.rmtree(out)
-    for canonical, kept in classes.items():
-        folder = out / split_of[canonical] / canonical
-        folder.mkdir(parents=True)
-        for name, theme in kept:
-            suffix = "" if name == canonical else f"_{name}"
-            images[name, theme].save(folder / f"{theme}{suffix}.png")
-    summary = {"root": str(out), "source": "icon_themes", "themes": THEMES, "image_size": image_size,
-               "min_themes": min_themes, "min_images": min_images, "seed": seed,
-               "splits": {s: {"classes": sum(v == s for v in split_of.values()),
-                              "images": sum(len(classes[n]) for n in classes if split_of[n] == s)}
-                          for s in ("train", "test")}}
-    (out / MARKER).write_text(json.dumps(summary, indent=1))
-    return summary
+    order = sorted(classes)
+    random.Random(seed).shuffle(order)
+    return write_disjoint_halves(out, classes, order, MARKER, {
+        "source": "icon_themes", "themes": THEMES, "image_size": image_size, "min_themes": min_themes,
+        "min_images": min_images, "seed": seed})

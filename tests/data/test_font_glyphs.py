@@ -73,8 +73,10 @@ def test_one_file_per_family_its_regular_style(tmp_path):
     _font(tmp_path / "x" / "LMRoman12-Regular.ttf", "LM Roman 12", "Regular", boxes)
     _font(tmp_path / "y" / "Other-Italic.ttf", "Other", "Italic", boxes)
     (tmp_path / "y" / "broken.ttf").write_bytes(b"not a font")
-    assert {k: p.name for k, p in font_families(tmp_path).items()} == {
-        "lm roman": "LMRoman12-Regular.ttf", "other": "Other-Italic.ttf"}
+    with pytest.warns(UserWarning, match="broken.ttf is left out"):
+        families = font_families(tmp_path)
+    assert {k: p.name for k, p in families.items()} == {"lm roman": "LMRoman12-Regular.ttf",
+                                                        "other": "Other-Italic.ttf"}
 
 
 def _fake_root(tmp_path: Path, fonts: int = 6) -> Path:
@@ -145,3 +147,27 @@ def test_installed_fonts_build_a_real_set(tmp_path, capsys):
     assert len(classes["train"]) >= 60 and len(classes["test"]) >= 60
     assert not set(classes["train"]) & set(classes["test"])
     assert all(20 <= len(files) <= 40 for split in classes.values() for files in split.values())
+
+
+def test_families_whose_names_clash_as_files_get_distinct_files(tmp_path, monkeypatch):
+    monkeypatch.setattr(font_glyphs, "MIN_FAMILIES", 6)
+    root = _fake_root(tmp_path)
+    _font(root / "Clash-Regular.ttf", "Family-A", "Regular", {c: _box(150 + 100 * i, 900) for i, c in
+                                                             enumerate("abcdefh")})
+    out = tmp_path / "set"
+    build_glyph_dataset(out, image_size=32, min_images=4, max_images=7, font_root=root)
+    files = _classes(out)
+    names = {**files["train"], **files["test"]}
+    assert {"family_a.png", "family_a_2.png"} <= set(names[class_name("b")])
+
+
+def test_an_unreadable_font_is_named_and_a_file_as_out_is_refused(tmp_path, monkeypatch):
+    monkeypatch.setattr(font_glyphs, "MIN_FAMILIES", 6)
+    root = _fake_root(tmp_path)
+    (root / "Broken.ttf").write_bytes(b"\0\1\0\0" + b"\0" * 60)
+    with pytest.warns(UserWarning, match="Broken.ttf is left out"):
+        assert len(font_families(root)) == 6
+    (root / "Broken.ttf").unlink()
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(UserError, match="is a file"):
+        build_glyph_dataset(tmp_path / "file", image_size=32, min_images=4, font_root=root)
