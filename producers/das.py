@@ -173,9 +173,14 @@ class DAS(nn.Module):
         self.generator.set_state(obj[0])
 
     # -- the three steps ------------------------------------------------------------------------------------
+    def _top_dims(self, x: Tensor) -> Tensor:
+        """Indices of the ``k`` largest entries of each row of ``x`` ``(B, D)`` -> ``(B, K)``, ties to the lower
+        dimension. ``topk`` breaks ties differently on the CPU and on CUDA, and the frequency counts tie often."""
+        return torch.sort(x, dim=1, descending=True, stable=True).indices[:, :self.k]
+
     @torch.no_grad()
     def _update_frm(self, emb: Tensor, labels: Tensor) -> None:
-        top = emb.topk(self.k, dim=1).indices  # (B, K)
+        top = self._top_dims(emb)  # (B, K)
         rows = labels[:, None].expand_as(top)
         self.frm.index_put_((rows, top), torch.ones_like(top), accumulate=True)
 
@@ -203,7 +208,7 @@ class DAS(nn.Module):
     def _generate(self, emb: Tensor, labels: Tensor) -> Tensor:
         n, (bsz, d) = self.num_produce, emb.shape
         dev = emb.device
-        dims = self.frm[labels].topk(self.k, dim=1).indices  # (B, K), class-level DFS dimensions
+        dims = self._top_dims(self.frm[labels])  # (B, K), class-level DFS dimensions
         s = torch.rand(n, bsz, self.k, generator=self.generator, dtype=torch.float64)
         s = (self.scale_left + (self.scale_right - self.scale_left) * s).to(dev, emb.dtype)
         u = torch.rand(n, bsz, generator=self.generator, dtype=torch.float64).to(dev)

@@ -90,13 +90,25 @@ def test_scaled_dimensions_are_the_class_top_k():
     out, _ = das(emb, labels)
     ratio = out[6:].reshape(4, 6, 8) / emb
     for i, c in enumerate(labels.tolist()):
-        top = set(das.frm[c].topk(k).indices.tolist())
+        counts = das.frm[c].tolist()  # the k most frequent dimensions; a tie goes to the lower dimension
+        top = set(sorted(range(8), key=lambda d: (-counts[d], d))[:k])
         for d in range(8):
             r = ratio[:, i, d]
             if d in top:
                 assert ((r >= left) & (r < right)).all() and not torch.allclose(r, torch.ones(4))
             else:
                 assert torch.equal(r, torch.ones(4))
+
+
+def test_tied_frequencies_scale_the_lowest_dimensions():
+    """FRM counts tie often; the tie goes to the lower dimension, so CPU and CUDA scale the same dimensions."""
+    das = DAS(num_classes=1, embedding_dim=8, num_produce=3, dfs_num_scale=2, dfs_scale_left=2.0,
+              dfs_scale_right=3.0, mts_scale=0.0, normalize=False)
+    das.frm[0] = torch.tensor([0, 9, 9, 9, 9, 9, 0, 0])
+    emb = torch.tensor([[5.0, 1, 1, 1, 1, 1, 1, 4]])  # its own top-2 (dims 0, 7) are counted first: 1 each
+    out, _ = das(emb, torch.tensor([0]))
+    scaled = (out[1:] != emb).any(dim=0).nonzero().flatten().tolist()
+    assert scaled == [1, 2]
 
 
 def test_shift_is_lambda_times_a_bank_row_of_the_class():
