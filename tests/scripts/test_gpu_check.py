@@ -2,6 +2,7 @@
 two checks it runs that have CPU-visible logic (benchmarks/gpu_env.py, benchmarks/ddp_gather.py)."""
 from __future__ import annotations
 
+import argparse
 import importlib.util
 import os
 import shlex
@@ -242,9 +243,47 @@ def test_gpu_env_rejects_both_faiss_packages_and_a_missing_faiss_gpu():
 
 @pytest.mark.skipif("faiss-gpu" in load("benchmarks/gpu_env.py").installed_faiss(), reason="faiss-gpu installed")
 def test_gpu_env_fails_in_the_cpu_environment(capsys):
-    assert load("benchmarks/gpu_env.py").main() == 1
+    import torch
+
+    gpu_env = load("benchmarks/gpu_env.py")
+    assert gpu_env.main(argparse.Namespace(faiss="gpu")) == 1
     out = capsys.readouterr()
     assert "error: faiss-gpu is not installed" in out.err and "torch " in out.out
+    # 'any' takes the faiss-cpu of this environment; only a missing CUDA GPU is then a problem
+    assert gpu_env.main(argparse.Namespace(faiss="any")) == (0 if torch.cuda.is_available() else 1)
+    out = capsys.readouterr()
+    assert "faiss-gpu" not in out.err and "faiss 1." in out.out and "(faiss-cpu, 0 GPUs)" in out.out
+
+
+def test_python_uses_an_existing_environment_and_skip_leaves_checks_out(tmp_path):
+    env = fake_tools(tmp_path, 'echo "GPU 0: NVIDIA H200 (UUID: GPU-0)"')
+    given = write_exe(tmp_path / "given-python", FAKE_VENV_PYTHON)
+    env.update(FAKE_CALLS=str(tmp_path / "calls.txt"), FAKE_PYTEST="8 passed in 2.0s", FAKE_GPU_R1="0.65",
+               FAKE_IVF_RECALL="0.992")
+    result = run_script(env, "--python", str(given), "--skip", "knn,index")
+    assert result.returncode == 0, result.stdout + result.stderr
+    status = [line.split()[:2] for line in result.stdout.splitlines() if line.startswith(("ok ", "FAIL ", "skip "))]
+    assert status == [["ok", "install"], ["ok", "tests"], ["skip", "knn"], ["ok", "train"], ["ok", "data"],
+                      ["ok", "recipe"], ["ok", "ddp"], ["skip", "index"]]
+    assert "6 of 6 checks ok" in result.stdout
+    assert f"venv none: --python {given} used as it is, nothing installed" in result.stdout
+    calls = (tmp_path / "calls.txt").read_text().splitlines()
+    assert not (tmp_path / "venv").exists() and not any(c.startswith("python3 ") for c in calls)  # no venv, no pip
+    assert "venv-python benchmarks/gpu_env.py --faiss any" in calls
+    assert not any("bench_knn" in c or "bench_index" in c for c in calls)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--skip", "knn,nope"], "--skip: unknown check 'nope'"),
+    (["--skip", "install"], "install cannot be skipped"),
+    (["--python", "/no/such/python"], "--python /no/such/python is not an executable"),
+    (["--python"], "--python needs an interpreter"),
+    (["--fast"], "unknown argument '--fast'"),
+])
+def test_bad_arguments_exit_2_naming_the_flag(tmp_path, args, message):
+    result = run_script(fake_tools(tmp_path, "exit 0"), *args)
+    assert result.returncode == 2 and message in result.stderr and result.stdout == ""
+    assert not (tmp_path / "calls.txt").exists()
 
 
 def test_ddp_gather_check_passes_one_process_and_catches_a_wrong_gather(monkeypatch):
