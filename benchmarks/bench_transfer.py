@@ -96,9 +96,9 @@ def run_one(recipe: str, seed: int, root: str, args: argparse.Namespace, out_dir
             "trained": {m: selected[f"test_{m}"] for m in METRICS}}
 
 
-def _mean_std(values: list[float]) -> str:
+def _mean_std(values: list[float], sign: str = "") -> str:
     std = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{statistics.mean(values):.3f} ± {std:.3f}"
+    return f"{statistics.mean(values):{sign}.3f} ± {std:.3f}"
 
 
 def table(runs: list[dict[str, Any]]) -> str:
@@ -109,7 +109,7 @@ def table(runs: list[dict[str, Any]]) -> str:
         col = {(p, m): [r[p][m] for r in rs] for p in ("untrained", "trained") for m in METRICS}
         gain = [r["trained"]["recall@1"] - r["untrained"]["recall@1"] for r in rs]
         lines.append(f"| {recipe} | {rs[0]['epochs']} | {len(rs)} | {_mean_std(col['untrained', 'recall@1'])} | "
-                     f"{_mean_std(col['trained', 'recall@1'])} | {_mean_std(gain)} (min {min(gain):+.3f}) | "
+                     f"{_mean_std(col['trained', 'recall@1'])} | {_mean_std(gain, '+')} (min {min(gain):+.3f}) | "
                      f"{_mean_std(col['untrained', 'map@r'])} | {_mean_std(col['trained', 'map@r'])} |")
     return "\n".join(lines)
 

@@ -19,7 +19,7 @@ def test_table_gives_mean_std_and_the_smallest_gain():
     text = bench.table([_run("scratch", 0.40, 0.50), _run("scratch", 0.42, 0.46), _run("defaults", 0.4, 0.3)])
     rows = text.splitlines()
     # R@1 trained 0.50, 0.46: mean 0.48, sample std 0.0283; gains 0.10, 0.04: mean 0.07, std 0.0424
-    assert rows[2] == ("| scratch | 20 | 2 | 0.410 ± 0.014 | 0.480 ± 0.028 | 0.070 ± 0.042 (min +0.040) | "
+    assert rows[2] == ("| scratch | 20 | 2 | 0.410 ± 0.014 | 0.480 ± 0.028 | +0.070 ± 0.042 (min +0.040) | "
                        "0.082 ± 0.003 | 0.096 ± 0.006 |")
     assert rows[3].startswith("| defaults | 3 | 1 | 0.400 ± 0.000 | 0.300 ± 0.000 | -0.100 ± 0.000 (min -0.100)")
 
