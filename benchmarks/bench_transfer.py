@@ -2,9 +2,9 @@
 
 The data (``--set``) is the font-glyph set (``data_utils.py glyphs``: one character drawn by many Debian font
 families is a class) or the icon-theme set (``data_utils.py icons``: one freedesktop icon name drawn by several
-Debian icon themes is a class); both have class-disjoint train/test halves. Every run evaluates its untrained model before
-the first step (the trainer does that for every run), so each row compares a recipe with its own starting
-point under the same seed. Recipes (``--recipes``):
+Debian icon themes is a class); both have class-disjoint train/test halves. Every run evaluates its untrained
+model before the first step (the trainer does that for every run), so each row compares a recipe with its own
+starting point under the same seed. Recipes (``--recipes``):
 
 * ``defaults``: train.py's flags as they are, random init (``--pretrained none``): triplet + semihard, Adam
   lr 1e-4, multistep; evaluated only after the last epoch (``--eval_every 0``), so nothing is selected on test.

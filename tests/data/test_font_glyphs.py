@@ -13,8 +13,15 @@ from fontTools.pens.ttGlyphPen import TTGlyphPen
 
 import data_utils
 from data import font_glyphs
-from data.font_glyphs import (APT_COMMAND, MARKER, build_glyph_dataset, class_name, font_families, font_pictures,
-                              render_glyph)
+from data.font_glyphs import (
+    APT_COMMAND,
+    MARKER,
+    build_glyph_dataset,
+    class_name,
+    font_families,
+    font_pictures,
+    render_glyph,
+)
 from utils.errors import UserError
 
 
