@@ -12,7 +12,8 @@
 #              asserts faiss-gpu without faiss-cpu and that torch and faiss see the GPU. An install failure
 #              stops the script with pip's error. With --python PY nothing is installed: PY's environment is
 #              used as it is (a cluster's module, a machine that cannot reach PyPI) and gpu_env.py only reports
-#              its faiss; the checks that need faiss-gpu (knn, index, two of the tests) then fail unless it is there.
+#              its faiss; the checks that need faiss-gpu (knn, index, and tests: its faiss-GPU tests) then fail
+#              unless it is there.
 #   2 tests    pytest -m cuda: every test that needs CUDA; none may skip.
 #   3 knn      bench_knn at SOP size (60,502 x 512, k = 1000): faiss_gpu and torch_cuda against faiss_cpu, their
 #              metrics must agree; k = 3000 > 2048 (the faiss GPU limit): faiss_gpu must fall back, same metrics.
