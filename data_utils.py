@@ -13,7 +13,7 @@ import json
 import sys
 import warnings
 
-from utils.errors import UserError, plain_warnings
+from metric_retrieval.utils.errors import UserError, plain_warnings
 
 
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
@@ -81,7 +81,7 @@ def _print_built(title: str, summary: dict) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    import data  # imported here so `--help` stays fast
+    from metric_retrieval import data  # imported here so `--help` stays fast
 
     if args.command == "check":
         report = data.describe_dataset(args.data_name, args.data_path, verify_images=args.verify)
@@ -90,20 +90,20 @@ def main(args: argparse.Namespace) -> int:
         else:
             _print_check(report)
     elif args.command == "prepare":
-        from data.prepare import prepare_dataset
+        from metric_retrieval.data.prepare import prepare_dataset
 
         summary = prepare_dataset(args.data_name, args.data_path, args.out, size=args.size, crop=args.crop,
                                   workers=args.workers, skip_bad_images=args.skip_bad_images)
         print(f"wrote {summary['images']:,} images of {summary['dataset']} to {summary['out']} "
               f"(shorter side {summary['size']}, crop={summary['crop']})")
     elif args.command == "icons":
-        from data.icon_themes import build_icon_dataset
+        from metric_retrieval.data.icon_themes import build_icon_dataset
 
         _print_built("icon-theme", build_icon_dataset(
             args.out, image_size=args.image_size, min_themes=args.min_themes, min_images=args.min_images,
             seed=args.seed, icon_root=args.icon_root))
     elif args.command == "glyphs":
-        from data.font_glyphs import build_glyph_dataset
+        from metric_retrieval.data.font_glyphs import build_glyph_dataset
 
         _print_built("font-glyph", build_glyph_dataset(
             args.out, image_size=args.image_size, min_images=args.min_images, max_images=args.max_images,

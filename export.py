@@ -19,12 +19,19 @@ import sys
 
 import torch
 
-import data
-from engine.checkpoint import load_model
-from engine.evaluate import device_input
-from engine.trainer import default_data
-from models.export import FORMATS, export_model, load_exported, parity, preprocessing_path, write_preprocessing
-from utils.errors import UserError
+from metric_retrieval import data
+from metric_retrieval.models.export import (
+    FORMATS,
+    export_model,
+    load_exported,
+    parity,
+    preprocessing_path,
+    write_preprocessing,
+)
+from metric_retrieval.training.checkpoint import load_model
+from metric_retrieval.training.evaluate import device_input
+from metric_retrieval.training.trainer import default_data
+from metric_retrieval.utils.errors import UserError
 
 
 def get_args_parser() -> argparse.ArgumentParser:

@@ -19,7 +19,7 @@ import json
 import signal
 import sys
 
-from utils.errors import UserError
+from metric_retrieval.utils.errors import UserError
 
 
 def _embedding_flags(p: argparse.ArgumentParser) -> None:
@@ -75,12 +75,18 @@ def _terminate(signum, frame):  # SIGTERM (a scheduler, kill) ends the run like 
 
 
 def run(args: argparse.Namespace) -> dict:
-    from engine.catalogue import read_catalogue
-    from engine.config import parse_number_list
-    from engine.distributed import DistInfo, cleanup_distributed, init_distributed
-    from engine.indexing import add_items, build_index, embed_queries, evaluate_index, open_index
-    from engine.runtime import resolve_device
-    from evaluation.index_store import IndexStore
+    from metric_retrieval.retrieval.catalogue import read_catalogue
+    from metric_retrieval.retrieval.index_store import IndexStore
+    from metric_retrieval.retrieval.indexing import (
+        add_items,
+        build_index,
+        embed_queries,
+        evaluate_index,
+        open_index,
+    )
+    from metric_retrieval.training.config import parse_number_list
+    from metric_retrieval.training.distributed import DistInfo, cleanup_distributed, init_distributed
+    from metric_retrieval.training.runtime import resolve_device
 
     if args.command == "info":
         return IndexStore.open(args.index_dir).describe()

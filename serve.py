@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from utils.errors import UserError
+from metric_retrieval.utils.errors import UserError
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -34,9 +34,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         import uvicorn
 
-        from engine.indexing import open_index
-        from engine.runtime import resolve_device
-        from engine.serve_app import create_app
+        from metric_retrieval.retrieval.indexing import open_index
+        from metric_retrieval.retrieval.serve_app import create_app
+        from metric_retrieval.training.runtime import resolve_device
 
         store, embedder = open_index(args.index, args.checkpoint, resolve_device(args.device))
         store.set_search_params(args.nprobe, args.ef_search)

@@ -19,15 +19,15 @@ import json
 import sys
 from pathlib import Path
 
-from data.registry import CROP_TYPE
-from engine.config import AMP_CHOICES
-from engine.eval_commands import evaluate_checkpoint, learn_whitening
-from engine.index_query import run_index_queries
-from engine.query import retrieve, write_outputs
-from engine.runtime import resolve_device
-from engine.validate import check_test_args
-from models.heads import add_head_file_args
-from utils.errors import UserError, plain_warnings
+from metric_retrieval.data.registry import CROP_TYPE
+from metric_retrieval.models.heads import add_head_file_args
+from metric_retrieval.retrieval.eval_commands import evaluate_checkpoint, learn_whitening
+from metric_retrieval.retrieval.index_query import run_index_queries
+from metric_retrieval.retrieval.query import retrieve, write_outputs
+from metric_retrieval.training.config import AMP_CHOICES
+from metric_retrieval.training.runtime import resolve_device
+from metric_retrieval.training.validate import check_test_args
+from metric_retrieval.utils.errors import UserError, plain_warnings
 
 
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:

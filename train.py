@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import sys
 
-from engine import get_args_parser, resolve_config, train
-from engine.listing import describe_components
-from engine.signals import Stopped
-from utils.errors import UserError, plain_warnings
+from metric_retrieval.training import get_args_parser, resolve_config, train
+from metric_retrieval.training.listing import describe_components
+from metric_retrieval.training.signals import Stopped
+from metric_retrieval.utils.errors import UserError, plain_warnings
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -23,8 +23,8 @@ import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import losses  # noqa: E402
-from producers import DAS  # noqa: E402
+from metric_retrieval import losses  # noqa: E402
+from metric_retrieval.producers import DAS  # noqa: E402
 
 SETUPS = {
     "multi_similarity": [{"name": "multi_similarity"}],

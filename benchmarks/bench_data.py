@@ -11,17 +11,17 @@ and each batch is turned into the network input on ``--device`` inside the timed
   ``ToImage`` + ``ToDtype(float32, scale=True)`` + ``Normalize`` in the workers, ``default_collate``;
 - ``fast``     — ``--decode fast`` (and ``auto`` where nothing is cached): ``RetrievalDataset(decode="fast")``
   (reduced-size JPEG decoding where the preset allows it, libjpeg-turbo into a tensor, geometric steps on
-  uint8 tensors), uint8 batches collated channels-last (:func:`data.batch.collate`), normalised on the
+  uint8 tensors), uint8 batches collated channels-last (:func:`metric_retrieval.data.batch.collate`), normalised on the
   device (:class:`DeviceInput`);
 - ``cache``    — (cgd, clf) ``--decode cache`` (and ``auto``, the default, where the cache fits): ``fast`` plus
-  the exact on-disk cache of decode + the preset's fixed-size first resize (:mod:`data.decoded_cache`); the
-  timed epochs show every epoch after the first; ``cache_1st`` is its warm-up epoch, which fills an emptied
+  the exact on-disk cache of decode + the preset's fixed-size first resize (:mod:`metric_retrieval.data.decoded_cache`);
+  the timed epochs show every epoch after the first; ``cache_1st`` is its warm-up epoch, which fills an emptied
   cache (one epoch, not a best of rounds);
 - ``fast_f32`` — (``--ablation``) the ``fast`` decoding with the preset's float pipeline in the workers
   (``build_transform(normalize=True)``) and ``default_collate``: what shipping uint8 adds;
 - ``prepared`` — (``--prepared``) ``fast`` on the ``data_utils.py prepare --size 256`` copy of the same images;
-- ``gpu``      — (CUDA only) ``--decode gpu``: the workers read files, :class:`data.device_decode.DeviceDecoder`
-  decodes the batch with nvJPEG and augments it on the GPU.
+- ``gpu``      — (CUDA only) ``--decode gpu``: the workers read files,
+  :class:`metric_retrieval.data.device_decode.DeviceDecoder` decodes the batch with nvJPEG and augments it on the GPU.
 
 Variants alternate for ``--repeats`` rounds (one untimed warm-up epoch each first, so page cache and worker
 start-up are out); the best round of each is reported with the ratio to ``pil``. Not run by the tests::
@@ -46,13 +46,13 @@ from torchvision.transforms import v2
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import data  # noqa: E402
-from data.batch import DeviceInput, collate  # noqa: E402
-from data.dataset import RetrievalDataset  # noqa: E402
-from data.decoded_cache import split_fixed_resize  # noqa: E402
-from data.device_decode import DeviceDecoder, EncodedFiles  # noqa: E402
-from data.prepare import prepare_dataset  # noqa: E402
-from models.backbones.base import DEEP_METRIC_BGR255, IMAGENET_RGB  # noqa: E402
+from metric_retrieval import data  # noqa: E402
+from metric_retrieval.data.batch import DeviceInput, collate  # noqa: E402
+from metric_retrieval.data.dataset import RetrievalDataset  # noqa: E402
+from metric_retrieval.data.decoded_cache import split_fixed_resize  # noqa: E402
+from metric_retrieval.data.device_decode import DeviceDecoder, EncodedFiles  # noqa: E402
+from metric_retrieval.data.prepare import prepare_dataset  # noqa: E402
+from metric_retrieval.models.backbones.base import DEEP_METRIC_BGR255, IMAGENET_RGB  # noqa: E402
 
 CUB_CLASSES = 200
 

@@ -9,14 +9,14 @@ Three parts, each with its baseline measured in the same run (``--parts index,st
   takes minutes; ``256x4fs``: 256 four-bit codes searched by fast-scan SIMD) and optionally ``HNSW32``: build
   (train + add) seconds, index memory (the bytes of the serialised index, what it holds in RAM), queries/s
   with ``--threads`` threads, recall@10 of the true (Flat) neighbours, and the QPS and memory ratios against
-  Flat. All types are built through :class:`evaluation.index_store.IndexStore`.
-- ``stream``: images/s of ``index.py build``'s embedding (:func:`engine.catalogue.embed_catalogue`: loader,
-  bad-file guard, atomic shard writes, progress bar) and of the whole build (:func:`engine.indexing.build_index`
-  with ``Flat``: model load, shards, index, metadata) against a bare loop over the same loader and model that
-  keeps the embeddings in memory, on ``--stream_images`` synthetic JPEGs with a random-weight resnet18; the
-  median over interleaved rounds of each round's ratio (target >= 0.9).
-- ``serve``: ``/search`` of :mod:`engine.serve_app` on a uvicorn server at 127.0.0.1 (a free port), hit by
-  ``--clients`` (8) concurrent clients for ``--requests`` requests in all or ``--max_seconds``, whichever comes
+  Flat. All types are built through :class:`metric_retrieval.retrieval.index_store.IndexStore`.
+- ``stream``: images/s of ``index.py build``'s embedding (:func:`metric_retrieval.retrieval.catalogue.embed_catalogue`:
+  loader, bad-file guard, atomic shard writes, progress bar) and of the whole build
+  (:func:`metric_retrieval.retrieval.indexing.build_index` with ``Flat``: model load, shards, index, metadata) against a
+  bare loop over the same loader and model that keeps the embeddings in memory, on ``--stream_images`` synthetic JPEGs
+  with a random-weight resnet18; the median over interleaved rounds of each round's ratio (target >= 0.9).
+- ``serve``: ``/search`` of :mod:`metric_retrieval.retrieval.serve_app` on a uvicorn server at 127.0.0.1 (a free port),
+  hit by ``--clients`` (8) concurrent clients for ``--requests`` requests in all or ``--max_seconds``, whichever comes
   first; p50 / p99 latency and requests/s.
 
 Quick run (a few minutes on 2 cores)::
@@ -95,7 +95,7 @@ def _timed_search(store, q: np.ndarray, k: int) -> tuple[np.ndarray, float]:
 def bench_index(args: argparse.Namespace) -> list[dict]:
     import faiss
 
-    from evaluation.index_store import IndexStore, gpu_count, to_gpus
+    from metric_retrieval.retrieval.index_store import IndexStore, gpu_count, to_gpus
 
     faiss.omp_set_num_threads(args.threads)
     if args.gpu and not gpu_count():
@@ -144,7 +144,7 @@ def _stream_fixture(tmp: Path, n: int) -> tuple[Path, Path]:
     import torch
     from PIL import Image
 
-    import models
+    from metric_retrieval import models
 
     rng = np.random.default_rng(0)
     for i in range(n):
@@ -173,11 +173,11 @@ def bench_stream(args: argparse.Namespace) -> dict:
     import torch
     from torch.utils.data import DataLoader
 
-    from data.batch import collate
-    from engine.catalogue import embed_catalogue, read_catalogue
-    from engine.distributed import DistInfo
-    from engine.embedder import Embedder
-    from engine.indexing import build_index
+    from metric_retrieval.data.batch import collate
+    from metric_retrieval.retrieval.catalogue import embed_catalogue, read_catalogue
+    from metric_retrieval.retrieval.embedder import Embedder
+    from metric_retrieval.retrieval.indexing import build_index
+    from metric_retrieval.training.distributed import DistInfo
 
     torch.set_num_threads(args.threads)
     batch, workers = args.stream_batch, args.stream_workers
@@ -228,8 +228,8 @@ def bench_serve(args: argparse.Namespace) -> dict:
     import uvicorn
 
     import index as index_cli
-    from engine.indexing import open_index
-    from engine.serve_app import create_app
+    from metric_retrieval.retrieval.indexing import open_index
+    from metric_retrieval.retrieval.serve_app import create_app
 
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as tmp:

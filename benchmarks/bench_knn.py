@@ -88,7 +88,7 @@ def run_one(mode: str, args: argparse.Namespace) -> dict:
     import faiss  # noqa: PLC0415
     import torch  # noqa: PLC0415
 
-    from evaluation import retrieval_metrics  # noqa: PLC0415
+    from metric_retrieval.evaluation import retrieval_metrics  # noqa: PLC0415
 
     x, labels = make_data(args.n, args.dim, args.seed)
     base = _rss_mb()

@@ -29,8 +29,10 @@ import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import losses  # noqa: E402
-import models  # noqa: E402
+from metric_retrieval import (
+    losses,  # noqa: E402
+    models,  # noqa: E402
+)
 
 
 def get_args_parser() -> argparse.ArgumentParser:

@@ -33,14 +33,16 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import losses  # noqa: E402
-import models  # noqa: E402
-from data.batch import DeviceInput  # noqa: E402
-from data.transforms import build_normalize  # noqa: E402
-from engine.distributed import DistInfo  # noqa: E402
-from engine.run_log import RunLog  # noqa: E402
-from engine.runtime import AMP_DTYPES, resolve_amp  # noqa: E402
-from engine.trainer import TrainContext, train_one_epoch  # noqa: E402
+from metric_retrieval import (
+    losses,  # noqa: E402
+    models,  # noqa: E402
+)
+from metric_retrieval.data.batch import DeviceInput  # noqa: E402
+from metric_retrieval.data.transforms import build_normalize  # noqa: E402
+from metric_retrieval.training.distributed import DistInfo  # noqa: E402
+from metric_retrieval.training.run_log import RunLog  # noqa: E402
+from metric_retrieval.training.runtime import AMP_DTYPES, resolve_amp  # noqa: E402
+from metric_retrieval.training.trainer import TrainContext, train_one_epoch  # noqa: E402
 
 NUM_CLASSES = 100
 VARIANTS = {"fp32": ("off", False), "channels_last": ("off", True), "bf16": ("bf16", False),
@@ -110,7 +112,8 @@ def bare_loop(model, criterion, optimizer, data, device, amp: str, channels_last
 
 
 def trainer_loop(model, criterion, optimizer, data, device, amp: str, channels_last: bool) -> float:
-    """Seconds for the same steps through ``engine.trainer.train_one_epoch`` (progress bar, logging, scheduler)."""
+    """Seconds for the same steps through ``metric_retrieval.training.trainer.train_one_epoch`` (progress bar, logging,
+    scheduler)."""
     cfg = {"amp": amp, "channels_last": channels_last, "grad_clip": 0.0, "checkpoint_every": 0, "num_epochs": 1,
            "batch_size": data[0][0].shape[0], "output_dir": tempfile.gettempdir()}
     ctx = TrainContext(cfg=cfg, model=model, train_model=model, criterion=criterion, optimizer=optimizer,
@@ -140,7 +143,7 @@ def images_per_s(args, device, amp: str, channels_last: bool, compile_model: boo
 
 
 def quick_recall(amp: str, channels_last: bool) -> float:
-    from engine import resolve_config, train
+    from metric_retrieval.training import resolve_config, train
 
     with tempfile.TemporaryDirectory() as out:
         argv = ["--output_dir", out, "--workers", "0", "--no_tensorboard", "--amp", amp,

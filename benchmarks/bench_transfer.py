@@ -35,10 +35,10 @@ from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from data import font_glyphs, icon_themes  # noqa: E402
-from engine.config import resolve_config  # noqa: E402
-from engine.trainer import train  # noqa: E402
-from models.backbones import imagenet_weight_file  # noqa: E402
+from metric_retrieval.data import font_glyphs, icon_themes  # noqa: E402
+from metric_retrieval.models.backbones import imagenet_weight_file  # noqa: E402
+from metric_retrieval.training.config import resolve_config  # noqa: E402
+from metric_retrieval.training.trainer import train  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 RECIPES = {"defaults": ["--pretrained", "none", "--eval_every", "0"],

@@ -1,4 +1,5 @@
-"""Check of the cross-rank gathers of :mod:`engine.distributed` on a real process group (NCCL on CUDA, gloo on CPU).
+"""Check of the cross-rank gathers of :mod:`metric_retrieval.training.distributed` on a real process group (NCCL on
+CUDA, gloo on CPU).
 
 Run under ``torchrun``; every rank knows what every other rank holds, so each checks exactly:
 
@@ -22,7 +23,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from engine.distributed import (  # noqa: E402
+from metric_retrieval.training.distributed import (
     DistInfo,
     all_gather_no_grad,
     cleanup_distributed,

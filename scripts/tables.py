@@ -22,7 +22,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from engine.config import resolve_config  # noqa: E402
+from metric_retrieval.training.config import resolve_config  # noqa: E402
 
 SMOKE = {"num_epochs": 1, "max_steps_per_epoch": 2, "image_size": 32, "workers": 0, "eval_batch_size": 64,
          "pretrained": "none", "no_tensorboard": True, "eval_every": 1}
@@ -81,9 +81,9 @@ def smoke_run(table: str, rows, extra: list[str]) -> int:
 
 
 def _smoke_rows(table: str, rows, extra: list[str], cache: Path) -> int:
-    import data
-    from engine.eval_commands import evaluate_checkpoint
-    from engine.trainer import train
+    from metric_retrieval import data
+    from metric_retrieval.retrieval.eval_commands import evaluate_checkpoint
+    from metric_retrieval.training.trainer import train
 
     test_cli = _load_test_cli()
     passed, failed = 0, []
@@ -114,7 +114,7 @@ def _smoke_rows(table: str, rows, extra: list[str], cache: Path) -> int:
 
 def smoke_dataset(layout: str, cache: Path) -> Path:
     """A miniature synthetic copy of a benchmark in its real layout (made once, then reused)."""
-    import data
+    from metric_retrieval import data
 
     return Path(data.ensure_synthetic(layout, cache / layout, image_size=(32, 32), images_per_class=2, seed=0,
                                       **SMOKE_DATA.get(layout, {})))

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from data.synth import write_synthetic
+from metric_retrieval.data.synth import write_synthetic
 
 
 @pytest.fixture(scope="session")

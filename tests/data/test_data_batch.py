@@ -9,13 +9,13 @@ import torch
 from PIL import Image
 from torch.utils.data import default_collate
 
-import data
-from data.batch import DeviceInput, EncodedImage, Normalize, collate
-from data.dataset import RetrievalDataset
-from data.device_decode import DeviceDecoder, EncodedFiles
-from data.errors import DatasetWarning
-from engine.loading import ClassSubset, SeededDataset, sample_seed
-from models.backbones.base import CAFFE_BGR255, DEEP_METRIC_BGR255, IMAGENET_RGB
+from metric_retrieval import data
+from metric_retrieval.data.batch import DeviceInput, EncodedImage, Normalize, collate
+from metric_retrieval.data.dataset import RetrievalDataset
+from metric_retrieval.data.device_decode import DeviceDecoder, EncodedFiles
+from metric_retrieval.data.errors import DatasetWarning
+from metric_retrieval.models.backbones.base import CAFFE_BGR255, DEEP_METRIC_BGR255, IMAGENET_RGB
+from metric_retrieval.training.loading import ClassSubset, SeededDataset, sample_seed
 
 IMAGENET_MEAN, IMAGENET_STD = IMAGENET_RGB.mean, IMAGENET_RGB.std
 

@@ -6,8 +6,8 @@ import warnings
 
 import pytest
 
-import data
-from data.common import SYNTH_MARKER
+from metric_retrieval import data
+from metric_retrieval.data.common import SYNTH_MARKER
 
 
 def _truncate(path, keep: float = 0.3) -> None:
@@ -139,7 +139,7 @@ def test_damaged_cars_mat(synth_copy):
 
 
 def test_verification_cache_skips_unchanged_files(synth_copy, monkeypatch):
-    import data.verify as verify
+    import metric_retrieval.data.verify as verify
 
     root = synth_copy("folder")
     calls = []

@@ -11,13 +11,13 @@ from torchvision import transforms as T
 from torchvision.transforms import v2
 from torchvision.transforms.v2.functional import pil_to_tensor
 
-import data
-from data.dataset import RetrievalDataset
-from data.errors import DatasetError
-from data.image_io import decode_image, decode_jpeg_batch, load_image
-from data.transforms import min_decode_scale
-from models.backbones.base import IMAGENET_RGB
-from utils.errors import UserError
+from metric_retrieval import data
+from metric_retrieval.data.dataset import RetrievalDataset
+from metric_retrieval.data.errors import DatasetError
+from metric_retrieval.data.image_io import decode_image, decode_jpeg_batch, load_image
+from metric_retrieval.data.transforms import min_decode_scale
+from metric_retrieval.models.backbones.base import IMAGENET_RGB
+from metric_retrieval.utils.errors import UserError
 
 
 def _photo(path, size=(800, 600), seed=0):
@@ -118,8 +118,8 @@ def test_gpu_batch_decoding(fast_tmp):
 
 
 def test_decoded_cache_is_exact_and_only_for_a_fixed_size_first_resize(tmp_path):
-    from data.dataset import RetrievalDataset
-    from data.transforms import build_transform
+    from metric_retrieval.data.dataset import RetrievalDataset
+    from metric_retrieval.data.transforms import build_transform
 
     root = data.write_synthetic("cub", tmp_path / "cub", image_size=(120, 90), images_per_class=1)
     paths = sorted(str(p) for p in root.rglob("*.jpg"))[:4]
@@ -148,8 +148,8 @@ def test_decoded_cache_is_exact_and_only_for_a_fixed_size_first_resize(tmp_path)
 
 
 def test_auto_caches_only_what_is_missing_and_fits_on_the_disk(fast_tmp, monkeypatch):
-    from data import decoded_cache
-    from data.transforms import build_transform
+    from metric_retrieval.data import decoded_cache
+    from metric_retrieval.data.transforms import build_transform
 
     paths = [_photo(fast_tmp / f"{i}.jpg", size=(96, 72), seed=i) for i in range(4)]
     cgd, das = build_transform("cgd", train=True, image_size=64), build_transform("das", train=True, image_size=64)
@@ -175,8 +175,8 @@ def test_auto_caches_only_what_is_missing_and_fits_on_the_disk(fast_tmp, monkeyp
 
 
 def test_a_cache_that_cannot_be_written_warns_once_and_goes_on(fast_tmp):
-    from data.errors import DatasetWarning
-    from data.transforms import build_transform
+    from metric_retrieval.data.errors import DatasetWarning
+    from metric_retrieval.data.transforms import build_transform
 
     paths = [_photo(fast_tmp / f"{i}.jpg", size=(96, 72), seed=i) for i in range(3)]
     (fast_tmp / "file").write_text("not a folder")

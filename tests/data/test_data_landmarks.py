@@ -11,8 +11,8 @@ import scipy.io
 import torch
 from PIL import Image
 
-import data
-from data.oxford_paris import PARIS_CORRUPT
+from metric_retrieval import data
+from metric_retrieval.data.oxford_paris import PARIS_CORRUPT
 
 REFERENCE = Path(__file__).resolve().parents[1] / "fixtures"
 OXFORD = ("all_souls", "ashmolean", "balliol", "bodleian", "christ_church", "cornmarket", "hertford", "keble",

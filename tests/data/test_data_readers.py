@@ -7,10 +7,10 @@ import pytest
 import scipy.io
 import torch
 
-import data
-from data.common import class_sort_key, label_map
-from data.synth_render import attributes
-from utils.errors import UnknownOptionError
+from metric_retrieval import data
+from metric_retrieval.data.common import class_sort_key, label_map
+from metric_retrieval.data.synth_render import attributes
+from metric_retrieval.utils.errors import UnknownOptionError
 
 
 def test_registry_names_and_aliases():

@@ -8,13 +8,13 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-import data
-import data.decoded_cache
-from data.batch import collate
-from data.decoded_cache import DecodedCache, split_fixed_resize
-from data.errors import BadImageError, DatasetWarning
-from data.image_io import decode_image
-from engine.loading import eval_loader
+import metric_retrieval.data.decoded_cache
+from metric_retrieval import data
+from metric_retrieval.data.batch import collate
+from metric_retrieval.data.decoded_cache import DecodedCache, split_fixed_resize
+from metric_retrieval.data.errors import BadImageError, DatasetWarning
+from metric_retrieval.data.image_io import decode_image
+from metric_retrieval.training.loading import eval_loader
 from tests.fake_files import WrappedFile
 
 
@@ -47,8 +47,8 @@ def test_image_truncated_after_the_check_names_the_file(folder, workers):
 
 
 def test_skip_bad_images_replaces_a_training_image_and_evaluation_leaves_it_out(folder):
-    import models
-    from engine.evaluate import embed_dataset
+    from metric_retrieval import models
+    from metric_retrieval.training.evaluate import embed_dataset
 
     dataset = build(folder, skip=True)
     bad = dataset.paths[4]  # class 1 holds images 3, 4, 5
@@ -90,7 +90,7 @@ def test_cache_on_a_full_disk_leaves_no_entry_and_warns_once(folder, tmp_path, m
     dataset = build(folder, skip=False)
     resize, _ = split_fixed_resize(dataset.transform)
     cache = DecodedCache(tmp_path / "cache")
-    monkeypatch.setattr(data.decoded_cache, "_open_entry", writer)
+    monkeypatch.setattr(metric_retrieval.data.decoded_cache, "_open_entry", writer)
     with pytest.warns(DatasetWarning, match=rf"cannot write the decoded-image cache in {tmp_path / 'cache'}") as seen:
         images = [cache.get(p, None, resize, lambda p=p: decode_image(p)) for p in dataset.paths[:3]]
     assert len(seen) == 1 and not cache.writable
@@ -102,7 +102,7 @@ def test_cache_write_failing_in_loader_workers_warns_once_per_run(folder, tmp_pa
     # the patched writer reaches the workers by fork (the DataLoader's start method on Linux)
     dataset = build(folder, skip=False)
     dataset.enable_cache(str(tmp_path / "cache"))
-    monkeypatch.setattr(data.decoded_cache, "_open_entry", failing)
+    monkeypatch.setattr(metric_retrieval.data.decoded_cache, "_open_entry", failing)
     # a worker's warning goes to its stderr, as outside pytest (whose recorder the forked workers would inherit)
     monkeypatch.setattr(warnings, "showwarning", lambda message, category, *_, **__: os.write(
         2, f"{category.__name__}: {message}\n".encode()))

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import torch
 
-import data
-from data.common import SYNTH_MARKER
-from utils.errors import UserError
+from metric_retrieval import data
+from metric_retrieval.data.common import SYNTH_MARKER
+from metric_retrieval.utils.errors import UserError
 
 
 def _digest(root: Path) -> dict[str, str]:

@@ -5,9 +5,9 @@ import pytest
 import torch
 from PIL import Image
 
-import data
-from models.backbones.base import CAFFE_BGR255, DEEP_METRIC_BGR255, IMAGENET_RGB
-from utils.errors import UnknownOptionError
+from metric_retrieval import data
+from metric_retrieval.models.backbones.base import CAFFE_BGR255, DEEP_METRIC_BGR255, IMAGENET_RGB
+from metric_retrieval.utils.errors import UnknownOptionError
 
 IMAGE = Image.new("RGB", (300, 200), (200, 100, 50))
 

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-import data
 import data_utils
+from metric_retrieval import data
 
 REPO = Path(__file__).resolve().parents[2]
 

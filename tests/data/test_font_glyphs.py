@@ -12,8 +12,8 @@ from fontTools.fontBuilder import FontBuilder
 from fontTools.pens.ttGlyphPen import TTGlyphPen
 
 import data_utils
-from data import font_glyphs
-from data.font_glyphs import (
+from metric_retrieval.data import font_glyphs
+from metric_retrieval.data.font_glyphs import (
     APT_COMMAND,
     MARKER,
     build_glyph_dataset,
@@ -22,7 +22,7 @@ from data.font_glyphs import (
     font_pictures,
     render_glyph,
 )
-from utils.errors import UserError
+from metric_retrieval.utils.errors import UserError
 
 
 def _glyph(box: tuple[int, int, int, int] | None):

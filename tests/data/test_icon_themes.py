@@ -12,8 +12,8 @@ import pytest
 from PIL import Image
 
 import data_utils
-from data.icon_themes import APT_COMMAND, MARKER, THEMES, build_icon_dataset, missing_themes
-from utils.errors import UserError
+from metric_retrieval.data.icon_themes import APT_COMMAND, MARKER, THEMES, build_icon_dataset, missing_themes
+from metric_retrieval.utils.errors import UserError
 
 
 def _icon(path: Path, color: tuple[int, int, int], size: int = 48) -> None:

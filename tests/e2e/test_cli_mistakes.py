@@ -8,16 +8,16 @@ import torch
 
 import data_utils
 import train as train_cli
-from engine.eval_commands import build_eval_model, eval_amp
+from metric_retrieval.retrieval.eval_commands import build_eval_model, eval_amp
+from metric_retrieval.utils.io import torch_file_problem
 from tests.e2e.cli import run_test_cli, test_cli
-from utils.io import torch_file_problem
 
 REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
 def folder_data(tmp_path_factory):
-    from data import write_synthetic
+    from metric_retrieval.data import write_synthetic
 
     return write_synthetic("folder", tmp_path_factory.mktemp("folder"), image_size=(32, 32), images_per_class=2,
                            num_classes=4)
@@ -89,22 +89,22 @@ def test_landmark_options_on_another_dataset_are_refused(folder_data, extra, nam
 
 
 def test_bad_query_expansion_is_refused_before_the_model(monkeypatch, folder_data):
-    import engine.eval_commands
+    from metric_retrieval.retrieval import eval_commands
 
-    monkeypatch.setattr(engine.eval_commands.data, "get_benchmark", lambda *a: argparse.Namespace(protocol="landmark"))
-    monkeypatch.setattr(engine.eval_commands, "build_eval_model", lambda *a: pytest.fail("model built before --qe"))
+    monkeypatch.setattr(eval_commands.data, "get_benchmark", lambda *a: argparse.Namespace(protocol="landmark"))
+    monkeypatch.setattr(eval_commands, "build_eval_model", lambda *a: pytest.fail("model built before --qe"))
     code, _, err = run_test_cli([*eval_argv(folder_data), "--qe", "banana"])
     assert code == 2 and "unknown query expansion method 'banana'" in err
 
 
 def test_whitening_of_the_wrong_dimension_is_refused_before_extracting(monkeypatch, tmp_path, folder_data):
-    import engine.eval_commands
-    from evaluation import save_whitening
+    from metric_retrieval.evaluation import save_whitening
+    from metric_retrieval.retrieval import eval_commands
 
     path = tmp_path / "w.pth"
     save_whitening(path, torch.zeros(16), torch.eye(16))
-    monkeypatch.setattr(engine.eval_commands.data, "get_benchmark", lambda *a: argparse.Namespace(protocol="landmark"))
-    monkeypatch.setattr(engine.eval_commands.data, "load_landmark_dataset", lambda *a: pytest.fail("images read"))
+    monkeypatch.setattr(eval_commands.data, "get_benchmark", lambda *a: argparse.Namespace(protocol="landmark"))
+    monkeypatch.setattr(eval_commands.data, "load_landmark_dataset", lambda *a: pytest.fail("images read"))
     code, _, err = run_test_cli([*eval_argv(folder_data), "--whitening", str(path)])
     assert code == 2 and "whitens 16-d descriptors, but the model gives 512-d ones" in err
 
@@ -135,7 +135,7 @@ def test_torch_file_problem(tmp_path):
 
 
 def test_off_the_shelf_gem_is_deterministic_without_a_projection(folder_data, tmp_path):
-    import models
+    from metric_retrieval import models
 
     weights = tmp_path / "resnet18.pth"  # stands in for --pretrained imagenet (no download in tests)
     torch.save(models.build_model("resnet18", "gem").backbone.state_dict(), weights)
@@ -190,7 +190,7 @@ def train_argv(root, out, *extra, name="folder"):
 
 
 def synth(tmp_path_factory, layout, **kw):
-    from data import write_synthetic
+    from metric_retrieval.data import write_synthetic
 
     return write_synthetic(layout, tmp_path_factory.mktemp(layout), image_size=(32, 32), **kw)
 
@@ -212,28 +212,28 @@ def test_one_training_class_is_refused_and_the_log_keeps_why(tmp_path_factory, t
     (["--select_metric", "recall@3"], "--select_metric recall@3 is not computed"),
 ])
 def test_data_mistakes_stop_before_the_first_step(tmp_path_factory, tmp_path, capsys, monkeypatch, extra, message):
-    import engine.trainer
+    from metric_retrieval.training import trainer
 
     root = synth(tmp_path_factory, "folder", num_classes=8, images_per_class=3)
-    monkeypatch.setattr(engine.trainer, "train_one_epoch", lambda *a: pytest.fail("trained before the check"))
+    monkeypatch.setattr(trainer, "train_one_epoch", lambda *a: pytest.fail("trained before the check"))
     assert train_cli.main(train_argv(root, tmp_path / "run", *extra)) == 2
     assert message in capsys.readouterr().err
 
 
 def test_an_empty_test_split_stops_before_training(tmp_path_factory, tmp_path, capsys, monkeypatch):
-    import engine.trainer
+    from metric_retrieval.training import trainer
 
     root = synth(tmp_path_factory, "cub", images_per_class=1)
     images = root / "CUB_200_2011" / "images.txt"
     images.write_text("".join(images.read_text().splitlines(keepends=True)[:100]))  # truncated: the test half lost
-    monkeypatch.setattr(engine.trainer, "train_one_epoch", lambda *a: pytest.fail("trained before the check"))
+    monkeypatch.setattr(trainer, "train_one_epoch", lambda *a: pytest.fail("trained before the check"))
     assert train_cli.main(train_argv(root, tmp_path / "run", "--batch_size", "4", name="cub")) == 2
     assert "the test split has no images" in capsys.readouterr().err
 
 
 def test_warnings_reach_the_log_as_plain_lines(tmp_path_factory, tmp_path, capsys, monkeypatch):
-    import engine.trainer
-    from utils.errors import UserError
+    from metric_retrieval.training import trainer
+    from metric_retrieval.utils.errors import UserError
 
     root = synth(tmp_path_factory, "folder", num_classes=8, images_per_class=3)
     next((root / "train").rglob("*.jpg")).write_bytes(b"not a jpeg")
@@ -241,7 +241,7 @@ def test_warnings_reach_the_log_as_plain_lines(tmp_path_factory, tmp_path, capsy
     def stop(*args):
         raise UserError("stopped by the test")
 
-    monkeypatch.setattr(engine.trainer, "train_one_epoch", stop)
+    monkeypatch.setattr(trainer, "train_one_epoch", stop)
     assert train_cli.main(train_argv(root, tmp_path / "run", "--skip_bad_images", "--samples_per_class", "4")) == 2
     err = capsys.readouterr().err
     log = (tmp_path / "run" / "train.log").read_text()

@@ -4,12 +4,11 @@ import json
 import pytest
 import torch
 
-import data
-import losses
-from engine import resolve_config, train
-from engine.trainer import TrainingDiverged
+from metric_retrieval import data, losses
+from metric_retrieval.training import resolve_config, train
+from metric_retrieval.training.trainer import TrainingDiverged
+from metric_retrieval.utils.errors import UserError
 from tests.e2e.cli import run_test_cli
-from utils.errors import UserError
 
 TINY = ["--workers", "0", "--no_tensorboard", "--image_size", "32", "--num_epochs", "1", "--max_steps_per_epoch",
         "2", "--batch_size", "16", "--amp", "off"]
@@ -98,7 +97,7 @@ def test_test_cli_user_errors(argv, message):
 
 
 def test_matching_pairs_link_every_image_to_another_of_its_class():
-    from evaluation.whitening import matching_pairs
+    from metric_retrieval.evaluation.whitening import matching_pairs
 
     labels = torch.tensor([2, 0, 2, 1, 0, 2])
     q, p = matching_pairs(labels)
@@ -114,7 +113,7 @@ def test_learn_whitening_on_a_training_set_then_apply_it(kind, tmp_path):
     code, stdout, err = run_test_cli(["--learn_whitening", str(whitening), "--whitening_type", kind,
                                       "--data_name", "folder", "--data_path", folder, "--image_size", "48", *model])
     assert code == 0, err
-    mean, projection = __import__("evaluation").load_whitening(whitening)
+    mean, projection = __import__("metric_retrieval.evaluation", fromlist=["x"]).load_whitening(whitening)
     assert tuple(mean.shape) == (512,) and tuple(projection.shape) == (512, 512)
     code, _, err = run_test_cli(["--eval", "--data_name", "roxford5k", "--data_path", str(root), "--imsize", "64",
                                  "--whitening", str(whitening), "--json", str(tmp_path / "m.json"), *model])

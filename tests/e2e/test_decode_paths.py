@@ -2,10 +2,10 @@
 import pytest
 import torch
 
-import data.decoded_cache
-import engine.config
-from engine import resolve_config, train
-from utils.errors import UserError
+import metric_retrieval.data.decoded_cache
+import metric_retrieval.training.config
+from metric_retrieval.training import resolve_config, train
+from metric_retrieval.utils.errors import UserError
 
 TINY = ["--workers", "0", "--no_tensorboard", "--num_epochs", "2", "--max_steps_per_epoch", "2", "--batch_size",
         "16", "--amp", "off", "--loss", "triplet", "--miner", "semihard", "--eval_every", "1"]
@@ -24,7 +24,7 @@ def assert_same(a, b):
 
 
 def test_fast_cache_and_auto_train_bit_identically(tmp_path, monkeypatch):
-    monkeypatch.setattr(data.decoded_cache, "free_bytes", lambda folder: 10**12)
+    monkeypatch.setattr(metric_retrieval.data.decoded_cache, "free_bytes", lambda folder: 10**12)
     fast, fast_result, _ = weights(tmp_path, "fast")
     cache, _, _ = weights(tmp_path, "cache")  # epoch 1 writes the cache, epoch 2 and evaluation read it
     auto, auto_result, out = weights(tmp_path, "auto")
@@ -44,7 +44,7 @@ def test_fast_cache_and_auto_train_bit_identically(tmp_path, monkeypatch):
 
 
 def test_auto_decodes_fast_when_the_cache_would_not_fit(tmp_path, monkeypatch):
-    monkeypatch.setattr(data.decoded_cache, "free_bytes", lambda folder: 10**6)
+    monkeypatch.setattr(metric_retrieval.data.decoded_cache, "free_bytes", lambda folder: 10**6)
     _, _, out = weights(tmp_path, "auto", "--num_epochs", "1")
     log = (out / "train.log").read_text()
     assert "decode auto: train fast, test fast (the cache would take more than 10% of the free space" in log
@@ -55,7 +55,7 @@ def test_auto_decodes_fast_when_the_cache_would_not_fit(tmp_path, monkeypatch):
 def test_gpu_decoding_path_trains_like_fast(tmp_path, monkeypatch):
     # The device path is device-agnostic: with the CUDA check lifted it decodes in the main process on the CPU,
     # with the same libjpeg-turbo, the same crops and flips (sample seeds) and so the same weights.
-    monkeypatch.setattr(engine.config, "gpu_decode_unavailable", lambda device: False)
+    monkeypatch.setattr(metric_retrieval.training.config, "gpu_decode_unavailable", lambda device: False)
     fast, _, _ = weights(tmp_path, "fast", "--transform", "das", "--val_classes", "0.2")
     gpu, _, out = weights(tmp_path, "gpu", "--transform", "das", "--val_classes", "0.2")
     assert_same(fast, gpu)

@@ -11,14 +11,13 @@ import onnxruntime
 import pytest
 import torch
 
-import data
 import export
-import models
-from models.backbones import BACKBONES
-from models.export import ExportedModel, export_model, parity
-from models.heads import HEADS
+from metric_retrieval import data, models
+from metric_retrieval.models.backbones import BACKBONES
+from metric_retrieval.models.export import ExportedModel, export_model, parity
+from metric_retrieval.models.heads import HEADS
+from metric_retrieval.utils.errors import UserError
 from tests.e2e.cli import run_test_cli
-from utils.errors import UserError
 
 SIZE = 32
 

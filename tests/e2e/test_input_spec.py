@@ -12,11 +12,10 @@ import torch
 from PIL import Image
 from torch import nn
 
-import data
-import models
-from engine import resolve_config, train
-from engine.query import embed_image
-from models.backbones.base import CAFFE_BGR255, DEEP_METRIC_BGR255, IMAGENET_RGB, Backbone
+from metric_retrieval import data, models
+from metric_retrieval.models.backbones.base import CAFFE_BGR255, DEEP_METRIC_BGR255, IMAGENET_RGB, Backbone
+from metric_retrieval.retrieval.query import embed_image
+from metric_retrieval.training import resolve_config, train
 from tests.e2e.cli import run_test_cli
 
 RGB = (200, 100, 50)

@@ -7,13 +7,13 @@ import json
 import pytest
 import torch
 
-import data
-import engine.eval_commands
-from engine import builders
-from engine.checkpoint import model_config
-from engine.config import resolve_config
+import metric_retrieval.retrieval.eval_commands
+from metric_retrieval import data
+from metric_retrieval.training import builders
+from metric_retrieval.training.checkpoint import model_config
+from metric_retrieval.training.config import resolve_config
+from metric_retrieval.utils.io import atomic_save
 from tests.e2e.cli import run_test_cli
-from utils.io import atomic_save
 
 
 def bf16_checkpoint(path, channels_last: bool = True) -> None:
@@ -35,7 +35,7 @@ def landmarks(tmp_path_factory):
 @pytest.fixture
 def forward_precision(monkeypatch):
     """Records ``(autocast enabled, autocast dtype, channels_last weights)`` at each forward of the loaded model."""
-    seen, real_load = [], engine.eval_commands.load_model
+    seen, real_load = [], metric_retrieval.retrieval.eval_commands.load_model
 
     def load(path, device):
         model, ckpt = real_load(path, device)
@@ -44,7 +44,7 @@ def forward_precision(monkeypatch):
             module.backbone.conv1.weight.is_contiguous(memory_format=torch.channels_last))))
         return model, ckpt
 
-    monkeypatch.setattr(engine.eval_commands, "load_model", load)
+    monkeypatch.setattr(metric_retrieval.retrieval.eval_commands, "load_model", load)
     return seen
 
 

@@ -3,8 +3,8 @@
 ``tqdm`` stands in for the real one and writes to a string.
 
 Bars go to stderr only: ``train.log`` never holds one (tests/e2e/test_train_and_query.py). On a non-tty (as
-pytest's stderr is) the bars redraw every 30 s (:mod:`utils.progress`); only ``check --verify`` of fewer than
-1000 files, which takes seconds, shows none.
+pytest's stderr is) the bars redraw every 30 s (:mod:`metric_retrieval.utils.progress`); only ``check --verify`` of
+fewer than 1000 files, which takes seconds, shows none.
 """
 from __future__ import annotations
 
@@ -15,19 +15,18 @@ import pytest
 import torch
 import tqdm as tqdm_module
 
-import data
-import data.prepare
-import data.synth
-import data.verify
-import engine.catalogue
-import engine.trainer
-import models
+import metric_retrieval.data.prepare
+import metric_retrieval.data.synth
+import metric_retrieval.data.verify
+import metric_retrieval.retrieval.catalogue
+import metric_retrieval.training.trainer
+from metric_retrieval import data, models
+from metric_retrieval.utils.progress import NON_TTY_INTERVAL, bar_interval
 from tests.e2e.cli import run_test_cli
 from tests.index.conftest import save_checkpoint, write_catalogue
-from utils.progress import NON_TTY_INTERVAL, bar_interval
 
 REAL = tqdm_module.tqdm
-EMBED = importlib.import_module("evaluation.embed")  # the package exports a function of that name
+EMBED = importlib.import_module("metric_retrieval.evaluation.embed")  # the package exports a function of that name
 
 
 @pytest.fixture
@@ -52,7 +51,8 @@ def bars(monkeypatch):
                 self.record["n"] += 1
                 yield item
 
-    for module in (tqdm_module, data.synth, data.prepare, data.verify, engine.catalogue, engine.trainer, EMBED):
+    for module in (tqdm_module, metric_retrieval.data.synth, metric_retrieval.data.prepare,
+    metric_retrieval.data.verify, metric_retrieval.retrieval.catalogue, metric_retrieval.training.trainer, EMBED):
         monkeypatch.setattr(module, "tqdm", Recording)
     return made
 
@@ -68,21 +68,21 @@ def test_synth_prepare_and_verify_show_bars(tmp_path, bars, monkeypatch):
     assert synth["n"] == len(images) == 6  # counted per image (the layout decides how many; no total up front)
     assert synth["mininterval"] == NON_TTY_INTERVAL
 
-    data.prepare.prepare_dataset("folder", root, tmp_path / "prepared", size=16, workers=1)
+    metric_retrieval.data.prepare.prepare_dataset("folder", root, tmp_path / "prepared", size=16, workers=1)
     [prepare] = named(bars, "prepare")
     assert prepare["total"] == prepare["n"] == len(images) and prepare["disable"] is False
     assert prepare["mininterval"] == NON_TTY_INTERVAL
 
-    monkeypatch.setattr(data.verify, "BAR_MIN_IMAGES", 5)
-    assert data.verify.find_bad_images([str(p) for p in images], workers=1, use_cache=False) == {}
-    assert data.verify.find_bad_images([str(p) for p in images[:4]], workers=1, use_cache=False) == {}
+    monkeypatch.setattr(metric_retrieval.data.verify, "BAR_MIN_IMAGES", 5)
+    assert metric_retrieval.data.verify.find_bad_images([str(p) for p in images], workers=1, use_cache=False) == {}
+    assert metric_retrieval.data.verify.find_bad_images([str(p) for p in images[:4]], workers=1, use_cache=False) == {}
     verify = named(bars, "verify images")
     assert [(b["total"], b["n"], b["disable"]) for b in verify] == [(6, 6, False), (4, 4, True)]  # few: no bar
 
 
 def test_evaluation_embedding_and_landmark_descriptors_show_bars(tmp_path, bars):
-    from engine.evaluate import embed_dataset
-    from evaluation.landmark import extract_landmark_descriptors
+    from metric_retrieval.evaluation.landmark import extract_landmark_descriptors
+    from metric_retrieval.training.evaluate import embed_dataset
 
     root = data.write_synthetic("folder", tmp_path / "raw", image_size=(24, 20), images_per_class=2, num_classes=3)
     transform = data.build_transform("cgd", train=False, image_size=16, normalize=False)
@@ -137,12 +137,12 @@ def test_bars_redraw_often_on_a_terminal_and_seldom_into_a_log():
 
 
 def test_the_training_bar_counts_the_epochs_steps(tmp_path, bars):
-    import losses
-    from data.batch import DeviceInput
-    from data.transforms import build_normalize
-    from engine.distributed import DistInfo
-    from engine.run_log import RunLog
-    from engine.trainer import TrainContext, train_one_epoch
+    from metric_retrieval import losses
+    from metric_retrieval.data.batch import DeviceInput
+    from metric_retrieval.data.transforms import build_normalize
+    from metric_retrieval.training.distributed import DistInfo
+    from metric_retrieval.training.run_log import RunLog
+    from metric_retrieval.training.trainer import TrainContext, train_one_epoch
 
     model = models.build_model("resnet18", "baseline", 8, 0)
     criterion = losses.build_criterion([{"name": "multi_similarity"}], num_classes=2, embedding_dim=8)

@@ -6,11 +6,11 @@ import torch
 from PIL import Image
 
 import train as train_cli
-from engine import builders, resolve_config
-from engine.evaluate import evaluate_split
-from engine.trainer import default_data
+from metric_retrieval.training import builders, resolve_config
+from metric_retrieval.training.evaluate import evaluate_split
+from metric_retrieval.training.trainer import default_data
+from metric_retrieval.utils.io import atomic_save
 from tests.e2e.cli import run_test_cli
-from utils.io import atomic_save
 
 FAST = ["--workers", "0", "--no_tensorboard"]
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import pytest
 
-from engine import resolve_config, train
+from metric_retrieval.training import resolve_config, train
 
 RECIPE = ["--workers", "0", "--no_tensorboard", "--amp", "off", "--pretrained", "none",
           "--backbone_type", "timm:vit_small_patch16_224", "--image_size", "48",

@@ -8,17 +8,17 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-import optim
-from data.registry import DATASETS, Reader
-from losses._registry import LOSSES, MINERS
-from losses.base import EmbeddingLoss
-from losses.miners.base import BaseMiner
-from models.backbones import BACKBONES, build_backbone
-from models.heads import HEADS, Head
-from producers._registry import PRODUCERS
-from samplers._registry import SAMPLERS
-from samplers.shuffle import ShuffleBatchSampler
-from utils.options import Option, declare
+from metric_retrieval import optim
+from metric_retrieval.data.registry import DATASETS, Reader
+from metric_retrieval.losses._registry import LOSSES, MINERS
+from metric_retrieval.losses.base import EmbeddingLoss
+from metric_retrieval.losses.miners.base import BaseMiner
+from metric_retrieval.models.backbones import BACKBONES, build_backbone
+from metric_retrieval.models.heads import HEADS, Head
+from metric_retrieval.producers._registry import PRODUCERS
+from metric_retrieval.samplers._registry import SAMPLERS
+from metric_retrieval.samplers.shuffle import ShuffleBatchSampler
+from metric_retrieval.utils.options import Option, declare
 
 
 @LOSSES.register("plugin_loss")

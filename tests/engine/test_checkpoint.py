@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from engine.checkpoint import atomic_save, load_file, load_resume, rng_state, set_rng_state
-from utils.errors import UserError
+from metric_retrieval.training.checkpoint import atomic_save, load_file, load_resume, rng_state, set_rng_state
+from metric_retrieval.utils.errors import UserError
 
 
 class Unpicklable:

@@ -15,14 +15,14 @@ import pytest
 import torch
 import yaml
 
-import optim
-from engine.builders import build_criterion, build_sampler, model_options
-from engine.components import KINDS, Kind, component_kwargs, declared, kind
-from engine.config import get_args_parser, resolve_config
-from engine.listing import describe_components
-from engine.loss_terms import loss_terms, term_problems
-from utils.errors import UserError
-from utils.options import Option, merge_options, options_of
+from metric_retrieval import optim
+from metric_retrieval.training.builders import build_criterion, build_sampler, model_options
+from metric_retrieval.training.components import KINDS, Kind, component_kwargs, declared, kind
+from metric_retrieval.training.config import get_args_parser, resolve_config
+from metric_retrieval.training.listing import describe_components
+from metric_retrieval.training.loss_terms import loss_terms, term_problems
+from metric_retrieval.utils.errors import UserError
+from metric_retrieval.utils.options import Option, merge_options, options_of
 
 BASE = ["--data_path", "x"]  # a data path (not read): the quick recipe for the built-in data stays off
 

@@ -1,9 +1,9 @@
 """Config resolution: defaults < YAML < explicit flags; unknown keys and bad combinations are rejected."""
 import pytest
 
-from engine.config import resolve_config
-from utils.errors import UserError
-from utils.parsing import parse_key_values
+from metric_retrieval.training.config import resolve_config
+from metric_retrieval.utils.errors import UserError
+from metric_retrieval.utils.parsing import parse_key_values
 
 
 def write(tmp_path, text):

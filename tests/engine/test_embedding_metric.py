@@ -4,8 +4,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-import models
-from engine import evaluate as evaluate_module
+from metric_retrieval import models
+from metric_retrieval.training import evaluate as evaluate_module
 
 # Two classes; each point's own-class neighbour is the nearest in Euclidean distance, but class 1's points are
 # 10x longer, so an inner product ranks them first for every query (class 0 then never finds its pair).

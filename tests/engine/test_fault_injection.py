@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-import data
+from metric_retrieval import data
 
 REPO = Path(__file__).resolve().parents[2]
 # triplet + semihard miner (global RNG) and DAS (its own generator) make the run depend on every RNG;
@@ -194,7 +194,7 @@ def test_second_training_into_the_same_folder_is_refused_until_the_first_dies(tm
 
 
 def test_ddp_run_into_a_locked_folder_stops_every_rank_with_the_one_message(tmp_path):
-    from engine.run_lock import RunLock
+    from metric_retrieval.training.run_lock import RunLock
 
     out = tmp_path / "run"
     out.mkdir()
@@ -252,12 +252,12 @@ def test_image_truncated_while_training_is_named_or_left_out(tmp_path):
 
 
 def test_nonfinite_weights_are_never_checkpointed_and_resume_may_change_the_remedies(tmp_path, monkeypatch, capsys):
-    import engine.trainer
+    import metric_retrieval.training.trainer
     import train as train_cli
 
     args = [*EXACT, "--batch_size", "16", "--num_epochs", "1", "--max_steps_per_epoch", "3", "--checkpoint_every", "1",
             "--scheduler", "constant", "--output_dir", str(tmp_path)]
-    real_step = engine.trainer.train_step
+    real_step = metric_retrieval.training.trainer.train_step
 
     def blow_up_on_step_2(ctx, *batch):
         result = real_step(ctx, *batch)
@@ -265,7 +265,7 @@ def test_nonfinite_weights_are_never_checkpointed_and_resume_may_change_the_reme
             ctx.model.backbone.conv1.weight.data[0, 0, 0, 0] = float("inf")
         return result
 
-    monkeypatch.setattr(engine.trainer, "train_step", blow_up_on_step_2)
+    monkeypatch.setattr(metric_retrieval.training.trainer, "train_step", blow_up_on_step_2)
     assert train_cli.main(args) == 2
     err = capsys.readouterr().err
     assert "error: the weights became non-finite (model.backbone.conv1.weight) at epoch 1, step 2" in err
@@ -273,7 +273,7 @@ def test_nonfinite_weights_are_never_checkpointed_and_resume_may_change_the_reme
     assert saved["progress"]["step"] == 1
     assert all(torch.isfinite(v).all() for v in saved["model"].values() if v.is_floating_point())
 
-    monkeypatch.setattr(engine.trainer, "train_step", real_step)
+    monkeypatch.setattr(metric_retrieval.training.trainer, "train_step", real_step)
     assert train_cli.main([*args, "--resume", "latest", "--lr", "5e-5", "--grad_clip", "1.0"]) == 0
     err = capsys.readouterr().err
     assert "resume changes --grad_clip 0.0 -> 1.0, --lr 0.0001 -> 5e-05" in err
@@ -285,22 +285,22 @@ def test_nonfinite_weights_are_never_checkpointed_and_resume_may_change_the_reme
 def test_resume_after_divergence_may_switch_amp_and_then_differs(tmp_path, monkeypatch, capsys, trained, resumed):
     import shutil
 
-    import engine.trainer
+    import metric_retrieval.training.trainer
     import train as train_cli
 
     args = [*EXACT, "--batch_size", "16", "--num_epochs", "1", "--max_steps_per_epoch", "3", "--checkpoint_every", "1",
             "--scheduler", "constant", "--eval_every", "0"]
-    real_step = engine.trainer.train_step
+    real_step = metric_retrieval.training.trainer.train_step
 
     def diverge_on_step_2(ctx, *batch):
         if ctx.progress.step == 1:
-            raise engine.trainer.TrainingDiverged("the loss became nan (injected)")
+            raise metric_retrieval.training.trainer.TrainingDiverged("the loss became nan (injected)")
         return real_step(ctx, *batch)
 
     diverged = tmp_path / "diverged"
-    monkeypatch.setattr(engine.trainer, "train_step", diverge_on_step_2)
+    monkeypatch.setattr(metric_retrieval.training.trainer, "train_step", diverge_on_step_2)
     assert train_cli.main([*args, "--amp", trained, "--output_dir", str(diverged)]) == 2
-    monkeypatch.setattr(engine.trainer, "train_step", real_step)
+    monkeypatch.setattr(metric_retrieval.training.trainer, "train_step", real_step)
     capsys.readouterr()
     runs = {amp: tmp_path / f"resumed_{amp}" for amp in (trained, resumed)}
     for amp, out in runs.items():

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from engine.components import KINDS
-from utils.options import options_of
+from metric_retrieval.training.components import KINDS
+from metric_retrieval.utils.options import options_of
 
 _spec = importlib.util.spec_from_file_location("train_cli", Path(__file__).resolve().parents[2] / "train.py")
 train_cli = importlib.util.module_from_spec(_spec)

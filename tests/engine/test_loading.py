@@ -1,7 +1,7 @@
 """Reproducible augmentation seeds, seeded datasets and class-disjoint validation splits."""
 import torch
 
-from engine.loading import ClassSubset, SeededBatches, SeededDataset, sample_seed, split_classes
+from metric_retrieval.training.loading import ClassSubset, SeededBatches, SeededDataset, sample_seed, split_classes
 
 
 class ListSampler:

@@ -11,13 +11,20 @@ from pathlib import Path
 import pytest
 import torch
 
-import utils.io
-from engine.checkpoint import LATEST, PREVIOUS, load_file, load_resume
-from engine.run_lock import RunFolderBusy, RunLock, remove_stale_temporaries
-from engine.run_log import append_environment
+import metric_retrieval.utils.io
+from metric_retrieval.training.checkpoint import LATEST, PREVIOUS, load_file, load_resume
+from metric_retrieval.training.run_lock import RunFolderBusy, RunLock, remove_stale_temporaries
+from metric_retrieval.training.run_log import append_environment
+from metric_retrieval.utils.errors import UserError
+from metric_retrieval.utils.io import (
+    CorruptFileError,
+    DiskFullError,
+    atomic_save,
+    atomic_write_text,
+    load_verified,
+    payload_digest,
+)
 from tests.fake_files import WrappedFile
-from utils.errors import UserError
-from utils.io import CorruptFileError, DiskFullError, atomic_save, atomic_write_text, load_verified, payload_digest
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -102,7 +109,7 @@ class FullDisk(WrappedFile):
 def test_disk_full_is_one_clear_error_and_keeps_the_old_file(tmp_path, monkeypatch):
     path = tmp_path / "ckpt.pth"
     atomic_save(checkpoint(1.0), path)
-    monkeypatch.setattr(utils.io, "_open_temp", lambda fd: FullDisk(fd, room=1 << 20))
+    monkeypatch.setattr(metric_retrieval.utils.io, "_open_temp", lambda fd: FullDisk(fd, room=1 << 20))
     with pytest.raises(DiskFullError) as err:
         atomic_save(checkpoint(2.0), path)
     message = str(err.value)
@@ -144,8 +151,8 @@ def test_text_writes_use_unique_temporary_names(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == [path.name]
 
 
-HOLD_LOCK = "import sys, time; from engine.run_lock import RunLock; RunLock(sys.argv[1]).__enter__(); " \
-            "print('locked', flush=True); time.sleep(60)"
+HOLD_LOCK = "import sys, time; from metric_retrieval.training.run_lock import RunLock; " \
+            "RunLock(sys.argv[1]).__enter__(); print('locked', flush=True); time.sleep(60)"
 
 
 def test_run_folder_lock_refuses_a_live_holder_and_takes_over_a_dead_one(tmp_path):
@@ -182,7 +189,8 @@ def test_env_json_is_appended(tmp_path):
 
 
 def test_corrupt_feature_database_and_whitening_are_reported(tmp_path):
-    from evaluation import load_database, load_whitening, save_database, save_whitening
+    from metric_retrieval.evaluation import load_whitening, save_whitening
+    from metric_retrieval.retrieval import load_database, save_database
 
     db, wh = tmp_path / "database_best.pth", tmp_path / "whitening.pth"
     save_database(db, query={"embeddings": torch.randn(2000, 256), "labels": torch.zeros(2000, dtype=torch.long),

@@ -4,8 +4,8 @@ import math
 import pytest
 import torch
 
-from engine.builders import build_scheduler
-from engine.config import resolve_config
+from metric_retrieval.training.builders import build_scheduler
+from metric_retrieval.training.config import resolve_config
 
 
 def lrs(argv, steps_per_epoch):
@@ -41,9 +41,8 @@ def test_cosine_with_linear_warmup():
 
 
 def test_parameter_groups_give_gem_p_ten_times_the_lr_without_decay():
-    import losses
-    import models
-    from engine.builders import build_optimizer
+    from metric_retrieval import losses, models
+    from metric_retrieval.training.builders import build_optimizer
 
     cfg = resolve_config(["--data_path", "unused", "--lr", "1e-3", "--weight_decay", "0.01", "--head_lr_mult", "2"])
     model = models.build_model("resnet18", "gem", 512, 0)

@@ -15,9 +15,9 @@ import torchvision
 from huggingface_hub import constants as hf_constants
 from safetensors.torch import save_file
 
-from engine import builders, resolve_config, train
-from models.backbones import cached_pretrained, imagenet_weight_file, imagenet_weights
-from utils.errors import UserError
+from metric_retrieval.models.backbones import cached_pretrained, imagenet_weight_file, imagenet_weights
+from metric_retrieval.training import builders, resolve_config, train
+from metric_retrieval.utils.errors import UserError
 
 RESNET18_FILE = "resnet18-f37072fd.pth"  # torchvision ResNet18_Weights.IMAGENET1K_V1
 
@@ -78,7 +78,7 @@ def test_explicit_choices_and_the_synthetic_quick_start_are_left_alone(torch_hom
 
 
 def test_train_on_own_data_without_weights_is_a_user_error_before_training(torch_home, tmp_path):
-    import data
+    from metric_retrieval import data
 
     root = str(data.ensure_default_dataset())  # any folder-layout data given as --data_path
     with pytest.raises(UserError, match="--data_path given without --pretrained"):
@@ -133,7 +133,7 @@ def test_cached_timm_weights_are_the_default_for_timm_backbones(hf_cache, tmp_pa
 
 @pytest.mark.slow  # a real epoch plus three evaluations: ~30 s of CPU
 def test_from_scratch_recipe_trains_from_random_weights_and_selects_on_validation(tmp_path):
-    import data
+    from metric_retrieval import data
 
     root = str(data.ensure_default_dataset())
     scratch = Path(__file__).resolve().parents[2] / "configs" / "transfer" / "scratch.yaml"

@@ -10,10 +10,10 @@ import logging
 import pytest
 import torch
 
-import data
-from engine import resolve_config, train
-from engine import trainer as trainer_module
-from engine.trainer import Progress, _log_summary
+from metric_retrieval import data
+from metric_retrieval.training import resolve_config, train
+from metric_retrieval.training import trainer as trainer_module
+from metric_retrieval.training.trainer import Progress, _log_summary
 
 TINY = ["--workers", "0", "--no_tensorboard", "--image_size", "32", "--max_steps_per_epoch", "2", "--batch_size",
         "16", "--amp", "off"]

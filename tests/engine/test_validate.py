@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from engine.config import resolve_config
-from engine.validate import check_splits, default_run_dir, split_sizes
-from utils.errors import UserError
+from metric_retrieval.training.config import resolve_config
+from metric_retrieval.training.validate import check_splits, default_run_dir, split_sizes
+from metric_retrieval.utils.errors import UserError
 
 REPO = Path(__file__).resolve().parents[2]
 DATA = ["--data_path", "/nowhere", "--data_name", "cub"]  # never read: every check here runs before loading
@@ -212,8 +212,8 @@ def without_permission_override() -> list[str]:
 
 # resolve_config on each --output_dir given, in a process that obeys folder permissions (one import of torch)
 RESOLVE_EACH = """import sys
-from engine.config import resolve_config
-from utils.errors import UserError
+from metric_retrieval.training.config import resolve_config
+from metric_retrieval.utils.errors import UserError
 for out in sys.argv[1:]:
     try:
         resolve_config([{data}, "--output_dir", out])

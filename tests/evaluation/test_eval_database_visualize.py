@@ -6,9 +6,15 @@ import pytest
 import torch
 from PIL import Image
 
-from evaluation.database import find_path, load_database, query_database, save_database, search_database
-from evaluation.visualize import BORDER, COLORS, TEXT_HEIGHT, write_html, write_montage
-from utils.errors import UserError
+from metric_retrieval.retrieval.database import (
+    find_path,
+    load_database,
+    query_database,
+    save_database,
+    search_database,
+)
+from metric_retrieval.retrieval.visualize import BORDER, COLORS, TEXT_HEIGHT, write_html, write_montage
+from metric_retrieval.utils.errors import UserError
 
 
 def _split(n=12, d=6, seed=0, prefix="q"):

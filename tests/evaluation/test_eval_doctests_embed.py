@@ -6,10 +6,11 @@ import pytest
 import torch
 from torch import nn
 
-from evaluation.embed import embed
+from metric_retrieval.evaluation.embed import embed
 
-MODULES = ["evaluation.knn", "evaluation.metrics", "evaluation.landmark_metrics", "evaluation.whitening",
-           "evaluation.query_expansion"]
+MODULES = ["metric_retrieval.evaluation.knn", "metric_retrieval.evaluation.metrics",
+"metric_retrieval.evaluation.landmark_metrics", "metric_retrieval.evaluation.whitening",
+           "metric_retrieval.evaluation.query_expansion"]
 
 
 @pytest.mark.parametrize("name", MODULES)

@@ -6,8 +6,15 @@ import pytest
 import torch
 from helpers_eval import brute_knn, integer_embeddings
 
-from evaluation.knn import KNN_BACKENDS, auto_chunk_size, available_backends, iter_knn, knn, resolve_backend
-from utils.errors import UnknownOptionError
+from metric_retrieval.evaluation.knn import (
+    KNN_BACKENDS,
+    auto_chunk_size,
+    available_backends,
+    iter_knn,
+    knn,
+    resolve_backend,
+)
+from metric_retrieval.utils.errors import UnknownOptionError
 
 CPU_BACKENDS = [b for b in ("torch", "faiss_cpu") if b in available_backends()]
 
@@ -108,7 +115,7 @@ def test_auto_chunk_size_bounds_sop_scores():
 
 
 def test_faiss_gpu_failure_and_large_k_fall_back(monkeypatch):
-    knn_module = importlib.import_module("evaluation.knn")
+    knn_module = importlib.import_module("metric_retrieval.evaluation.knn")
 
     monkeypatch.setattr(knn_module.FaissGpuKNN, "available", classmethod(lambda cls: True))
 
@@ -136,7 +143,7 @@ def test_faiss_gpu_failure_and_large_k_fall_back(monkeypatch):
 ])
 def test_faiss_gpu_limit_counts_the_searched_columns(monkeypatch, k, exclude_self, expected):
     """The width handed to faiss (k, + 1 for leave-one-out, + 1 tie probe) decides, not k alone."""
-    knn_module = importlib.import_module("evaluation.knn")
+    knn_module = importlib.import_module("metric_retrieval.evaluation.knn")
     monkeypatch.setattr(knn_module.FaissGpuKNN, "available", classmethod(lambda cls: True))
     monkeypatch.setattr(knn_module.TorchCudaKNN, "available", classmethod(lambda cls: False))
     widths = []
@@ -186,7 +193,7 @@ def test_faiss_gpu_at_and_beyond_its_limit(k, exclude_self):
 
 
 def test_torch_cuda_code_path_on_cpu(monkeypatch):
-    knn_module = importlib.import_module("evaluation.knn")
+    knn_module = importlib.import_module("metric_retrieval.evaluation.knn")
 
     monkeypatch.setattr(knn_module.TorchCudaKNN, "available", classmethod(lambda cls: True))
     monkeypatch.setattr(knn_module.TorchCudaKNN, "device", torch.device("cpu"))

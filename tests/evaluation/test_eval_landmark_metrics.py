@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from evaluation.landmark_metrics import compute_ap, compute_map, landmark_map
-from utils.errors import UnknownOptionError
+from metric_retrieval.evaluation.landmark_metrics import compute_ap, compute_map, landmark_map
+from metric_retrieval.utils.errors import UnknownOptionError
 
 GND_OXFORD = Path(__file__).resolve().parents[1] / "fixtures" / "gnd_oxford5k.mat"
 

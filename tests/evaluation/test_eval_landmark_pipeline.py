@@ -7,9 +7,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from evaluation.landmark import evaluate_landmarks, extract_landmark_descriptors, multiscale_descriptor
-from evaluation.whitening import pca_whitening_fit, save_whitening
-from models.backbones.base import IMAGENET_RGB
+from metric_retrieval.evaluation.landmark import (
+    evaluate_landmarks,
+    extract_landmark_descriptors,
+    multiscale_descriptor,
+)
+from metric_retrieval.evaluation.whitening import pca_whitening_fit, save_whitening
+from metric_retrieval.models.backbones.base import IMAGENET_RGB
 
 
 class TinyGeMNet(nn.Module):
@@ -132,7 +136,7 @@ def test_evaluate_landmarks_revisited_with_whitening_and_qe(tmp_path):
 def test_evaluate_landmarks_with_the_real_image_dataset(tmp_path):
     from PIL import Image
 
-    import data
+    from metric_retrieval import data
 
     rng = np.random.default_rng(0)
     paths = []

@@ -6,9 +6,14 @@ import pytest
 import torch
 from helpers_eval import brute_metrics, integer_embeddings
 
-from evaluation.knn import available_backends
-from evaluation.metrics import default_recall_ks, normalized_mutual_info, rel_metrics, retrieval_metrics
-from utils.errors import UnknownOptionError
+from metric_retrieval.evaluation.knn import available_backends
+from metric_retrieval.evaluation.metrics import (
+    default_recall_ks,
+    normalized_mutual_info,
+    rel_metrics,
+    retrieval_metrics,
+)
+from metric_retrieval.utils.errors import UnknownOptionError
 
 CPU_BACKENDS = [b for b in ("torch", "faiss_cpu") if b in available_backends()]
 KEYS = ("recall@1", "recall@2", "recall@4", "recall@8", "precision@1", "r_precision", "map@r")

@@ -3,15 +3,15 @@ import numpy as np
 import pytest
 import torch
 
-from evaluation.query_expansion import alpha_qe, average_qe, database_augmentation
-from evaluation.whitening import (
+from metric_retrieval.evaluation.query_expansion import alpha_qe, average_qe, database_augmentation
+from metric_retrieval.evaluation.whitening import (
     learned_whitening_fit,
     load_whitening,
     pca_whitening_fit,
     save_whitening,
     whiten_apply,
 )
-from utils.errors import UserError
+from metric_retrieval.utils.errors import UserError
 
 
 def _l2(x):

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from evaluation.visualize import BORDER, COLORS, write_html
+from metric_retrieval.retrieval.visualize import BORDER, COLORS, write_html
 
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 WIDTH, HEIGHT = 1280, 1400

@@ -8,7 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
-import models
+from metric_retrieval import models
 
 CLASSES = ("red", "green", "blue")
 COLOURS = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (40, 40, 230)}

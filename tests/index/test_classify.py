@@ -7,9 +7,9 @@ from collections import Counter
 
 import numpy as np
 
-from engine.embedder import Embedder
-from engine.indexing import classify, labelled_neighbours
-from evaluation.index_store import IndexStore
+from metric_retrieval.retrieval.embedder import Embedder
+from metric_retrieval.retrieval.index_store import IndexStore
+from metric_retrieval.retrieval.indexing import classify, labelled_neighbours
 from tests.e2e.cli import run_test_cli
 from tests.index.conftest import COLOURS, write_image
 from tests.index.test_index_build import build

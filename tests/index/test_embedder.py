@@ -1,10 +1,10 @@
-"""The embedding width of :class:`engine.embedder.Embedder`: known from the first batch, probed only when asked
-before one."""
+"""The embedding width of :class:`metric_retrieval.retrieval.embedder.Embedder`: known from the first batch, probed only
+when asked before one."""
 from __future__ import annotations
 
 import torch
 
-from engine.embedder import Embedder
+from metric_retrieval.retrieval.embedder import Embedder
 
 
 def test_dim_comes_from_the_first_batch_or_a_probe(checkpoint):

@@ -14,13 +14,13 @@ import pytest
 import torch
 
 import index as index_cli
-from engine import catalogue as catalogue_mod
-from engine.catalogue import read_catalogue, shard_files
-from engine.embedder import Embedder
-from engine.indexing import open_index
-from evaluation.index_store import IndexStore
+from metric_retrieval.retrieval import catalogue as catalogue_mod
+from metric_retrieval.retrieval.catalogue import read_catalogue, shard_files
+from metric_retrieval.retrieval.embedder import Embedder
+from metric_retrieval.retrieval.index_store import IndexStore
+from metric_retrieval.retrieval.indexing import open_index
+from metric_retrieval.utils.errors import UserError
 from tests.index.conftest import COLOURS, save_checkpoint, write_catalogue, write_image
-from utils.errors import UserError
 
 REPO = Path(__file__).resolve().parents[2]
 FAST = ["--workers", "0", "--no_progress", "--device", "cpu"]

@@ -1,5 +1,5 @@
-"""The index on the GPU (:func:`evaluation.index_store.to_gpus`): on a CPU machine through faked GPUs, and for real
-with faiss-gpu on a CUDA machine (``pytest -m cuda``)."""
+"""The index on the GPU (:func:`metric_retrieval.retrieval.index_store.to_gpus`): on a CPU machine through faked GPUs,
+and for real with faiss-gpu on a CUDA machine (``pytest -m cuda``)."""
 from __future__ import annotations
 
 import logging
@@ -8,8 +8,8 @@ import faiss
 import numpy as np
 import pytest
 
-from evaluation import index_store
-from evaluation.index_store import IndexStore, gpu_count, on_gpu, to_gpus
+from metric_retrieval.retrieval import index_store
+from metric_retrieval.retrieval.index_store import IndexStore, gpu_count, on_gpu, to_gpus
 
 
 class FakeGpuFaiss:
@@ -140,7 +140,7 @@ def test_a_type_without_a_gpu_version_stays_on_the_cpu_with_a_warning(tmp_path, 
     x, q = _data()
     _store(tmp_path / "hnsw", x, "HNSW8")
     monkeypatch.setattr(index_store, "_faiss", lambda: FakeGpuFaiss(2, fail=True))
-    with caplog.at_level(logging.WARNING, logger="evaluation.index_store"):
+    with caplog.at_level(logging.WARNING, logger="metric_retrieval.retrieval.index_store"):
         store = IndexStore.open(tmp_path / "hnsw", use_gpu=True)
     assert not on_gpu(store.index) and "has no faiss GPU version" in caplog.text and "not implemented" in caplog.text
     assert store.search(q, 3)[1].shape == (20, 3)

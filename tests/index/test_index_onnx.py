@@ -11,11 +11,11 @@ import pytest
 
 import export
 import index as index_cli
-from engine.embedder import exported_fingerprint
-from engine.indexing import open_index
-from evaluation.index_store import IndexStore
+from metric_retrieval.retrieval.embedder import exported_fingerprint
+from metric_retrieval.retrieval.index_store import IndexStore
+from metric_retrieval.retrieval.indexing import open_index
+from metric_retrieval.utils.errors import UserError
 from tests.index.conftest import save_checkpoint
-from utils.errors import UserError
 
 FAST = ["--workers", "0", "--no_progress", "--device", "cpu"]
 

@@ -11,8 +11,8 @@ import pytest
 from PIL import Image
 
 import index as index_cli
-from engine.embedder import Embedder
-from evaluation.index_store import IndexStore
+from metric_retrieval.retrieval.embedder import Embedder
+from metric_retrieval.retrieval.index_store import IndexStore
 from tests.e2e.cli import run_test_cli
 from tests.index.conftest import write_catalogue
 from tests.index.test_index_build import FAST, build

@@ -12,9 +12,9 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from engine.embedder import Embedder
-from engine.indexing import open_index
-from engine.serve_app import create_app
+from metric_retrieval.retrieval.embedder import Embedder
+from metric_retrieval.retrieval.indexing import open_index
+from metric_retrieval.retrieval.serve_app import create_app
 from tests.index.conftest import write_catalogue
 from tests.index.test_index_build import build
 

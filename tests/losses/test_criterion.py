@@ -7,8 +7,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import losses
-from producers import DAS
+from metric_retrieval import losses
+from metric_retrieval.producers import DAS
 
 C, D, B = 5, 8, 10
 

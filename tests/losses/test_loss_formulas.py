@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import losses
+from metric_retrieval import losses
 from tests.losses import brute_force as bf
 
 TOL = {torch.float64: dict(rel=1e-7, abs=1e-9), torch.float32: dict(rel=2e-4, abs=2e-5)}
@@ -255,7 +255,7 @@ def test_numerics_extreme_scales_are_finite():
 
 @pytest.mark.parametrize("squared", [False, True])
 def test_gathered_distances_dense_and_row_paths_agree(squared):
-    from losses._utils import gathered_distances, row_distances
+    from metric_retrieval.losses._utils import gathered_distances, row_distances
 
     x = torch.randn(6, 4, dtype=torch.float64, requires_grad=True)
     i, j = torch.randint(0, 6, (40,)), torch.randint(0, 6, (40,))

@@ -8,9 +8,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import losses
-from losses.memory import CrossBatchMemory
-from producers import DAS
+from metric_retrieval import losses
+from metric_retrieval.losses.memory import CrossBatchMemory
+from metric_retrieval.producers import DAS
 
 D = 6
 

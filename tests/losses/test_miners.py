@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-import losses
+from metric_retrieval import losses
 
 
 def line(xs):

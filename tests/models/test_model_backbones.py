@@ -3,8 +3,8 @@ and frozen BatchNorm."""
 import pytest
 import torch
 
-import models
-from models.backbones import CAFFE_BGR255, IMAGENET_RGB
+from metric_retrieval import models
+from metric_retrieval.models.backbones import CAFFE_BGR255, IMAGENET_RGB
 
 SHAPES = [  # (backbone, options, final map (C, H, W) at 224)
     ("resnet18", {}, (512, 7, 7)),

@@ -2,8 +2,8 @@
 import pytest
 import torch
 
-import models
-from utils.errors import UnknownOptionError, UserError
+from metric_retrieval import models
+from metric_retrieval.utils.errors import UnknownOptionError, UserError
 
 
 def test_returns_retrieval_model_with_contract():

@@ -3,10 +3,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import models
-from models.heads import ABIRHead, CGDHead, CLFHead, GeMHead, RegionalAttentionHead, RMACHead
-from models.heads.rmac import rmac_regions
-from models.pooling import gem, mac, sap, spoc
+from metric_retrieval import models
+from metric_retrieval.models.heads import ABIRHead, CGDHead, CLFHead, GeMHead, RegionalAttentionHead, RMACHead
+from metric_retrieval.models.heads.rmac import rmac_regions
+from metric_retrieval.models.pooling import gem, mac, sap, spoc
 
 
 def unit_rows(x):

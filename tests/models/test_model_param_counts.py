@@ -6,7 +6,7 @@ SOP classifiers (11,318 classes) cost nothing.
 import pytest
 import torch
 
-import models
+from metric_retrieval import models
 
 DATASETS = {"cars": 98, "cub": 100, "sop": 11318, "inshop": 3997}
 

@@ -4,9 +4,9 @@ import pytest
 import torch
 import torchvision
 
-import models
-from models.backbones.pretrained import resolve_torchvision_weights
-from utils.errors import UserError
+from metric_retrieval import models
+from metric_retrieval.models.backbones.pretrained import resolve_torchvision_weights
+from metric_retrieval.utils.errors import UserError
 
 
 def _torchvision_state(arch="resnet18", seed=0):

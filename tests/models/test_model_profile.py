@@ -1,4 +1,5 @@
-"""models.profile (thop MACs + exact params) and the ``python -m models.profile`` table."""
+"""metric_retrieval.models.profile (thop MACs + exact params) and the ``python -m metric_retrieval.models.profile``
+table."""
 import subprocess
 import sys
 from pathlib import Path
@@ -6,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-import models
+from metric_retrieval import models
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -24,7 +25,7 @@ def test_profile_counts_and_leaves_model_untouched():
 
 
 def test_profile_table_in_process(capsys):
-    from models.profile import get_args_parser, main
+    from metric_retrieval.models.profile import get_args_parser, main
 
     args = get_args_parser().parse_args(["--backbone_type", "resnet18", "--head", "clf", "--feature_dim", "1536",
                                          "--data_name", "cars", "--image_size", "32"])
@@ -38,7 +39,8 @@ def test_profile_table_in_process(capsys):
 
 
 def test_python_m_models_profile_runs():
-    done = subprocess.run([sys.executable, "-m", "models.profile", "--help"], cwd=ROOT, capture_output=True,
+    done = subprocess.run([sys.executable, "-m", "metric_retrieval.models.profile", "--help"], cwd=ROOT,
+    capture_output=True,
                           text=True, timeout=120)
     assert done.returncode == 0 and "--backbone_type" in done.stdout
     assert "RuntimeWarning" not in done.stderr
@@ -47,7 +49,7 @@ def test_python_m_models_profile_runs():
 @pytest.mark.slow
 def test_python_m_models_profile_readme_row():
     """The brief's command at 224 px: the CLF README ResNet18 row (params exact, MACs within thop drift)."""
-    cmd = [sys.executable, "-m", "models.profile", "--backbone_type", "resnet18", "--head", "clf",
+    cmd = [sys.executable, "-m", "metric_retrieval.models.profile", "--backbone_type", "resnet18", "--head", "clf",
            "--feature_dim", "1536", "--data_name", "cars"]
     done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
@@ -61,7 +63,7 @@ def test_python_m_models_profile_readme_row():
 
 
 def test_profile_cli_reports_user_errors(capsys):
-    from models.profile import get_args_parser, main
+    from metric_retrieval.models.profile import get_args_parser, main
 
     args = get_args_parser().parse_args(["--backbone_type", "resnet18", "--head", "cgd", "--gd_config", "XX"])
     assert main(args) == 2

@@ -4,7 +4,7 @@ from fractions import Fraction
 
 import pytest
 
-from models.heads.rmac import rmac_grid_index, rmac_regions
+from metric_retrieval.models.heads.rmac import rmac_grid_index, rmac_regions
 
 
 def per_level(regions):

@@ -2,9 +2,9 @@
 import pytest
 import torch
 
-import models
-from models.checkpoint import unwrap_state_dict
-from utils.errors import UserError
+from metric_retrieval import models
+from metric_retrieval.models.checkpoint import unwrap_state_dict
+from metric_retrieval.utils.errors import UserError
 
 
 def test_state_dict_round_trip_is_bit_exact(tmp_path):

@@ -14,11 +14,11 @@ import safetensors.torch
 import timm
 import torch
 
-import models
-from engine.builders import build_optimizer, build_scheduler
-from models.backbones import BACKBONES
-from models.pooling import gem
-from utils.errors import UnknownOptionError, UserError
+from metric_retrieval import models
+from metric_retrieval.models.backbones import BACKBONES
+from metric_retrieval.models.pooling import gem
+from metric_retrieval.training.builders import build_optimizer, build_scheduler
+from metric_retrieval.utils.errors import UnknownOptionError, UserError
 
 VIT = "timm:vit_tiny_patch16_224"
 ROOT = Path(__file__).resolve().parents[2]
@@ -185,7 +185,7 @@ def test_dynamic_img_size_accepts_any_size(vit):
 
 _HF_SCRIPT = """
 import sys, torch, models
-from utils.errors import UserError
+from metric_retrieval.utils.errors import UserError
 try:
     trunk = models.build_backbone("timm:vit_tiny_patch16_224", pretrained=True)
 except UserError as err:

@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from producers import DAS
+from metric_retrieval.producers import DAS
 
 
 def ordered_bank(das: DAS, c: int) -> list[list[float]]:

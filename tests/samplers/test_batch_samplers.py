@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-import samplers
+from metric_retrieval import samplers
 
 # 23 classes with 1..9 images each (some classes smaller than m)
 LABELS = np.repeat(np.arange(23), [1 + (c * 7) % 9 for c in range(23)])

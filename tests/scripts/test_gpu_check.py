@@ -107,7 +107,7 @@ def test_dry_run_prints_every_check_command(tmp_path):
 
 def test_dry_run_commands_name_real_files_and_flags(tmp_path):
     """Every script the dry run names exists, and its parser accepts the printed flags."""
-    from engine.config import get_args_parser as train_parser
+    from metric_retrieval.training.config import get_args_parser as train_parser
 
     sections = dry_run_sections(tmp_path)
     commands = [c for section in sections.values() for c in section]
@@ -290,7 +290,7 @@ def test_ddp_gather_check_passes_one_process_and_catches_a_wrong_gather(monkeypa
     ddp_gather = load("benchmarks/ddp_gather.py")
     import torch
 
-    from engine.distributed import DistInfo
+    from metric_retrieval.training.distributed import DistInfo
 
     assert ddp_gather.check(DistInfo(), torch.device("cpu")) == []
     monkeypatch.setattr(ddp_gather, "gather_with_grad", lambda tensor, info: tensor * 2)

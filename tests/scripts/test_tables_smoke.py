@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-import data
-from engine.builders import build_sampler
-from engine.config import resolve_config
+from metric_retrieval import data
+from metric_retrieval.training.builders import build_sampler
+from metric_retrieval.training.config import resolve_config
 
 REPO = Path(__file__).resolve().parents[2]
 _spec = importlib.util.spec_from_file_location("tables", REPO / "scripts" / "tables.py")

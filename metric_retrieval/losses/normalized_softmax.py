@@ -1,0 +1,64 @@
+"""Normalized softmax (Zhai & Wu, "Classification is a Strong Baseline for Deep Metric Learning", BMVC 2019,
+arXiv 1811.12649, eq. 2), RDML form (``criteria/softmax.py``).
+
+``logits = x · norm_rows(W)ᵀ / T``, cross-entropy with the labels. ``x`` is used as given (RDML: the model
+L2-normalises it; PML normalises inside the loss). W is ``(C, D)``, initialised ``U(−1/√D, 1/√D)`` (RDML).
+Defaults: T = 0.05 (RDML and PML agree). RDML trains W with ``loss_softmax_lr`` = 1e-5, its base learning
+rate, so ``lr_multiplier`` defaults to 1.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from metric_retrieval.losses._registry import LOSSES
+from metric_retrieval.losses._utils import IndicesTuple, zero_loss
+from metric_retrieval.losses.base import (
+    EmbeddingLoss,
+    check_embedding_dim,
+    check_labels_in_range,
+    check_num_classes,
+)
+from metric_retrieval.utils.options import Option
+
+
+@LOSSES.register("normalized_softmax", aliases=("softmax", "norm_softmax"))
+class NormalizedSoftmaxLoss(EmbeddingLoss):
+    """Args:
+        num_classes: C.
+        embedding_dim: D.
+        temperature: T, default 0.05.
+        lr_multiplier: class-map lr = base lr × this, default 1 (RDML).
+    """
+
+    options = (
+        Option("temperature", float, help="softmax temperature", low=0.0, low_ok=False),
+        Option("lr_multiplier", float, help="multiplier of the proxies' learning rate", low=0.0),
+    )
+
+    accepts_miner = False
+
+    def __init__(
+        self,
+        num_classes: int | None = None,
+        embedding_dim: int | None = None,
+        temperature: float = 0.05,
+        lr_multiplier: float = 1.0,
+    ) -> None:
+        super().__init__()
+        c = check_num_classes(num_classes, "NormalizedSoftmaxLoss")
+        d = check_embedding_dim(embedding_dim, "NormalizedSoftmaxLoss")
+        bound = 1.0 / math.sqrt(d)
+        self.weight = nn.Parameter(torch.empty(c, d).uniform_(-bound, bound))
+        self.temperature = float(temperature)
+        self.lr_multiplier = float(lr_multiplier)
+
+    def compute_loss(self, embeddings: Tensor, labels: Tensor, indices_tuple: IndicesTuple | None) -> Tensor:
+        if embeddings.shape[0] == 0:
+            return zero_loss(embeddings, self.weight)
+        check_labels_in_range(labels, self.weight.shape[0], "NormalizedSoftmaxLoss")
+        logits = embeddings @ F.normalize(self.weight, dim=1).to(embeddings.dtype).t() / self.temperature
+        return F.cross_entropy(logits, labels)

@@ -1,0 +1,205 @@
+"""Export a :class:`models.RetrievalModel` to ONNX or TorchScript, load it back, and check its parity.
+
+The exported graph is :class:`ExportGraph`: normalised images ``(B, 3, H, W)`` float32 → the L2-normalised
+embedding ``(B, D)`` (and, with ``logits=True``, the classifier logits ``(B, M)``). The batch dimension is
+dynamic; the spatial size is fixed at export time (R-MAC and regional attention compute their region grids
+from it in Python, and one rule for every model keeps the file simple to use), and the preprocessing JSON
+beside the file says which size and normalisation to feed.
+
+ONNX goes through ``torch.onnx.export(dynamo=True)`` and runs with onnxruntime; TorchScript through
+``torch.jit.trace`` and runs with ``torch.jit.load``. :func:`parity` compares an exported model with the
+PyTorch one on the same images: the largest absolute difference of the embeddings and the agreement of the
+top-10 retrieval lists (mean overlap of each image's 10 nearest neighbours among the images).
+"""
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from metric_retrieval.models.backbones.base import InputSpec
+from metric_retrieval.models.heads.base import l2n
+from metric_retrieval.utils.errors import UserError
+
+__all__ = ["EXPORTED_SUFFIXES", "FORMATS", "ExportGraph", "ExportedModel", "export_model", "load_exported", "parity",
+           "preprocessing_path", "write_preprocessing"]
+
+FORMATS = ("onnx", "torchscript")
+EXPORTED_SUFFIXES = {".onnx": "onnx", ".ts": "torchscript", ".torchscript": "torchscript"}
+
+
+class ExportGraph(nn.Module):
+    """The exported computation: ``images → L2(embedding)`` (``, logits`` with ``logits=True``)."""
+
+    def __init__(self, model: nn.Module, logits: bool = False) -> None:
+        super().__init__()
+        if logits and not getattr(model, "num_classes", 0):
+            raise UserError("--logits: this model has no classifier (num_classes 0); export the embedding only")
+        self.model, self.logits = model, bool(logits)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        embedding, logits = self.model(images)
+        embedding = l2n(embedding.float())
+        return (embedding, logits.float()) if self.logits else embedding
+
+
+def export_model(model: nn.Module, fmt: str, out: str | Path, image_size: int, logits: bool = False) -> Path:
+    """Write ``model`` (eval mode, CPU) as ``fmt`` to ``out`` atomically; returns the path.
+
+    Raises:
+        UserError: unknown format, or the model cannot be exported in that format (the message names the
+            backbone and head and the exporter's reason).
+    """
+    if fmt not in FORMATS:
+        raise UserError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    wrapper = ExportGraph(model.cpu().eval(), logits).eval()
+    example = torch.randn(2, 3, image_size, image_size)
+    tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")
+    names = ["embedding", "logits"] if logits else ["embedding"]
+    config = getattr(model, "config", {})
+    what = f"backbone {config.get('backbone', '?')} with head {config.get('head', '?')}"
+    try:
+        if fmt == "onnx":
+            batch = torch.export.Dim("batch", min=1, max=65536)
+            torch.onnx.export(wrapper, (example,), str(tmp), input_names=["images"], output_names=names,
+                              dynamic_shapes={"images": {0: batch}}, dynamo=True, external_data=False,
+                              verbose=False)
+        else:
+            with torch.no_grad(), warnings.catch_warnings():
+                # the spatial size is fixed by design (region grids read it as ints): not a user's concern
+                warnings.simplefilter("ignore", torch.jit.TracerWarning)
+                traced = torch.jit.trace(wrapper, example, check_trace=False)
+            traced.save(str(tmp))
+    except UserError:
+        raise
+    except Exception as err:  # the exporters raise many types; the reason is in the first line
+        tmp.unlink(missing_ok=True)
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        other = "torchscript" if fmt == "onnx" else "onnx"
+        raise UserError(f"{what} cannot be exported to {fmt} at {image_size}x{image_size}: {reason} "
+                        f"(try --format {other})") from None
+    os.replace(tmp, out)
+    return out
+
+
+def preprocessing_path(model_path: str | Path) -> Path:
+    """Where the preprocessing JSON of an exported model lives: ``model.onnx`` → ``model.onnx.json``."""
+    path = Path(model_path)
+    return path.with_name(f"{path.name}.json")
+
+
+def write_preprocessing(model_path: str | Path, fmt: str, model: nn.Module, run_cfg: dict[str, Any],
+                        normalize: Any, pipeline: str, logits: bool) -> Path:
+    """Write the JSON a user needs to run the exported file without this project.
+
+    ``normalize`` is the :class:`metric_retrieval.data.batch.Normalize` built from the model's ``input_spec``
+    (``(x / 255 − mean) / std`` per channel after an optional RGB → BGR flip) and ``pipeline`` the evaluation
+    resize/crop as text.
+    """
+    size = int(run_cfg.get("image_size", 224))
+    outputs = {"embedding": {"shape": ["batch", model.feature_dim], "l2_normalised": True}}
+    if logits:
+        outputs["logits"] = {"shape": ["batch", model.num_classes]}
+    spec = {
+        "format": fmt, "file": Path(model_path).name,
+        "input": {"name": "images", "shape": ["batch", 3, size, size], "dtype": "float32", "layout": "NCHW",
+                  "fixed_spatial_size": True},
+        "outputs": outputs,
+        "preprocess": {"transform": run_cfg.get("transform", "cgd"), "image_size": size, "pipeline": pipeline,
+                       "channel_order": "BGR" if normalize.bgr else "RGB",
+                       "formula": "(pixel / 255 - mean) / std per channel, pixels uint8 in channel_order",
+                       "mean": list(normalize.mean), "std": list(normalize.std)},
+        "input_spec": model.input_spec.as_dict(),
+        "model": getattr(model, "config", {}),
+    }
+    path = preprocessing_path(model_path)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(json.dumps(spec, indent=2, default=list))
+    os.replace(tmp, path)
+    return path
+
+
+class ExportedModel(nn.Module):
+    """An exported file behind the :class:`RetrievalModel` call contract: ``images → (embedding, logits)``.
+
+    ``logits`` is ``None`` when the file has no logits output. Runs on the CPU (onnxruntime's CPU provider
+    or TorchScript); inputs on another device are moved to the CPU and the outputs moved back.
+    ``input_spec`` (the normalisation the file expects) comes from the preprocessing JSON when given.
+    """
+
+    embedding_metric = "ip"  # ExportGraph L2-normalises every embedding
+
+    def __init__(self, path: str | Path, input_spec: InputSpec | None = None) -> None:
+        super().__init__()
+        self.input_spec = input_spec
+        path = Path(path)
+        if not path.is_file():
+            raise UserError(f"exported model not found: {path}")
+        fmt = EXPORTED_SUFFIXES.get(path.suffix)
+        if fmt is None:
+            raise UserError(f"{path}: unknown exported-model suffix; expected one of {', '.join(EXPORTED_SUFFIXES)}")
+        self.path, self.format = path, fmt
+        try:
+            if fmt == "onnx":
+                import onnxruntime
+
+                self.session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+                self.outputs = [o.name for o in self.session.get_outputs()]
+            else:
+                self.module = torch.jit.load(str(path), map_location="cpu")
+        except Exception as err:  # corrupt or foreign file
+            raise UserError(f"cannot load exported model {path}: {str(err).strip().splitlines()[0]}") from None
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        device = images.device
+        x = images.detach().float().cpu().contiguous()
+        if self.format == "onnx":
+            outs = [torch.from_numpy(o) for o in self.session.run(None, {"images": x.numpy()})]
+        else:
+            with torch.no_grad():
+                result = self.module(x)
+            outs = list(result) if isinstance(result, (tuple, list)) else [result]
+        return outs[0].to(device), (outs[1].to(device) if len(outs) > 1 else None)
+
+
+def load_exported(path: str | Path) -> tuple[ExportedModel, dict[str, Any]]:
+    """The exported model and a checkpoint-like dict: ``{"config": {transform, image_size}, "export": JSON}``
+    (the run settings an evaluation needs, read from the preprocessing JSON, which must exist)."""
+    spec_path = preprocessing_path(path)
+    if not Path(path).is_file():
+        raise UserError(f"exported model not found: {path}")
+    if not spec_path.is_file():
+        raise UserError(f"{path} has no preprocessing file {spec_path} (export.py writes it beside the model)")
+    try:
+        spec = json.loads(spec_path.read_text())
+        config = {"transform": spec["preprocess"]["transform"], "image_size": spec["preprocess"]["image_size"]}
+        input_spec = InputSpec(**{k: tuple(v) if isinstance(v, list) else v for k, v in spec["input_spec"].items()})
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as err:
+        raise UserError(f"{spec_path} is not an export.py preprocessing file ({err})") from None
+    return ExportedModel(path, input_spec).eval(), {"config": config, "export": spec}
+
+
+def parity(reference: nn.Module, exported: nn.Module, images: torch.Tensor, k: int = 10) -> dict[str, float]:
+    """``{"max_abs_diff", "min_cosine", "top10_agreement"}`` of two models' embeddings on ``images``.
+
+    ``top10_agreement`` is the mean over images of |top-k(reference) ∩ top-k(exported)| / k, where top-k are
+    the k nearest other images by cosine similarity (k is capped at N − 1).
+    """
+    with torch.no_grad():
+        ref = l2n(reference(images)[0].float())
+        exp = l2n(exported(images)[0].float())
+    k = min(k, len(images) - 1)
+    agreement = 1.0
+    if k > 0:
+        eye = torch.eye(len(images), dtype=torch.bool)
+        top = [(e @ e.t()).masked_fill(eye, -2.0).topk(k, dim=1).indices for e in (ref, exp)]
+        agreement = sum(len(set(a.tolist()) & set(b.tolist())) for a, b in zip(*top)) / (k * len(images))
+    return {"max_abs_diff": float((ref - exp).abs().max()), "min_cosine": float((ref * exp).sum(1).min()),
+            "top10_agreement": float(agreement)}

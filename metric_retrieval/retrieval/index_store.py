@@ -1,0 +1,258 @@
+"""A persistent faiss index of a catalogue's embeddings, stored with everything needed to search it safely.
+
+Index types are faiss ``index_factory`` strings (https://github.com/facebookresearch/faiss/wiki/The-index-factory):
+``Flat`` (exact, the reference every other type is measured against), ``IVF4096,Flat``, ``IVF4096,PQ64``,
+``HNSW32``, ... Types that need training (IVF, PQ) are trained on a sample of the catalogue drawn with a fixed
+seed; IVF's k-means uses the same seed.
+
+**Scores** are inner products of L2-normalised embeddings (cosine similarity; ``metric="ip"``), larger is better,
+or squared Euclidean distances (``metric="l2"``), smaller is better, as faiss returns them.
+
+**On disk** (``INDEX_DIR``)::
+
+    meta.json            format version, factory string, metric, dim, count, faiss version, the model (checkpoint
+                         path and weight fingerprint), its input_spec, and the generation of the two files below
+    index-<gen>.faiss    faiss.write_index
+    items-<gen>.json     {"paths": [...], "labels": [... or null], "ids": [...]}; item i is faiss id i
+
+Saving writes a new generation of the two data files, then replaces ``meta.json`` atomically and removes the
+old generation, so a process killed at any moment leaves the previous complete index or the new one.
+
+**GPU**: where faiss is built with GPU support and a GPU is asked for, the index is cloned to every visible GPU
+(:func:`to_gpus`), sharded (``IndexShards``) when there are several, for training and searching; it is filled
+and stored on the CPU (faiss's sharded GPU copy of a ``Flat`` index takes only one ``add``). faiss-gpu is not
+installed on the development machines: there the tests replace the GPU count and faiss's cloners
+(``tests/index/test_index_gpu.py``); its ``cuda`` test runs the real path (``pytest -m cuda``,
+``benchmarks/gpu_check.sh``).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from metric_retrieval.utils.errors import UserError
+
+__all__ = ["FORMAT_VERSION", "IndexStore", "faiss_metric", "gpu_count", "on_gpu", "to_cpu", "to_gpus"]
+
+FORMAT_VERSION = 1
+META = "meta.json"
+logger = logging.getLogger(__name__)
+
+
+def _faiss():
+    import faiss  # noqa: PLC0415 - heavy optional dependency, imported when an index is used
+
+    return faiss
+
+
+def faiss_metric(metric: str) -> int:
+    faiss = _faiss()
+    if metric not in ("ip", "l2"):
+        raise UserError(f"--metric must be ip or l2, got {metric!r}")
+    return faiss.METRIC_INNER_PRODUCT if metric == "ip" else faiss.METRIC_L2
+
+
+def gpu_count() -> int:
+    """GPUs faiss can use (0 for the faiss-cpu wheel)."""
+    faiss = _faiss()
+    return faiss.get_num_gpus() if hasattr(faiss, "StandardGpuResources") else 0
+
+
+def to_gpus(index: Any) -> Any:
+    """``index`` cloned onto every GPU faiss sees, or ``index`` itself where there is none (the faiss-cpu wheel).
+
+    One GPU holds the whole index; several hold an ``IndexShards`` of 1/n of the vectors each
+    (``index_cpu_to_all_gpus`` with ``shard=True``), searched in parallel and merged. A type faiss has no GPU
+    version of (HNSW, fast-scan PQ, PQ with more than 96 bytes a code, ...) stays on the CPU, with a warning.
+    This is the one place the index meets the GPU: :func:`gpu_count` and faiss's cloners are the seam a test
+    on a CPU machine replaces.
+    """
+    faiss, n = _faiss(), gpu_count()
+    if n == 0:
+        return index
+    options = faiss.GpuMultipleClonerOptions()
+    options.shard = n > 1
+    try:
+        return faiss.index_cpu_to_all_gpus(index, options, ngpu=n)
+    except RuntimeError as err:
+        logger.warning("the %s index has no faiss GPU version (%s): it stays on the CPU", type(index).__name__,
+                       _short(err))
+        return index
+
+
+def to_cpu(index: Any) -> Any:
+    """The CPU copy of a :func:`to_gpus` index (the shards merged), what is written to disk."""
+    return _faiss().index_gpu_to_cpu(index) if on_gpu(index) else index
+
+
+def on_gpu(index: Any) -> bool:
+    """Whether ``index`` is a faiss GPU index or the ``IndexShards`` :func:`to_gpus` makes over several GPUs."""
+    return "Gpu" in type(index).__name__ or "Shards" in type(index).__name__
+
+
+def _write_atomic(path: Path, write) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _write_json(path: Path, obj: Any) -> None:
+    _write_atomic(path, lambda tmp: Path(tmp).write_text(json.dumps(obj)))
+
+
+class IndexStore:
+    """A faiss index with its items and metadata (see the module docstring). ``store.index`` is the faiss index."""
+
+    def __init__(self, root: str | Path, index: Any, meta: dict[str, Any], items: dict[str, list]) -> None:
+        self.root, self.index, self.meta, self.items = Path(root), index, meta, items
+
+    # -- creation ---------------------------------------------------------------------------------------------
+    @classmethod
+    def create(cls, root: str | Path, dim: int, factory: str = "Flat", metric: str = "ip",
+               train_sample: Callable[[], np.ndarray] | None = None, seed: int = 0, use_gpu: bool = False,
+               **meta: Any) -> IndexStore:
+        """An empty index of ``factory`` type, trained on ``train_sample()`` (n, dim) when the type needs it."""
+        faiss = _faiss()
+        try:
+            index = faiss.index_factory(int(dim), factory, faiss_metric(metric))
+        except RuntimeError as err:
+            raise UserError(f"--index_factory {factory!r} is not a faiss index_factory string ({_short(err)}); "
+                            "e.g. Flat, IVF1024,Flat, IVF4096,PQ64, HNSW32") from None
+        sample = None
+        if not index.is_trained:
+            ivf = faiss.try_extract_index_ivf(index)
+            if ivf is not None:
+                ivf.cp.seed = seed
+            sample = None if train_sample is None else train_sample()
+            if sample is None or len(sample) == 0:
+                raise UserError(f"--index_factory {factory} needs training vectors and the catalogue has none")
+            trainable = to_gpus(index) if use_gpu else index
+            try:
+                trainable.train(np.ascontiguousarray(sample, dtype=np.float32))
+            except RuntimeError as err:
+                raise UserError(f"--index_factory {factory}: training on {len(sample)} vectors failed "
+                                f"({_short(err)}); use fewer lists/centroids or a bigger catalogue") from None
+            index = to_cpu(trainable)
+        meta = {"version": FORMAT_VERSION, "factory": factory, "metric": metric, "dim": int(dim), "count": 0,
+                "faiss_version": faiss.__version__, "seed": seed,
+                "train_size": 0 if sample is None else len(sample), "generation": 0, **meta}
+        return cls(root, index, meta, {"paths": [], "labels": [], "ids": []})
+
+    @classmethod
+    def open(cls, root: str | Path, use_gpu: bool = False) -> IndexStore:
+        """Load and verify an index directory; anything missing or inconsistent → :class:`UserError`."""
+        faiss, root = _faiss(), Path(root)
+        meta_path = root / META
+        if not meta_path.is_file():
+            hint = " (a build in progress or killed: rerun index.py build to finish it)" if root.is_dir() else ""
+            raise UserError(f"{root} is not an index directory: no {META}{hint}")
+        try:
+            meta = json.loads(meta_path.read_text())
+            gen = meta["generation"]
+            items = json.loads((root / f"items-{gen}.json").read_text())
+            index = faiss.read_index(str(root / f"index-{gen}.faiss"))
+        except (OSError, ValueError, KeyError, RuntimeError) as err:
+            raise UserError(f"index {root} is unreadable ({_short(err)}); rebuild it with index.py build") from None
+        if meta.get("version") != FORMAT_VERSION:
+            raise UserError(f"index {root} has format version {meta.get('version')!r}; this code reads "
+                            f"{FORMAT_VERSION}: rebuild it")
+        sizes = {index.ntotal, meta["count"], len(items["paths"]), len(items["labels"]), len(items["ids"])}
+        if len(sizes) != 1:
+            raise UserError(f"index {root} is inconsistent (faiss holds {index.ntotal} vectors, the metadata "
+                            f"{meta['count']} and the item list {len(items['paths'])}); rebuild it")
+        return cls(root, to_gpus(index) if use_gpu else index, meta, items)
+
+    # -- contents ---------------------------------------------------------------------------------------------
+    def __len__(self) -> int:
+        return int(self.meta["count"])
+
+    def add(self, embeddings: np.ndarray, paths: Sequence[str], labels: Sequence[str | None],
+            ids: Sequence[str]) -> None:
+        """Append items (faiss ids continue from ``len(self)``); trained types are not retrained."""
+        x = np.ascontiguousarray(embeddings, dtype=np.float32)
+        if x.ndim != 2 or x.shape[1] != self.meta["dim"]:
+            raise UserError(f"index {self.root} holds {self.meta['dim']}-d vectors, got shape {x.shape}")
+        if not (len(x) == len(paths) == len(labels) == len(ids)):
+            raise ValueError(f"{len(x)} embeddings but {len(paths)} paths, {len(labels)} labels, {len(ids)} ids")
+        self.index.add(x)
+        self.items["paths"].extend(paths)
+        self.items["labels"].extend(labels)
+        self.items["ids"].extend(ids)
+        self.meta["count"] = len(self.items["paths"])
+
+    def save(self) -> None:
+        """Write a new generation and switch ``meta.json`` to it (atomic; see the module docstring)."""
+        faiss = _faiss()
+        self.root.mkdir(parents=True, exist_ok=True)
+        old, gen = self.meta["generation"], self.meta["generation"] + 1
+        cpu = to_cpu(self.index)
+        try:
+            _write_atomic(self.root / f"index-{gen}.faiss", lambda tmp: faiss.write_index(cpu, tmp))
+            _write_json(self.root / f"items-{gen}.json", self.items)
+            _write_json(self.root / META, {**self.meta, "generation": gen})
+        except (OSError, RuntimeError) as err:
+            raise UserError(f"cannot write index {self.root}: {_short(err)} (the previous version is intact)") from None
+        self.meta["generation"] = gen
+        for name in (f"index-{old}.faiss", f"items-{old}.json"):
+            (self.root / name).unlink(missing_ok=True)
+
+    def describe(self) -> dict[str, Any]:
+        """What ``index.py info`` prints: the metadata plus counts of labelled items and classes."""
+        labels = [lab for lab in self.items["labels"] if lab is not None]
+        return {**{k: v for k, v in self.meta.items() if k != "generation"}, "labelled": len(labels),
+                "classes": len(set(labels)), "directory": str(self.root)}
+
+    # -- search -----------------------------------------------------------------------------------------------
+    def check_model(self, fingerprint: str, checkpoint: str) -> None:
+        """Refuse a model other than the one whose embeddings the index holds."""
+        built = self.meta.get("model", {})
+        if fingerprint != built.get("fingerprint"):
+            raise UserError(
+                f"the model {checkpoint} is not the one that built index {self.root} (it was built with "
+                f"{built.get('checkpoint')!r}, weights {str(built.get('fingerprint'))[:12]}…, this model's are "
+                f"{fingerprint[:12]}…): embeddings of different models are not comparable; use that checkpoint "
+                "or rebuild the index with this one")
+
+    def set_search_params(self, nprobe: int | None = None, ef_search: int | None = None) -> None:
+        """IVF ``nprobe`` (lists visited per query) and HNSW ``efSearch`` (candidate list size): speed vs recall."""
+        faiss = _faiss()
+        space = faiss.GpuParameterSpace() if on_gpu(self.index) else faiss.ParameterSpace()
+        for flag, name, value in (("--nprobe", "nprobe", nprobe), ("--ef_search", "efSearch", ef_search)):
+            if value is None:
+                continue
+            if value < 1:
+                raise UserError(f"{flag} must be >= 1, got {value}")
+            try:
+                space.set_index_parameter(self.index, name, int(value))
+            except RuntimeError:
+                kind = "IVF" if name == "nprobe" else "HNSW"
+                raise UserError(f"{flag} applies to {kind} indexes; index {self.root} is "
+                                f"{self.meta['factory']!r}") from None
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """(scores (Q, k) float32, faiss ids (Q, k) int64), best first; k is capped at ``len(self)``."""
+        if not len(self):
+            raise UserError(f"index {self.root} is empty")
+        q = np.ascontiguousarray(queries, dtype=np.float32).reshape(-1, self.meta["dim"])
+        scores, ids = self.index.search(q, max(1, min(int(k), len(self))))
+        return scores, ids
+
+
+def _short(err: BaseException) -> str:
+    """faiss messages carry a C++ stack location: keep the readable last line."""
+    lines = [line.strip() for line in str(err).strip().splitlines() if line.strip()]
+    return lines[-1] if lines else type(err).__name__

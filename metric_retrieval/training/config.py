@@ -1,0 +1,337 @@
+"""Run configuration: argparse flags, YAML files and their merge into one resolved config.
+
+Precedence (lowest to highest): flag defaults < ``--config FILE`` (YAML) < flags given on the command line.
+The YAML file uses the flag names as keys (``gd_config: SG``), may start from another file
+(``base: base.yaml``), and may use list-valued nodes where a flag can only say less
+(``loss: [{name: ls_ce, smoothing: 0.1}, {name: batch_hard_triplet, margin: 0.1}]``). Components may also
+be given in the per-component form, ``head: {name: NAME, OPTION: VALUE}``, ``miner: {name: NAME, OPTION: VALUE}``
+or ``PRODUCER: {OPTION: VALUE}`` (:func:`flatten_component_nodes`).
+Unknown keys and incompatible combinations raise :class:`UserError` naming them; the resolved config is
+saved with every run (``config.yaml``) and inside every checkpoint.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from metric_retrieval import data, evaluation, models, optim, producers, samplers
+from metric_retrieval.training.components import KINDS, add_component_args, kind
+from metric_retrieval.training.validate import check_config
+from metric_retrieval.utils.errors import UserError
+from metric_retrieval.utils.options import Option, options_of
+from metric_retrieval.utils.parsing import parse_number_list
+
+AMP_CHOICES = ("auto", "off", "bf16", "fp16")
+
+# Without --data_path the run uses the built-in synthetic dataset; these settings (unless given by a flag or
+# the YAML file) make that default run a one-minute CPU job from random weights. Multi-similarity learns
+# fastest from scratch here (Recall@1 0.50 untrained -> ~0.69 after 4 epochs; semihard triplet reaches ~0.57).
+QUICK_RECIPE = {"image_size": 64, "num_epochs": 4, "batch_size": 32, "samples_per_class": 4, "lr": 3e-4,
+                "loss": "multi_similarity", "miner": "none", "milestones": "0.75", "eval_every": 1}
+
+
+def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
+    """The ``train.py`` parser; defaults follow the seed repositories where they exist. These are the generic
+    flags and the flags naming the components; each registered component's own options are added from its
+    declaration (:func:`metric_retrieval.training.components.add_component_args`)."""
+    p = argparse.ArgumentParser(description="Train a retrieval model", add_help=add_help,
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+                                epilog="python train.py --list prints every registered component with its options")
+    p.add_argument("--config", default=None, help="YAML file with any of these options (flags override it)")
+
+    g = p.add_argument_group("data")
+    g.add_argument("--data_path", default=None,
+                   help="dataset root; omitted: a built-in synthetic dataset is generated and used")
+    g.add_argument("--data_name", default="folder",
+                   help=", ".join(data.DATASETS.names()) + " (or an alias: python train.py --list)")
+    g.add_argument("--transform", default=data.DEFAULT_TRANSFORM,
+                   help=f"augmentation preset: {', '.join(data.list_transforms())}")
+    g.add_argument("--image_size", type=int, default=224)
+    g.add_argument("--workers", type=int, default=2, help="data-loading worker processes")
+    g.add_argument("--decode", default="auto", choices=("auto", "fast", "cache", "pil", "gpu"),
+                   help="fast: DCT-scaled / libjpeg-turbo JPEG decoding; cache: fast + exact on-disk cache of "
+                        "decode + fixed-size resize ($METRIC_RETRIEVAL_CACHE/decoded); auto: cache where the "
+                        "preset allows it and the entries still missing take <= 10%% of the free disk space, "
+                        "else fast; "
+                        "pil: plain PIL; gpu: training batches decoded and augmented on the GPU (nvJPEG; "
+                        "evaluation uses fast)")
+    g.add_argument("--skip_bad_images", action="store_true", help="drop undecodable images with a warning")
+    g.add_argument("--val_classes", type=float, default=0.0,
+                   help="fraction of training classes held out as a validation split for model selection")
+
+    g = p.add_argument_group("model")
+    g.add_argument("--backbone_type", default="resnet18")
+    g.add_argument("--head", default="baseline", help=", ".join(models.HEADS.names()))
+    g.add_argument("--feature_dim", type=int, default=512)
+    g.add_argument("--pretrained", default=None,
+                   help="'imagenet' for torchvision weights, a local state-dict file, or 'none' (random init); "
+                        "default: with --data_path the backbone's ImageNet weights from the local torch cache "
+                        "(a clear error when they are not there), without it random init")
+    g.add_argument("--model_option", action="append", default=[], metavar="KEY=VALUE",
+                   help="any other model builder option (repeatable)")
+    g.add_argument("--sync_bn", action="store_true", help="SyncBatchNorm under DDP")
+
+    g = p.add_argument_group("loss and sampler")
+    g.add_argument("--loss", default="triplet",
+                   help="loss name, or names joined by '+' (weighted sum), e.g. ls_ce+batch_hard_triplet")
+    g.add_argument("--loss_weights", default=None, help="comma-separated weights for the '+' terms")
+    g.add_argument("--miner", default="semihard", help="miner for embedding losses, or 'none'")
+    g.add_argument("--loss_option", action="append", default=[], metavar="[LOSS.]KEY=VALUE",
+                   help="loss hyper-parameter (repeatable), e.g. triplet.margin=0.1")
+    g.add_argument("--sampler", default="m_per_class", help=", ".join(samplers.SAMPLERS.names()))
+    g.add_argument("--aux_loss", action="store_true",
+                   help="with an embedding producer: L(real) + w * L(real + generated)")
+    g.add_argument("--aux_loss_weight", type=float, default=1.0)
+
+    g = p.add_argument_group("optimisation")
+    g.add_argument("--batch_size", type=int, default=32, help="per-process batch size")
+    g.add_argument("--num_epochs", type=int, default=20)
+    g.add_argument("--optimizer", default="adam", choices=optim.OPTIMIZERS.names())
+    g.add_argument("--lr", type=float, default=1e-4)
+    g.add_argument("--backbone_lr_mult", type=float, default=1.0)
+    g.add_argument("--head_lr_mult", type=float, default=1.0)
+    g.add_argument("--scheduler", default="multistep", choices=optim.SCHEDULERS.names())
+    g.add_argument("--grad_clip", type=float, default=0.0, help="max gradient norm; 0 disables")
+    g.add_argument("--max_steps_per_epoch", type=int, default=0, help="cap on steps per epoch; 0 = full")
+
+    g = p.add_argument_group("evaluation and selection")
+    g.add_argument("--recalls", default=None, help="comma-separated K list; default per dataset")
+    g.add_argument("--eval_every", type=int, default=1, help="evaluate every N epochs; 0 = only at the end")
+    g.add_argument("--eval_batch_size", type=int, default=64)
+    g.add_argument("--knn_backend", default="auto", help="auto or " + ", ".join(evaluation.KNN_BACKENDS.names()))
+    g.add_argument("--select_metric", default="recall@1")
+    g.add_argument("--select_on", default=None, choices=("val", "test"),
+                   help="split used to keep 'best' (default: val if --val_classes > 0 else test)")
+
+    g = p.add_argument_group("runtime")
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
+    g.add_argument("--amp", default="auto", choices=AMP_CHOICES,
+                   help="mixed precision; auto = bf16 where the hardware computes it natively (CUDA with bf16, "
+                        "CPUs with AVX512-BF16/AMX), else off")
+    g.add_argument("--channels_last", action=argparse.BooleanOptionalAction, default=True,
+                   help="NHWC memory format for the model and its inputs")
+    g.add_argument("--compile", action="store_true", help="torch.compile the model")
+    g.add_argument("--deterministic", action="store_true",
+                   help="bit-exact mode: deterministic algorithms; two runs, or a run and its resumed copy, give "
+                        "identical weights (README 'Reliability' says under which settings)")
+    g.add_argument("--dist_timeout", type=float, default=600.0,
+                   help="seconds a DDP collective waits for the other ranks before the run stops with an error "
+                        "(must exceed the longest evaluation, which the other ranks wait out)")
+    g.add_argument("--output_dir", default=None,
+                   help="run folder; default: a new runs/<date-time>-<backbone>-<head>. A folder holding a run is "
+                        "refused unless --resume or --overwrite is given")
+    g.add_argument("--overwrite", action="store_true",
+                   help="train into --output_dir although it holds a run: its files are replaced as this run writes")
+    g.add_argument("--resume", default=None, help="checkpoint path, or 'latest' in --output_dir")
+    g.add_argument("--checkpoint_every", type=int, default=0,
+                   help="also checkpoint every N steps inside an epoch; 0 = end of epoch only")
+    g.add_argument("--no_tensorboard", action="store_true")
+    add_component_args(p)
+    return p
+
+
+def _explicit_flags(parser: argparse.ArgumentParser, argv: list[str] | None) -> set[str]:
+    """Names of the options the user typed (so they beat the YAML file)."""
+    shadow = argparse.ArgumentParser(add_help=False)
+    for action in parser._actions:
+        if action.option_strings and action.dest != "help":
+            kwargs = {"dest": action.dest, "default": argparse.SUPPRESS}
+            if action.nargs == 0 or isinstance(action, argparse.BooleanOptionalAction):
+                kwargs["action"] = "store_const"
+                kwargs["const"] = True
+                shadow.add_argument(*action.option_strings, **kwargs)
+            else:
+                shadow.add_argument(*action.option_strings, nargs=action.nargs, **kwargs)
+    known, _ = shadow.parse_known_args(argv)
+    return set(vars(known))
+
+
+def load_yaml(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """Read a config file; a ``base: other.yaml`` key (relative to the file) is loaded first and overridden."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"--config: file not found: {path}")
+    if path.resolve() in _seen:
+        raise UserError(f"--config: {path} includes itself through 'base:'")
+    try:
+        content = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise UserError(f"--config: {path} is not valid YAML: {err}") from None
+    if not isinstance(content, dict):
+        raise UserError(f"--config: {path} must hold a mapping of option: value, got {type(content).__name__}")
+    base = content.pop("base", None)
+    if base is None:
+        return content
+    return {**load_yaml(path.parent / base, (*_seen, path.resolve())), **content}
+
+
+# flags whose YAML value may be a component node {name: ..., option: value, ...} (a loss is a list of them)
+COMPONENT_KEYS = tuple(k.key for k in KINDS if k.key not in (None, "loss"))
+MODEL_KEYS = ("backbone_type", "head")  # the model parts: their options that are no flags are model options
+NODE_KEYS = ("miner",)  # kept as a node: the loss terms take it whole (metric_retrieval.training.loss_terms)
+
+
+def _node_options(key: str, node: dict[str, Any], path: str) -> dict[str, Option] | None:
+    """The options component ``node`` of kind ``key`` declares (None: an unknown name, which the name checks
+    report); an option it does not declare, or a model option's bad value, is a :class:`UserError`."""
+    registry = kind(key).registry
+    if node["name"] not in registry:
+        return None
+    options = {o.name: o for o in options_of(registry.get(node["name"]))}
+    where = f"--config {path}: {key} {node['name']}"
+    for option, value in node.items():
+        if option != "name" and option not in options:
+            raise UserError(f"{where} has no option {option!r}; its options: {', '.join(options) or 'none'}")
+        if option in options and not options[option].flag and (p := options[option].problem(
+                value, f"{where} option {option}")):
+            raise UserError(p)
+    return options
+
+
+def flatten_component_nodes(file_cfg: dict[str, Any], keys: set[str], path: str) -> dict[str, Any]:
+    """The per-component YAML form in flat keys.
+
+    ``head: {name: H, pooling: max}`` → ``head: H, pooling: max``; a model part's option that is no flag of its
+    own (``head: {name: gem, gem_p: 4}``) becomes a ``model_option`` (``gem_p=4``); a ``miner`` node stays a node
+    (the loss terms' miner); an embedding producer P's node ``P: {size: 3, other: true}`` →
+    ``P: true, P_size: 3, other: true`` (``P_<option>`` if that flag exists, else ``<option>``). Every option
+    must be one the named component declares.
+    """
+    out: dict[str, Any] = {}
+    for key, value in file_cfg.items():
+        if not isinstance(value, dict):
+            out[key] = value
+        elif key in COMPONENT_KEYS:
+            if "name" not in value:
+                raise UserError(f"--config {path}: {key} node {value} needs a 'name'")
+            options = _node_options(key, value, path)
+            out[key] = dict(value) if key in NODE_KEYS else value["name"]
+            for option, v in value.items():
+                if option == "name" or options is None or key in NODE_KEYS:
+                    continue
+                if options[option].flag and option in keys:
+                    out[option] = v
+                elif key in MODEL_KEYS and options[option].to_builder:
+                    out.setdefault("model_option", list(file_cfg.get("model_option") or []))
+                    out["model_option"].append(f"{options[option].kwarg}={json.dumps(v)}")  # JSON is YAML
+                else:
+                    raise UserError(f"--config {path}: {key} {value['name']} has no option {option!r} that a "
+                                    "flag sets")
+        elif key == "loss":  # one term: the list form with one entry
+            out[key] = [value]
+        elif key in producers.PRODUCERS:
+            out[key] = True
+            for option, v in value.items():
+                flag = f"{key}_{option}" if f"{key}_{option}" in keys else option
+                if flag not in keys:
+                    raise UserError(f"--config {path}: {key} has no option {option!r}")
+                out[flag] = v
+        else:
+            out[key] = value
+    return out
+
+
+def resolve_config(argv: list[str] | None = None,
+                   parser: argparse.ArgumentParser | None = None) -> dict[str, Any]:
+    """Parse ``argv`` and merge it with the YAML file it names; returns the validated config dict."""
+    parser = parser or get_args_parser()
+    args = parser.parse_args(argv)
+    cfg = vars(args)
+    explicit = _explicit_flags(parser, argv)
+    file_cfg = flatten_component_nodes(load_yaml(args.config), set(cfg), args.config) if args.config else {}
+    unknown = sorted(set(file_cfg) - set(cfg))
+    if unknown:
+        raise UserError(f"--config {args.config}: unknown keys {unknown}; valid keys are the train.py "
+                        "flag names (see train.py --help)")
+    cfg.update({k: _check_file_value(parser, k, v, args.config) for k, v in file_cfg.items() if k not in explicit})
+    if not cfg["data_path"]:
+        cfg.update({k: v for k, v in QUICK_RECIPE.items() if k not in explicit and k not in file_cfg})
+    validate_config(cfg)
+    check_config(cfg, explicit | set(file_cfg))
+    return cfg
+
+
+def _check_file_value(parser: argparse.ArgumentParser, key: str, value: Any, path: str) -> Any:
+    """A YAML value checked (and converted) like the flag of the same name would check it."""
+    action = next(a for a in parser._actions if a.dest == key)
+    where = f"--config {path}: {key}"
+    if value is None or key == "loss" or (key in NODE_KEYS and isinstance(value, dict)):
+        return value  # loss: a name or a list of term dicts; a miner node (both checked with the loss terms)
+    if action.nargs == 0 or isinstance(action, argparse.BooleanOptionalAction):
+        if not isinstance(value, bool):
+            raise UserError(f"{where} must be true or false, got {value!r}")
+        return value
+    if isinstance(action, argparse._AppendAction):
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise UserError(f"{where} must be a list of KEY=VALUE strings, got {value!r}")
+        return value
+    if isinstance(value, (bool, list, dict)):
+        raise UserError(f"{where} must be a single value, got {value!r}")
+    converted = _convert(action.type, value) if action.type is not None else value
+    if converted is None:
+        raise UserError(f"{where} must be {'an integer' if action.type is int else 'a number'}, got {value!r}")
+    if action.choices is not None and converted not in action.choices:
+        raise UserError(f"{where} must be one of {', '.join(map(str, action.choices))}, got {value!r}")
+    return converted
+
+
+def _convert(kind: type, value: Any) -> Any:
+    """``kind(value)``, or None when it does not fit (an int flag given 8.5 is rejected, not truncated)."""
+    try:
+        number = float(value)
+        if kind is int:
+            return int(number) if number == int(number) else None
+        return kind(value)
+    except (TypeError, ValueError, OverflowError):
+        return None
+
+
+def gpu_decode_unavailable(device: str) -> bool:
+    """Whether ``--device`` leaves ``--decode gpu`` without a CUDA device to decode on."""
+    import torch
+
+    return device.startswith("cpu") or (device == "auto" and not torch.cuda.is_available())
+
+
+def validate_config(cfg: dict[str, Any]) -> None:
+    """Reject combinations that cannot work, naming the flags involved."""
+    problems = []
+    if cfg["amp"] not in AMP_CHOICES:
+        problems.append(f"--amp must be one of {AMP_CHOICES}, got {cfg['amp']!r}")
+    for flag in ("batch_size", "num_epochs", "feature_dim", "image_size", "eval_batch_size"):
+        if cfg[flag] < 1:
+            problems.append(f"--{flag} must be a positive integer, got {cfg[flag]}")
+    for flag in ("workers", "eval_every", "checkpoint_every", "max_steps_per_epoch"):
+        if cfg[flag] < 0:
+            problems.append(f"--{flag} must be >= 0, got {cfg[flag]}")
+    if not cfg["dist_timeout"] > 0:
+        problems.append(f"--dist_timeout must be a positive number of seconds, got {cfg['dist_timeout']}")
+    if any(k < 1 for k in parse_number_list(cfg["recalls"], "--recalls")):
+        problems.append(f"--recalls must list positive integers, got {cfg['recalls']}")
+    if not cfg["data_path"] and cfg["data_name"] != "folder":
+        problems.append(f"--data_name {cfg['data_name']} needs --data_path (without it the built-in synthetic "
+                        "dataset is used)")
+    if not 0.0 <= cfg["val_classes"] < 1.0:
+        problems.append(f"--val_classes must be a fraction in [0, 1), got {cfg['val_classes']}")
+    if cfg["select_on"] == "val" and cfg["val_classes"] == 0:
+        problems.append("--select_on val needs --val_classes > 0")
+    problems += producers.producer_conflicts(cfg)
+    if cfg["aux_loss"] and not any(producers.PRODUCERS.get(n).enabled(cfg) for n in producers.PRODUCERS.names()):
+        problems.append("--aux_loss only applies with an embedding producer (" +
+                        ", ".join(f"--{n}" for n in producers.PRODUCERS.names()) + ")")
+    if cfg["compile"] and cfg["deterministic"]:
+        problems.append("--compile and --deterministic cannot be combined")
+    if cfg["decode"] == "gpu" and gpu_decode_unavailable(cfg["device"]):
+        problems.append(f"--decode gpu decodes training images on a CUDA GPU, but --device {cfg['device']} has none; "
+                        "use --decode auto (the default) or fast")
+    if problems:
+        raise UserError("invalid configuration:\n  " + "\n  ".join(problems))
+
+
+def save_config(cfg: dict[str, Any], path: str | Path) -> None:
+    Path(path).write_text(yaml.safe_dump(cfg, sort_keys=False))

@@ -1,6 +1,0 @@
-"""The batch-sampler registry (apart from ``samplers/__init__.py`` so sampler modules can import it)."""
-from utils.registry import Registry
-
-SAMPLERS = Registry("batch sampler")
-
-__all__ = ["SAMPLERS"]
