@@ -410,8 +410,9 @@ DEFAULT_DATASET: dict[str, Any] = {"layout": "folder", "image_size": (64, 64), "
 
 
 def default_dataset_root() -> Path:
-    """``<repository>/.synth/default_folder`` (git-ignored)."""
-    return Path(__file__).resolve().parents[2] / ".synth" / "default_folder"
+    """``.synth/default_folder`` below the working directory, beside the ``runs/`` a training run writes (in a
+    checkout, the git-ignored ``<repository>/.synth``; never inside an installed package)."""
+    return Path.cwd() / ".synth" / "default_folder"
 
 
 def ensure_default_dataset(root: str | Path | None = None) -> Path:

@@ -218,26 +218,30 @@ def output_file_problem(flag: str, path: str | None) -> str | None:
 
 
 def check_test_args(args: Any) -> None:
-    """``test.py``'s numbers, output files and whitening file, checked before a model is built or an image read."""
-    problems = [f"--{flag} must be a positive integer, got {getattr(args, flag)}"
+    """The ``eval`` / ``query`` commands' numbers, output files and input files, checked before a model is built
+    or an image read. A flag the command does not have is not checked."""
+    given = vars(args)
+    problems = [f"--{flag} must be a positive integer, got {given[flag]}"
                 for flag in ("retrieval_num", "eval_batch_size", "image_size", "imsize")
-                if getattr(args, flag) < 1]
-    if args.workers < 0:
+                if flag in given and given[flag] < 1]
+    if given.get("workers", 0) < 0:
         problems.append(f"--workers must be >= 0, got {args.workers}")
-    if args.feature_dim is not None and args.feature_dim < 1:
+    if given.get("feature_dim") is not None and args.feature_dim < 1:
         problems.append(f"--feature_dim must be a positive integer, got {args.feature_dim}")
-    if args.dba < 0:
+    if given.get("dba", 0) < 0:
         problems.append(f"--dba must be >= 0 neighbours, got {args.dba}")
-    scales = parse_number_list(args.scales, "--scales", float)
-    if not scales or any(not math.isfinite(s) or s <= 0 for s in scales):
-        problems.append(f"--scales must list positive factors (e.g. 1,0.7071,0.5), got {args.scales!r}")
-    if args.recalls is not None and any(k < 1 for k in parse_number_list(args.recalls, "--recalls")):
+    if "scales" in given:
+        scales = parse_number_list(args.scales, "--scales", float)
+        if not scales or any(not math.isfinite(s) or s <= 0 for s in scales):
+            problems.append(f"--scales must list positive factors (e.g. 1,0.7071,0.5), got {args.scales!r}")
+    if given.get("recalls") is not None and any(k < 1 for k in parse_number_list(args.recalls, "--recalls")):
         problems.append(f"--recalls must list positive integers, got {args.recalls}")
-    problems += [p for p in (output_file_problem("--json", args.json),
-                             output_file_problem("--learn_whitening", args.learn_whitening)) if p]
-    problems += off_the_shelf_problems(args)
+    problems += [p for p in (output_file_problem("--json", given.get("json")),
+                             output_file_problem("--learn_whitening", given.get("learn_whitening"))) if p]
+    if "backbone_type" in given:
+        problems += off_the_shelf_problems(args)
     for flag in ("whitening", "checkpoint", "data_base", "attention_weights", "region_whitening"):
-        value = getattr(args, flag)
+        value = given.get(flag)
         if value and not Path(value).is_file():
             problems.append(f"--{flag} {value}: no such file")
     if problems:

@@ -16,7 +16,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def run_main(argv: list[str]) -> int:
-    return data_utils.main(data_utils.get_args_parser().parse_args(argv))
+    return data_utils.run(data_utils.get_args_parser().parse_args(argv))
 
 
 def test_check_json(synth_root, capsys):

@@ -137,7 +137,7 @@ def test_too_few_fonts_say_how_to_install_them(tmp_path):
         build_glyph_dataset(tmp_path / "set", font_root=root)
     parser = data_utils.get_args_parser()
     with pytest.raises(UserError, match="apt-get install"):
-        data_utils.main(parser.parse_args(["glyphs", "--out", str(tmp_path / "x"), "--font_root", str(root)]))
+        data_utils.run(parser.parse_args(["glyphs", "--out", str(tmp_path / "x"), "--font_root", str(root)]))
     with pytest.raises(UserError, match="--max_images"):
         build_glyph_dataset(tmp_path / "set", min_images=10, max_images=5, font_root=root)
 
@@ -148,7 +148,7 @@ def test_installed_fonts_build_a_real_set(tmp_path, capsys):
         pytest.skip(f"fonts not installed: {APT_COMMAND}")
     out = tmp_path / "glyphs"
     parser = data_utils.get_args_parser()
-    assert data_utils.main(parser.parse_args(["glyphs", "--out", str(out), "--image_size", "32"])) == 0
+    assert data_utils.run(parser.parse_args(["glyphs", "--out", str(out), "--image_size", "32"])) == 0
     assert "wrote the font-glyph set" in capsys.readouterr().out
     classes = _classes(out)
     assert len(classes["train"]) >= 60 and len(classes["test"]) >= 60

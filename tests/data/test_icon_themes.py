@@ -79,7 +79,7 @@ def test_missing_themes_name_the_apt_command(tmp_path, capsys):
         build_icon_dataset(tmp_path / "set", icon_root=root)
     parser = data_utils.get_args_parser()
     with pytest.raises(UserError, match=r"\['oxygen'\] are not installed"):
-        data_utils.main(parser.parse_args(["icons", "--out", str(tmp_path / "x"), "--icon_root", str(root)]))
+        data_utils.run(parser.parse_args(["icons", "--out", str(tmp_path / "x"), "--icon_root", str(root)]))
     assert "oxygen-icon-theme" in APT_COMMAND
 
 
@@ -88,7 +88,7 @@ def test_missing_themes_name_the_apt_command(tmp_path, capsys):
 def test_installed_themes_build_a_real_set(tmp_path, capsys):
     out = tmp_path / "icons"
     parser = data_utils.get_args_parser()
-    assert data_utils.main(parser.parse_args(["icons", "--out", str(out), "--image_size", "32"])) == 0
+    assert data_utils.run(parser.parse_args(["icons", "--out", str(out), "--image_size", "32"])) == 0
     assert "wrote the icon-theme set" in capsys.readouterr().out
     classes = _classes(out)
     assert len(classes["train"]) >= 50 and len(classes["test"]) >= 50

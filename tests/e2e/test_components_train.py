@@ -88,8 +88,8 @@ def test_eval_cli_on_revisited_landmarks_with_an_off_the_shelf_model(tmp_path):
 
 @pytest.mark.parametrize("argv, message", [
     (["--query_img_name", "x.jpg", "--data_base", "missing.pth"], "missing.pth"),
-    (["--eval", "--data_name", "cub"], "--eval needs --data_name and --data_path"),
-    ([], "give --query_img_name and --data_base"),
+    (["--eval", "--data_name", "cub"], "evaluation needs --data_name and --data_path"),
+    ([], "give --query_img_name with --data_base"),
 ])
 def test_test_cli_user_errors(argv, message):
     code, _, err = run_test_cli(argv)

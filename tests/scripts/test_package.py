@@ -1,40 +1,81 @@
-"""``pip install -e .`` gives the three console entry points and declares requirements.txt's pins."""
+"""The package and its one command: ``metric-retrieval COMMAND`` / ``python -m metric_retrieval COMMAND``.
+
+The built wheel, installed outside the checkout, is checked by ``scripts/wheel_check.sh`` (run by ``.ci/run``).
+"""
 import subprocess
 import sys
-import sysconfig
 from pathlib import Path
 
 import pytest
+import tomllib
+
+from metric_retrieval import cli
 
 REPO = Path(__file__).resolve().parents[2]
 
 
-@pytest.mark.slow
-def test_editable_install_has_the_entry_points(tmp_path):
-    env = tmp_path / "venv"
-    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(env)], check=True)
-    python = env / "bin" / "python"
-    site = subprocess.run([python, "-c", "import site; print(site.getsitepackages()[0])"], check=True,
-                          capture_output=True, text=True).stdout.strip()
-    Path(site, "shared.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")  # torch & co. without downloading
-    subprocess.run([python, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation", "--no-index",
-                    "-e", str(REPO)], check=True, cwd=tmp_path, capture_output=True)
-    for name in ("train", "test", "data"):
-        result = subprocess.run([env / "bin" / f"metric-retrieval-{name}", "--help"], capture_output=True, text=True,
-                                cwd=tmp_path)
-        assert result.returncode == 0 and result.stdout.startswith("usage: "), result.stderr
-    requires = subprocess.run([python, "-c", "import importlib.metadata as m; print(m.requires('metric-retrieval'))"],
-                              capture_output=True, text=True, check=True).stdout
-    pins = [line for line in (REPO / "requirements.txt").read_text().splitlines() if line and line[0] != "#"]
-    assert all(pin in requires for pin in pins)
+def test_the_console_script_is_the_dispatcher_and_the_only_one():
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())
+    assert project["project"]["scripts"] == {"metric-retrieval": "metric_retrieval.cli:main"}
+    assert project["tool"]["setuptools"]["packages"]["find"]["include"] == ["metric_retrieval*"]
 
 
-def test_every_project_package_is_installed():
-    """A new top-level package (like ``producers/``) must be in pyproject's package list, or the install lacks it."""
-    import fnmatch
-
-    import tomllib
-
-    include = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]["find"]["include"]
+def test_only_metric_retrieval_is_a_package_at_the_root():
     packages = [p.name for p in REPO.iterdir() if (p / "__init__.py").is_file() and p.name != "tests"]
-    assert packages and all(any(fnmatch.fnmatch(name, pattern) for pattern in include) for name in packages), packages
+    assert packages == ["metric_retrieval"]
+
+
+@pytest.mark.parametrize("command", sorted(cli.COMMANDS))
+def test_every_command_has_help(command, capsys):
+    with pytest.raises(SystemExit) as stop:
+        cli.main([command, "--help"])
+    assert stop.value.code == 0
+    assert capsys.readouterr().out.startswith(f"usage: metric-retrieval {command}")
+
+
+def test_usage_lists_the_commands_and_refuses_an_unknown_one(capsys):
+    assert cli.main(["--help"]) == 0
+    out = capsys.readouterr().out
+    assert all(f"  {name} " in out for name in cli.COMMANDS)
+    assert cli.main(["trian"]) == 2
+    assert "error: unknown command 'trian'; choose from train, eval" in capsys.readouterr().err
+    assert cli.main([]) == 2
+
+
+def test_python_m_runs_the_same_dispatcher():
+    done = subprocess.run([sys.executable, "-m", "metric_retrieval", "data", "--help"], capture_output=True,
+                          text=True, cwd=REPO, timeout=120)
+    assert done.returncode == 0 and done.stdout.startswith("usage: metric-retrieval data")
+
+
+def test_a_user_error_is_one_line_and_exit_2(tmp_path, capsys):
+    assert cli.main(["data", "check", "--data_name", "cub", "--data_path", str(tmp_path / "missing")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "Traceback" not in err
+
+
+def test_test_py_maps_its_modes_onto_eval_and_query(monkeypatch):
+    from metric_retrieval.cli import compat
+    from metric_retrieval.cli import eval as eval_cmd
+    from metric_retrieval.cli import query as query_cmd
+
+    calls = []
+    monkeypatch.setattr(eval_cmd, "run", lambda args: calls.append(("eval", args.data_name)) or 0)
+    monkeypatch.setattr(query_cmd, "run", lambda args: calls.append(("query", args.index)) or 0)
+    compat.test_main(["--eval", "--data_name", "cub"])
+    compat.test_main(["--learn_whitening", "w.pth", "--data_name", "sop"])
+    compat.test_main(["--index", "idx", "--query_img_name", "q.jpg"])
+    assert calls == [("eval", "cub"), ("eval", "sop"), ("query", "idx")]
+
+
+def test_every_eval_and_query_flag_is_a_test_py_flag():
+    """``test.py`` is exactly the union of the two commands' flags (plus ``--eval``): none is declared twice."""
+    from metric_retrieval.cli import compat
+    from metric_retrieval.cli import eval as eval_cmd
+    from metric_retrieval.cli import query as query_cmd
+
+    def flags(parser):
+        return {s for a in parser._actions for s in a.option_strings} - {"-h", "--help"}
+
+    union = flags(eval_cmd.get_args_parser()) | flags(query_cmd.get_args_parser())
+    assert flags(compat.get_test_parser()) - {"--eval"} == union

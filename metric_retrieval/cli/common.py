@@ -1,0 +1,43 @@
+"""What the commands share: flag groups declared once, and the error handling every command's ``main`` uses."""
+from __future__ import annotations
+
+import argparse
+import functools
+import sys
+from collections.abc import Callable
+
+from metric_retrieval.utils.errors import UserError, plain_warnings
+
+
+def new_parser(prog: str | None, description: str, add_help: bool = True) -> argparse.ArgumentParser:
+    return argparse.ArgumentParser(prog=prog, description=description, add_help=add_help,
+                                   formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+
+
+def add_device_flag(p: argparse._ActionsContainer, default: str = "auto") -> None:
+    p.add_argument("--device", default=default, help="auto, cpu, cuda or cuda:N")
+
+
+def add_loader_flags(p: argparse._ActionsContainer, batch_flag: str = "--batch_size", batch_size: int = 64) -> None:
+    p.add_argument(batch_flag, type=int, default=batch_size, help="images per forward pass")
+    p.add_argument("--workers", type=int, default=2, help="data-loading worker processes")
+
+
+def add_search_flags(p: argparse._ActionsContainer) -> None:
+    """Search parameters of an approximate index (stored defaults are used when a flag is not given)."""
+    p.add_argument("--nprobe", type=int, default=None, help="IVF indexes: inverted lists visited per query")
+    p.add_argument("--ef_search", type=int, default=None, help="HNSW indexes: candidate list size")
+
+
+def reports_errors(main: Callable[..., int]) -> Callable[..., int]:
+    """Wrap a command's ``main``: a :class:`UserError` is one ``error: ...`` line on stderr and exit code 2,
+    never a traceback; warnings print as plain lines."""
+    @functools.wraps(main)
+    def wrapper(*args, **kwargs) -> int:
+        plain_warnings()
+        try:
+            return main(*args, **kwargs)
+        except UserError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+    return wrapper
