@@ -4,6 +4,7 @@ part's constructor options (no flags) round-trip through --model_option and the 
 time and are declared with the constructor's defaults; a top-level YAML miner node is the loss terms' miner."""
 from __future__ import annotations
 
+import argparse
 import contextlib
 import csv
 import functools
@@ -432,3 +433,33 @@ def test_preset_options_are_refused_for_a_preset_without_them():
     with pytest.raises(UserError, match="--hflip False works only for the augmentation presets that take it"):
         resolve_config([*BASE, "--transform", "cgd", "--no-hflip"])
     assert resolve_config([*BASE, "--transform", "strong", "--no-hflip", "--crop_scale", "0.5"])["hflip"] is False
+
+
+# -- what an Option can declare beyond one bounded number -------------------------------------------------------
+@pytest.mark.parametrize("option, value, message", [
+    (Option("n", int, 0, low=0), -1, "--n must be >= 0, got -1"),
+    (Option("n", int, 1, low=1), 0, "--n must be a positive integer, got 0"),
+    (Option("f", float, 0.0, low=0.0, high=1.0, high_ok=False, expected="a fraction"), float("nan"),
+     "--f must be a fraction in [0, 1), got nan"),
+    (Option("f", float, 0.0, low=0.0, high=1.0, high_ok=False, expected="a fraction"), 1.0,
+     "--f must be a fraction in [0, 1), got 1"),
+    (Option("ks", str, None, item=int, low=1, expected="positive integers"), "1,0", "--ks must list positive "
+     "integers, got '1,0'"),
+    (Option("ks", str, None, item=int, low=1, expected="positive integers"), "1,x", "--ks must list positive "
+     "integers, got '1,x'"),
+    (Option("s", str, "1", item=float, low=0.0, low_ok=False), "", "--s must list comma-separated float values in "
+     "range, got ''"),
+    (Option("s", str, "1", item=float, low=0.0, low_ok=False), "1,inf", "--s must list comma-separated float "
+     "values in range, got '1,inf'"),
+])
+def test_an_option_names_what_was_expected(option, value, message):
+    assert option.problem(value) == message
+
+
+def test_item_lists_within_range_and_repeatable_options_are_accepted():
+    assert Option("ks", str, None, item=int, low=1).problem("1, 2,4") is None
+    assert Option("ks", str, None, item=int, low=1).problem(None) is None
+    parser = argparse.ArgumentParser()
+    Option("kv", list, (), "repeatable, 100% of them", metavar="KEY=VALUE").add_to(parser.add_argument_group("g"))
+    assert parser.parse_args(["--kv", "a=1", "--kv", "b=2"]).kv == ["a=1", "b=2"]
+    assert parser.parse_args([]).kv == [] and "100% of them" in parser.format_help()
