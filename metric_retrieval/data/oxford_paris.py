@@ -7,6 +7,7 @@ gnd_paris6k.mat do.
 """
 from __future__ import annotations
 
+import functools
 import warnings
 from pathlib import Path
 
@@ -126,6 +127,6 @@ class Oxford5k(OxfordParis):
 @DATASETS.register("paris6k", aliases=("paris", "par6k", "paris6"))
 class Paris6k(OxfordParis):
     name = "paris6k"
-    synth = SynthLayout(write_paris6k, images_per_class=8)
+    synth = SynthLayout(functools.partial(write_paris6k, corrupt=PARIS_CORRUPT), images_per_class=8)
     standard_db = 6392
     corrupt = PARIS_CORRUPT

@@ -15,6 +15,7 @@ import os
 import pickle
 import shutil
 import tempfile
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
@@ -242,13 +243,12 @@ def _landmark_views(w: SynthWriter, ipc: int, names: tuple[str, ...], prefix: st
     return per_landmark, distractors
 
 
-def _old_landmarks(w: SynthWriter, ipc: int, paris: bool, num_distractors: int = 40) -> None:
+def _old_landmarks(w: SynthWriter, ipc: int, paris: bool, num_distractors: int = 40,
+                   corrupt: Collection[str] = ()) -> None:
     names = PARIS_LANDMARKS if paris else OXFORD_LANDMARKS
     prefix = "paris_" if paris else ""
     gt_dir = w.out / ("paris_120310" if paris else "gt_files_170407")
-    from metric_retrieval.data.oxford_paris import PARIS_CORRUPT  # here: that reader module imports this one
-
-    corrupt = sorted(PARIS_CORRUPT)[:2] if paris else []  # paris_louvre_000136, paris_louvre_000146
+    corrupt = sorted(corrupt)[:2]  # Paris: paris_louvre_000136, paris_louvre_000146
     per_landmark, _ = _landmark_views(w, max(ipc, 6), names, prefix, "general" if paris else "oxford",
                                       num_distractors, frozenset(corrupt))
     for name in corrupt:  # the release ships these truncated: readers must leave them out
@@ -275,8 +275,9 @@ def write_oxford5k(w: SynthWriter, ipc: int, num_distractors: int = 40) -> None:
     _old_landmarks(w, ipc, paris=False, num_distractors=num_distractors)
 
 
-def write_paris6k(w: SynthWriter, ipc: int, num_distractors: int = 40) -> None:
-    _old_landmarks(w, ipc, paris=True, num_distractors=num_distractors)
+def write_paris6k(w: SynthWriter, ipc: int, num_distractors: int = 40, corrupt: Collection[str] = ()) -> None:
+    """``corrupt``: the release's known-truncated images (the reader's list); two of them are written truncated."""
+    _old_landmarks(w, ipc, paris=True, num_distractors=num_distractors, corrupt=corrupt)
 
 
 def _revisited(w: SynthWriter, ipc: int, paris: bool, queries_per_landmark: int = 2, num_distractors: int = 40,
