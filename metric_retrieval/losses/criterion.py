@@ -1,8 +1,9 @@
 """The training criterion: a weighted sum of registered losses, each reading the field it needs.
 
 A term is ``{"name": "triplet", "weight": 1.0, "miner": "semihard" | {"name": ..., **kw} | None, **hparams}``.
-Embedding terms (``input == "embedding"``) read the embedding and use their miner; logits terms read the
-model's classifier logits. CGD, for instance, is ``[{"name": "ls_ce"}, {"name": "batch_hard_triplet"}]``.
+Embedding terms (:class:`~metric_retrieval.losses.base.EmbeddingLoss`) read the embedding and use their miner;
+logits terms (:class:`~metric_retrieval.losses.base.LogitsLoss`) read the model's classifier logits. CGD, for
+instance, is ``[{"name": "ls_ce"}, {"name": "batch_hard_triplet"}]``.
 
 An embedding producer (:mod:`producers`, e.g. DAS) plugs in here: with ``producer`` the embedding terms see
 ``producer(embeddings, labels)`` — real rows first, then the generated ones — while logits terms see only the
@@ -162,8 +163,7 @@ class Criterion(nn.Module):
             params = [p for p in loss.parameters() if p.requires_grad]
             if not params:
                 continue
-            lr = getattr(loss, "lr", None)
-            lr = float(lr) if lr is not None else float(base_lr) * float(getattr(loss, "lr_multiplier", 1.0))
+            lr = float(loss.lr) if loss.lr is not None else float(base_lr) * float(loss.lr_multiplier)
             groups.append({"params": params, "lr": lr, "weight_decay": 0.0, "name": f"loss.{name}"})
         return groups
 
