@@ -18,8 +18,6 @@ from pathlib import Path
 from metric_retrieval.cli.common import add_device_flag, new_parser, reports_errors
 from metric_retrieval.utils.errors import UserError
 
-AMP_CHOICES = ("run", "auto", "off", "bf16", "fp16")  # run = the checkpoint's own precision
-
 
 def add_model_source(p: argparse._ActionsContainer) -> None:
     p.add_argument("--checkpoint", default=None,
@@ -30,37 +28,37 @@ def add_eval_args(p: argparse.ArgumentParser) -> None:
     """The evaluation, off-the-shelf model and landmark flags (``eval``, and ``test.py --eval``)."""
     from metric_retrieval.data.registry import CROP_TYPE
     from metric_retrieval.models.heads import add_head_file_args
+    from metric_retrieval.training import flags
 
     g = p.add_argument_group("evaluation")
     g.add_argument("--data_name", default=None)
     g.add_argument("--data_path", default=None)
     CROP_TYPE.add_to(g)  # the readers' own option (data/registry.py)
-    g.add_argument("--recalls", default=None, help="comma-separated K list; default per dataset")
+    flags.RECALLS.add_to(g)
     g.add_argument("--json", default=None, help="also write the metrics to this JSON file")
     g.add_argument("--transform", default="cgd", help="eval transform when the checkpoint names none")
-    g.add_argument("--image_size", type=int, default=224)
-    g.add_argument("--eval_batch_size", type=int, default=64)
-    g.add_argument("--workers", type=int, default=2)
+    flags.IMAGE_SIZE.add_to(g)
+    flags.EVAL_BATCH_SIZE.add_to(g)
+    flags.WORKERS.add_to(g)
     g.add_argument("--decode", default="fast", choices=("fast", "cache", "pil"), help="JPEG decoding path")
     g.add_argument("--knn_backend", default="auto")
     g = p.add_argument_group("off-the-shelf model (no --checkpoint) and landmark retrieval")
     g.add_argument("--backbone_type", default=None)
     g.add_argument("--head", default=None)
-    g.add_argument("--feature_dim", type=int, default=None,
-                   help="embedding width; default: the head's own (gem: the backbone's width, no projection)")
+    flags.OFF_THE_SHELF_FEATURE_DIM.add_to(g)
     g.add_argument("--pretrained", default=None)
     g.add_argument("--model_option", action="append", default=[], metavar="KEY=VALUE")
     add_head_file_args(g)
-    g.add_argument("--imsize", type=int, default=1024, help="landmarks: longest image side")
-    g.add_argument("--scales", default="1", help="landmarks: multi-scale factors, e.g. 1,0.7071,0.5")
+    flags.IMSIZE.add_to(g)
+    flags.SCALES.add_to(g)
     g.add_argument("--whitening", default=None, help="landmarks: whitening file (evaluation.save_whitening)")
     g.add_argument("--qe", default=None, help="landmarks: query expansion aqe:K or alpha:K:ALPHA")
-    g.add_argument("--dba", type=int, default=0, help="landmarks: database-side augmentation with K neighbours")
+    flags.DBA.add_to(g)
     g.add_argument("--learn_whitening", default=None, metavar="FILE",
                    help="fit a whitening on --data_name/--data_path (a training set) and save it to FILE")
     g.add_argument("--whitening_type", default="pca", choices=("pca", "learned"),
                    help="pca: PCA-whitening; learned: cirtorch Lw from same-class pairs (labelled data)")
-    p.add_argument("--amp", default="run", choices=AMP_CHOICES,
+    p.add_argument("--amp", default="run", choices=("run", *flags.AMP_CHOICES),
                    help="precision of the evaluation / whitening: run = the checkpoint's own (off without one)")
 
 

@@ -82,9 +82,9 @@ def run(args: argparse.Namespace) -> dict:
         evaluate_index,
         open_index,
     )
-    from metric_retrieval.training.config import parse_number_list
     from metric_retrieval.training.distributed import DistInfo, cleanup_distributed, init_distributed
     from metric_retrieval.training.runtime import resolve_device
+    from metric_retrieval.utils.parsing import parse_number_list
 
     if args.command == "info":
         return IndexStore.open(args.index_dir).describe()

@@ -19,10 +19,12 @@ from metric_retrieval.utils.errors import UserError
 
 def add_query_args(p: argparse.ArgumentParser) -> None:
     """The query flags (``query``, and ``test.py`` without ``--eval``)."""
+    from metric_retrieval.training import flags
+
     g = p.add_argument_group("query retrieval")
     g.add_argument("--query_img_name", help="query image: a path stored in the database, or any image file")
     g.add_argument("--data_base", help="feature database written by training (database_best.pth)")
-    g.add_argument("--retrieval_num", type=int, default=8, help="number of results K")
+    flags.RETRIEVAL_NUM.add_to(g)
     g.add_argument("--output_dir", default=None, help="where montage.png and index.html go "
                                                       "(default: results/<query name>)")
     g = p.add_argument_group("persistent index (built by metric-retrieval index build)")
@@ -37,10 +39,12 @@ def add_query_args(p: argparse.ArgumentParser) -> None:
 
 
 def get_args_parser(prog: str | None = None, add_help: bool = True) -> argparse.ArgumentParser:
+    from metric_retrieval.training import flags
+
     p = new_parser(prog, "Query a feature database or an index", add_help)
     add_model_source(p)
     add_query_args(p)
-    p.add_argument("--eval_batch_size", type=int, default=64, help="queries per forward pass (--query_dir)")
+    flags.EVAL_BATCH_SIZE.add_to(p)
     add_device_flag(p)
     return p
 

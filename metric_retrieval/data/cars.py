@@ -12,7 +12,8 @@ import scipy.io
 from metric_retrieval.data.class_folders import half_split
 from metric_retrieval.data.common import SplitRecords, check_count, layout_error
 from metric_retrieval.data.errors import DatasetError
-from metric_retrieval.data.registry import DATASETS, Reader
+from metric_retrieval.data.registry import DATASETS, Reader, SynthLayout
+from metric_retrieval.data.synth import write_cars
 
 LAYOUT = """\
 <root>/
@@ -45,6 +46,7 @@ def read_annotations(path) -> tuple[list[dict], list[str]]:
 class Cars(Reader):
     name = "cars"
     layout = LAYOUT
+    synth = SynthLayout(write_cars, images_per_class=3)
     standard_counts = {"train": 8054, "test": 8131}
     has_boxes = True
     num_train_classes = 98

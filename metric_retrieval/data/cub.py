@@ -17,7 +17,8 @@ from metric_retrieval.data.common import (
     require_file,
 )
 from metric_retrieval.data.errors import DatasetError
-from metric_retrieval.data.registry import DATASETS, Reader
+from metric_retrieval.data.registry import DATASETS, Reader, SynthLayout
+from metric_retrieval.data.synth import write_cub
 
 LAYOUT = """\
 <root>/CUB_200_2011/                (or <root> = the CUB_200_2011 folder itself)
@@ -31,6 +32,7 @@ or the class-folder layout (DAS): <root>/images/<class>/*.jpg (sorted: first hal
 class CUB(Reader):
     name = "cub"
     layout = LAYOUT
+    synth = SynthLayout(write_cub, images_per_class=3)
     standard_counts = {"train": 5864, "test": 5924}
     has_boxes = True
     num_train_classes = 100

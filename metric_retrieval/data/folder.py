@@ -6,7 +6,8 @@ from pathlib import Path
 from metric_retrieval.data.class_folders import list_class_folders, read_class_folders
 from metric_retrieval.data.common import SplitRecords, layout_error
 from metric_retrieval.data.errors import DatasetError
-from metric_retrieval.data.registry import DATASETS, BenchmarkInfo, Reader
+from metric_retrieval.data.registry import DATASETS, BenchmarkInfo, Reader, SynthLayout
+from metric_retrieval.data.synth import write_folder
 
 LAYOUT = """\
 <root>/
@@ -22,6 +23,7 @@ SPLITS = ("train", "test", "query", "gallery")
 class Folder(Reader):
     name = "folder"
     layout = LAYOUT
+    synth = SynthLayout(write_folder, images_per_class=4)
     splits = SPLITS
 
     def __init__(self, root) -> None:

@@ -11,7 +11,8 @@ import warnings
 
 from metric_retrieval.data.common import SplitRecords, check_count, first_existing, layout_error, read_rows
 from metric_retrieval.data.errors import DatasetError, DatasetWarning
-from metric_retrieval.data.registry import DATASETS, Reader
+from metric_retrieval.data.registry import DATASETS, Reader, SynthLayout
+from metric_retrieval.data.synth import write_inshop
 
 LAYOUT = """\
 <root>/
@@ -24,6 +25,7 @@ LAYOUT = """\
 class InShop(Reader):
     name = "inshop"
     layout = LAYOUT
+    synth = SynthLayout(write_inshop, images_per_class=4)
     splits = ("train", "query", "gallery")
     standard_counts = {"train": 25882, "query": 14218, "gallery": 12612}
     protocol = "query_gallery"

@@ -7,6 +7,7 @@ gnd_paris6k.mat do.
 """
 from __future__ import annotations
 
+import functools
 import warnings
 from pathlib import Path
 
@@ -20,7 +21,8 @@ from metric_retrieval.data.common import (
 )
 from metric_retrieval.data.errors import DatasetError, DatasetWarning
 from metric_retrieval.data.landmark import LandmarkData
-from metric_retrieval.data.registry import DATASETS, BenchmarkInfo, Reader
+from metric_retrieval.data.registry import DATASETS, BenchmarkInfo, Reader, SynthLayout
+from metric_retrieval.data.synth import write_oxford5k, write_paris6k
 
 LAYOUT = """\
 <root>/
@@ -118,11 +120,13 @@ class OxfordParis(Reader):
 @DATASETS.register("oxford5k", aliases=("oxford", "oxf5k", "oxford5"))
 class Oxford5k(OxfordParis):
     name = "oxford5k"
+    synth = SynthLayout(write_oxford5k, images_per_class=8)
     standard_db = 5063
 
 
 @DATASETS.register("paris6k", aliases=("paris", "par6k", "paris6"))
 class Paris6k(OxfordParis):
     name = "paris6k"
+    synth = SynthLayout(functools.partial(write_paris6k, corrupt=PARIS_CORRUPT), images_per_class=8)
     standard_db = 6392
     corrupt = PARIS_CORRUPT

@@ -1,7 +1,9 @@
-"""The ``DATASETS`` registry, the reader base class and the benchmark metadata each reader declares."""
+"""The ``DATASETS`` registry, the reader base class and what each reader declares: its benchmark metadata and
+its synthetic layout."""
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
@@ -43,13 +45,27 @@ class BenchmarkInfo:
     title: str = ""
 
 
+@dataclass(frozen=True)
+class SynthLayout:
+    """How to write a miniature copy of a reader's on-disk layout (:func:`metric_retrieval.data.write_synthetic`).
+
+    ``write(writer, images_per_class, **options)`` draws every image through ``writer.image(relative_path,
+    class_index)`` (a :class:`metric_retrieval.data.synth.SynthWriter` rooted at the dataset root) and writes the
+    layout's list files; ``images_per_class`` is the default number of images per class.
+    """
+
+    write: Callable[..., None]
+    images_per_class: int
+
+
 class Reader:
     """Reads one benchmark's split lists from ``root`` (subclasses: one per benchmark).
 
     A subclass sets the class attributes and implements :meth:`read`; validation (missing files,
     malformed lines, non-standard counts) happens there and raises/warns with the layout tree. ``options``
     (:mod:`metric_retrieval.utils.options`) are the reader's own settings; a reader with ``has_boxes`` takes
-    ``--crop_type``.
+    ``--crop_type``. ``synth`` is the reader's synthetic layout (None: it has none), which ``data_utils.py
+    synth --layout NAME`` and the tests write.
     """
 
     name: ClassVar[str] = ""
@@ -63,6 +79,7 @@ class Reader:
     num_train_classes: ClassVar[int | None] = None
     title: ClassVar[str] = ""
     options: ClassVar[tuple[Option, ...]] = ()
+    synth: ClassVar[SynthLayout | None] = None
 
     def __init_subclass__(cls, **kwargs) -> None:
         super().__init_subclass__(**kwargs)

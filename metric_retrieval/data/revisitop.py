@@ -12,7 +12,8 @@ from pathlib import Path
 from metric_retrieval.data.common import check_count, require_dir, require_file
 from metric_retrieval.data.errors import DatasetError
 from metric_retrieval.data.landmark import LandmarkData
-from metric_retrieval.data.registry import DATASETS, BenchmarkInfo, Reader
+from metric_retrieval.data.registry import DATASETS, BenchmarkInfo, Reader, SynthLayout
+from metric_retrieval.data.synth import write_roxford5k, write_rparis6k
 
 LAYOUT = """\
 <root>/                       (revisitop: <data>/datasets/roxford5k/)
@@ -73,10 +74,12 @@ class Revisited(Reader):
 @DATASETS.register("roxford5k", aliases=("roxford", "roxf", "revisited_oxford"))
 class ROxford5k(Revisited):
     name = "roxford5k"
+    synth = SynthLayout(write_roxford5k, images_per_class=8)
     standard_db = 4993
 
 
 @DATASETS.register("rparis6k", aliases=("rparis", "rpar", "revisited_paris"))
 class RParis6k(Revisited):
     name = "rparis6k"
+    synth = SynthLayout(write_rparis6k, images_per_class=8)
     standard_db = 6322

@@ -12,7 +12,8 @@ from metric_retrieval.data.common import (
     read_rows,
 )
 from metric_retrieval.data.errors import DatasetError
-from metric_retrieval.data.registry import DATASETS, Reader
+from metric_retrieval.data.registry import DATASETS, Reader, SynthLayout
+from metric_retrieval.data.synth import write_sop
 
 LAYOUT = """\
 <root>/                              (Stanford_Online_Products/ or DAS's online_products/)
@@ -26,6 +27,7 @@ FILES = {"train": "Ebay_train.txt", "test": "Ebay_test.txt"}
 class SOP(Reader):
     name = "sop"
     layout = LAYOUT
+    synth = SynthLayout(write_sop, images_per_class=3)
     standard_counts = {"train": 59551, "test": 60502}
     recall_ks = (1, 10, 100, 1000)
     num_train_classes = 11318

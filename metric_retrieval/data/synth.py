@@ -3,6 +3,10 @@
 ``write_synthetic(layout, out)`` writes list files, ``cars_annos.mat``, ``gnd_*.pkl``, ground-truth text
 files and real JPEGs drawn by :mod:`metric_retrieval.data.synth_render`, so every reader runs on it unchanged.
 A ``.synthetic.json`` marker records the parameters; readers skip the standard-count warnings for it.
+
+The layouts are the readers': a reader brings its own (``Reader.synth``, a
+:class:`~metric_retrieval.data.registry.SynthLayout` naming one of the ``write_*`` functions here, or a
+plug-in's own), and ``layout`` is the registered dataset name.
 """
 from __future__ import annotations
 
@@ -11,7 +15,7 @@ import os
 import pickle
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
@@ -20,15 +24,12 @@ import scipy.io
 from tqdm import tqdm
 
 from metric_retrieval.data.common import SYNTH_MARKER
-from metric_retrieval.data.oxford_paris import PARIS_CORRUPT
+from metric_retrieval.data.registry import DATASETS, SynthLayout
 from metric_retrieval.data.synth_render import NUM_ATTRIBUTE_CLASSES, render
 from metric_retrieval.utils.errors import UnknownOptionError, UserError
 from metric_retrieval.utils.progress import bar_interval
 
 VERSION = 1
-LAYOUTS: dict[str, Callable[..., None]] = {}
-DEFAULT_IMAGES_PER_CLASS = {"cub": 3, "cars": 3, "sop": 3, "inshop": 4, "folder": 4, "oxford5k": 8,
-                            "paris6k": 8, "roxford5k": 8, "rparis6k": 8}
 
 _CUB_MODIFIERS = ("Black_footed", "Laysan", "Sooty", "Crested", "Least", "Rhinoceros", "Brewer", "Red_winged",
                   "Yellow_headed", "Painted", "Indigo", "Lazuli", "Gray_crowned", "Spotted", "American",
@@ -51,15 +52,9 @@ PARIS_LANDMARKS = ("defense", "eiffel", "invalides", "louvre", "moulinrouge", "m
                    "pantheon", "pompidou", "sacrecoeur", "triomphe")
 
 
-def _layout(name: str):
-    def deco(fn):
-        LAYOUTS[name] = fn
-        return fn
-    return deco
-
-
-class _Writer:
-    """Renders and saves images with one RNG stream per image (deterministic for a seed)."""
+class SynthWriter:
+    """Renders and saves images with one RNG stream per image (deterministic for a seed); a layout's writer
+    draws every image through :meth:`image` and writes its list files under ``out``."""
 
     def __init__(self, out: Path, size: tuple[int, int], seed: int) -> None:
         self.out, self.size, self.seed, self.count = out, size, seed, 0
@@ -71,6 +66,8 @@ class _Writer:
         return np.random.default_rng([self.seed, self.count])
 
     def image(self, rel: str, class_index: int, **kw: Any) -> tuple[float, float, float, float]:
+        """Draw an image of class ``class_index`` to ``out/rel`` (JPEG, or PNG by suffix); returns its object's
+        box ``(x1, y1, x2, y2)`` in pixels."""
         img, box = render(class_index, self.rng(), self.size, **kw)
         self.bar.update(1)
         path = self.out / rel
@@ -96,8 +93,8 @@ def _zero_shot_classes(total: int, num_classes: int | None) -> set[int]:
     return set(range(1, half + 1)) | set(range(total // 2 + 1, total // 2 + half + 1))
 
 
-@_layout("cub")
-def _cub(w: _Writer, ipc: int, folders: bool = False, subdir: bool = True, num_classes: int | None = None) -> None:
+def write_cub(w: SynthWriter, ipc: int, folders: bool = False, subdir: bool = True,
+              num_classes: int | None = None) -> None:
     names = [f"{m}_{b}" for b in _CUB_BIRDS for m in _CUB_MODIFIERS]
     written = _zero_shot_classes(len(names), num_classes)
     if folders:
@@ -128,8 +125,7 @@ def cars_class_names() -> list[str]:
             for year in (2009, 2012)]
 
 
-@_layout("cars")
-def _cars(w: _Writer, ipc: int, folders: bool = False, num_classes: int | None = None) -> None:
+def write_cars(w: SynthWriter, ipc: int, folders: bool = False, num_classes: int | None = None) -> None:
     names = cars_class_names()
     written = _zero_shot_classes(len(names), num_classes)
     rows = []
@@ -158,8 +154,7 @@ def write_cars_annos(path: Path, rows: list[tuple], class_names: list[str]) -> N
     scipy.io.savemat(str(path), {"annotations": ann, "class_names": names})
 
 
-@_layout("sop")
-def _sop(w: _Writer, ipc: int, num_classes: int = 300, info_files: bool = False) -> None:
+def write_sop(w: SynthWriter, ipc: int, num_classes: int = 300, info_files: bool = False) -> None:
     image_base = "images/" if info_files else ""
     list_dir = w.out / "Info_Files" if info_files else w.out
     image_id = 0
@@ -177,8 +172,7 @@ def _sop(w: _Writer, ipc: int, num_classes: int = 300, info_files: bool = False)
         _write_lines(list_dir / f"Ebay_{split}.txt", lines)
 
 
-@_layout("inshop")
-def _inshop(w: _Writer, ipc: int, num_items: int = 60, gallery_only_items: int = 0) -> None:
+def write_inshop(w: SynthWriter, ipc: int, num_items: int = 60, gallery_only_items: int = 0) -> None:
     rows = []
     ipc = max(ipc, 2)
     for item in range(num_items + gallery_only_items):
@@ -200,8 +194,7 @@ def _inshop(w: _Writer, ipc: int, num_items: int = 60, gallery_only_items: int =
                  [str(len(rows)), "image_name item_id evaluation_status"] + rows)
 
 
-@_layout("folder")
-def _folder(w: _Writer, ipc: int, num_classes: int = 20, query_gallery: bool = False) -> None:
+def write_folder(w: SynthWriter, ipc: int, num_classes: int = 20, query_gallery: bool = False) -> None:
     for c in range(num_classes):
         train = c < num_classes // 2
         for k in range(ipc):
@@ -215,7 +208,7 @@ def _folder(w: _Writer, ipc: int, num_classes: int = 20, query_gallery: bool = F
             w.image(f"{split}/class_{c:03d}/img_{k:04d}.{ext}", c)
 
 
-def _landmark_views(w: _Writer, ipc: int, names: tuple[str, ...], prefix: str, distractor: str,
+def _landmark_views(w: SynthWriter, ipc: int, names: tuple[str, ...], prefix: str, distractor: str,
                     num_distractors: int, skip: frozenset[str] = frozenset()):
     """Render each landmark's images (``(name, role, box)``) and the distractors; returns both lists."""
     counters: dict[str, int] = {}
@@ -250,11 +243,12 @@ def _landmark_views(w: _Writer, ipc: int, names: tuple[str, ...], prefix: str, d
     return per_landmark, distractors
 
 
-def _old_landmarks(w: _Writer, ipc: int, paris: bool, num_distractors: int = 40) -> None:
+def _old_landmarks(w: SynthWriter, ipc: int, paris: bool, num_distractors: int = 40,
+                   corrupt: Collection[str] = ()) -> None:
     names = PARIS_LANDMARKS if paris else OXFORD_LANDMARKS
     prefix = "paris_" if paris else ""
     gt_dir = w.out / ("paris_120310" if paris else "gt_files_170407")
-    corrupt = sorted(PARIS_CORRUPT)[:2] if paris else []  # paris_louvre_000136, paris_louvre_000146
+    corrupt = sorted(corrupt)[:2]  # Paris: paris_louvre_000136, paris_louvre_000146
     per_landmark, _ = _landmark_views(w, max(ipc, 6), names, prefix, "general" if paris else "oxford",
                                       num_distractors, frozenset(corrupt))
     for name in corrupt:  # the release ships these truncated: readers must leave them out
@@ -277,17 +271,16 @@ def _old_landmarks(w: _Writer, ipc: int, paris: bool, num_distractors: int = 40)
             _write_lines(Path(f"{base}_query.txt"), [f"{token} {coords}"])
 
 
-@_layout("oxford5k")
-def _oxford(w: _Writer, ipc: int, num_distractors: int = 40) -> None:
+def write_oxford5k(w: SynthWriter, ipc: int, num_distractors: int = 40) -> None:
     _old_landmarks(w, ipc, paris=False, num_distractors=num_distractors)
 
 
-@_layout("paris6k")
-def _paris(w: _Writer, ipc: int, num_distractors: int = 40) -> None:
-    _old_landmarks(w, ipc, paris=True, num_distractors=num_distractors)
+def write_paris6k(w: SynthWriter, ipc: int, num_distractors: int = 40, corrupt: Collection[str] = ()) -> None:
+    """``corrupt``: the release's known-truncated images (the reader's list); two of them are written truncated."""
+    _old_landmarks(w, ipc, paris=True, num_distractors=num_distractors, corrupt=corrupt)
 
 
-def _revisited(w: _Writer, ipc: int, paris: bool, queries_per_landmark: int = 2, num_distractors: int = 40,
+def _revisited(w: SynthWriter, ipc: int, paris: bool, queries_per_landmark: int = 2, num_distractors: int = 40,
                ) -> None:
     names = PARIS_LANDMARKS if paris else OXFORD_LANDMARKS
     prefix = "paris_" if paris else ""
@@ -320,26 +313,41 @@ def _revisited(w: _Writer, ipc: int, paris: bool, queries_per_landmark: int = 2,
         pickle.dump({"imlist": imlist, "qimlist": qimlist, "gnd": gnd}, f)
 
 
-@_layout("roxford5k")
-def _roxford(w: _Writer, ipc: int, **kw: Any) -> None:
+def write_roxford5k(w: SynthWriter, ipc: int, **kw: Any) -> None:
     _revisited(w, ipc, paris=False, **kw)
 
 
-@_layout("rparis6k")
-def _rparis(w: _Writer, ipc: int, **kw: Any) -> None:
+def write_rparis6k(w: SynthWriter, ipc: int, **kw: Any) -> None:
     _revisited(w, ipc, paris=True, **kw)
 
 
+def synth_layouts() -> dict[str, SynthLayout]:
+    """``{dataset name: its reader's synthetic layout}`` over the registered readers that bring one."""
+    return {name: reader.synth for name, reader in DATASETS.items() if reader.synth is not None}
+
+
+def synth_layout(layout: str) -> tuple[str, SynthLayout]:
+    """The canonical dataset name and synthetic layout of ``layout`` (a registered dataset name or alias)."""
+    layouts = synth_layouts()
+    name = DATASETS.canonical(layout) if layout in DATASETS else layout
+    if name not in layouts:
+        raise UnknownOptionError(f"unknown synthetic layout {layout!r}; choose one of: {', '.join(sorted(layouts))}")
+    return name, layouts[name]
+
+
 def _params(layout: str, image_size, images_per_class, seed, kw) -> dict[str, Any]:
-    return {"version": VERSION, "layout": layout, "image_size": [int(v) for v in image_size],
-            "images_per_class": int(images_per_class or DEFAULT_IMAGES_PER_CLASS[layout]), "seed": int(seed),
+    name, spec = synth_layout(layout)
+    return {"version": VERSION, "layout": name, "image_size": [int(v) for v in image_size],
+            "images_per_class": int(images_per_class or spec.images_per_class), "seed": int(seed),
             "options": {k: kw[k] for k in sorted(kw)}}
 
 
 def write_synthetic(layout: str, out: str | Path, image_size: tuple[int, int] = (64, 64),
                     images_per_class: int | None = None, seed: int = 0, **kw: Any) -> Path:
-    """Write a miniature ``layout`` dataset (``cub``, ``cars``, ``sop``, ``inshop``, ``folder``, ``oxford5k``,
-    ``paris6k``, ``roxford5k``, ``rparis6k``) under ``out``; returns the dataset root to pass to the reader.
+    """Write a miniature ``layout`` dataset under ``out``; returns the dataset root to pass to the reader.
+    ``layout`` names a registered dataset whose reader brings a synthetic layout (:func:`synth_layouts`: ``cub``,
+    ``cars``, ``sop``, ``inshop``, ``folder``, ``oxford5k``, ``paris6k``, ``roxford5k``, ``rparis6k``, and any
+    plug-in's).
 
     Args:
         image_size: (W, H) of every image (e.g. (500, 375) for CUB-like benchmarks).
@@ -351,8 +359,7 @@ def write_synthetic(layout: str, out: str | Path, image_size: tuple[int, int] = 
             inshop ``num_items``, ``gallery_only_items``; folder ``num_classes``, ``query_gallery``;
             landmarks ``num_distractors``; revisited ``queries_per_landmark``.
     """
-    if layout not in LAYOUTS:
-        raise UnknownOptionError(f"unknown synthetic layout {layout!r}; choose one of: {', '.join(sorted(LAYOUTS))}")
+    name, spec = synth_layout(layout)
     if images_per_class is not None and images_per_class < 1:
         raise UserError(f"--images_per_class must be a positive integer, got {images_per_class}")
     if min(image_size) < 1:
@@ -362,11 +369,11 @@ def write_synthetic(layout: str, out: str | Path, image_size: tuple[int, int] = 
         raise UserError(f"--out {out} is a file, not a folder")
     out.mkdir(parents=True, exist_ok=True)
     params = _params(layout, image_size, images_per_class, seed, kw)
-    writer = _Writer(out, (int(image_size[0]), int(image_size[1])), int(seed))
+    writer = SynthWriter(out, (int(image_size[0]), int(image_size[1])), int(seed))
     try:
-        LAYOUTS[layout](writer, params["images_per_class"], **kw)
+        spec.write(writer, params["images_per_class"], **kw)
     except TypeError as err:
-        raise TypeError(f"synthetic layout {layout!r}: {err}") from None
+        raise TypeError(f"synthetic layout {name!r}: {err}") from None
     finally:
         writer.bar.close()
     (out / SYNTH_MARKER).write_text(json.dumps(params, indent=1, sort_keys=True), encoding="utf-8")
@@ -423,4 +430,5 @@ def ensure_default_dataset(root: str | Path | None = None) -> Path:
     return ensure_synthetic(layout, root or default_dataset_root(), **params)
 
 
-__all__ = ["DEFAULT_DATASET", "LAYOUTS", "ensure_default_dataset", "ensure_synthetic", "write_synthetic"]
+__all__ = ["DEFAULT_DATASET", "SynthWriter", "ensure_default_dataset", "ensure_synthetic", "synth_layout",
+           "synth_layouts", "write_synthetic"]

@@ -20,21 +20,15 @@ import math
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
 from metric_retrieval.losses._registry import LOSSES
-from metric_retrieval.losses._utils import IndicesTuple, zero_loss
-from metric_retrieval.losses.base import (
-    EmbeddingLoss,
-    check_embedding_dim,
-    check_labels_in_range,
-    check_num_classes,
-)
+from metric_retrieval.losses.base import ProxyLoss
 from metric_retrieval.utils.options import Option
 
 
 @LOSSES.register("arcface")
-class ArcFaceLoss(EmbeddingLoss):
+class ArcFaceLoss(ProxyLoss):
     """Args:
         num_classes: C.
         embedding_dim: D.
@@ -50,8 +44,7 @@ class ArcFaceLoss(EmbeddingLoss):
         Option("lr", float, help="learning rate of the class centres (None: --lr)", low=0.0),
         Option("lr_multiplier", float, help="multiplier of the centres' learning rate", low=0.0),
     )
-
-    accepts_miner = False
+    proxy_name = "weight"
 
     def __init__(
         self,
@@ -62,14 +55,14 @@ class ArcFaceLoss(EmbeddingLoss):
         lr: float | None = 5e-4,
         lr_multiplier: float = 1.0,
     ) -> None:
-        super().__init__()
-        c, d = check_num_classes(num_classes, "ArcFaceLoss"), check_embedding_dim(embedding_dim, type(self).__name__)
+        super().__init__(num_classes, embedding_dim, lr_multiplier, lr)
         if not 0.0 <= margin < math.pi:
             raise ValueError(f"ArcFaceLoss: margin must be in [0, π) radians, got {margin}")
-        bound = 1.0 / math.sqrt(d)
-        self.weight = nn.Parameter(torch.empty(c, d).uniform_(-bound, bound))
         self.margin, self.scale = float(margin), float(scale)
-        self.lr, self.lr_multiplier = lr, float(lr_multiplier)
+
+    def init_proxies(self, num_classes: int, embedding_dim: int) -> Tensor:
+        bound = 1.0 / math.sqrt(embedding_dim)
+        return torch.empty(num_classes, embedding_dim).uniform_(-bound, bound)
 
     def logits(self, embeddings: Tensor, labels: Tensor) -> Tensor:
         """Scaled logits ``(B, C)`` with the angular margin on the target column."""
@@ -87,8 +80,5 @@ class ArcFaceLoss(EmbeddingLoss):
         logits = cos.masked_scatter(target, with_margin)
         return self.scale * logits
 
-    def compute_loss(self, embeddings: Tensor, labels: Tensor, indices_tuple: IndicesTuple | None) -> Tensor:
-        if embeddings.shape[0] == 0:
-            return zero_loss(embeddings, self.weight)
-        check_labels_in_range(labels, self.weight.shape[0], "ArcFaceLoss")
+    def proxy_loss(self, embeddings: Tensor, labels: Tensor) -> Tensor:
         return F.cross_entropy(self.logits(embeddings, labels), labels)

@@ -33,7 +33,7 @@ class BatchHardTripletLoss(EmbeddingLoss):
         Option("margin", float, help="triplet margin m", low=0.0),
     )
 
-    accepts_miner = False
+    takes_miner = False
 
     def __init__(self, margin: float = 0.1) -> None:
         super().__init__()

@@ -1,8 +1,9 @@
 """The training criterion: a weighted sum of registered losses, each reading the field it needs.
 
 A term is ``{"name": "triplet", "weight": 1.0, "miner": "semihard" | {"name": ..., **kw} | None, **hparams}``.
-Embedding terms (``input == "embedding"``) read the embedding and use their miner; logits terms read the
-model's classifier logits. CGD, for instance, is ``[{"name": "ls_ce"}, {"name": "batch_hard_triplet"}]``.
+Embedding terms (:class:`~metric_retrieval.losses.base.EmbeddingLoss`) read the embedding and use their miner;
+logits terms (:class:`~metric_retrieval.losses.base.LogitsLoss`) read the model's classifier logits. CGD, for
+instance, is ``[{"name": "ls_ce"}, {"name": "batch_hard_triplet"}]``.
 
 An embedding producer (:mod:`producers`, e.g. DAS) plugs in here: with ``producer`` the embedding terms see
 ``producer(embeddings, labels)`` — real rows first, then the generated ones — while logits terms see only the
@@ -24,6 +25,7 @@ import torch
 from torch import Tensor, nn
 
 from metric_retrieval.losses._registry import LOSSES, MINERS, accepted_kwargs, build_loss, check_kwargs
+from metric_retrieval.losses.base import EmbeddingLoss, LogitsLoss, reads_logits, takes_miner
 from metric_retrieval.losses.memory import CrossBatchMemory, loss_with_references
 
 
@@ -81,10 +83,10 @@ class Criterion(nn.Module):
         if aux_loss_weight is not None and producer is None:
             raise ValueError("aux_loss_weight only applies together with an embedding producer (producer=...)")
         for loss, miner, name in zip(losses, miners, names, strict=True):
-            kind = getattr(loss, "input", None)
-            if kind not in ("embedding", "logits"):
-                raise TypeError(f"loss {name!r} must declare input = 'embedding' or 'logits', got {kind!r}")
-            if miner is not None and not getattr(loss, "accepts_miner", False):
+            if not isinstance(loss, (EmbeddingLoss, LogitsLoss)):
+                raise TypeError(f"loss {name!r} ({type(loss).__name__}) must derive from EmbeddingLoss or LogitsLoss "
+                                "(metric_retrieval.losses.base)")
+            if miner is not None and not takes_miner(loss):
                 raise ValueError(f"loss {name!r} ({type(loss).__name__}) takes no miner (it mines internally, "
                                  "reads logits or uses proxies); drop its 'miner'")
         memories = dict(memories or {})
@@ -125,12 +127,12 @@ class Criterion(nn.Module):
             logits = logits.float()
         emb_all, labels_all = embeddings, labels
         produce = self.producer is not None and self.training and embeddings is not None
-        if produce and any(loss.input == "embedding" for loss in self.losses):
+        if produce and not all(reads_logits(loss) for loss in self.losses):
             emb_all, labels_all = self.producer(embeddings, labels)
         total: Tensor | None = None
         values: dict[str, Tensor] = {}
         for i, (loss, weight, name) in enumerate(zip(self.losses, self.weights, self.names, strict=True)):
-            if loss.input == "logits":
+            if reads_logits(loss):
                 if logits is None:
                     raise ValueError(f"loss {name!r} reads classifier logits but the model returned none "
                                      "(give the model a classifier head, e.g. num_classes > 0)")
@@ -161,8 +163,7 @@ class Criterion(nn.Module):
             params = [p for p in loss.parameters() if p.requires_grad]
             if not params:
                 continue
-            lr = getattr(loss, "lr", None)
-            lr = float(lr) if lr is not None else float(base_lr) * float(getattr(loss, "lr_multiplier", 1.0))
+            lr = float(loss.lr) if loss.lr is not None else float(base_lr) * float(loss.lr_multiplier)
             groups.append({"params": params, "lr": lr, "weight_decay": 0.0, "name": f"loss.{name}"})
         return groups
 
@@ -170,16 +171,17 @@ class Criterion(nn.Module):
 def check_memory_support(loss: nn.Module, name: str) -> None:
     """``ValueError`` saying why term ``name`` cannot use a cross-batch memory, if it cannot."""
     kind = type(loss).__name__
-    if getattr(loss, "input", None) == "logits":
+    if reads_logits(loss):
         raise ValueError(f"loss {name!r} ({kind}) reads classifier logits and takes no cross-batch memory "
                          "(memory_size); give it to a pair or triplet loss")
-    if not getattr(loss, "accepts_miner", False):
+    if not takes_miner(loss):
         raise ValueError(f"loss {name!r} ({kind}) compares the batch with learned proxies or mines inside the "
                          "batch itself, and takes no cross-batch memory (memory_size)")
-    if not getattr(loss, "reference_path", False):
+    if not loss.reference_path:
+        able = [n for n in LOSSES.names() if takes_miner(LOSSES.get(n)) and LOSSES.get(n).reference_path]
         raise ValueError(f"loss {name!r} ({kind}) averages over every row it is given, so a memory would change "
                          "its normalisation; it takes no cross-batch memory (memory_size). Losses that do: "
-                         + ", ".join(n for n in LOSSES.names() if getattr(LOSSES.get(n), "reference_path", False)))
+                         + ", ".join(able))
 
 
 def build_criterion(

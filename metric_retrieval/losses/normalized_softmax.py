@@ -12,21 +12,15 @@ import math
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
 from metric_retrieval.losses._registry import LOSSES
-from metric_retrieval.losses._utils import IndicesTuple, zero_loss
-from metric_retrieval.losses.base import (
-    EmbeddingLoss,
-    check_embedding_dim,
-    check_labels_in_range,
-    check_num_classes,
-)
+from metric_retrieval.losses.base import ProxyLoss
 from metric_retrieval.utils.options import Option
 
 
 @LOSSES.register("normalized_softmax", aliases=("softmax", "norm_softmax"))
-class NormalizedSoftmaxLoss(EmbeddingLoss):
+class NormalizedSoftmaxLoss(ProxyLoss):
     """Args:
         num_classes: C.
         embedding_dim: D.
@@ -38,8 +32,7 @@ class NormalizedSoftmaxLoss(EmbeddingLoss):
         Option("temperature", float, help="softmax temperature", low=0.0, low_ok=False),
         Option("lr_multiplier", float, help="multiplier of the proxies' learning rate", low=0.0),
     )
-
-    accepts_miner = False
+    proxy_name = "weight"
 
     def __init__(
         self,
@@ -48,17 +41,13 @@ class NormalizedSoftmaxLoss(EmbeddingLoss):
         temperature: float = 0.05,
         lr_multiplier: float = 1.0,
     ) -> None:
-        super().__init__()
-        c = check_num_classes(num_classes, "NormalizedSoftmaxLoss")
-        d = check_embedding_dim(embedding_dim, "NormalizedSoftmaxLoss")
-        bound = 1.0 / math.sqrt(d)
-        self.weight = nn.Parameter(torch.empty(c, d).uniform_(-bound, bound))
+        super().__init__(num_classes, embedding_dim, lr_multiplier)
         self.temperature = float(temperature)
-        self.lr_multiplier = float(lr_multiplier)
 
-    def compute_loss(self, embeddings: Tensor, labels: Tensor, indices_tuple: IndicesTuple | None) -> Tensor:
-        if embeddings.shape[0] == 0:
-            return zero_loss(embeddings, self.weight)
-        check_labels_in_range(labels, self.weight.shape[0], "NormalizedSoftmaxLoss")
+    def init_proxies(self, num_classes: int, embedding_dim: int) -> Tensor:
+        bound = 1.0 / math.sqrt(embedding_dim)
+        return torch.empty(num_classes, embedding_dim).uniform_(-bound, bound)
+
+    def proxy_loss(self, embeddings: Tensor, labels: Tensor) -> Tensor:
         logits = embeddings @ F.normalize(self.weight, dim=1).to(embeddings.dtype).t() / self.temperature
         return F.cross_entropy(logits, labels)

@@ -16,18 +16,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from metric_retrieval.losses._registry import LOSSES
-from metric_retrieval.losses._utils import IndicesTuple, masked_logsumexp, zero_loss
-from metric_retrieval.losses.base import (
-    EmbeddingLoss,
-    check_embedding_dim,
-    check_labels_in_range,
-    check_num_classes,
-)
+from metric_retrieval.losses._utils import masked_logsumexp, zero_loss
+from metric_retrieval.losses.base import ProxyLoss
 from metric_retrieval.utils.options import Option
 
 
 @LOSSES.register("proxy_anchor", aliases=("proxyanchor",))
-class ProxyAnchorLoss(EmbeddingLoss):
+class ProxyAnchorLoss(ProxyLoss):
     """Args:
         num_classes: number of training classes C.
         embedding_dim: D.
@@ -42,8 +37,6 @@ class ProxyAnchorLoss(EmbeddingLoss):
         Option("lr_multiplier", float, help="multiplier of the proxies' learning rate", low=0.0),
     )
 
-    accepts_miner = False
-
     def __init__(
         self,
         num_classes: int | None = None,
@@ -52,18 +45,14 @@ class ProxyAnchorLoss(EmbeddingLoss):
         alpha: float = 32.0,
         lr_multiplier: float = 100.0,
     ) -> None:
-        super().__init__()
-        c = check_num_classes(num_classes, "ProxyAnchorLoss")
-        self.proxies = nn.Parameter(torch.empty(c, check_embedding_dim(embedding_dim, type(self).__name__)))
-        nn.init.kaiming_normal_(self.proxies, mode="fan_out")
+        super().__init__(num_classes, embedding_dim, lr_multiplier)
         self.margin, self.alpha = float(margin), float(alpha)
-        self.lr_multiplier = float(lr_multiplier)
 
-    def compute_loss(self, embeddings: Tensor, labels: Tensor, indices_tuple: IndicesTuple | None) -> Tensor:
-        if embeddings.shape[0] == 0:
-            return zero_loss(embeddings, self.proxies)
+    def init_proxies(self, num_classes: int, embedding_dim: int) -> Tensor:
+        return nn.init.kaiming_normal_(torch.empty(num_classes, embedding_dim), mode="fan_out")
+
+    def proxy_loss(self, embeddings: Tensor, labels: Tensor) -> Tensor:
         c = self.proxies.shape[0]
-        check_labels_in_range(labels, c, "ProxyAnchorLoss")
         cos = F.normalize(embeddings, dim=1) @ F.normalize(self.proxies, dim=1).to(embeddings.dtype).t()
         pos = F.one_hot(labels, c).bool()  # (B, C)
         with_pos = pos.any(dim=0)

@@ -14,23 +14,17 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
 from metric_retrieval.losses._registry import LOSSES
-from metric_retrieval.losses._utils import IndicesTuple, zero_loss
-from metric_retrieval.losses.base import (
-    EmbeddingLoss,
-    check_embedding_dim,
-    check_labels_in_range,
-    check_num_classes,
-)
+from metric_retrieval.losses.base import ProxyLoss
 from metric_retrieval.utils.options import Option
 
 
 @LOSSES.register("proxy_nca", aliases=("proxynca",))
-class ProxyNCALoss(EmbeddingLoss):
+class ProxyNCALoss(ProxyLoss):
     """Args:
-        num_classes: number of training classes C (≥ 2).
+        num_classes: number of training classes C (≥ 2: the denominator runs over the other proxies).
         embedding_dim: D.
         scale: s, default 3 (RDML).
         lr_multiplier: proxy lr = base lr × this, default 50 (RDML).
@@ -40,8 +34,7 @@ class ProxyNCALoss(EmbeddingLoss):
         Option("scale", float, help="distance scale", low=0.0, low_ok=False),
         Option("lr_multiplier", float, help="multiplier of the proxies' learning rate", low=0.0),
     )
-
-    accepts_miner = False
+    min_classes = 2
 
     def __init__(
         self,
@@ -50,18 +43,13 @@ class ProxyNCALoss(EmbeddingLoss):
         scale: float = 3.0,
         lr_multiplier: float = 50.0,
     ) -> None:
-        super().__init__()
-        c = check_num_classes(num_classes, "ProxyNCALoss")
-        if c < 2:
-            raise ValueError("ProxyNCALoss needs num_classes >= 2 (the denominator runs over the other proxies)")
-        self.proxies = nn.Parameter(torch.randn(c, check_embedding_dim(embedding_dim, type(self).__name__)) / 8)
+        super().__init__(num_classes, embedding_dim, lr_multiplier)
         self.scale = float(scale)
-        self.lr_multiplier = float(lr_multiplier)
 
-    def compute_loss(self, embeddings: Tensor, labels: Tensor, indices_tuple: IndicesTuple | None) -> Tensor:
-        if embeddings.shape[0] == 0:
-            return zero_loss(embeddings, self.proxies)
-        check_labels_in_range(labels, self.proxies.shape[0], "ProxyNCALoss")
+    def init_proxies(self, num_classes: int, embedding_dim: int) -> Tensor:
+        return torch.randn(num_classes, embedding_dim) / 8
+
+    def proxy_loss(self, embeddings: Tensor, labels: Tensor) -> Tensor:
         x = self.scale * F.normalize(embeddings, dim=1)
         p = self.scale * F.normalize(self.proxies, dim=1).to(x.dtype)
         d2 = (x.pow(2).sum(1, keepdim=True) + p.pow(2).sum(1)[None, :] - 2 * x @ p.t()).clamp(min=0)

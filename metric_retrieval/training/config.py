@@ -18,14 +18,13 @@ from typing import Any
 
 import yaml
 
-from metric_retrieval import data, evaluation, models, optim, producers, samplers
+from metric_retrieval import producers
 from metric_retrieval.training.components import KINDS, add_component_args, kind
+from metric_retrieval.training.flags import AMP_CHOICES, train_flag_groups  # noqa: F401  (test.py imports AMP_CHOICES from here)
 from metric_retrieval.training.validate import check_config
 from metric_retrieval.utils.errors import UserError
 from metric_retrieval.utils.options import Option, options_of
-from metric_retrieval.utils.parsing import parse_number_list
-
-AMP_CHOICES = ("auto", "off", "bf16", "fp16")
+from metric_retrieval.utils.parsing import parse_number_list  # noqa: F401  (trainer.py and index.py import it from here)
 
 # Without --data_path the run uses the built-in synthetic dataset; these settings (unless given by a flag or
 # the YAML file) make that default run a one-minute CPU job from random weights. Multi-similarity learns
@@ -35,102 +34,17 @@ QUICK_RECIPE = {"image_size": 64, "num_epochs": 4, "batch_size": 32, "samples_pe
 
 
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
-    """The ``train.py`` parser; defaults follow the seed repositories where they exist. These are the generic
-    flags and the flags naming the components; each registered component's own options are added from its
-    declaration (:func:`metric_retrieval.training.components.add_component_args`)."""
+    """The ``train.py`` parser: the generic flags (:mod:`metric_retrieval.training.flags`; defaults follow the
+    seed repositories where they exist), then each registered component's own options from its declaration
+    (:func:`metric_retrieval.training.components.add_component_args`)."""
     p = argparse.ArgumentParser(description="Train a retrieval model", add_help=add_help,
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter,
                                 epilog="python train.py --list prints every registered component with its options")
     p.add_argument("--config", default=None, help="YAML file with any of these options (flags override it)")
-
-    g = p.add_argument_group("data")
-    g.add_argument("--data_path", default=None,
-                   help="dataset root; omitted: a built-in synthetic dataset is generated and used")
-    g.add_argument("--data_name", default="folder",
-                   help=", ".join(data.DATASETS.names()) + " (or an alias: python train.py --list)")
-    g.add_argument("--transform", default=data.DEFAULT_TRANSFORM,
-                   help=f"augmentation preset: {', '.join(data.list_transforms())}")
-    g.add_argument("--image_size", type=int, default=224)
-    g.add_argument("--workers", type=int, default=2, help="data-loading worker processes")
-    g.add_argument("--decode", default="auto", choices=("auto", "fast", "cache", "pil", "gpu"),
-                   help="fast: DCT-scaled / libjpeg-turbo JPEG decoding; cache: fast + exact on-disk cache of "
-                        "decode + fixed-size resize ($METRIC_RETRIEVAL_CACHE/decoded); auto: cache where the "
-                        "preset allows it and the entries still missing take <= 10%% of the free disk space, "
-                        "else fast; "
-                        "pil: plain PIL; gpu: training batches decoded and augmented on the GPU (nvJPEG; "
-                        "evaluation uses fast)")
-    g.add_argument("--skip_bad_images", action="store_true", help="drop undecodable images with a warning")
-    g.add_argument("--val_classes", type=float, default=0.0,
-                   help="fraction of training classes held out as a validation split for model selection")
-
-    g = p.add_argument_group("model")
-    g.add_argument("--backbone_type", default="resnet18")
-    g.add_argument("--head", default="baseline", help=", ".join(models.HEADS.names()))
-    g.add_argument("--feature_dim", type=int, default=512)
-    g.add_argument("--pretrained", default=None,
-                   help="'imagenet' for torchvision weights, a local state-dict file, or 'none' (random init); "
-                        "default: with --data_path the backbone's ImageNet weights from the local torch cache "
-                        "(a clear error when they are not there), without it random init")
-    g.add_argument("--model_option", action="append", default=[], metavar="KEY=VALUE",
-                   help="any other model builder option (repeatable)")
-    g.add_argument("--sync_bn", action="store_true", help="SyncBatchNorm under DDP")
-
-    g = p.add_argument_group("loss and sampler")
-    g.add_argument("--loss", default="triplet",
-                   help="loss name, or names joined by '+' (weighted sum), e.g. ls_ce+batch_hard_triplet")
-    g.add_argument("--loss_weights", default=None, help="comma-separated weights for the '+' terms")
-    g.add_argument("--miner", default="semihard", help="miner for embedding losses, or 'none'")
-    g.add_argument("--loss_option", action="append", default=[], metavar="[LOSS.]KEY=VALUE",
-                   help="loss hyper-parameter (repeatable), e.g. triplet.margin=0.1")
-    g.add_argument("--sampler", default="m_per_class", help=", ".join(samplers.SAMPLERS.names()))
-    g.add_argument("--aux_loss", action="store_true",
-                   help="with an embedding producer: L(real) + w * L(real + generated)")
-    g.add_argument("--aux_loss_weight", type=float, default=1.0)
-
-    g = p.add_argument_group("optimisation")
-    g.add_argument("--batch_size", type=int, default=32, help="per-process batch size")
-    g.add_argument("--num_epochs", type=int, default=20)
-    g.add_argument("--optimizer", default="adam", choices=optim.OPTIMIZERS.names())
-    g.add_argument("--lr", type=float, default=1e-4)
-    g.add_argument("--backbone_lr_mult", type=float, default=1.0)
-    g.add_argument("--head_lr_mult", type=float, default=1.0)
-    g.add_argument("--scheduler", default="multistep", choices=optim.SCHEDULERS.names())
-    g.add_argument("--grad_clip", type=float, default=0.0, help="max gradient norm; 0 disables")
-    g.add_argument("--max_steps_per_epoch", type=int, default=0, help="cap on steps per epoch; 0 = full")
-
-    g = p.add_argument_group("evaluation and selection")
-    g.add_argument("--recalls", default=None, help="comma-separated K list; default per dataset")
-    g.add_argument("--eval_every", type=int, default=1, help="evaluate every N epochs; 0 = only at the end")
-    g.add_argument("--eval_batch_size", type=int, default=64)
-    g.add_argument("--knn_backend", default="auto", help="auto or " + ", ".join(evaluation.KNN_BACKENDS.names()))
-    g.add_argument("--select_metric", default="recall@1")
-    g.add_argument("--select_on", default=None, choices=("val", "test"),
-                   help="split used to keep 'best' (default: val if --val_classes > 0 else test)")
-
-    g = p.add_argument_group("runtime")
-    g.add_argument("--seed", type=int, default=0)
-    g.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
-    g.add_argument("--amp", default="auto", choices=AMP_CHOICES,
-                   help="mixed precision; auto = bf16 where the hardware computes it natively (CUDA with bf16, "
-                        "CPUs with AVX512-BF16/AMX), else off")
-    g.add_argument("--channels_last", action=argparse.BooleanOptionalAction, default=True,
-                   help="NHWC memory format for the model and its inputs")
-    g.add_argument("--compile", action="store_true", help="torch.compile the model")
-    g.add_argument("--deterministic", action="store_true",
-                   help="bit-exact mode: deterministic algorithms; two runs, or a run and its resumed copy, give "
-                        "identical weights (README 'Reliability' says under which settings)")
-    g.add_argument("--dist_timeout", type=float, default=600.0,
-                   help="seconds a DDP collective waits for the other ranks before the run stops with an error "
-                        "(must exceed the longest evaluation, which the other ranks wait out)")
-    g.add_argument("--output_dir", default=None,
-                   help="run folder; default: a new runs/<date-time>-<backbone>-<head>. A folder holding a run is "
-                        "refused unless --resume or --overwrite is given")
-    g.add_argument("--overwrite", action="store_true",
-                   help="train into --output_dir although it holds a run: its files are replaced as this run writes")
-    g.add_argument("--resume", default=None, help="checkpoint path, or 'latest' in --output_dir")
-    g.add_argument("--checkpoint_every", type=int, default=0,
-                   help="also checkpoint every N steps inside an epoch; 0 = end of epoch only")
-    g.add_argument("--no_tensorboard", action="store_true")
+    for title, options in train_flag_groups():
+        group = p.add_argument_group(title)
+        for option in options:
+            option.add_to(group)
     add_component_args(p)
     return p
 
@@ -299,25 +213,12 @@ def gpu_decode_unavailable(device: str) -> bool:
 
 
 def validate_config(cfg: dict[str, Any]) -> None:
-    """Reject combinations that cannot work, naming the flags involved."""
+    """Reject combinations that cannot work, naming the flags involved (each value's own range is its
+    declaration's: :func:`metric_retrieval.training.validate.number_problems`)."""
     problems = []
-    if cfg["amp"] not in AMP_CHOICES:
-        problems.append(f"--amp must be one of {AMP_CHOICES}, got {cfg['amp']!r}")
-    for flag in ("batch_size", "num_epochs", "feature_dim", "image_size", "eval_batch_size"):
-        if cfg[flag] < 1:
-            problems.append(f"--{flag} must be a positive integer, got {cfg[flag]}")
-    for flag in ("workers", "eval_every", "checkpoint_every", "max_steps_per_epoch"):
-        if cfg[flag] < 0:
-            problems.append(f"--{flag} must be >= 0, got {cfg[flag]}")
-    if not cfg["dist_timeout"] > 0:
-        problems.append(f"--dist_timeout must be a positive number of seconds, got {cfg['dist_timeout']}")
-    if any(k < 1 for k in parse_number_list(cfg["recalls"], "--recalls")):
-        problems.append(f"--recalls must list positive integers, got {cfg['recalls']}")
     if not cfg["data_path"] and cfg["data_name"] != "folder":
         problems.append(f"--data_name {cfg['data_name']} needs --data_path (without it the built-in synthetic "
                         "dataset is used)")
-    if not 0.0 <= cfg["val_classes"] < 1.0:
-        problems.append(f"--val_classes must be a fraction in [0, 1), got {cfg['val_classes']}")
     if cfg["select_on"] == "val" and cfg["val_classes"] == 0:
         problems.append("--select_on val needs --val_classes > 0")
     problems += producers.producer_conflicts(cfg)

@@ -1,5 +1,5 @@
-"""``python train.py --list``: every registered component of every kind
-(:data:`metric_retrieval.training.components.KINDS`) with its options.
+"""``python train.py --list``: the generic flags (:mod:`metric_retrieval.training.flags`), then every registered
+component of every kind (:data:`metric_retrieval.training.components.KINDS`) with its options.
 
 Each entry prints the builder's keyword parameters with the builder's defaults as ``name(keyword: type = default,
 ...)`` (a keyword whose declared option states the same default is left to that option's line), then one line
@@ -13,6 +13,7 @@ import inspect
 from typing import Any
 
 from metric_retrieval.training.components import KINDS, Kind
+from metric_retrieval.training.flags import train_flag_groups
 from metric_retrieval.utils.options import Option, options_of
 
 
@@ -42,9 +43,17 @@ def _option_line(k: Kind, name: str, option: Option) -> str:
     return f"{text}  ({option.help})" if option.help else text
 
 
+def _flag_line(option: Option) -> str:
+    text = f"      option {'/'.join(option.spellings)}: {option.describe()}"
+    return f"{text}  ({option.help})" if option.help else text
+
+
 def describe_components() -> str:
-    """The listing printed by ``train.py --list``."""
-    lines = []
+    """The listing printed by ``train.py --list``: the generic flags by group, then every component."""
+    lines = ["generic flags (train.py --help):"]
+    for title, options in train_flag_groups():
+        lines.append(f"  {title}:")
+        lines += [_flag_line(option) for option in options]
     for k in KINDS:
         lines.append(f"{k.title} ({'--' + k.key if k.key else 'each with its own switch'}):")
         for name, builder in k.registry.items():

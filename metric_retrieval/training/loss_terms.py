@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from metric_retrieval import losses
+from metric_retrieval.losses.base import takes_miner
 from metric_retrieval.utils.errors import UserError
 from metric_retrieval.utils.options import options_of
 from metric_retrieval.utils.parsing import parse_key_values, parse_number_list
@@ -33,7 +34,7 @@ def loss_terms(cfg: dict[str, Any]) -> list[dict[str, Any]]:
     miner = cfg.get("miner")  # a name or a YAML node {name: ..., OPTION: value}
     for term in terms:
         term.setdefault("weight", 1.0)
-        if "miner" not in term and miner and miner != "none" and _is_embedding_loss(term["name"]):
+        if "miner" not in term and miner and miner != "none" and takes_miner(losses.LOSSES.get(term["name"])):
             term["miner"] = dict(miner) if isinstance(miner, dict) else miner
     for key, value in parse_key_values(cfg.get("loss_option") or [], "--loss_option").items():
         loss_name, _, hparam = key.rpartition(".")
@@ -44,11 +45,6 @@ def loss_terms(cfg: dict[str, Any]) -> list[dict[str, Any]]:
         for t in targets:
             t[hparam] = value
     return terms
-
-
-def _is_embedding_loss(name: str) -> bool:
-    return getattr(losses.LOSSES.get(name), "input", "embedding") == "embedding" and \
-        getattr(losses.LOSSES.get(name), "accepts_miner", True)
 
 
 def term_problems(cfg: dict[str, Any]) -> list[str]:

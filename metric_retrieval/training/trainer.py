@@ -21,6 +21,7 @@ from tqdm import tqdm
 from metric_retrieval import data, models
 from metric_retrieval.data.batch import DeviceInput
 from metric_retrieval.data.device_decode import DeviceDecoder, EncodedFiles
+from metric_retrieval.losses.base import reads_logits
 from metric_retrieval.training import builders
 from metric_retrieval.training.checkpoint import (
     BEST_DATABASE,
@@ -216,7 +217,7 @@ def _train(cfg: dict[str, Any], root: str, device: torch.device, dist_info: Dist
     if cfg["channels_last"]:
         model.to(memory_format=torch.channels_last)
     criterion = builders.build_criterion(cfg, num_classes, class_counts).to(device)
-    logit_losses = [n for n, loss in zip(criterion.names, criterion.losses) if getattr(loss, "input", "") == "logits"]
+    logit_losses = [n for n, loss in zip(criterion.names, criterion.losses) if reads_logits(loss)]
     if logit_losses and not getattr(model.head, "num_classes", 0):
         raise UserError(f"--loss {'+'.join(logit_losses)} reads classifier logits, but --head {cfg['head']} has no "
                         "classifier; use a head with one or an embedding loss")

@@ -7,7 +7,6 @@ same name) and what was expected; problems are collected and reported together.
 """
 from __future__ import annotations
 
-import math
 import os
 import re
 import time
@@ -18,39 +17,29 @@ from typing import Any
 import torch
 
 from metric_retrieval import producers
+from metric_retrieval.losses.base import reads_logits, takes_miner
 from metric_retrieval.training.components import (
     check_selected,
     model_option_problems,
     option_problems,
     samples_whole_classes,
 )
+from metric_retrieval.training.flags import TEST_OPTIONS, train_flag_groups
 from metric_retrieval.training.loss_terms import term_problems
 from metric_retrieval.training.run_lock import LOCK_NAME
 from metric_retrieval.utils.errors import UserError
-from metric_retrieval.utils.parsing import parse_number_list, range_problem
 
 # Files a run writes that are worth keeping; a folder holding any of them (or any file a run does not
 # write) is refused without --resume or --overwrite.
 RUN_RECORDS = {"train.log", "config.yaml", "env.json", "tb", LOCK_NAME}  # what a run that failed at its start leaves
 METRIC_NAME = re.compile(r"^(recall@[1-9][0-9]*|precision@1|r_precision|map@r)$")
 
-# generic flag: (lowest, lowest allowed?, highest, highest allowed?); every value must also be finite. The
-# components' options carry their own ranges (metric_retrieval.utils.options), checked with the config
-# (metric_retrieval.training.components).
-FLOAT_RANGES: dict[str, tuple[float, bool, float, bool]] = {
-    "lr": (0.0, False, 10.0, True),  # above 10 no optimiser here converges: a typo (1e30) or a unit mix-up
-    "dist_timeout": (0.0, False, math.inf, False),
-    "backbone_lr_mult": (0.0, True, math.inf, False),
-    "head_lr_mult": (0.0, True, math.inf, False),
-    "grad_clip": (0.0, True, math.inf, False),
-    "aux_loss_weight": (0.0, True, math.inf, False),
-}
-
-
 def number_problems(cfg: dict[str, Any], explicit: Iterable[str] = ()) -> list[str]:
-    """Non-finite or absurd numeric settings (the flags and the YAML keys alike: both end up in ``cfg``), and
-    components' options that are out of range or that no selected component takes (:func:`option_problems`)."""
-    problems = [p for flag, bounds in FLOAT_RANGES.items() if (p := range_problem(flag, cfg[flag], *bounds))]
+    """Generic flags whose value breaks its declaration (:mod:`metric_retrieval.training.flags`: non-finite,
+    out of range, not a choice; the flags and the YAML keys alike, as both end up in ``cfg``), and components'
+    options that are out of range or that no selected component takes (:func:`option_problems`)."""
+    problems = [p for _, options in train_flag_groups() for option in options
+                if (p := option.problem(cfg[option.name]))]
     problems += option_problems(cfg, explicit)
     return problems
 
@@ -82,13 +71,12 @@ def name_problems(cfg: dict[str, Any], explicit: Iterable[str] = ()) -> list[str
     if problems or not known:
         return problems
     problems += term_problems(cfg)
-    kinds = {n: getattr(losses.LOSSES.get(n), "input", "embedding") for n in known}
-    takes_miner = [n for n in known if kinds[n] == "embedding" and getattr(losses.LOSSES.get(n), "accepts_miner", True)]
-    if "miner" in explicit and miner not in (None, "none") and not takes_miner:
+    mined = [n for n in known if takes_miner(losses.LOSSES.get(n))]
+    if "miner" in explicit and miner not in (None, "none") and not mined:
         problems.append(f"--miner {miner}: no loss in --loss {'+'.join(known)} takes a miner "
                         "(proxy / classification losses and batch-hard triplet mine internally); use --miner none")
     producing = [n for n in producers.PRODUCERS.names() if producers.PRODUCERS.get(n).enabled(cfg)]
-    if producing and all(kind == "logits" for kind in kinds.values()):
+    if producing and all(reads_logits(losses.LOSSES.get(n)) for n in known):
         problems.append(f"--{producing[0]} generates embeddings for embedding losses, but --loss {'+'.join(known)} "
                         f"only reads classifier logits; add an embedding loss (e.g. +triplet) or drop --{producing[0]}")
     return problems
@@ -218,24 +206,11 @@ def output_file_problem(flag: str, path: str | None) -> str | None:
 
 
 def check_test_args(args: Any) -> None:
-    """The ``eval`` / ``query`` commands' numbers, output files and input files, checked before a model is built
-    or an image read. A flag the command does not have is not checked."""
+    """The ``eval`` / ``query`` commands' numbers (as declared: :data:`metric_retrieval.training.flags.TEST_OPTIONS`),
+    output files, input files and off-the-shelf model, checked before a model is built or an image read. A flag
+    the command does not have is not checked."""
     given = vars(args)
-    problems = [f"--{flag} must be a positive integer, got {given[flag]}"
-                for flag in ("retrieval_num", "eval_batch_size", "image_size", "imsize")
-                if flag in given and given[flag] < 1]
-    if given.get("workers", 0) < 0:
-        problems.append(f"--workers must be >= 0, got {args.workers}")
-    if given.get("feature_dim") is not None and args.feature_dim < 1:
-        problems.append(f"--feature_dim must be a positive integer, got {args.feature_dim}")
-    if given.get("dba", 0) < 0:
-        problems.append(f"--dba must be >= 0 neighbours, got {args.dba}")
-    if "scales" in given:
-        scales = parse_number_list(args.scales, "--scales", float)
-        if not scales or any(not math.isfinite(s) or s <= 0 for s in scales):
-            problems.append(f"--scales must list positive factors (e.g. 1,0.7071,0.5), got {args.scales!r}")
-    if given.get("recalls") is not None and any(k < 1 for k in parse_number_list(args.recalls, "--recalls")):
-        problems.append(f"--recalls must list positive integers, got {args.recalls}")
+    problems = [p for option in TEST_OPTIONS if option.name in given and (p := option.problem(given[option.name]))]
     problems += [p for p in (output_file_problem("--json", given.get("json")),
                              output_file_problem("--learn_whitening", given.get("learn_whitening"))) if p]
     if "backbone_type" in given:

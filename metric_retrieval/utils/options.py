@@ -26,7 +26,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from metric_retrieval.utils.parsing import range_problem
+from metric_retrieval.utils.errors import UserError
+from metric_retrieval.utils.parsing import parse_number_list, range_problem
 
 __all__ = ["Option", "builder_kwargs", "declare", "merge_options", "options_of"]
 
@@ -35,11 +36,14 @@ __all__ = ["Option", "builder_kwargs", "declare", "merge_options", "options_of"]
 class Option:
     """One option: flag ``--name`` (plus ``aliases``) and YAML key ``name``.
 
-    ``type`` is ``int``, ``float``, ``str``, ``list`` or ``bool`` (a switch: ``--name``; ``negatable`` adds
-    ``--no-name``); ``low``/``high`` bound a number (``low_ok``/``high_ok``: whether the bound itself is
-    allowed); ``kwarg`` is the builder keyword the value fills (default ``name``; ``to_builder=False``: the
-    component reads it from the config itself); ``flag=False``: no flag of its own, set per component (see the
-    module docstring). A value of ``None`` means "not set" (the builder's own default applies).
+    ``type`` is ``int``, ``float``, ``str``, ``list`` (a repeatable flag, each use appending one ``metavar``
+    string) or ``bool`` (a switch: ``--name``; ``negatable`` adds ``--no-name``); ``low``/``high`` bound a number
+    (``low_ok``/``high_ok``: whether the bound itself is allowed); ``item``: the value is a comma-separated list
+    of ``item`` numbers (``"1,2,4"``), each within the bounds; ``expected`` names what a bad value should have
+    been (``"a fraction"``, ``"positive factors"``) in the message. ``kwarg`` is the builder keyword the value
+    fills (default ``name``; ``to_builder=False``: the component reads it from the config itself);
+    ``flag=False``: no flag of its own, set per component (see the module docstring). A value of ``None`` means
+    "not set" (the builder's own default applies).
     """
 
     name: str
@@ -56,6 +60,9 @@ class Option:
     kwarg: str = ""
     to_builder: bool = True
     flag: bool = True
+    item: type | None = None
+    expected: str = ""
+    metavar: str | None = None
 
     def __post_init__(self) -> None:
         if not self.kwarg:
@@ -75,9 +82,13 @@ class Option:
     def add_to(self, group: argparse._ArgumentGroup, users: str = "") -> None:
         """Add the flag to an argparse group; ``users`` (e.g. ``"head cgd"``) is appended to the help."""
         text = f"{self.help} [{users}]" if users and self.help else (self.help or (f"[{users}]" if users else None))
+        text = text and text.replace("%", "%%")  # argparse formats help with %
         if self.type is bool:
             action = argparse.BooleanOptionalAction if self.negatable else "store_true"
             group.add_argument(*self.flags, dest=self.name, action=action, default=self.default, help=text)
+        elif self.type is list:
+            group.add_argument(*self.flags, dest=self.name, action="append", default=list(self.default or ()),
+                               metavar=self.metavar, help=text)
         else:
             group.add_argument(*self.flags, dest=self.name, type=None if self.type is str else self.type,
                                default=self.default, choices=self.choices, help=text)
@@ -97,18 +108,42 @@ class Option:
             return None
         if self.choices is not None and value not in self.choices:
             return f"{where} must be one of {', '.join(map(str, self.choices))}, got {value!r}"
+        if self.item is not None:
+            return self._list_problem(value, where)
         if self.low is None and self.high is None:
             return None
-        if self.type is int and self.low == 1 and self.high is None and self.low_ok:
-            return None if value >= 1 else f"{where} must be a positive integer, got {value}"
+        if self.type is int and self.high is None and self.low_ok and not self.expected:
+            if self.low == 1:
+                return None if value >= 1 else f"{where} must be a positive integer, got {value}"
+            return None if value >= self.low else f"{where} must be >= {self.low:g}, got {value}"
+        return self._range_problem(float(value), where)
+
+    def _range_problem(self, value: float, where: str) -> str | None:
         low = -math.inf if self.low is None else self.low
         high = math.inf if self.high is None else self.high
-        message = range_problem(self.name, float(value), low, self.low_ok, high, self.high_ok and high < math.inf)
-        return None if message is None else message.replace(f"--{self.name}", where, 1)
+        message = range_problem(self.name, value, low, self.low_ok, high, self.high_ok and high < math.inf)
+        if message is None:
+            return None
+        if self.expected:  # one sentence whatever broke it (not finite, or out of range)
+            left, right = "[" if self.low_ok else "(", "]" if self.high_ok and high < math.inf else ")"
+            return f"{where} must be {self.expected} in {left}{low:g}, {high:g}{right}, got {value:g}"
+        return message.replace(f"--{self.name}", where, 1)
+
+    def _list_problem(self, value: Any, where: str) -> str | None:
+        """A comma-separated list of ``item`` numbers: every one parses, is finite and lies within the bounds."""
+        wanted = self.expected or f"comma-separated {self.item.__name__} values in range"
+        try:
+            numbers = parse_number_list(value, where, self.item)
+        except UserError:
+            numbers = []
+        if not numbers or any(self._range_problem(float(n), where) for n in numbers):
+            return f"{where} must list {wanted}, got {value!r}"
+        return None
 
     def describe(self, with_default: bool = True) -> str:
         """``type = default`` with its choices or range, for listings."""
-        text = f"{self.type.__name__}" + (f" = {self.default!r}" if with_default else "")
+        kind = f"list of {self.item.__name__}" if self.item is not None else self.type.__name__
+        text = kind + (f" = {self.default!r}" if with_default else "")
         if self.choices is not None:
             text += f" in {{{', '.join(map(str, self.choices))}}}"
         elif self.low is not None or self.high is not None:

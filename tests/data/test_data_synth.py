@@ -110,3 +110,31 @@ def test_small_landmark_sets_keep_every_role(layout, fast_tmp):
     keys = ("ok", "junk") if layout == "oxford5k" else ("easy", "hard", "junk")
     for g in lm.gnd:
         assert all(g[k] for k in keys)
+
+
+SMALL = {"cub": {"num_classes": 2}, "cars": {"num_classes": 2}, "sop": {"num_classes": 4}, "inshop": {"num_items": 4},
+         "folder": {"num_classes": 4}, "oxford5k": {"num_distractors": 2}, "paris6k": {"num_distractors": 2},
+         "roxford5k": {"num_distractors": 2}, "rparis6k": {"num_distractors": 2}}
+
+
+@pytest.mark.parametrize("name", sorted(SMALL))
+def test_each_reader_brings_a_synthetic_layout_it_reads(fast_tmp, name):
+    """The layouts are the readers' (``Reader.synth``): written by dataset name or alias, read by that reader."""
+    reader = data.DATASETS.get(name)
+    alias = next((a for a, n in data.DATASETS._aliases.items() if n == name), name)
+    root = data.write_synthetic(alias, fast_tmp / name, image_size=(24, 24), **SMALL[name])
+    marker = json.loads((root / SYNTH_MARKER).read_text())
+    assert (marker["layout"], marker["images_per_class"]) == (name, reader.synth.images_per_class)
+    if reader.kind == "landmark":
+        gnd = data.load_landmark_dataset(name, root)
+        assert gnd.query_paths and gnd.db_paths
+        return
+    for split in reader(root).available_splits():
+        assert len(reader(root).read(split).paths) > 0, split
+
+
+def test_the_synthetic_layouts_are_exactly_the_readers_that_bring_one():
+    from metric_retrieval.data.synth import synth_layouts
+
+    assert sorted(synth_layouts()) == sorted(SMALL)
+    assert all(data.DATASETS.get(n).synth is layout for n, layout in synth_layouts().items())

@@ -4,11 +4,14 @@ part's constructor options (no flags) round-trip through --model_option and the 
 time and are declared with the constructor's defaults; a top-level YAML miner node is the loss terms' miner."""
 from __future__ import annotations
 
+import argparse
 import contextlib
+import csv
 import functools
 import importlib.util
 import inspect
 import io
+import math
 from pathlib import Path
 
 import pytest
@@ -17,6 +20,7 @@ import yaml
 
 from metric_retrieval import optim
 from metric_retrieval.training.builders import build_criterion, build_sampler, model_options
+from metric_retrieval.training.checkpoint import load_model
 from metric_retrieval.training.components import KINDS, Kind, component_kwargs, declared, kind
 from metric_retrieval.training.config import get_args_parser, resolve_config
 from metric_retrieval.training.listing import describe_components
@@ -145,8 +149,7 @@ def plugins(monkeypatch):
     return module
 
 
-PLUGIN_OPTIONS = [("data_name", "plugin_data", "plugin_data_fraction", 0.5),
-                  ("backbone_type", "plugin_backbone", "plugin_width_mult", 0.5),
+PLUGIN_OPTIONS = [("backbone_type", "plugin_backbone", "plugin_width_mult", 0.5),
                   ("head", "plugin_head", "plugin_head_temperature", 0.5),
                   ("sampler", "plugin_sampler", "plugin_sampler_passes", 3),
                   ("optimizer", "plugin_sgd", "dampening", 0.5),
@@ -181,11 +184,101 @@ def test_a_plugin_optimizer_and_sampler_are_built_with_their_declared_options(pl
 
 def test_a_plugin_loss_and_miner_options_are_listed_and_checked(plugins):
     listing = describe_components()
-    assert "  plugin_loss(scale: float = 1.0)" in listing and "  plugin_miner(keep: int = 4)" in listing
+    assert "  plugin_loss(scale: float = 1.0)" in listing and "  plugin_miner(keep: int = 32)" in listing
     cfg = {"loss": "plugin_loss", "miner": "none", "loss_option": ["plugin_loss.scale=0"]}
     assert term_problems(cfg) == ["loss plugin_loss option scale must be in (0, inf), got 0"]
     cfg = {"loss": [{"name": "plugin_loss", "miner": {"name": "plugin_miner", "keep": 0}}], "miner": "none"}
     assert term_problems(cfg) == ["miner plugin_miner option keep must be a positive integer, got 0"]
+
+
+# -- the plug-ins work: exact values against brute force, then one run of train.py with every plug-in at once --------
+def test_the_plugin_miner_keeps_the_hardest_triplets(plugins):
+    emb = torch.tensor([[0.0, 0.0], [1.0, 0.0], [0.0, 2.0], [3.0, 0.0], [0.0, 0.5]])
+    labels = torch.tensor([0, 0, 0, 1, 1])
+    a, p, n = plugins.PluginMiner(keep=3)(emb, labels)
+    d = lambda i, j: float((emb[i] - emb[j]).norm())  # noqa: E731
+    triplets = [(i, j, k) for i in range(5) for j in range(5) for k in range(5)
+                if i != j and labels[i] == labels[j] and labels[k] != labels[i]]
+    expected = sorted(triplets, key=lambda t: d(t[0], t[1]) - d(t[0], t[2]), reverse=True)[:3]
+    assert list(zip(a.tolist(), p.tolist(), n.tolist())) == expected == [(4, 3, 0), (4, 3, 1), (4, 3, 2)]
+
+
+def test_the_plugin_loss_is_the_soft_margin_triplet_loss(plugins):
+    emb = torch.tensor([[0.0, 0.0], [3.0, 4.0], [0.0, 1.0]], requires_grad=True)
+    labels = torch.tensor([0, 0, 1])
+    # triplets (0, 1, 2): softplus(2 · (5 − 1)); (1, 0, 2): d(1, 2) = sqrt(9 + 9): softplus(2 · (5 − sqrt 18))
+    expected = (math.log1p(math.exp(8.0)) + math.log1p(math.exp(2 * (5 - math.sqrt(18))))) / 2
+    loss = plugins.PluginLoss(scale=2.0)(emb, labels)
+    assert loss.item() == pytest.approx(expected, rel=1e-6)
+    only_first = plugins.PluginLoss(scale=2.0)(emb, labels, (torch.tensor([0]), torch.tensor([1]), torch.tensor([2])))
+    assert only_first.item() == pytest.approx(math.log1p(math.exp(8.0)), rel=1e-6)
+
+
+def test_the_plugin_sampler_makes_each_pass_a_permutation(plugins):
+    sampler = plugins.PluginSampler(torch.arange(12) % 3, batch_size=4, seed=1, passes=3)
+    batches = list(sampler)
+    assert len(batches) == len(sampler) == 9 and all(len(b) == 4 for b in batches)
+    flat = [i for b in batches for i in b]
+    assert all(sorted(flat[k * 12:(k + 1) * 12]) == list(range(12)) for k in range(3))
+
+
+def test_the_plugin_reader_reads_its_own_synthetic_layout(plugins, tmp_path):
+    from metric_retrieval import data
+
+    root = data.write_synthetic("plugin_data", tmp_path / "d", image_size=(16, 16), num_classes=6)
+    train, test = (data.build_dataset("plugin_data", root, split) for split in ("train", "test"))
+    assert (len(train), train.num_classes, len(test), test.num_classes) == (12, 3, 12, 3)  # 4 images per class
+    assert train[0][0].size == (16, 16) and data.get_benchmark("plugin_data", root).protocol == "leave_one_out"
+
+
+def test_the_plugin_backbone_and_head_compute_cosine_logits(plugins):
+    from metric_retrieval import models
+
+    model = models.build_model("plugin_backbone", "plugin_head", feature_dim=6, num_classes=3, plugin_width_mult=0.5,
+                               temperature=0.5)
+    assert model.backbone.num_features == 8
+    model.eval()
+    images = torch.randn(2, 3, 16, 16)
+    embedding, logits = model(images)
+    pooled = model.backbone(images).mean(dim=(2, 3))
+    e = model.head.fc(pooled)
+    torch.testing.assert_close(embedding, e / e.norm(dim=1, keepdim=True))
+    w = model.head.classes / model.head.classes.norm(dim=1, keepdim=True)
+    torch.testing.assert_close(logits, embedding @ w.t() / 0.5)
+    with pytest.raises(UserError, match="no pretrained weights"):
+        models.build_model("plugin_backbone", "plugin_head", pretrained="imagenet")
+
+
+def test_every_plugin_trains_end_to_end_through_train_py(plugins, tmp_path):
+    """The data, backbone, head, loss, miner, sampler, producer and optimiser of the plug-in module, together."""
+    import train as train_cli
+    from metric_retrieval import data
+
+    root = data.write_synthetic("plugin_data", tmp_path / "data", image_size=(32, 32), images_per_class=6)
+    out = tmp_path / "run"
+    config = _write(tmp_path, {"miner": {"name": "plugin_miner", "keep": 16}, "head": {"name": "plugin_head",
+                                                                                     "plugin_head_temperature": 0.2}})
+    plugins.PluginProducer.produced_rows = 0
+    argv = ["--config", config, "--data_name", "plugin_data", "--data_path", str(root), "--pretrained", "none",
+            "--backbone_type", "plugin_backbone", "--plugin_width_mult", "0.5", "--feature_dim", "16",
+            "--loss", "plugin_loss", "--loss_option", "plugin_loss.scale=2", "--sampler", "plugin_sampler",
+            "--plugin_sampler_passes", "2", "--plugin_producer", "--plugin_producer_noise", "0.05",
+            "--optimizer", "plugin_sgd", "--dampening", "0.1", "--lr", "0.01", "--batch_size", "8",
+            "--num_epochs", "2", "--image_size", "32", "--workers", "0", "--amp", "off", "--no_tensorboard",
+            "--output_dir", str(out)]
+    assert train_cli.main(argv) == 0
+    # 4 training classes x 6 images, two passes of batches of 8: 6 steps an epoch, each producing 8 noisy rows
+    assert plugins.PluginProducer.produced_rows == 2 * 6 * 8
+    rows = list(csv.DictReader((out / "statistics.csv").open()))
+    assert [int(r["epoch"]) for r in rows] == [1, 2]
+    assert all(math.isfinite(float(r["loss"])) and 0 <= float(r["test_recall@1"]) <= 1 for r in rows)
+    cfg = yaml.safe_load((out / "config.yaml").read_text())
+    criterion = build_criterion(cfg, num_classes=4, class_counts=torch.full((4,), 6))
+    assert isinstance(criterion.miners[0], plugins.PluginMiner) and criterion.miners[0].keep == 16
+    assert isinstance(criterion.losses[0], plugins.PluginLoss) and criterion.losses[0].scale == 2
+    model, _ = load_model(out / "model_best.pth")  # rebuilt from the plug-ins' registrations alone
+    assert isinstance(model.backbone, plugins.PluginNet) and model.backbone.num_features == 8
+    assert isinstance(model.head, plugins.PluginHead) and model.head.temperature == 0.2
 
 
 LOSS_CASES = [(name, option) for name, component in next(k for k in KINDS if k.key == "loss").registry.items()
@@ -340,3 +433,33 @@ def test_preset_options_are_refused_for_a_preset_without_them():
     with pytest.raises(UserError, match="--hflip False works only for the augmentation presets that take it"):
         resolve_config([*BASE, "--transform", "cgd", "--no-hflip"])
     assert resolve_config([*BASE, "--transform", "strong", "--no-hflip", "--crop_scale", "0.5"])["hflip"] is False
+
+
+# -- what an Option can declare beyond one bounded number -------------------------------------------------------
+@pytest.mark.parametrize("option, value, message", [
+    (Option("n", int, 0, low=0), -1, "--n must be >= 0, got -1"),
+    (Option("n", int, 1, low=1), 0, "--n must be a positive integer, got 0"),
+    (Option("f", float, 0.0, low=0.0, high=1.0, high_ok=False, expected="a fraction"), float("nan"),
+     "--f must be a fraction in [0, 1), got nan"),
+    (Option("f", float, 0.0, low=0.0, high=1.0, high_ok=False, expected="a fraction"), 1.0,
+     "--f must be a fraction in [0, 1), got 1"),
+    (Option("ks", str, None, item=int, low=1, expected="positive integers"), "1,0", "--ks must list positive "
+     "integers, got '1,0'"),
+    (Option("ks", str, None, item=int, low=1, expected="positive integers"), "1,x", "--ks must list positive "
+     "integers, got '1,x'"),
+    (Option("s", str, "1", item=float, low=0.0, low_ok=False), "", "--s must list comma-separated float values in "
+     "range, got ''"),
+    (Option("s", str, "1", item=float, low=0.0, low_ok=False), "1,inf", "--s must list comma-separated float "
+     "values in range, got '1,inf'"),
+])
+def test_an_option_names_what_was_expected(option, value, message):
+    assert option.problem(value) == message
+
+
+def test_item_lists_within_range_and_repeatable_options_are_accepted():
+    assert Option("ks", str, None, item=int, low=1).problem("1, 2,4") is None
+    assert Option("ks", str, None, item=int, low=1).problem(None) is None
+    parser = argparse.ArgumentParser()
+    Option("kv", list, (), "repeatable, 100% of them", metavar="KEY=VALUE").add_to(parser.add_argument_group("g"))
+    assert parser.parse_args(["--kv", "a=1", "--kv", "b=2"]).kv == ["a=1", "b=2"]
+    assert parser.parse_args([]).kv == [] and "100% of them" in parser.format_help()

@@ -1,4 +1,5 @@
 """A careless user's mistakes are refused by the config layer before any data is read or model built."""
+import argparse
 import os
 import re
 import shutil
@@ -9,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from metric_retrieval.training.config import resolve_config
+from metric_retrieval.training.config import get_args_parser, resolve_config
 from metric_retrieval.training.validate import check_splits, default_run_dir, split_sizes
 from metric_retrieval.utils.errors import UserError
 
@@ -283,3 +284,60 @@ def test_small_classes_warn_and_split_sizes_are_printed():
                         "their batches hold fewer positives than asked"]
     assert split_sizes(data) == ("train 8 images / 3 classes, val 4 images / 2 classes, "
                                  "test 3 images / 2 classes")
+
+
+# -- the generic flags: one declaration (training/flags.py) gives the parser, the checks and the listing ---------
+from metric_retrieval.training.flags import TEST_OPTIONS, train_flag_groups  # noqa: E402
+from metric_retrieval.training.listing import describe_components  # noqa: E402
+from metric_retrieval.training.validate import check_test_args  # noqa: E402
+from metric_retrieval.utils.options import Option  # noqa: E402
+from tests.e2e.cli import test_cli  # noqa: E402
+
+GENERIC = [option for _, options in train_flag_groups() for option in options]
+BOUNDED = [o for o in GENERIC if o.low is not None]
+
+
+def _below(option: Option) -> str:
+    """A command-line value just outside the option's lower bound (a list option: one bad item)."""
+    value = option.low - 1 if option.low_ok else option.low
+    return f"1,{value:g}" if option.item is not None else f"{value:g}"
+
+
+@pytest.mark.parametrize("option", BOUNDED, ids=[o.name for o in BOUNDED])
+def test_every_bounded_generic_flag_is_checked_from_its_declaration(tmp_path, option):
+    bad = _below(option)
+    expected = option.problem(bad if option.item is not None else option.type(bad))
+    with pytest.raises(UserError) as err:
+        resolve_config([*DATA, f"--{option.name}", bad])
+    path = tmp_path / "run.yaml"
+    path.write_text(f"{option.name}: {bad if option.item is None else repr(bad)}\n")
+    with pytest.raises(UserError) as from_yaml:
+        resolve_config([*DATA, "--config", str(path)])
+    # the very sentence of the declaration, from the flag and the YAML key
+    assert expected in str(err.value) and expected in str(from_yaml.value)
+
+
+def test_generic_flags_are_parsed_listed_and_defaulted_as_declared():
+    parser_defaults = vars(get_args_parser().parse_args([]))
+    listing = describe_components()
+    for option in GENERIC:
+        assert parser_defaults[option.name] == (list(option.default) if option.type is list else option.default)
+        assert f"option {'/'.join(option.spellings)}: {option.describe()}" in listing
+
+
+def _test_args(**changes) -> argparse.Namespace:
+    args = test_cli.get_args_parser().parse_args([])
+    for key, value in changes.items():
+        setattr(args, key, value)
+    return args
+
+
+@pytest.mark.parametrize("option", [o for o in TEST_OPTIONS if o.low is not None],
+                         ids=[o.name for o in TEST_OPTIONS if o.low is not None])
+def test_test_py_numbers_are_checked_from_the_same_declarations(option):
+    bad = _below(option)
+    value = bad if option.item is not None else option.type(bad)
+    assert test_cli.get_args_parser().get_default(option.name) == option.default
+    with pytest.raises(UserError) as err:
+        check_test_args(_test_args(**{option.name: value}))
+    assert option.problem(value) in str(err.value)

@@ -172,3 +172,49 @@ def test_every_miner_composes_with_triplet_and_contrastive(name):
         crit = losses.build_criterion([{"name": loss, "miner": name}], num_classes=C)
         total, _ = crit(emb, None, y)
         assert torch.isfinite(total)
+
+
+# -- the loss kinds are classes, not attribute conventions (losses/base.py) -------------------------------------
+from metric_retrieval.losses.base import EmbeddingLoss, ProxyLoss, reads_logits, takes_miner  # noqa: E402
+
+MINED = ["binomial", "contrastive", "lifted", "margin", "multi_similarity", "npair", "triplet"]
+PROXY = {"arcface": "weight", "normalized_softmax": "weight", "proxy_anchor": "proxies", "proxy_nca": "proxies"}
+
+
+def test_which_losses_take_a_miner_read_logits_or_learn_proxies():
+    names = losses.LOSSES.names()
+    assert [n for n in names if takes_miner(losses.LOSSES.get(n))] == MINED
+    assert [n for n in names if reads_logits(losses.LOSSES.get(n))] == ["ls_ce"]
+    assert [n for n in names if issubclass(losses.LOSSES.get(n), ProxyLoss)] == sorted(PROXY)
+    assert not takes_miner(losses.build_loss("batch_hard_triplet"))  # an embedding loss that mines itself
+
+
+@pytest.mark.parametrize("name, key", sorted(PROXY.items()))
+def test_a_proxy_loss_owns_one_vector_per_class_and_takes_no_miner(name, key):
+    loss = losses.build_loss(name, {"num_classes": C, "embedding_dim": D})
+    assert list(loss.state_dict()) == [key] and loss.class_vectors.shape == (C, D)  # checkpoints keep their key
+    emb, _, y = batch()
+    with pytest.raises(ValueError, match="takes no indices_tuple"):
+        loss(emb, y, (torch.tensor([0]), torch.tensor([1]), torch.tensor([2])))
+    with pytest.raises(ValueError, match=rf"labels must lie in \[0, {C}\)"):
+        loss(emb, torch.full((B,), C))
+    empty = loss(emb[:0], y[:0])
+    empty.backward()
+    assert empty.item() == 0 and torch.equal(loss.class_vectors.grad, torch.zeros(C, D))
+    with pytest.raises(ValueError, match="needs num_classes"):
+        losses.build_loss(name, {"embedding_dim": D})
+
+
+def test_a_module_that_is_no_loss_kind_is_refused_by_the_criterion():
+    class Norm(torch.nn.Module):  # a loss in all but name: no base says what it reads
+        def forward(self, embeddings, labels):
+            return embeddings.norm()
+
+    with pytest.raises(TypeError, match="must derive from EmbeddingLoss or LogitsLoss"):
+        losses.Criterion([Norm()], [1.0], [None], ["norm"])
+    assert isinstance(losses.build_loss("triplet"), EmbeddingLoss)
+
+
+def test_proxy_nca_needs_two_classes():
+    with pytest.raises(ValueError, match="ProxyNCALoss needs num_classes >= 2, got 1"):
+        losses.build_loss("proxy_nca", {"num_classes": 1, "embedding_dim": D})
