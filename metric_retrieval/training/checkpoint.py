@@ -45,7 +45,9 @@ BEST_DATABASE = "database_best.pth"
 
 
 def load_file(path: str | Path) -> dict[str, Any]:
-    """Load a checkpoint-like file onto the CPU with a clear error for a missing or corrupt file."""
+    """Load a checkpoint-like file onto the CPU with a clear error for a missing or corrupt file, or one that
+    holds anything but tensors and plain data (:func:`metric_retrieval.utils.io.load_verified`: nothing in it
+    runs)."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"checkpoint not found: {path}")
@@ -64,15 +66,22 @@ def weights_digest(state_dict: dict[str, torch.Tensor]) -> str:
 
 
 def rng_state() -> dict[str, Any]:
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    """Every generator's state as tensors, ints and tuples only (what ``torch.load(weights_only=True)`` reads):
+    numpy's ``("MT19937", keys (624,) uint32, pos, has_gauss, cached_gaussian)`` keeps its keys as an int64
+    tensor."""
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    state = {"python": random.getstate(), "numpy": (name, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss,
+                                                      cached), "torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
 
 
 def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore :func:`rng_state` (also an older checkpoint's, whose numpy keys are a numpy array)."""
     random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    name, keys, *rest = state["numpy"]
+    np.random.set_state((name, np.asarray(keys, dtype=np.uint32), *rest))
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
