@@ -23,8 +23,8 @@ import io
 import os
 import pickle
 import re
-import struct
 import shutil
+import struct
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -234,7 +234,7 @@ def load_verified(path: str | os.PathLike, what: str = "file") -> Any:
     except Exception as err:  # torch raises several types for a corrupt zip/pickle or a refused type
         reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         if isinstance(err, pickle.UnpicklingError) and "Weights only load failed" in str(err):
-            found = re.search(r"Unsupported global: GLOBAL (\S+)", str(err))
+            found = re.search(r"GLOBAL ([\w.]+)", str(err))
             reason = (f"it asks for the Python object {found.group(1) if found else '(unknown)'}, and only "
                       "tensors, numbers, strings and plain containers are loaded (nothing in a file is run)")
         raise CorruptFileError(f"cannot read {what} {path}: {reason}") from None

@@ -55,7 +55,7 @@ LOADERS = {
 def test_no_loader_runs_code_from_a_file(tmp_path, loader, signed):
     marker = tmp_path / "PWN"
     path = hostile_checkpoint(tmp_path / "e.pth", marker, signed)
-    with pytest.raises(UserError, match=r"e\.pth.*(posix\.system|os\.system|Python object)"):
+    with pytest.raises(UserError, match=r"e\.pth: it asks for the Python object posix\.system"):
         LOADERS[loader](path, tmp_path)
     assert not marker.exists()
 
