@@ -19,6 +19,7 @@ import json
 import signal
 import sys
 
+from metric_retrieval.data.image_io import DEFAULT_MAX_PIXELS
 from metric_retrieval.utils.errors import UserError
 
 
@@ -28,6 +29,8 @@ def _embedding_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workers", type=int, default=2, help="data-loading processes")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (torchrun: one GPU per rank)")
     p.add_argument("--no_progress", action="store_true", help="no tqdm bar")
+    p.add_argument("--max_pixels", type=int, default=DEFAULT_MAX_PIXELS,
+                   help="images with more pixels (width x height, read from the header) are skipped and reported")
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -75,6 +78,7 @@ def _terminate(signum, frame):  # SIGTERM (a scheduler, kill) ends the run like 
 
 
 def run(args: argparse.Namespace) -> dict:
+    from metric_retrieval.data.image_io import set_max_pixels
     from metric_retrieval.retrieval.catalogue import read_catalogue
     from metric_retrieval.retrieval.index_store import IndexStore
     from metric_retrieval.retrieval.indexing import (
@@ -90,6 +94,9 @@ def run(args: argparse.Namespace) -> dict:
 
     if args.command == "info":
         return IndexStore.open(args.index_dir).describe()
+    if args.max_pixels < 1:
+        raise UserError(f"--max_pixels must be >= 1, got {args.max_pixels}")
+    set_max_pixels(args.max_pixels)
     device = resolve_device(args.device)
     opts = {"shard_size": args.shard_size, "batch_size": args.batch_size, "workers": args.workers,
             "progress": not args.no_progress}

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from metric_retrieval.data.image_io import DEFAULT_MAX_PIXELS
 from metric_retrieval.utils.errors import UserError
 
 
@@ -26,6 +27,11 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--ef_search", type=int, default=None, help="HNSW indexes: candidate list size")
     p.add_argument("--max_upload_mb", type=float, default=10.0, help="larger uploads get 413")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--allowed_hosts", default="",
+                   help="comma-separated Host header values to serve besides the bound address and the loopback "
+                        "names (a DNS name the server is reached by); '*' serves any")
+    p.add_argument("--max_pixels", type=int, default=DEFAULT_MAX_PIXELS,
+                   help="uploads with more pixels (width x height, read from the header) get 413")
     return p
 
 
@@ -34,13 +40,20 @@ def main(argv: list[str] | None = None) -> int:
     try:
         import uvicorn
 
+        from metric_retrieval.data.image_io import set_max_pixels
         from metric_retrieval.retrieval.indexing import open_index
-        from metric_retrieval.retrieval.serve_app import create_app
+        from metric_retrieval.retrieval.serve_app import LOOPBACK_HOSTS, check_bind_address, check_limits, create_app
         from metric_retrieval.training.runtime import resolve_device
 
+        if args.max_pixels < 1:
+            raise UserError(f"--max_pixels must be >= 1, got {args.max_pixels}")
+        set_max_pixels(args.max_pixels)
+        hosts = [*LOOPBACK_HOSTS, args.host, *(h.strip() for h in args.allowed_hosts.split(",") if h.strip())]
+        check_limits(args.k, int(args.max_upload_mb * 2**20))  # before the model loads
         store, embedder = open_index(args.index, args.checkpoint, resolve_device(args.device))
         store.set_search_params(args.nprobe, args.ef_search)
-        app = create_app(store, embedder, args.k, int(args.max_upload_mb * 2**20))
+        app = create_app(store, embedder, args.k, int(args.max_upload_mb * 2**20), hosts)
+        check_bind_address(args.host)
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
