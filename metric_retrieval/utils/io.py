@@ -114,11 +114,13 @@ def _is_disk_full(err: BaseException, folder: Path, need: int) -> bool:
     return isinstance(err, RuntimeError) and shutil.disk_usage(folder).free < need
 
 
-def disk_full_error(path: Path, need: int) -> DiskFullError:
+TRAINING_REMEDY = "free some space (or move the run with --output_dir) and resume with --resume latest"
+
+
+def disk_full_error(path: Path, need: int, remedy: str = TRAINING_REMEDY) -> DiskFullError:
     free = shutil.disk_usage(path.parent).free
     return DiskFullError(f"no space left in {path.parent} while writing {path.name}: it needs about "
-                         f"{format_size(need)}, {format_size(free)} are free; free some space (or move the run with "
-                         "--output_dir) and resume with --resume latest")
+                         f"{format_size(need)}, {format_size(free)} are free; {remedy}")
 
 
 def _open_temp(fd: int) -> IO[bytes]:
@@ -126,12 +128,12 @@ def _open_temp(fd: int) -> IO[bytes]:
     return os.fdopen(fd, "wb")
 
 
-def atomic_write(path: str | os.PathLike, write: Any, need: int = 0, previous: str | os.PathLike | None = None
-                 ) -> Path:
+def atomic_write(path: str | os.PathLike, write: Any, need: int = 0, previous: str | os.PathLike | None = None,
+                 remedy: str = TRAINING_REMEDY) -> Path:
     """``write(file)`` into a unique temporary file next to ``path``, ``fsync``, then rename it over ``path``.
 
     ``previous``: where the file being replaced is moved first (kept as the last good copy). ``need``: the
-    expected size, named in the :class:`DiskFullError` raised when the disk fills up.
+    expected size, named in the :class:`DiskFullError` raised when the disk fills up, with ``remedy``.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -139,7 +141,7 @@ def atomic_write(path: str | os.PathLike, write: Any, need: int = 0, previous: s
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     except OSError as err:
         if err.errno in _DISK_FULL:
-            raise disk_full_error(path, need) from None
+            raise disk_full_error(path, need, remedy) from None
         raise
     try:
         with _open_temp(fd) as f:
@@ -152,7 +154,7 @@ def atomic_write(path: str | os.PathLike, write: Any, need: int = 0, previous: s
     except BaseException as err:
         Path(tmp).unlink(missing_ok=True)
         if isinstance(err, (OSError, RuntimeError)) and _is_disk_full(err, path.parent, need):
-            raise disk_full_error(path, need) from None
+            raise disk_full_error(path, need, remedy) from None
         raise
     return path
 
