@@ -134,6 +134,11 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[to
     if "model" not in ckpt or "model_config" not in ckpt:
         raise UserError(f"{path} is not a metric-retrieval checkpoint (expected keys 'model' and 'model_config')")
     mc = ckpt["model_config"]
+    missing = [key for key in ("backbone", "head", "feature_dim", "num_classes", "options")
+               if not isinstance(mc, dict) or key not in mc]
+    if missing:
+        raise UserError(f"{path}: its model_config lacks {', '.join(missing)}; it was not written by this project's "
+                        "trainer (expected model_best.pth or checkpoint_latest.pth of a run)")
     model = models.build_model(mc["backbone"], mc["head"], mc["feature_dim"], mc["num_classes"], **mc["options"])
     models.load_model_state(model, ckpt["model"])
     return model.to(device).eval(), ckpt
