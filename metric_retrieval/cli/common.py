@@ -29,6 +29,24 @@ def add_search_flags(p: argparse._ActionsContainer) -> None:
     p.add_argument("--ef_search", type=int, default=None, help="HNSW indexes: candidate list size")
 
 
+def add_max_pixels_flag(p: argparse._ActionsContainer, refused: str) -> None:
+    """``--max_pixels``: the largest width x height an image may have, read from its header before decoding."""
+    from metric_retrieval.data.image_io import DEFAULT_MAX_PIXELS
+
+    p.add_argument("--max_pixels", type=int, default=DEFAULT_MAX_PIXELS,
+                   help=f"largest width x height of an image, read from its header before decoding; {refused}")
+
+
+def apply_max_pixels(value: int) -> None:
+    """Check ``--max_pixels`` and make it this process's limit (DataLoader workers forked later inherit it)."""
+    from metric_retrieval.data.image_io import set_max_pixels
+    from metric_retrieval.utils.errors import UserError
+
+    if value < 1:
+        raise UserError(f"--max_pixels must be >= 1, got {value}")
+    set_max_pixels(value)
+
+
 def reports_errors(main: Callable[..., int]) -> Callable[..., int]:
     """Wrap a command's ``main``: a :class:`UserError` is one ``error: ...`` line on stderr and exit code 2,
     never a traceback; warnings print as plain lines."""

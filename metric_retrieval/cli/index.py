@@ -20,7 +20,15 @@ import json
 import signal
 import sys
 
-from metric_retrieval.cli.common import add_device_flag, add_loader_flags, add_search_flags, new_parser, reports_errors
+from metric_retrieval.cli.common import (
+    add_device_flag,
+    add_loader_flags,
+    add_max_pixels_flag,
+    add_search_flags,
+    apply_max_pixels,
+    new_parser,
+    reports_errors,
+)
 
 
 def _embedding_flags(p: argparse.ArgumentParser) -> None:
@@ -28,6 +36,7 @@ def _embedding_flags(p: argparse.ArgumentParser) -> None:
     add_loader_flags(p)
     add_device_flag(p)
     p.add_argument("--no_progress", action="store_true", help="no tqdm bar")
+    add_max_pixels_flag(p, "larger images are skipped and listed in bad_files.tsv")
 
 
 def get_args_parser(prog: str | None = None) -> argparse.ArgumentParser:
@@ -88,6 +97,7 @@ def run(args: argparse.Namespace) -> dict:
 
     if args.command == "info":
         return IndexStore.open(args.index_dir).describe()
+    apply_max_pixels(args.max_pixels)
     device = resolve_device(args.device)
     opts = {"shard_size": args.shard_size, "batch_size": args.batch_size, "workers": args.workers,
             "progress": not args.no_progress}

@@ -12,7 +12,14 @@ from __future__ import annotations
 
 import argparse
 
-from metric_retrieval.cli.common import add_device_flag, add_search_flags, new_parser, reports_errors
+from metric_retrieval.cli.common import (
+    add_device_flag,
+    add_max_pixels_flag,
+    add_search_flags,
+    apply_max_pixels,
+    new_parser,
+    reports_errors,
+)
 
 
 def get_args_parser(prog: str | None = None) -> argparse.ArgumentParser:
@@ -25,6 +32,10 @@ def get_args_parser(prog: str | None = None) -> argparse.ArgumentParser:
     add_search_flags(p)
     p.add_argument("--max_upload_mb", type=float, default=10.0, help="larger uploads get 413")
     add_device_flag(p, default="cpu")
+    p.add_argument("--allowed_hosts", default="",
+                   help="comma-separated Host header values to serve besides the bound address and the loopback "
+                        "names (a DNS name the server is reached by); '*' serves any")
+    add_max_pixels_flag(p, "larger uploads get 413")
     return p
 
 
@@ -34,11 +45,15 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     import uvicorn
 
     from metric_retrieval.retrieval.indexing import open_index
-    from metric_retrieval.retrieval.serve_app import create_app
+    from metric_retrieval.retrieval.serve_app import LOOPBACK_HOSTS, check_bind_address, check_limits, create_app
     from metric_retrieval.training.runtime import resolve_device
 
+    apply_max_pixels(args.max_pixels)
+    hosts = [*LOOPBACK_HOSTS, args.host, *(h.strip() for h in args.allowed_hosts.split(",") if h.strip())]
+    check_limits(args.k, int(args.max_upload_mb * 2**20))  # before the model loads
     store, embedder = open_index(args.index, args.checkpoint, resolve_device(args.device))
     store.set_search_params(args.nprobe, args.ef_search)
-    app = create_app(store, embedder, args.k, int(args.max_upload_mb * 2**20))
+    app = create_app(store, embedder, args.k, int(args.max_upload_mb * 2**20), hosts)
+    check_bind_address(args.host)
     uvicorn.run(app, host=args.host, port=args.port, log_level="info")  # a taken port: uvicorn says so, exit 1
     return 0

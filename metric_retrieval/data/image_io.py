@@ -1,4 +1,12 @@
-"""Image decoding shared by every dataset: RGB conversion, optional box crop, reduced-size JPEG decoding.
+"""Image decoding shared by every dataset, the embedder and the server: a pixel limit, RGB conversion, optional
+box crop, reduced-size JPEG decoding.
+
+Every image is opened by :func:`open_image`, which reads the header only and refuses one of more than
+:func:`max_pixels` pixels (width × height, default :data:`DEFAULT_MAX_PIXELS`; ``--max_pixels`` of the CLIs) with
+:class:`ImageTooLargeError` before a pixel is decoded: a 420 KB PNG can hold 12000×12000 pixels (1.35 GB decoded).
+:func:`to_rgb` converts every mode to 8-bit RGB: high-bit-depth greys (``I;16``, ``I``: 16-bit values scaled by
+255/65535; ``F``: values in [0, 1] scaled by 255) are scaled instead of clipped to 0 or 255 as PIL's
+``convert("RGB")`` does; CMYK, palette, grey and alpha modes go through PIL's conversion (alpha is dropped).
 
 Two paths, chosen by ``RetrievalDataset(decode=...)``:
 
@@ -19,6 +27,7 @@ import math
 import warnings
 from collections.abc import Callable, Sequence
 
+import numpy as np
 import torch
 from PIL import Image
 from torchvision.transforms.v2.functional import pil_to_tensor
@@ -29,6 +38,52 @@ except ImportError:  # pragma: no cover - future torchvision
     decode_jpeg = None
 
 ScaleRule = Callable[[int, int], float]
+DEFAULT_MAX_PIXELS = 40_000_000  # 6300×6300: far above what retrieval needs (224-512 px), 120 MB decoded as RGB
+_limit = {"max_pixels": DEFAULT_MAX_PIXELS}
+_SIXTEEN_BIT = {"I;16", "I;16L", "I;16B", "I;16N", "I"}
+
+
+class ImageTooLargeError(ValueError):
+    """An image whose header declares more pixels than the limit (nothing of it was decoded)."""
+
+
+def set_max_pixels(limit: int) -> None:
+    """Set the pixel limit of every later :func:`open_image` in this process (and the loader workers it forks)."""
+    if int(limit) < 1:
+        raise ValueError(f"the pixel limit must be >= 1, got {limit}")
+    _limit["max_pixels"] = int(limit)
+
+
+def max_pixels() -> int:
+    """The pixel limit :func:`open_image` applies (width × height)."""
+    return _limit["max_pixels"]
+
+
+def open_image(source: str | io.IOBase) -> Image.Image:
+    """``Image.open(source)`` (a path or a binary file), refused with :class:`ImageTooLargeError` when its header
+    declares more than :func:`max_pixels` pixels; nothing is decoded yet."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # the limit below decides
+        try:
+            im = Image.open(source)
+        except Image.DecompressionBombError as err:  # beyond PIL's own hard limit (2 × 89 M pixels)
+            raise ImageTooLargeError(f"the image is larger than the limit of {max_pixels()} pixels ({err})") from None
+    width, height = im.size
+    if width * height > max_pixels():
+        im.close()
+        raise ImageTooLargeError(f"the image has {width}x{height} = {width * height} pixels, more than the limit "
+                                 f"of {max_pixels()} (--max_pixels)")
+    return im
+
+
+def to_rgb(im: Image.Image) -> Image.Image:
+    """``im`` decoded as 8-bit RGB, high-bit-depth greys scaled (see the module docstring)."""
+    if im.mode in _SIXTEEN_BIT or im.mode == "F":
+        values = np.asarray(im, dtype=np.float64)
+        scale = 255.0 if im.mode == "F" else 255.0 / 65535.0
+        grey = np.clip(np.rint(values * scale), 0, 255).astype(np.uint8)
+        return Image.fromarray(grey, "L").convert("RGB")
+    return im.convert("RGB")
 
 
 def _draft_size(full: tuple[int, int], region: tuple[float, float], max_size: int | None,
@@ -59,7 +114,7 @@ def load_image(path: str, box: Sequence[float] | None = None, max_size: int | No
             smallest DCT scale >= it (see :func:`metric_retrieval.data.transforms.min_decode_scale`); ignored with
             ``max_size``.
     """
-    with Image.open(path) as im:
+    with open_image(path) as im:
         full = im.size
         _draft(im, box, max_size, min_scale)
         return _to_rgb(im, full, box)
@@ -68,7 +123,7 @@ def load_image(path: str, box: Sequence[float] | None = None, max_size: int | No
 def _to_rgb(im: Image.Image, full: tuple[int, int], box: Sequence[float] | None) -> Image.Image:
     """Decode the (possibly drafted) ``im`` to RGB and crop ``box``, given in ``full``-size coordinates."""
     sx, sy = im.size[0] / full[0], im.size[1] / full[1]
-    img = im.convert("RGB")
+    img = to_rgb(im)
     region = _scaled_box(box, sx, sy, img.width, img.height)
     return img if region is None else img.crop(region)
 
@@ -118,7 +173,7 @@ def decode_image(path: str, box: Sequence[float] | None = None, max_size: int | 
 def decode_bytes(encoded: bytes, box: Sequence[float] | None = None, max_size: int | None = None,
                  min_scale: ScaleRule | None = None) -> torch.Tensor:
     """:func:`decode_image` of a file's contents."""
-    with Image.open(io.BytesIO(encoded)) as im:
+    with open_image(io.BytesIO(encoded)) as im:
         full = im.size
         if im.format != "JPEG" or _draft(im, box, max_size, min_scale):
             return pil_to_tensor(_to_rgb(im, full, box))
@@ -132,7 +187,7 @@ def decoded_size(encoded: bytes, box: Sequence[float] | None = None, max_size: i
                  min_scale: ScaleRule | None = None) -> tuple[int, int]:
     """(H, W) of the image :func:`decode_bytes` returns, read off the header: PIL's ``draft`` only chooses the
     DCT scale, so nothing is decoded."""
-    with Image.open(io.BytesIO(encoded)) as im:
+    with open_image(io.BytesIO(encoded)) as im:
         full = im.size
         _draft(im, box, max_size, min_scale)
         width, height = im.size
@@ -184,7 +239,7 @@ def decode_jpeg_batch(files: Sequence[torch.Tensor], device: str | torch.device 
 def check_image(path: str) -> str | None:
     """None when ``path`` decodes, otherwise a short reason (draft decode: fast for JPEG, full for others)."""
     try:
-        with Image.open(path) as im:
+        with open_image(path) as im:
             if im.format == "JPEG":
                 im.draft("RGB", (64, 64))
             im.load()
@@ -195,5 +250,5 @@ def check_image(path: str) -> str | None:
     return None
 
 
-__all__ = ["check_image", "crop_box", "decode_bytes", "decode_image", "decode_jpeg_batch", "decoded_size",
-           "load_image"]
+__all__ = ["DEFAULT_MAX_PIXELS", "ImageTooLargeError", "check_image", "crop_box", "decode_bytes", "decode_image",
+           "decode_jpeg_batch", "decoded_size", "load_image", "max_pixels", "open_image", "set_max_pixels", "to_rgb"]

@@ -165,7 +165,7 @@ def load_whitening(path: str | os.PathLike, with_meta: bool = False) -> Any:
     if not os.path.isfile(path):
         raise UserError(f"whitening file {os.fspath(path)!r} does not exist")
     try:
-        obj = load_verified(path, "whitening file", weights_only=True)
+        obj = load_verified(path, "whitening file")
     except CorruptFileError as exc:
         raise UserError(f"whitening file {os.fspath(path)!r} is not readable or corrupt ({exc})") from None
     if not isinstance(obj, dict) or not {"mean", "P"} <= set(obj):

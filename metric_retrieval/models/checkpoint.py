@@ -2,8 +2,8 @@
 
 * :func:`unwrap_state_dict` accepts a bare state dict or a checkpoint dict holding one under ``state_dict``
   or ``model`` and strips DataParallel/DDP ``module.`` prefixes.
-* :func:`read_state_dict` reads such a file from disk (``torch.load`` with ``weights_only=True``, or
-  ``safetensors`` for ``*.safetensors``).
+* :func:`read_state_dict` reads such a file from disk (:func:`metric_retrieval.utils.io.load_verified`: raw-byte
+  checksum when present, ``weights_only=True``; or ``safetensors`` for ``*.safetensors``).
 * :func:`load_model_state` loads strictly; on any mismatch it raises :class:`metric_retrieval.utils.errors.UserError`
   listing the missing keys, the unexpected keys and every shape mismatch (name, checkpoint and model shapes).
 """
@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from metric_retrieval.utils.errors import UserError
-from metric_retrieval.utils.io import torch_file_problem
+from metric_retrieval.utils.io import load_verified, torch_file_problem
 
 __all__ = ["load_model_state", "read_state_dict", "state_dict_mismatches", "unwrap_state_dict"]
 
@@ -61,7 +61,9 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         if path.suffix == ".safetensors":
             obj = safetensors.torch.load_file(str(path), device="cpu")
         else:
-            obj = torch.load(path, map_location="cpu", weights_only=True)
+            obj = load_verified(path, "weights file")
+    except UserError:
+        raise
     except Exception as err:  # corrupt file, pickle of arbitrary objects, not a torch file
         raise UserError(f"cannot read weights file {path}: {err}") from None
     return unwrap_state_dict(obj)

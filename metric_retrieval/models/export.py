@@ -10,12 +10,21 @@ ONNX goes through ``torch.onnx.export(dynamo=True)`` and runs with onnxruntime; 
 ``torch.jit.trace`` and runs with ``torch.jit.load``. :func:`parity` compares an exported model with the
 PyTorch one on the same images: the largest absolute difference of the embeddings and the agreement of the
 top-10 retrieval lists (mean overlap of each image's 10 nearest neighbours among the images).
+
+:func:`export_with_parity` is what ``export.py`` runs: the model and its JSON are written under temporary names,
+the parity check runs on those files, and only a file that passed is renamed to its final name (the model first,
+then its JSON). The JSON stores the SHA-256 of the model's bytes (``model_sha256``) and of its own contents
+(``sha256``); :func:`load_exported` checks both, so an edited model file or edited preprocessing is refused, and
+a model renamed without its JSON (a kill between the two renames) does not match the older JSON beside it.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import re
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,9 +34,10 @@ from torch import nn
 from metric_retrieval.models.backbones.base import InputSpec
 from metric_retrieval.models.heads.base import l2n
 from metric_retrieval.utils.errors import UserError
+from metric_retrieval.utils.io import file_sha256
 
-__all__ = ["EXPORTED_SUFFIXES", "FORMATS", "ExportGraph", "ExportedModel", "export_model", "load_exported", "parity",
-           "preprocessing_path", "write_preprocessing"]
+__all__ = ["EXPORTED_SUFFIXES", "FORMATS", "ExportGraph", "ExportedModel", "export_model", "export_with_parity",
+           "load_exported", "parity", "preprocessing_path", "spec_digest", "write_preprocessing"]
 
 FORMATS = ("onnx", "torchscript")
 EXPORTED_SUFFIXES = {".onnx": "onnx", ".ts": "torchscript", ".torchscript": "torchscript"}
@@ -96,19 +106,19 @@ def preprocessing_path(model_path: str | Path) -> Path:
 
 
 def write_preprocessing(model_path: str | Path, fmt: str, model: nn.Module, run_cfg: dict[str, Any],
-                        normalize: Any, pipeline: str, logits: bool) -> Path:
+                        normalize: Any, pipeline: str, logits: bool, name: str | None = None) -> Path:
     """Write the JSON a user needs to run the exported file without this project.
 
     ``normalize`` is the :class:`metric_retrieval.data.batch.Normalize` built from the model's ``input_spec``
     (``(x / 255 − mean) / std`` per channel after an optional RGB → BGR flip) and ``pipeline`` the evaluation
-    resize/crop as text.
+    resize/crop as text; ``name`` the model file's final name (default: ``model_path``'s).
     """
     size = int(run_cfg.get("image_size", 224))
     outputs = {"embedding": {"shape": ["batch", model.feature_dim], "l2_normalised": True}}
     if logits:
         outputs["logits"] = {"shape": ["batch", model.num_classes]}
     spec = {
-        "format": fmt, "file": Path(model_path).name,
+        "format": fmt, "file": name or Path(model_path).name,
         "input": {"name": "images", "shape": ["batch", 3, size, size], "dtype": "float32", "layout": "NCHW",
                   "fixed_spatial_size": True},
         "outputs": outputs,
@@ -118,12 +128,21 @@ def write_preprocessing(model_path: str | Path, fmt: str, model: nn.Module, run_
                        "mean": list(normalize.mean), "std": list(normalize.std)},
         "input_spec": model.input_spec.as_dict(),
         "model": getattr(model, "config", {}),
+        "model_sha256": file_sha256(model_path),
     }
+    spec = json.loads(json.dumps(spec, default=list))
+    spec["sha256"] = spec_digest(spec)
     path = preprocessing_path(model_path)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(spec, indent=2, default=list))
+    tmp.write_text(json.dumps(spec, indent=2))
     os.replace(tmp, path)
     return path
+
+
+def spec_digest(spec: dict[str, Any]) -> str:
+    """SHA-256 of a preprocessing JSON's contents without its own ``sha256`` (keys sorted)."""
+    return hashlib.sha256(json.dumps({k: v for k, v in spec.items() if k != "sha256"}, sort_keys=True).encode()
+                          ).hexdigest()
 
 
 class ExportedModel(nn.Module):
@@ -179,9 +198,14 @@ def load_exported(path: str | Path) -> tuple[ExportedModel, dict[str, Any]]:
         raise UserError(f"{path} has no preprocessing file {spec_path} (export.py writes it beside the model)")
     try:
         spec = json.loads(spec_path.read_text())
+        if spec.get("sha256") != spec_digest(spec):
+            raise UserError(f"{spec_path} does not match its checksum (edited or damaged): export the model again")
+        if spec.get("model_sha256") != file_sha256(path):
+            raise UserError(f"{path} does not match the checksum its preprocessing file {spec_path.name} records "
+                            "(the model file was edited, damaged, or belongs to another export): export it again")
         config = {"transform": spec["preprocess"]["transform"], "image_size": spec["preprocess"]["image_size"]}
         input_spec = InputSpec(**{k: tuple(v) if isinstance(v, list) else v for k, v in spec["input_spec"].items()})
-    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as err:
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as err:
         raise UserError(f"{spec_path} is not an export.py preprocessing file ({err})") from None
     return ExportedModel(path, input_spec).eval(), {"config": config, "export": spec}
 
@@ -203,3 +227,65 @@ def parity(reference: nn.Module, exported: nn.Module, images: torch.Tensor, k: i
         agreement = sum(len(set(a.tolist()) & set(b.tolist())) for a, b in zip(*top)) / (k * len(images))
     return {"max_abs_diff": float((ref - exp).abs().max()), "min_cosine": float((ref * exp).sum(1).min()),
             "top10_agreement": float(agreement)}
+
+
+def _remove_stale_exports(out: Path) -> None:
+    """Delete the temporary files of an export of ``out`` killed earlier (their process is gone)."""
+    for path in out.parent.glob(f".{out.stem}.tmp*"):
+        found = re.match(rf"\.{re.escape(out.stem)}\.tmp(\d+)", path.name)
+        if found and not _alive(int(found.group(1))):
+            path.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def export_with_parity(model: nn.Module, fmt: str, out: str | Path, run_cfg: dict[str, Any], normalize: Any,
+                       pipeline: str, logits: bool, images: Callable[[], torch.Tensor], atol: float,
+                       min_agreement: float) -> tuple[Path, Path, dict[str, float]]:
+    """Export ``model`` to ``out`` and its JSON beside it, renamed into place only after :func:`parity` on
+    ``images()`` passed (``max_abs_diff <= atol`` and ``top10_agreement >= min_agreement``).
+
+    Returns ``(model path, JSON path, parity result with its image count under "images")``. A failed check, a
+    folder given as ``out`` or a folder that cannot be written is a :class:`UserError`; no file is left under a
+    final or temporary name.
+    """
+    out = Path(out)
+    if out.is_dir():
+        raise UserError(f"--out {out} is a folder; expected a file name such as {out / 'model.onnx'}")
+    if out.suffix not in EXPORTED_SUFFIXES:
+        raise UserError(f"--out {out}: expected a file name ending in {', '.join(EXPORTED_SUFFIXES)}")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        probe = out.with_name(f".{out.stem}.tmp{os.getpid()}.probe")
+        probe.touch()
+        probe.unlink()
+    except OSError as err:
+        raise UserError(f"--out {out}: cannot write in {out.parent} ({err.strerror or err})") from None
+    _remove_stale_exports(out)
+    tmp = out.with_name(f".{out.stem}.tmp{os.getpid()}{out.suffix}")
+    try:
+        export_model(model, fmt, tmp, int(run_cfg.get("image_size", 224)), logits=logits)
+        spec = write_preprocessing(tmp, fmt, model, run_cfg, normalize, pipeline, logits, name=out.name)
+        exported, _ = load_exported(tmp)
+        batch = images()
+        result = {**parity(model, exported, batch), "images": len(batch)}
+        if result["max_abs_diff"] > atol or result["top10_agreement"] < min_agreement:
+            raise UserError(f"the exported model differs from PyTorch beyond the tolerance (max |diff| "
+                            f"{result['max_abs_diff']:.2e} vs --atol {atol:g}, top-10 agreement "
+                            f"{result['top10_agreement']:.4f} vs --min_agreement {min_agreement:g}); nothing was "
+                            f"written to {out}")
+        final_spec = preprocessing_path(out)
+        os.replace(tmp, out)
+        os.replace(spec, final_spec)
+    finally:
+        for path in (tmp, preprocessing_path(tmp)):
+            path.unlink(missing_ok=True)
+    return out, final_spec, result

@@ -12,14 +12,18 @@ written in the list (relative to the root for a folder tree).
 **Shards** (:func:`embed_catalogue`): item ``i`` belongs to shard ``i // shard_size``; shard ``s`` is embedded
 by rank ``s % world_size`` (``torchrun``) and written atomically to ``shard-{s:06d}.pt`` as soon as it is
 complete, so memory holds one shard however large the catalogue, and a killed build loses at most the shard in
-progress: the next run skips every shard on disk whose catalogue and model fingerprints match. An image that
-cannot be decoded is skipped; its index and the decoder's message are kept in its shard
-(:func:`bad_items` gathers them for the report file).
+progress: the next run skips every shard on disk whose catalogue and model fingerprints match (a shard is
+verified against its raw-byte checksum when read; a damaged one is recomputed or reported). The settings of a
+shard folder (``settings.json``: catalogue, model, shard size) are fixed by its first run: a resume with another
+``--shard_size`` is refused, since its shards would cover other items. An image that cannot be decoded, or has
+more pixels than the limit, is skipped; its index and the decoder's message are kept in its shard
+(:func:`bad_items` gathers them for the report file). Each embedded item carries the SHA-256 of its file's bytes.
 """
 from __future__ import annotations
 
 import csv
 import hashlib
+import json
 import logging
 import os
 from collections.abc import Iterator, Sequence
@@ -36,13 +40,15 @@ from metric_retrieval.data.batch import collate
 from metric_retrieval.data.class_folders import image_extensions
 from metric_retrieval.retrieval.embedder import Embedder
 from metric_retrieval.utils.errors import UserError
-from metric_retrieval.utils.io import atomic_save
+from metric_retrieval.utils.io import CorruptFileError, atomic_save, atomic_write_text, file_sha256, load_verified
 from metric_retrieval.utils.progress import bar_interval
 
-__all__ = ["Catalogue", "bad_items", "embed_catalogue", "embed_paths", "iter_shards", "read_catalogue", "shard_files"]
+__all__ = ["Catalogue", "bad_items", "embed_catalogue", "embed_paths", "file_hashes", "iter_shards", "read_catalogue",
+           "shard_files"]
 
 logger = logging.getLogger(__name__)
-SHARD_VERSION = 1
+SHARD_VERSION = 2
+SETTINGS = "settings.json"
 
 
 @dataclass(frozen=True)
@@ -121,8 +127,19 @@ def read_catalogue(source: str | os.PathLike, flag: str = "--images") -> Catalog
     return cat
 
 
+def file_hashes(paths: Sequence[str]) -> list[str | None]:
+    """SHA-256 of each file's bytes (None for a file that cannot be read)."""
+    out: list[str | None] = []
+    for p in paths:
+        try:
+            out.append(file_sha256(p))
+        except OSError:
+            out.append(None)
+    return out
+
+
 class _Items(Dataset):
-    """``(image or None, index, error)`` for catalogue items: a decoding failure is returned, not raised."""
+    """``(image or None, index, error, sha256)`` for catalogue items: a decoding failure is returned, not raised."""
 
     def __init__(self, embedder: Embedder, paths: Sequence[str]) -> None:
         self.dataset = embedder.dataset(paths)
@@ -130,18 +147,19 @@ class _Items(Dataset):
     def __len__(self) -> int:
         return len(self.dataset)
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor | None, int, str]:
+    def __getitem__(self, i: int) -> tuple[torch.Tensor | None, int, str, str]:
         try:
-            return self.dataset.load(i)[0], i, ""
-        except (OSError, SyntaxError, ValueError, RuntimeError) as err:  # PIL, torchvision decoders
-            return None, i, f"{type(err).__name__}: {err}".replace("\n", " ")
+            return self.dataset.load(i)[0], i, "", file_sha256(self.dataset.paths[i])
+        except (OSError, SyntaxError, ValueError, RuntimeError) as err:  # PIL, torchvision decoders, pixel limit
+            return None, i, f"{type(err).__name__}: {err}".replace("\n", " "), ""
 
 
-def _collate(batch: list[tuple[Any, int, str]]) -> tuple[torch.Tensor | None, list[int], list[tuple[int, str]]]:
-    good = [(img, 0, i) for img, i, err in batch if img is not None]
-    bad = [(i, err) for img, i, err in batch if img is None]
+def _collate(batch: list[tuple[Any, int, str, str]]
+             ) -> tuple[torch.Tensor | None, list[int], list[tuple[int, str]], list[str]]:
+    good = [(img, 0, i) for img, i, err, _ in batch if img is not None]
+    bad = [(i, err) for img, i, err, _ in batch if img is None]
     images = collate(good)[0] if good else None
-    return images, [i for _, _, i in good], bad
+    return images, [i for _, _, i in good], bad, [h for img, _, _, h in batch if img is not None]
 
 
 def shard_files(shard_dir: str | Path) -> list[Path]:
@@ -153,12 +171,33 @@ def _shard_path(shard_dir: Path, s: int) -> Path:
 
 
 def _load_shard(path: Path) -> dict[str, Any] | None:
+    """The verified shard, or None (with a warning) for a damaged, torn or foreign file."""
     try:
-        shard = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # a torn or foreign file is recomputed, never trusted
-        logger.warning("shard %s is unreadable (%s): recomputing it", path, err)
+        shard = load_verified(path, "shard")
+    except (CorruptFileError, OSError) as err:
+        logger.warning("%s", err)
         return None
     return shard if isinstance(shard, dict) and shard.get("version") == SHARD_VERSION else None
+
+
+def _check_settings(shard_dir: Path, catalogue_fp: str, model_fp: str, shard_size: int) -> None:
+    """Record the folder's settings on its first run; refuse a resume of the same catalogue and model with
+    another shard size (its shard numbers would name other items)."""
+    path = shard_dir / SETTINGS
+    settings = {"catalogue": catalogue_fp, "model": model_fp, "shard_size": shard_size}
+    if path.is_file():
+        try:
+            old = json.loads(path.read_text())
+        except (OSError, ValueError):
+            old = {}
+        if old.get("catalogue") == catalogue_fp and old.get("model") == model_fp and \
+                old.get("shard_size") != shard_size:
+            raise UserError(f"{shard_dir} holds the shards of an interrupted run with --shard_size "
+                            f"{old.get('shard_size')}; rerun with --shard_size {old.get('shard_size')} to resume it "
+                            f"(or delete {shard_dir} to start over)")
+        if old == settings:
+            return
+    atomic_write_text(path, json.dumps(settings))
 
 
 def _done(path: Path, s: int, catalogue_fp: str, model_fp: str) -> bool:
@@ -183,6 +222,8 @@ def embed_catalogue(embedder: Embedder, catalogue: Catalogue, shard_dir: str | P
     shard_dir = Path(shard_dir)
     shard_dir.mkdir(parents=True, exist_ok=True)
     n, cat_fp = len(catalogue), catalogue.fingerprint
+    if rank == 0:
+        _check_settings(shard_dir, cat_fp, embedder.fingerprint, shard_size)
     num_shards = (n + shard_size - 1) // shard_size
     for path in shard_files(shard_dir)[num_shards:] if rank == 0 else []:  # left by a longer catalogue
         path.unlink(missing_ok=True)
@@ -196,9 +237,9 @@ def embed_catalogue(embedder: Embedder, catalogue: Catalogue, shard_dir: str | P
                         collate_fn=_collate, pin_memory=embedder.device.type == "cuda")
     bar = tqdm(total=total, initial=total - remaining, unit="img", desc=f"embedding (rank {rank})",
                disable=not progress, dynamic_ncols=True, mininterval=bar_interval())
-    parts: dict[str, list] = {"embeddings": [], "indices": [], "bad": []}
+    parts: dict[str, list] = {"embeddings": [], "indices": [], "bad": [], "sha256": []}
     current = None
-    for images, indices, bad in loader:
+    for images, indices, bad, hashes in loader:
         s = (indices or [bad[0][0]])[0] // shard_size
         if current is not None and s != current:
             _write_shard(shard_dir, current, parts, catalogue, embedder, rank)
@@ -206,6 +247,7 @@ def embed_catalogue(embedder: Embedder, catalogue: Catalogue, shard_dir: str | P
         if images is not None:
             parts["embeddings"].append(embedder(images))
             parts["indices"].extend(indices)
+            parts["sha256"].extend(hashes)
         parts["bad"].extend(bad)
         bar.update(len(indices) + len(bad))
     if current is not None:
@@ -221,7 +263,7 @@ def _write_shard(shard_dir: Path, s: int, parts: dict[str, list], catalogue: Cat
     shard = {"version": SHARD_VERSION, "shard": s, "rank": rank, "catalogue": catalogue.fingerprint,
              "model": embedder.fingerprint,
              "embeddings": emb, "indices": torch.tensor(parts["indices"], dtype=torch.long),
-             "bad": [[i, catalogue.paths[i], err] for i, err in parts["bad"]]}
+             "sha256": list(parts["sha256"]), "bad": [[i, catalogue.paths[i], err] for i, err in parts["bad"]]}
     path = _shard_path(shard_dir, s)
     try:
         atomic_save(shard, path)
@@ -237,7 +279,7 @@ def embed_paths(embedder: Embedder, paths: Sequence[str], batch_size: int = 64, 
     """In-memory embeddings of a few files (queries): ``(embeddings (n, D), their indices, [(index, error)])``."""
     loader = DataLoader(_Items(embedder, paths), batch_size=batch_size, num_workers=workers, collate_fn=_collate)
     embs, good, bad = [torch.empty(0, embedder.dim)], [], []
-    for images, indices, errors in loader:
+    for images, indices, errors, _ in loader:
         if images is not None:
             embs.append(embedder(images))
         good.extend(indices)
@@ -245,13 +287,14 @@ def embed_paths(embedder: Embedder, paths: Sequence[str], batch_size: int = 64, 
     return torch.cat(embs), good, bad
 
 
-def iter_shards(shard_dir: str | Path) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """``(embeddings (n, D), catalogue indices (n,))`` of every shard in order (one shard in memory at a time)."""
+def iter_shards(shard_dir: str | Path) -> Iterator[tuple[torch.Tensor, torch.Tensor, list[str]]]:
+    """``(embeddings (n, D), catalogue indices (n,), file SHA-256s (n,))`` of every shard in order (one shard in
+    memory at a time); a damaged shard → :class:`UserError`."""
     for path in shard_files(shard_dir):
         shard = _load_shard(path)
         if shard is None:
-            raise UserError(f"shard {path} is unreadable; delete it and rerun the build to recompute it")
-        yield shard["embeddings"], shard["indices"]
+            raise UserError(f"shard {path} is unreadable or damaged; delete it and rerun the build to recompute it")
+        yield shard["embeddings"], shard["indices"], shard["sha256"]
 
 
 def bad_items(shard_dir: str | Path) -> list[tuple[int, str, str]]:

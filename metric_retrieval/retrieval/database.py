@@ -104,7 +104,7 @@ def load_database(path: str | os.PathLike) -> dict[str, Any]:
     if problem:
         raise _bad(path, problem)
     try:
-        db = load_verified(path, "feature database", weights_only=True)
+        db = load_verified(path, "feature database")
     except CorruptFileError as exc:
         raise _bad(path, f"is not readable or corrupt ({exc})") from None
     if not isinstance(db, dict):

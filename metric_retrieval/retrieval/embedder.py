@@ -10,7 +10,7 @@ preprocessing its JSON names, so the file a server ships is the one that built t
 """
 from __future__ import annotations
 
-import hashlib
+import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -22,7 +22,7 @@ from metric_retrieval import data
 from metric_retrieval.training.checkpoint import load_model, weights_digest
 from metric_retrieval.training.evaluate import device_input
 from metric_retrieval.training.runtime import AMP_DTYPES, resolve_amp
-from metric_retrieval.utils.io import payload_digest
+from metric_retrieval.utils.io import file_sha256, payload_digest
 
 __all__ = ["Embedder", "exported_fingerprint", "model_fingerprint"]
 
@@ -37,12 +37,12 @@ def model_fingerprint(model: torch.nn.Module, model_config: dict[str, Any]) -> s
 
 
 def exported_fingerprint(path: str | Path) -> str:
-    """SHA-256 of an exported model file's bytes: for ``.onnx`` / ``.ts`` the file is the weights."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+    """SHA-256 of an exported model file's bytes and of its preprocessing JSON's checksum: for ``.onnx`` / ``.ts``
+    the file is the weights, and the JSON decides the pixels it sees (an index built with one refuses the other)."""
+    from metric_retrieval.models.export import preprocessing_path, spec_digest  # local: export pulls in exporters
+
+    spec = json.loads(preprocessing_path(path).read_text())
+    return payload_digest({"model": file_sha256(path), "preprocessing": spec_digest(spec)})
 
 
 class Embedder:

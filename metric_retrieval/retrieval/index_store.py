@@ -10,13 +10,22 @@ or squared Euclidean distances (``metric="l2"``), smaller is better, as faiss re
 
 **On disk** (``INDEX_DIR``)::
 
-    meta.json            format version, factory string, metric, dim, count, faiss version, the model (checkpoint
-                         path and weight fingerprint), its input_spec, and the generation of the two files below
+    meta.json            the manifest of the current version: format version, factory string, metric, dim, count,
+                         faiss version, the model (checkpoint path and weight fingerprint), its input_spec, the
+                         generation of the two files below and their SHA-256 ("files"), and the SHA-256 of all
+                         that ("sha256")
+    meta-prev.json       the manifest of the previous version, whose two data files are kept too
     index-<gen>.faiss    faiss.write_index
-    items-<gen>.json     {"paths": [...], "labels": [... or null], "ids": [...]}; item i is faiss id i
+    items-<gen>.json     {"paths": [...], "labels": [... or null], "ids": [...], "sha256": [file content hashes]};
+                         item i is faiss id i
 
-Saving writes a new generation of the two data files, then replaces ``meta.json`` atomically and removes the
-old generation, so a process killed at any moment leaves the previous complete index or the new one.
+Saving writes a new generation of the two data files, then replaces ``meta.json`` atomically (the manifest it
+replaces becomes ``meta-prev.json``) and removes the generation before the previous one, so a process killed at
+any moment leaves the previous complete index or the new one. Opening verifies the manifest's own checksum and
+every file's SHA-256 on the bytes read (the faiss index is deserialised from those bytes, never re-read); a
+version that fails is reported, and the previous version is opened instead with a warning, as
+``checkpoint_prev.pth`` is for a training run. The manifest's ``sha256`` is also the index's *version*: what
+``/health`` reports and what a server compares to see a newer committed version.
 
 **GPU**: where faiss is built with GPU support and a GPU is asked for, the index is cloned to every visible GPU
 (:func:`to_gpus`), sharded (``IndexShards``) when there are several, for training and searching; it is filled
@@ -27,10 +36,9 @@ installed on the development machines: there the tests replace the GPU count and
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
-import os
-import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -38,11 +46,16 @@ from typing import Any
 import numpy as np
 
 from metric_retrieval.utils.errors import UserError
+from metric_retrieval.utils.io import atomic_write
 
-__all__ = ["FORMAT_VERSION", "IndexStore", "faiss_metric", "gpu_count", "on_gpu", "to_cpu", "to_gpus"]
+__all__ = ["FORMAT_VERSION", "ITEM_KEYS", "IndexStore", "IndexVersionError", "faiss_metric", "gpu_count", "on_gpu",
+           "to_cpu", "to_gpus"]
 
-FORMAT_VERSION = 1
+ITEM_KEYS = ("paths", "labels", "ids", "sha256")  # per item; sha256: the SHA-256 of the image file's bytes
+FORMAT_VERSION = 2
 META = "meta.json"
+PREVIOUS_META = "meta-prev.json"
+REMEDY = "free some space and rerun the same command (the index's previous version is intact)"
 logger = logging.getLogger(__name__)
 
 
@@ -97,21 +110,51 @@ def on_gpu(index: Any) -> bool:
     return "Gpu" in type(index).__name__ or "Shards" in type(index).__name__
 
 
-def _write_atomic(path: Path, write) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _manifest_digest(manifest: dict[str, Any]) -> str:
+    """SHA-256 of a manifest without its own ``sha256`` (keys sorted: the JSON text may be reformatted)."""
+    return _sha256(json.dumps({k: v for k, v in manifest.items() if k != "sha256"}, sort_keys=True).encode())
+
+
+class IndexVersionError(UserError):
+    """One version of an index (a manifest and its files) is missing, unreadable or fails its checksums."""
+
+
+def _read_version(root: Path, manifest_name: str) -> tuple[Any, dict[str, Any], dict[str, list]]:
+    """``(faiss index, meta, items)`` of the version ``manifest_name`` describes, every checksum verified."""
+    faiss = _faiss()
     try:
-        write(tmp)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _write_json(path: Path, obj: Any) -> None:
-    _write_atomic(path, lambda tmp: Path(tmp).write_text(json.dumps(obj)))
+        meta = json.loads((root / manifest_name).read_text())
+    except (OSError, ValueError) as err:
+        raise IndexVersionError(f"{manifest_name} is unreadable ({_short(err)})") from None
+    if not isinstance(meta, dict) or meta.get("version") != FORMAT_VERSION:
+        found = meta.get("version") if isinstance(meta, dict) else None
+        raise UserError(f"index {root} has format version {found!r}; this code reads {FORMAT_VERSION}: rebuild it "
+                        "with index.py build")
+    if meta.get("sha256") != _manifest_digest(meta):
+        raise IndexVersionError(f"{manifest_name} does not match its checksum (edited or damaged)")
+    gen = meta["generation"]
+    data = {}
+    for name in (f"index-{gen}.faiss", f"items-{gen}.json"):
+        try:
+            data[name] = (root / name).read_bytes()
+        except OSError as err:
+            raise IndexVersionError(f"{name} is unreadable ({_short(err)})") from None
+        if _sha256(data[name]) != meta["files"].get(name):
+            raise IndexVersionError(f"{name} does not match the checksum in {manifest_name} (edited or damaged)")
+    try:
+        items = json.loads(data[f"items-{gen}.json"])
+        index = faiss.deserialize_index(np.frombuffer(data[f"index-{gen}.faiss"], dtype=np.uint8))
+    except (ValueError, RuntimeError) as err:
+        raise IndexVersionError(f"generation {gen} is unreadable ({_short(err)})") from None
+    sizes = {index.ntotal, meta["count"], *(len(items[key]) for key in ITEM_KEYS)}
+    if len(sizes) != 1:
+        raise IndexVersionError(f"generation {gen} is inconsistent (faiss holds {index.ntotal} vectors, the "
+                                f"metadata {meta['count']} and the item list {len(items['paths'])})")
+    return index, meta, items
 
 
 class IndexStore:
@@ -150,70 +193,84 @@ class IndexStore:
         meta = {"version": FORMAT_VERSION, "factory": factory, "metric": metric, "dim": int(dim), "count": 0,
                 "faiss_version": faiss.__version__, "seed": seed,
                 "train_size": 0 if sample is None else len(sample), "generation": 0, **meta}
-        return cls(root, index, meta, {"paths": [], "labels": [], "ids": []})
+        return cls(root, index, meta, {key: [] for key in ITEM_KEYS})
 
     @classmethod
     def open(cls, root: str | Path, use_gpu: bool = False) -> IndexStore:
-        """Load and verify an index directory; anything missing or inconsistent → :class:`UserError`."""
-        faiss, root = _faiss(), Path(root)
-        meta_path = root / META
-        if not meta_path.is_file():
+        """Load and verify an index directory (the previous version, with a warning, when the current one fails
+        its checks); nothing usable → :class:`UserError`."""
+        root = Path(root)
+        if not (root / META).is_file() and not (root / PREVIOUS_META).is_file():
             hint = " (a build in progress or killed: rerun index.py build to finish it)" if root.is_dir() else ""
             raise UserError(f"{root} is not an index directory: no {META}{hint}")
         try:
-            meta = json.loads(meta_path.read_text())
-            gen = meta["generation"]
-            items = json.loads((root / f"items-{gen}.json").read_text())
-            index = faiss.read_index(str(root / f"index-{gen}.faiss"))
-        except (OSError, ValueError, KeyError, RuntimeError) as err:
-            raise UserError(f"index {root} is unreadable ({_short(err)}); rebuild it with index.py build") from None
-        if meta.get("version") != FORMAT_VERSION:
-            raise UserError(f"index {root} has format version {meta.get('version')!r}; this code reads "
-                            f"{FORMAT_VERSION}: rebuild it")
-        sizes = {index.ntotal, meta["count"], len(items["paths"]), len(items["labels"]), len(items["ids"])}
-        if len(sizes) != 1:
-            raise UserError(f"index {root} is inconsistent (faiss holds {index.ntotal} vectors, the metadata "
-                            f"{meta['count']} and the item list {len(items['paths'])}); rebuild it")
+            index, meta, items = _read_version(root, META)
+        except IndexVersionError as err:
+            if not (root / PREVIOUS_META).is_file():
+                raise UserError(f"index {root}: {err}; there is no previous version to fall back to: rebuild it "
+                                "with index.py build") from None
+            try:
+                index, meta, items = _read_version(root, PREVIOUS_META)
+            except IndexVersionError as prev_err:
+                raise UserError(f"index {root}: {err}, and the previous version too: {prev_err}; rebuild it with "
+                                "index.py build") from None
+            logger.warning("index %s: %s; opened the previous version (generation %d, %d items) instead",
+                           root, err, meta["generation"], meta["count"])
         return cls(root, to_gpus(index) if use_gpu else index, meta, items)
+
+    @property
+    def version(self) -> str:
+        """The manifest checksum of the version held (changes with every committed ``save``)."""
+        return str(self.meta.get("sha256", ""))
 
     # -- contents ---------------------------------------------------------------------------------------------
     def __len__(self) -> int:
         return int(self.meta["count"])
 
     def add(self, embeddings: np.ndarray, paths: Sequence[str], labels: Sequence[str | None],
-            ids: Sequence[str]) -> None:
-        """Append items (faiss ids continue from ``len(self)``); trained types are not retrained."""
+            ids: Sequence[str], hashes: Sequence[str] | None = None) -> None:
+        """Append items (faiss ids continue from ``len(self)``); trained types are not retrained. ``hashes``: the
+        SHA-256 of each item's file (what makes ``index.py add`` idempotent; "" where unknown)."""
+        hashes = [""] * len(paths) if hashes is None else hashes
         x = np.ascontiguousarray(embeddings, dtype=np.float32)
         if x.ndim != 2 or x.shape[1] != self.meta["dim"]:
             raise UserError(f"index {self.root} holds {self.meta['dim']}-d vectors, got shape {x.shape}")
-        if not (len(x) == len(paths) == len(labels) == len(ids)):
-            raise ValueError(f"{len(x)} embeddings but {len(paths)} paths, {len(labels)} labels, {len(ids)} ids")
+        if not (len(x) == len(paths) == len(labels) == len(ids) == len(hashes)):
+            raise ValueError(f"{len(x)} embeddings but {len(paths)} paths, {len(labels)} labels, {len(ids)} ids, "
+                             f"{len(hashes)} hashes")
         self.index.add(x)
-        self.items["paths"].extend(paths)
-        self.items["labels"].extend(labels)
-        self.items["ids"].extend(ids)
+        for key, values in zip(ITEM_KEYS, (paths, labels, ids, hashes)):
+            self.items[key].extend(values)
         self.meta["count"] = len(self.items["paths"])
 
     def save(self) -> None:
         """Write a new generation and switch ``meta.json`` to it (atomic; see the module docstring)."""
         faiss = _faiss()
         self.root.mkdir(parents=True, exist_ok=True)
-        old, gen = self.meta["generation"], self.meta["generation"] + 1
-        cpu = to_cpu(self.index)
+        gen = self.meta["generation"] + 1
+        index_bytes = faiss.serialize_index(to_cpu(self.index)).tobytes()
+        items_bytes = json.dumps(self.items).encode()
+        files = {f"index-{gen}.faiss": index_bytes, f"items-{gen}.json": items_bytes}
+        meta = {**self.meta, "generation": gen, "files": {name: _sha256(data) for name, data in files.items()}}
+        meta["sha256"] = _manifest_digest(meta)
         try:
-            _write_atomic(self.root / f"index-{gen}.faiss", lambda tmp: faiss.write_index(cpu, tmp))
-            _write_json(self.root / f"items-{gen}.json", self.items)
-            _write_json(self.root / META, {**self.meta, "generation": gen})
+            for name, data in [*files.items(), (META, json.dumps(meta).encode())]:
+                atomic_write(self.root / name, lambda f, data=data: f.write(data), need=len(data),
+                             previous=self.root / PREVIOUS_META if name == META else None, remedy=REMEDY)
         except (OSError, RuntimeError) as err:
             raise UserError(f"cannot write index {self.root}: {_short(err)} (the previous version is intact)") from None
-        self.meta["generation"] = gen
-        for name in (f"index-{old}.faiss", f"items-{old}.json"):
-            (self.root / name).unlink(missing_ok=True)
+        self.meta = meta
+        keep = {self.root / name for m in (META, PREVIOUS_META) if (self.root / m).is_file()
+                for name in json.loads((self.root / m).read_text()).get("files", {})}
+        for path in [*self.root.glob("index-*.faiss"), *self.root.glob("items-*.json")]:
+            if path not in keep:
+                path.unlink(missing_ok=True)
 
     def describe(self) -> dict[str, Any]:
         """What ``index.py info`` prints: the metadata plus counts of labelled items and classes."""
         labels = [lab for lab in self.items["labels"] if lab is not None]
-        return {**{k: v for k, v in self.meta.items() if k != "generation"}, "labelled": len(labels),
+        return {**{k: v for k, v in self.meta.items() if k not in ("generation", "files", "sha256")},
+                "version": self.version[:12], "labelled": len(labels),
                 "classes": len(set(labels)), "directory": str(self.root)}
 
     # -- search -----------------------------------------------------------------------------------------------

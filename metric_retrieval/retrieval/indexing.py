@@ -4,14 +4,20 @@ An index directory holds the faiss index (:class:`metric_retrieval.retrieval.ind
 shards of every batch of items (``shards/batch-000`` from ``build``, one more per ``add``; they are the exact reference
 ``eval`` compares an approximate index against, and what a killed build resumes from) and ``bad_files.tsv``,
 the images that could not be read.
+
+``build`` and ``add`` hold the directory's lock (``.lock``, :class:`metric_retrieval.training.run_lock.RunLock`)
+from start to commit: a second writer is refused with one line naming the holder, and the holder removes the
+temporary files a killed writer left. ``add`` is idempotent: an image whose path and content (SHA-256 of its
+bytes) the index already holds is skipped and counted, so rerunning an add, killed or not, adds nothing twice.
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import logging
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -26,12 +32,14 @@ from metric_retrieval.retrieval.catalogue import (
     bad_items,
     embed_catalogue,
     embed_paths,
+    file_hashes,
     iter_shards,
     read_catalogue,
 )
 from metric_retrieval.retrieval.embedder import Embedder
 from metric_retrieval.retrieval.index_store import IndexStore
 from metric_retrieval.training.distributed import DistInfo
+from metric_retrieval.training.run_lock import RunLock, remove_stale_temporaries
 from metric_retrieval.utils.errors import UserError
 
 __all__ = ["Hit", "add_items", "build_index", "classify", "evaluate_index", "labelled_neighbours", "open_index",
@@ -43,6 +51,22 @@ BAD_REPORT = "bad_files.tsv"
 
 def _batch_dir(root: Path, batch: int) -> Path:
     return root / "shards" / f"batch-{batch:03d}"
+
+
+@contextlib.contextmanager
+def _writer_lock(root: Path, info: DistInfo) -> Iterator[None]:
+    """Rank 0 holds the index directory's lock (and clears a killed writer's temporary files) inside."""
+    if not info.is_main:
+        yield
+        return
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except PermissionError:
+        raise UserError(f"cannot create the index directory {root}: permission denied") from None
+    with RunLock(root, "index", "another index.py build or add"):
+        for folder in [root, *sorted((root / "shards").glob("batch-*"))]:
+            remove_stale_temporaries(folder)
+        yield
 
 
 def _embed_batch(embedder: Embedder, catalogue: Catalogue, shard_dir: Path, opts: dict[str, Any],
@@ -58,7 +82,7 @@ def _train_sample(shard_dir: Path, count: int, size: int, seed: int) -> np.ndarr
     """A seeded uniform sample of ``size`` of the batch's ``count`` embedded vectors, read shard by shard."""
     pick = np.sort(np.random.default_rng(seed).choice(count, min(size, count), replace=False))
     rows, offset = [], 0
-    for emb, _ in iter_shards(shard_dir):
+    for emb, _, _ in iter_shards(shard_dir):
         local = pick[(pick >= offset) & (pick < offset + len(emb))] - offset
         rows.append(emb[torch.from_numpy(local)].numpy())
         offset += len(emb)
@@ -67,10 +91,10 @@ def _train_sample(shard_dir: Path, count: int, size: int, seed: int) -> np.ndarr
 
 def _add_shards(store: IndexStore, catalogue: Catalogue, shard_dir: Path) -> int:
     added = 0
-    for emb, idx in iter_shards(shard_dir):
+    for emb, idx, hashes in iter_shards(shard_dir):
         i = idx.tolist()
         store.add(emb.numpy(), [catalogue.paths[j] for j in i], [catalogue.labels[j] for j in i],
-                  [catalogue.ids[j] for j in i])
+                  [catalogue.ids[j] for j in i], hashes)
         added += len(i)
     return added
 
@@ -93,6 +117,12 @@ def build_index(checkpoint: str, images: str, out: str | Path, opts: dict[str, A
     killed build resumes it. Returns ``describe()`` of the index on rank 0, None on the other ranks.
     """
     root = Path(out)
+    with _writer_lock(root, info):
+        return _build(checkpoint, images, root, opts, info, device)
+
+
+def _build(checkpoint: str, images: str, root: Path, opts: dict[str, Any], info: DistInfo,
+           device: str | torch.device) -> dict[str, Any] | None:
     if (root / "meta.json").is_file():
         raise UserError(f"--out {root} already holds an index; add images with `index.py add {root} --images ...` "
                         "or choose another --out")
@@ -102,7 +132,7 @@ def build_index(checkpoint: str, images: str, out: str | Path, opts: dict[str, A
     _embed_batch(embedder, catalogue, shard_dir, opts, info)
     if not info.is_main:
         return None
-    count = sum(len(idx) for _, idx in iter_shards(shard_dir))
+    count = sum(len(idx) for _, idx, _ in iter_shards(shard_dir))
     if not count:
         _write_bad_report(root, 1)
         raise UserError(f"--images {images}: none of the {len(catalogue)} images could be read (they are listed "
@@ -134,27 +164,56 @@ def open_index(index_dir: str | Path, checkpoint: str | None = None, device: str
                         "that model (its weights are checked)")
     embedder = Embedder(path, device)
     store.check_model(embedder.fingerprint, path)
+    built = store.meta.get("input_spec")
+    if built != json.loads(json.dumps(embedder.input_spec)):
+        raise UserError(f"the model {path} preprocesses images differently from when it built index {index_dir} "
+                        f"(then {built}, now {embedder.input_spec}): its embeddings would not be comparable; "
+                        "rebuild the index")
     return store, embedder
 
 
 def add_items(index_dir: str | Path, images: str, opts: dict[str, Any], info: DistInfo,
               checkpoint: str | None = None, device: str | torch.device = "cpu") -> dict[str, Any] | None:
-    """Embed ``images`` as a new batch and append them to the index (no retraining); resumable like a build.
+    """Embed the images of ``images`` the index does not hold yet as a new batch and append them (no
+    retraining); resumable like a build, idempotent (see the module docstring).
 
     The items are appended to the CPU index, as in a build: faiss's sharded GPU copy of a ``Flat`` index takes
     only one ``add``."""
-    store, embedder = open_index(index_dir, checkpoint, device, search_on_gpu=False)
-    catalogue = read_catalogue(images)
-    batch = len(store.meta["batches"])
-    shard_dir = _batch_dir(store.root, batch)
-    _embed_batch(embedder, catalogue, shard_dir, opts, info)
-    if not info.is_main:
-        return None
-    added = _add_shards(store, catalogue, shard_dir)
-    store.meta["batches"].append({"images": str(images), "count": len(catalogue)})
-    store.meta["bad_files"] = _write_bad_report(store.root, batch + 1)
-    store.save()
-    return {**store.describe(), "added": added}
+    with _writer_lock(Path(index_dir), info):
+        store, embedder = open_index(index_dir, checkpoint, device, search_on_gpu=False)
+        catalogue, present = _new_items(store, read_catalogue(images))
+        if not len(catalogue):
+            return {**store.describe(), "added": 0, "already_present": present} if info.is_main else None
+        batch = len(store.meta["batches"])
+        shard_dir = _batch_dir(store.root, batch)
+        _embed_batch(embedder, catalogue, shard_dir, opts, info)
+        if not info.is_main:
+            return None
+        added = _add_shards(store, catalogue, shard_dir)
+        store.meta["batches"].append({"images": str(images), "count": len(catalogue), "already_present": present})
+        store.meta["bad_files"] = _write_bad_report(store.root, batch + 1)
+        store.save()
+        return {**store.describe(), "added": added, "already_present": present}
+
+
+def _new_items(store: IndexStore, catalogue: Catalogue) -> tuple[Catalogue, int]:
+    """The catalogue without the items the index holds already (same path, same file content), and their count.
+
+    Only files whose path is in the index are hashed here; an image whose content changed is added again (the
+    old vectors stay, with a warning)."""
+    held: dict[str, set[str]] = {}
+    for path, digest in zip(store.items["paths"], store.items["sha256"]):
+        held.setdefault(path, set()).add(digest)
+    known = [n for n, p in enumerate(catalogue.paths) if p in held]
+    hashes = dict(zip(known, file_hashes([catalogue.paths[n] for n in known])))
+    keep = [n for n in range(len(catalogue)) if n not in hashes or hashes[n] not in held[catalogue.paths[n]]]
+    changed = [catalogue.paths[n] for n in keep if n in hashes]
+    if changed:
+        logger.warning("%d image(s) changed since they were indexed and are added again (their old vectors stay): "
+                       "%s", len(changed), ", ".join(changed[:5]))
+    subset = Catalogue([catalogue.paths[n] for n in keep], [catalogue.labels[n] for n in keep],
+                       [catalogue.ids[n] for n in keep])
+    return subset, len(catalogue) - len(keep)
 
 
 @dataclass(frozen=True)
@@ -256,7 +315,7 @@ def exact_search(store: IndexStore, queries: torch.Tensor, k: int) -> torch.Tens
     """(Q, k) faiss ids of the true nearest neighbours: exact search over the stored shards, one at a time."""
     metric, best_key, best_id, offset = store.meta["metric"], None, None, 0
     for b in range(len(store.meta["batches"])):
-        for emb, _ in iter_shards(_batch_dir(store.root, b)):
+        for emb, _, _ in iter_shards(_batch_dir(store.root, b)):
             if len(emb):
                 kk = min(k, len(emb))
                 scores, idx = knn(queries, emb, kk, metric=metric, backend="torch")

@@ -45,7 +45,9 @@ BEST_DATABASE = "database_best.pth"
 
 
 def load_file(path: str | Path) -> dict[str, Any]:
-    """Load a checkpoint-like file onto the CPU with a clear error for a missing or corrupt file."""
+    """Load a checkpoint-like file onto the CPU with a clear error for a missing or corrupt file, or one that
+    holds anything but tensors and plain data (:func:`metric_retrieval.utils.io.load_verified`: nothing in it
+    runs)."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"checkpoint not found: {path}")
@@ -64,15 +66,22 @@ def weights_digest(state_dict: dict[str, torch.Tensor]) -> str:
 
 
 def rng_state() -> dict[str, Any]:
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    """Every generator's state as tensors, ints and tuples only (what ``torch.load(weights_only=True)`` reads):
+    numpy's ``("MT19937", keys (624,) uint32, pos, has_gauss, cached_gaussian)`` keeps its keys as an int64
+    tensor."""
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    state = {"python": random.getstate(), "numpy": (name, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss,
+                                                      cached), "torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
 
 
 def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore :func:`rng_state` (also an older checkpoint's, whose numpy keys are a numpy array)."""
     random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    name, keys, *rest = state["numpy"]
+    np.random.set_state((name, np.asarray(keys, dtype=np.uint32), *rest))
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
@@ -125,6 +134,11 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[to
     if "model" not in ckpt or "model_config" not in ckpt:
         raise UserError(f"{path} is not a metric-retrieval checkpoint (expected keys 'model' and 'model_config')")
     mc = ckpt["model_config"]
+    missing = [key for key in ("backbone", "head", "feature_dim", "num_classes", "options")
+               if not isinstance(mc, dict) or key not in mc]
+    if missing:
+        raise UserError(f"{path}: its model_config lacks {', '.join(missing)}; it was not written by this project's "
+                        "trainer (expected model_best.pth or checkpoint_latest.pth of a run)")
     model = models.build_model(mc["backbone"], mc["head"], mc["feature_dim"], mc["num_classes"], **mc["options"])
     models.load_model_state(model, ckpt["model"])
     return model.to(device).eval(), ckpt

@@ -1,4 +1,5 @@
-"""One training per run folder: an exclusive lock on ``OUTPUT_DIR/.lock``, taken when the folder is opened.
+"""One writer per folder: an exclusive lock on ``FOLDER/.lock``, taken when the folder is opened (a training's
+run folder; an index directory for ``index.py build`` and ``add``).
 
 The lock is a ``fcntl.flock`` on that file, held (by rank 0) for the whole run. The kernel releases it when
 the holding process dies, however it dies, so a lock left by a killed run is taken over silently; the file
@@ -25,25 +26,33 @@ LOCK_NAME = ".lock"
 
 
 class RunFolderBusy(UserError):
-    """Another live process trains into the same ``--output_dir``."""
+    """Another live process writes into the same folder (a training's ``--output_dir``, an index)."""
 
 
 class RunLock:
-    """``with RunLock(out_dir):`` → the exclusive lock of the run folder, released on exit."""
+    """``with RunLock(out_dir):`` → the exclusive lock of the folder, released on exit.
 
-    def __init__(self, out_dir: str | os.PathLike) -> None:
-        self.path = Path(out_dir) / LOCK_NAME
+    ``what`` names the folder and ``holder`` the kind of process that holds it in the error message.
+    """
+
+    def __init__(self, out_dir: str | os.PathLike, what: str = "--output_dir", holder: str = "another training",
+                 ) -> None:
+        self.path, self.what, self.holder = Path(out_dir) / LOCK_NAME, what, holder
         self._fd: int | None = None
 
     def __enter__(self) -> RunLock:
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except PermissionError:
+            raise UserError(f"{self.what} {self.path.parent} is not writable (permission denied creating "
+                            f"{self.path.name}): fix its permissions or choose another folder") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             holder = _read_holder(fd)
             os.close(fd)
-            raise RunFolderBusy(f"--output_dir {self.path.parent} is in use by another training ({holder}); "
-                                "wait for it to finish, stop it, or choose another --output_dir") from None
+            raise RunFolderBusy(f"{self.what} {self.path.parent} is in use by {self.holder} ({holder}); "
+                                f"wait for it to finish, stop it, or choose another {self.what}") from None
         os.ftruncate(fd, 0)
         os.write(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
                                  "started": time.strftime("%Y-%m-%d %H:%M:%S")}).encode())

@@ -3,9 +3,15 @@
 * Atomic: a file is written to a uniquely named temporary file in the target folder, flushed to disk, then
   renamed over the target (``os.replace`` is atomic on POSIX), so a run killed at any moment leaves the old
   file or the complete new one, never a torn one (a kill leaves at most a ``.NAME.*.tmp`` file behind).
-* Checksummed: :func:`atomic_save` stores, next to the payload of a dict, the SHA-256 of every tensor's bytes
-  and every other value's ``repr`` under :data:`CHECKSUM_KEY`; :func:`load_verified` recomputes it, so bytes
-  overwritten inside a checkpoint, feature database or whitening file are reported instead of loaded.
+* Checksummed on the raw bytes: :func:`atomic_save` writes the SHA-256 of the file ``torch.save`` produced into
+  the zip archive's comment (the file stays a standard zip that ``torch.load`` reads); :func:`load_verified`
+  checks it on the bytes read from disk *before* anything is unpickled, so bytes overwritten inside a
+  checkpoint, feature database, whitening file or shard are reported instead of loaded. Files written before
+  this scheme carry a digest of their payload under :data:`CHECKSUM_KEY` instead, checked after loading.
+* No code from files: every file is unpickled with ``torch.load(weights_only=True)``, which builds only
+  tensors, numbers, strings and plain containers; the one legacy type set allowed besides
+  (:data:`LEGACY_GLOBALS`, the numpy array of an old checkpoint's numpy RNG state) is allowed for that load only.
+  Anything else is refused with a :class:`CorruptFileError` naming the file and the type it asks for.
 * Disk full: a write that fails for lack of space (ENOSPC, EDQUOT; torch's zip writer reports it as
   ``RuntimeError: unexpected pos ...``) raises :class:`DiskFullError` naming the folder and the space needed.
 """
@@ -13,8 +19,12 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import io
 import os
+import pickle
+import re
 import shutil
+import struct
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -27,6 +37,11 @@ from metric_retrieval.utils.errors import UserError
 
 CHECKSUM_KEY = "sha256"
 _DISK_FULL = {errno.ENOSPC, errno.EDQUOT}
+_COMMENT_TAG = b"metric-retrieval sha256:"
+_COMMENT_LEN = len(_COMMENT_TAG) + 64
+_EOCD = b"PK\x05\x06"  # zip end-of-central-directory record: 22 bytes, its last 2 the comment length
+# the only non-plain types a file of this project ever held: an old checkpoint's numpy RNG state (an array)
+LEGACY_GLOBALS = [np._core.multiarray._reconstruct, np.ndarray, np.dtype, type(np.dtype(np.uint32))]
 
 
 class DiskFullError(UserError):
@@ -99,11 +114,13 @@ def _is_disk_full(err: BaseException, folder: Path, need: int) -> bool:
     return isinstance(err, RuntimeError) and shutil.disk_usage(folder).free < need
 
 
-def disk_full_error(path: Path, need: int) -> DiskFullError:
+TRAINING_REMEDY = "free some space (or move the run with --output_dir) and resume with --resume latest"
+
+
+def disk_full_error(path: Path, need: int, remedy: str = TRAINING_REMEDY) -> DiskFullError:
     free = shutil.disk_usage(path.parent).free
     return DiskFullError(f"no space left in {path.parent} while writing {path.name}: it needs about "
-                         f"{format_size(need)}, {format_size(free)} are free; free some space (or move the run with "
-                         "--output_dir) and resume with --resume latest")
+                         f"{format_size(need)}, {format_size(free)} are free; {remedy}")
 
 
 def _open_temp(fd: int) -> IO[bytes]:
@@ -111,12 +128,12 @@ def _open_temp(fd: int) -> IO[bytes]:
     return os.fdopen(fd, "wb")
 
 
-def atomic_write(path: str | os.PathLike, write: Any, need: int = 0, previous: str | os.PathLike | None = None
-                 ) -> Path:
+def atomic_write(path: str | os.PathLike, write: Any, need: int = 0, previous: str | os.PathLike | None = None,
+                 remedy: str = TRAINING_REMEDY) -> Path:
     """``write(file)`` into a unique temporary file next to ``path``, ``fsync``, then rename it over ``path``.
 
     ``previous``: where the file being replaced is moved first (kept as the last good copy). ``need``: the
-    expected size, named in the :class:`DiskFullError` raised when the disk fills up.
+    expected size, named in the :class:`DiskFullError` raised when the disk fills up, with ``remedy``.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -124,7 +141,7 @@ def atomic_write(path: str | os.PathLike, write: Any, need: int = 0, previous: s
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     except OSError as err:
         if err.errno in _DISK_FULL:
-            raise disk_full_error(path, need) from None
+            raise disk_full_error(path, need, remedy) from None
         raise
     try:
         with _open_temp(fd) as f:
@@ -137,16 +154,40 @@ def atomic_write(path: str | os.PathLike, write: Any, need: int = 0, previous: s
     except BaseException as err:
         Path(tmp).unlink(missing_ok=True)
         if isinstance(err, (OSError, RuntimeError)) and _is_disk_full(err, path.parent, need):
-            raise disk_full_error(path, need) from None
+            raise disk_full_error(path, need, remedy) from None
         raise
     return path
 
 
+class _HashingWriter:
+    """A binary file that also feeds every byte written to a SHA-256 (``torch.save`` only writes forward)."""
+
+    def __init__(self, f: IO[bytes]) -> None:
+        self.f, self.sha, self.tail = f, hashlib.sha256(), b""
+
+    def write(self, data: bytes) -> int:
+        self.sha.update(data)
+        self.tail = (self.tail + bytes(data[-22:]))[-22:]
+        return self.f.write(data)
+
+    def flush(self) -> None:
+        self.f.flush()
+
+
+def _save_signed(obj: Any, f: IO[bytes]) -> None:
+    """``torch.save(obj)`` into ``f``, then its SHA-256 into the zip comment (see the module docstring)."""
+    writer = _HashingWriter(f)
+    torch.save(obj, writer)
+    if not (writer.tail.startswith(_EOCD) and writer.tail[-2:] == b"\0\0"):
+        raise RuntimeError("torch.save did not end its file with an empty zip comment")
+    f.seek(-2, os.SEEK_END)
+    f.write(struct.pack("<H", _COMMENT_LEN) + _COMMENT_TAG + writer.sha.hexdigest().encode())
+
+
 def atomic_save(obj: Any, path: str | os.PathLike, previous: str | os.PathLike | None = None) -> Path:
-    """``torch.save`` atomically; a dict gets the :func:`payload_digest` of its values under ``"sha256"``."""
-    if isinstance(obj, dict):
-        obj = {**obj, CHECKSUM_KEY: payload_digest(obj)}
-    return atomic_write(path, lambda f: torch.save(obj, f), need=payload_bytes(obj) + (1 << 20), previous=previous)
+    """``torch.save`` atomically, with the SHA-256 of the file's bytes in its zip comment."""
+    return atomic_write(path, lambda f: _save_signed(obj, f), need=payload_bytes(obj) + (1 << 20),
+                        previous=previous)
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
@@ -155,25 +196,58 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     return atomic_write(path, lambda f: f.write(data), need=len(data))
 
 
-def load_verified(path: str | os.PathLike, what: str = "file", weights_only: bool = False) -> Any:
-    """``torch.load`` on the CPU, checking the stored checksum (files saved without one load unchecked).
+def file_sha256(path: str | os.PathLike) -> str:
+    """SHA-256 of a file's bytes, read in 1 MB blocks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
-    A missing file raises ``FileNotFoundError``; unreadable bytes or a checksum mismatch raise
-    :class:`CorruptFileError` naming the file.
+
+def _unsigned(raw: bytes, path: Path, what: str) -> bytes:
+    """``raw`` without the checksum comment of :func:`atomic_save`, verified; unsigned (older) files as they are."""
+    tail = raw[-_COMMENT_LEN - 22:]
+    if not (tail.startswith(_EOCD) and tail[22:].startswith(_COMMENT_TAG)
+            and tail[20:22] == struct.pack("<H", _COMMENT_LEN)):
+        return raw
+    body = raw[:-_COMMENT_LEN - 2] + b"\0\0"
+    if hashlib.sha256(body).hexdigest().encode() != tail[22 + len(_COMMENT_TAG):]:
+        raise CorruptFileError(f"{what} {path} is corrupt: its contents do not match the checksum stored with "
+                               "it (a partial overwrite, a bad disk or a truncated copy)")
+    return body
+
+
+def load_verified(path: str | os.PathLike, what: str = "file") -> Any:
+    """``torch.load(weights_only=True)`` on the CPU of a file whose raw bytes match their stored checksum.
+
+    A missing file raises ``FileNotFoundError``; a checksum mismatch, unreadable bytes, or a pickle that asks
+    for any type other than tensors, plain containers and :data:`LEGACY_GLOBALS` raise
+    :class:`CorruptFileError` naming the file. Nothing in the file is executed.
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(path)
+    raw = path.read_bytes()
+    body = _unsigned(raw, path, what)
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=weights_only)
-    except Exception as err:  # torch raises several types for a corrupt zip/pickle
-        raise CorruptFileError(f"cannot read {what} {path}: {type(err).__name__}: {err}") from None
-    if isinstance(obj, dict) and CHECKSUM_KEY in obj:
+        with torch.serialization.safe_globals(LEGACY_GLOBALS):
+            obj = torch.load(io.BytesIO(body), map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises several types for a corrupt zip/pickle or a refused type
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        if isinstance(err, pickle.UnpicklingError) and "Weights only load failed" in str(err):
+            found = re.search(r"GLOBAL ([\w.]+)", str(err))
+            reason = (f"it asks for the Python object {found.group(1) if found else '(unknown)'}, and only "
+                      "tensors, numbers, strings and plain containers are loaded (nothing in a file is run)")
+        raise CorruptFileError(f"cannot read {what} {path}: {reason}") from None
+    if body is raw and isinstance(obj, dict) and CHECKSUM_KEY in obj:  # written before raw-byte checksums
         stored = obj.pop(CHECKSUM_KEY)
         if payload_digest(obj) != stored:
             raise CorruptFileError(f"{what} {path} is corrupt: its contents do not match the checksum stored with "
                                    "it (a partial overwrite, a bad disk or a truncated copy)")
     return obj
+
+
 def torch_file_problem(path: str | os.PathLike) -> str | None:
     """Why ``path`` cannot be a ``torch.save`` file (zip archive or legacy pickle), judged by its first bytes;
     None when it may be one. Catches the common mix-up of a YAML/text file given where weights are expected."""

@@ -212,7 +212,7 @@ def test_open_refuses_missing_and_corrupt_indexes(built, tmp_path):
     for f in ("meta.json", "items-1.json"):
         (copy / f).write_bytes((out / f).read_bytes())
     (copy / "index-1.faiss").write_bytes((out / "index-1.faiss").read_bytes()[:100])
-    with pytest.raises(UserError, match="is unreadable"):
+    with pytest.raises(UserError, match="index-1.faiss does not match the checksum in meta.json"):
         IndexStore.open(copy)
 
 

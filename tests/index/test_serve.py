@@ -28,7 +28,8 @@ def served(checkpoint, tmp_path_factory):
     out = tmp_path_factory.mktemp("idx") / "i"
     assert build(checkpoint, root, out) == 0
     store, embedder = open_index(out)
-    return store, embedder, create_app(store, embedder, k=4, max_bytes=20_000)
+    return store, embedder, create_app(store, embedder, k=4, max_bytes=20_000,
+                                      allowed_hosts=["127.0.0.1", "testserver"])
 
 
 def jpeg_bytes(path: str) -> bytes:
