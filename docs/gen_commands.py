@@ -89,10 +89,14 @@ def render() -> str:
     return "".join(parts)
 
 
-def main(argv: list[str] | None = None) -> int:
+def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--check", action="store_true", help="exit 1 when the page differs instead of writing it")
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = get_args_parser().parse_args(argv)
     page = render()
     if args.check:
         stale = not PAGE.is_file() or PAGE.read_text(encoding="utf-8") != page
