@@ -8,6 +8,7 @@ import contextlib
 import importlib
 import importlib.util
 import io
+import os
 import re
 import subprocess
 import sys
@@ -25,7 +26,7 @@ API_PAGES = {"losses": "losses", "losses.miners": "losses-miners", "samplers": "
 def site(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("site")
     result = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(out)], cwd=REPO,
-                            capture_output=True, text=True, env={"NO_MKDOCS_2_WARNING": "1", "PATH": ""})
+                            capture_output=True, text=True, env={**os.environ, "NO_MKDOCS_2_WARNING": "1"})
     assert result.returncode == 0, result.stderr[-4000:]
     return out
 
