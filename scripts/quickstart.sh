@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Fresh machine → environment, install, and the main job: train on the built-in synthetic data, then
-# retrieve the nearest images of one test query. Usage: bash scripts/quickstart.sh [extra train.py flags]
+# retrieve the nearest images of one test query. Usage: bash scripts/quickstart.sh [extra `metric-retrieval train` flags]
 # Each call trains into a new runs/quickstart-<date-time> folder, or into --output_dir DIR if given.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,7 +14,8 @@ for i in "${!args[@]}"; do  # the run folder the user chose, if any (--output_di
     --output_dir=*) RUN=${args[$i]#--output_dir=} ;;
   esac
 done
-"$PY" train.py --output_dir "$RUN" "$@"
-QUERY=$("$PY" -c "import sys, torch; print(torch.load(sys.argv[1], weights_only=False)['query']['paths'][0])" \
-  "$RUN/database_best.pth")
-"$PY" test.py --query_img_name "$QUERY" --data_base "$RUN/database_best.pth" --retrieval_num 8 --output_dir "$RUN/retrieval"
+"$PY" -m metric_retrieval train --output_dir "$RUN" "$@"
+QUERY=$("$PY" -c "import sys; from metric_retrieval.retrieval import load_database as load; \
+print(load(sys.argv[1])['query']['paths'][0])" "$RUN/database_best.pth")
+"$PY" -m metric_retrieval query --query_img_name "$QUERY" --data_base "$RUN/database_best.pth" --retrieval_num 8 \
+  --output_dir "$RUN/retrieval"

@@ -64,11 +64,12 @@ def extract_landmark_descriptors(model: torch.nn.Module, dataset: Any, device: s
         model: returns ``(embedding (1, D), logits or None)`` for a (1, C, H, W) batch; put in eval mode here.
         dataset: yields ``(image (C, H, W) float tensor, index)`` (``data.LandmarkImageDataset``).
         device: where the model runs.
-        scales / msp: multi-scale setting (module docstring); ``(1,)`` = single scale.
+        scales: multi-scale setting (module docstring); ``(1,)`` = single scale.
+        msp: the power of the multi-scale mean (module docstring).
         num_workers: DataLoader workers for image decoding.
         progress: show a tqdm bar (redrawn every 30 s when stderr is not a terminal:
-        :mod:`metric_retrieval.utils.progress`). autocast_dtype: run the model under ``torch.autocast`` with this dtype
-        (the run's ``--amp``); None: fp32.
+            :mod:`metric_retrieval.utils.progress`).
+        autocast_dtype: run the model under ``torch.autocast`` with this dtype (the run's ``--amp``); None: fp32.
             The power mean and normalisation are computed in float32 either way.
 
     Returns:
@@ -130,7 +131,8 @@ def evaluate_landmarks(model: torch.nn.Module, landmark_data: Any, device: str |
         transform: image → normalised tensor; None: ``data.build_transform("landmark",
             normalize=model.input_spec)`` (the model's own normalisation, cirtorch's whole image, no resize).
         imsize: longest side of database images (queries get the same scale factor).
-        scales / msp: multi-scale descriptor setting.
+        scales: multi-scale descriptor setting.
+        msp: the power of the multi-scale mean.
         whitening: None, ``(mean, P[, dim])``, ``{"mean", "P"[, "dim"]}`` or a path saved by
             :func:`metric_retrieval.evaluation.whitening.save_whitening`; applied to database and queries.
         qe: None or ``{"method": "aqe" | "alpha", "k": int, "alpha": float, "dba_k": int}``; DBA (``dba_k``,

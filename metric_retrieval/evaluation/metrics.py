@@ -143,10 +143,12 @@ def retrieval_metrics(query: Any, query_labels: Any, gallery: Any = None, galler
     Args:
         query: (Q, D) embeddings (torch or numpy). Use L2-normalised embeddings with ``metric="ip"``.
         query_labels: (Q,) integer labels.
-        gallery / gallery_labels: (N, D) / (N,), or ``None`` for leave-one-out on the query set.
+        gallery: (N, D) embeddings, or ``None`` for leave-one-out on the query set.
+        gallery_labels: (N,) integer labels, or ``None`` with ``gallery=None``.
         ks: the K of Recall@K; a K larger than the gallery (minus self) is clamped to it.
         metric: "ip" or "l2" (see :func:`metric_retrieval.evaluation.knn.knn`).
-        backend / chunk_size: passed to the kNN search.
+        backend: passed to the kNN search.
+        chunk_size: passed to the kNN search.
         include_nmi: also compute ``nmi`` (faiss k-means; slow for SOP-sized sets).
         r_cap: search width above which queries with a larger R are re-searched separately (exact anyway).
         seed: k-means seed.

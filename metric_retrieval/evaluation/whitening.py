@@ -105,7 +105,8 @@ def learned_whitening_fit(X: Any, qidxs: Any, pidxs: Any) -> tuple[np.ndarray, n
 
     Args:
         X: (N, D) descriptors (L2-normalised, as extracted).
-        qidxs, pidxs: equal-length index lists of matching (query, positive) pairs.
+        qidxs: index list of the queries of the matching (query, positive) pairs.
+        pidxs: index list of their positives, as long as ``qidxs``.
     """
     X = _np64(X)
     qidxs = np.asarray(qidxs, dtype=np.int64).ravel()

@@ -73,9 +73,10 @@ def save_database(path: str | os.PathLike, query: Any, gallery: Any = None, chec
     """Write a feature database atomically; returns the saved dict.
 
     Args:
-        query / gallery: a mapping with ``embeddings``, ``labels``, ``paths`` (or a 3-tuple of them);
-            ``gallery=None`` for a leave-one-out database.
-        checkpoint: the checkpoint the embeddings came from; config: the resolved run config.
+        query: a mapping with ``embeddings``, ``labels``, ``paths`` (or a 3-tuple of them).
+        gallery: the same for the gallery; ``None`` for a leave-one-out database.
+        checkpoint: the checkpoint the embeddings came from.
+        config: the resolved run config.
         model: optional ``{"config": model config, "sha256": weights digest}`` of that checkpoint's model, so
             that a query embedded with another checkpoint is refused (stored under the optional key ``model``).
     """

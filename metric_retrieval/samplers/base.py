@@ -52,7 +52,8 @@ class BaseBatchSampler(Sampler[list[int]]):
         batch_size: the **per-rank** batch size B.
         m: samples per class (meaning depends on the sampler; None → its default ``default_m``).
         seed: base seed; batches depend only on (seed, epoch).
-        rank, world_size: this process's rank and the number of ranks.
+        rank: this process's rank.
+        world_size: the number of ranks.
     """
 
     default_m: ClassVar[int | None] = None

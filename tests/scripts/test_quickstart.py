@@ -27,7 +27,7 @@ def quickstart(tmp_path: Path, *args: str) -> list[str]:
 def test_output_dir_given_by_the_user_is_trained_and_queried(tmp_path):
     for args in (["--output_dir", "my/run", "--lr", "0.1"], ["--lr", "0.1", "--output_dir=my/run"]):
         train, read, query = quickstart(tmp_path / args[0].strip("-"), *args)
-        assert train.startswith("train.py --output_dir my/run ") and "--lr 0.1" in train
+        assert train.startswith("-m metric_retrieval train --output_dir my/run ") and "--lr 0.1" in train
         assert read.endswith("my/run/database_best.pth")
         assert "--data_base my/run/database_best.pth" in query and "--output_dir my/run/retrieval" in query
         assert "--query_img_name /data/query.jpg" in query
@@ -35,5 +35,5 @@ def test_output_dir_given_by_the_user_is_trained_and_queried(tmp_path):
 
 def test_each_run_gets_a_new_folder(tmp_path):
     train, _, query = quickstart(tmp_path)
-    run = train.split()[2]
+    run = train.split()[4]
     assert run.startswith("runs/quickstart-") and f"--data_base {run}/database_best.pth" in query
