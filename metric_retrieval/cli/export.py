@@ -20,12 +20,8 @@ import argparse
 
 import torch
 
-from metric_retrieval import data
 from metric_retrieval.cli.common import new_parser, reports_errors
 from metric_retrieval.models.export import FORMATS, export_with_parity
-from metric_retrieval.training.checkpoint import load_model
-from metric_retrieval.training.evaluate import device_input
-from metric_retrieval.training.trainer import default_data
 from metric_retrieval.utils.errors import UserError
 
 
@@ -46,6 +42,10 @@ def get_args_parser(prog: str | None = None) -> argparse.ArgumentParser:
 def parity_images(model: torch.nn.Module, cfg: dict, data_path: str | None, data_name: str | None,
                   count: int) -> torch.Tensor:
     """The first ``count`` images of the dataset's first evaluation split, preprocessed as the run evaluated."""
+    from metric_retrieval import data
+    from metric_retrieval.training.evaluate import device_input
+    from metric_retrieval.training.trainer import default_data
+
     run = {"data_path": data_path or cfg.get("data_path"),
            "data_name": data_name or (cfg.get("data_name", "folder") if data_path or cfg.get("data_path")
                                       else "folder")}
@@ -64,6 +64,10 @@ def parity_images(model: torch.nn.Module, cfg: dict, data_path: str | None, data
 @reports_errors
 def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     args = get_args_parser(prog).parse_args(argv)
+    from metric_retrieval import data
+    from metric_retrieval.training.checkpoint import load_model
+    from metric_retrieval.training.evaluate import device_input
+
     if args.parity_images < 2:
         raise UserError(f"--parity_images must be at least 2, got {args.parity_images}")
     model, ckpt = load_model(args.checkpoint, "cpu")

@@ -7,13 +7,15 @@ indexed them by position.
 from __future__ import annotations
 
 import numpy as np
-import scipy.io
 
 from metric_retrieval.data.class_folders import half_split
 from metric_retrieval.data.common import SplitRecords, check_count, layout_error
 from metric_retrieval.data.errors import DatasetError
 from metric_retrieval.data.registry import DATASETS, Reader, SynthLayout
 from metric_retrieval.data.synth import write_cars
+from metric_retrieval.utils.lazy import lazy_module
+
+scipy_io = lazy_module("scipy.io")  # imported when a .mat file is read or written
 
 LAYOUT = """\
 <root>/
@@ -27,7 +29,7 @@ FIELDS = ("relative_im_path", "bbox_x1", "bbox_y1", "bbox_x2", "bbox_y2", "class
 def read_annotations(path) -> tuple[list[dict], list[str]]:
     """Rows of ``cars_annos.mat`` as dicts (by field name) and the class names (index = class - 1)."""
     try:
-        mat = scipy.io.loadmat(str(path), squeeze_me=True)
+        mat = scipy_io.loadmat(str(path), squeeze_me=True)
     except Exception as err:  # noqa: BLE001 - scipy raises several types for damaged files
         raise DatasetError(f"{path}: cannot read the MATLAB file ({type(err).__name__}: {err})") from None
     if "annotations" not in mat:

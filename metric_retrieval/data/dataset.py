@@ -7,13 +7,15 @@ from functools import partial
 
 import torch
 from torch.utils.data import Dataset
-from torchvision.transforms import v2
 
 from metric_retrieval.data.common import Box
 from metric_retrieval.data.decoded_cache import DecodedCache, split_fixed_resize
 from metric_retrieval.data.errors import BadImageError, DatasetError, DatasetWarning
 from metric_retrieval.data.image_io import decode_image, load_image
 from metric_retrieval.data.transforms import min_decode_scale
+from metric_retrieval.utils.lazy import lazy_module
+
+v2 = lazy_module("torchvision.transforms.v2")
 
 DECODERS = ("fast", "pil", "cache")
 

@@ -38,11 +38,13 @@ from typing import Any
 
 import numpy as np
 import torch
-from torchvision.transforms import v2
 
 from metric_retrieval.data.errors import DatasetWarning
 from metric_retrieval.data.verify import cache_root
 from metric_retrieval.utils.io import format_size
+from metric_retrieval.utils.lazy import lazy_module
+
+v2 = lazy_module("torchvision.transforms.v2")
 
 AUTO_FRACTION = 0.1  # --decode auto caches when the missing entries need at most this share of the free space
 _FAILED: dict[Path, Any] = {}  # cache folder → shared flag: a write there failed (see the module docstring)

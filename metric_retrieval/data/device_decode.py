@@ -23,12 +23,14 @@ from functools import partial
 
 import torch
 from torch.utils.data import Dataset
-from torchvision.transforms.v2 import functional as F
 
 from metric_retrieval.data.batch import EncodedImage, sample_rng
 from metric_retrieval.data.errors import DatasetWarning
 from metric_retrieval.data.image_io import crop_box, decode_bytes, decode_jpeg_batch, decoded_size
 from metric_retrieval.data.transforms import min_decode_scale
+from metric_retrieval.utils.lazy import lazy_module
+
+F = lazy_module("torchvision.transforms.v2.functional")
 
 JPEG_MAGIC = (0xFF, 0xD8)
 

@@ -30,12 +30,21 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import torch
 from PIL import Image
-from torchvision.transforms.v2.functional import pil_to_tensor
 
-try:  # deprecated since torchvision 0.29 (superseded by TorchCodec, not a dependency); PIL takes over once removed
-    from torchvision.io import ImageReadMode, decode_jpeg
-except ImportError:  # pragma: no cover - future torchvision
-    decode_jpeg = None
+from metric_retrieval.utils.lazy import lazy_module
+
+tv_io = lazy_module("torchvision.io")  # imported on first decode: `--help` needs no torchvision
+tv_functional = lazy_module("torchvision.transforms.v2.functional")
+
+
+def _torchvision_jpeg() -> bool:
+    """Whether torchvision still has ``io.decode_jpeg`` (deprecated since 0.29 for TorchCodec, not a dependency;
+    PIL takes over once it is removed)."""
+    return hasattr(tv_io, "decode_jpeg")
+
+
+def _pil_to_tensor(image: Image.Image) -> torch.Tensor:
+    return tv_functional.pil_to_tensor(image)
 
 ScaleRule = Callable[[int, int], float]
 DEFAULT_MAX_PIXELS = 40_000_000  # 6300×6300: far above what retrieval needs (224-512 px), 120 MB decoded as RGB
@@ -176,10 +185,10 @@ def decode_bytes(encoded: bytes, box: Sequence[float] | None = None, max_size: i
     with open_image(io.BytesIO(encoded)) as im:
         full = im.size
         if im.format != "JPEG" or _draft(im, box, max_size, min_scale):
-            return pil_to_tensor(_to_rgb(im, full, box))
+            return _pil_to_tensor(_to_rgb(im, full, box))
         image = _libjpeg_decode(encoded)
         if image is None:
-            return pil_to_tensor(_to_rgb(im, full, box))
+            return _pil_to_tensor(_to_rgb(im, full, box))
     return crop_box(image, box)
 
 
@@ -210,12 +219,13 @@ def crop_box(image: torch.Tensor, box: Sequence[float] | None) -> torch.Tensor:
 
 def _libjpeg_decode(encoded: bytes) -> torch.Tensor | None:
     """Full-size RGB decode by torchvision's libjpeg-turbo, or None where it cannot (PIL then converts)."""
-    if decode_jpeg is None:
+    if not _torchvision_jpeg():
         return None
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)  # see the import above
-            return decode_jpeg(torch.frombuffer(bytearray(encoded), dtype=torch.uint8), mode=ImageReadMode.RGB)
+            return tv_io.decode_jpeg(torch.frombuffer(bytearray(encoded), dtype=torch.uint8),
+                                     mode=tv_io.ImageReadMode.RGB)
     except RuntimeError:  # e.g. a CMYK or arithmetic-coded JPEG
         return None
 
@@ -227,13 +237,13 @@ def decode_jpeg_batch(files: Sequence[torch.Tensor], device: str | torch.device 
     workers cannot keep up, see :mod:`metric_retrieval.data.device_decode`), libjpeg-turbo on ``cpu``. Raises a
     RuntimeError when ``device`` is CUDA and there is none, or when a file does not decode (the whole call fails).
     """
-    if decode_jpeg is None:
+    if not _torchvision_jpeg():
         raise RuntimeError("this torchvision has no torchvision.io.decode_jpeg (use TorchCodec)")
     if torch.device(device).type == "cuda" and not torch.cuda.is_available():
         raise RuntimeError("GPU JPEG decoding needs CUDA (torch.cuda.is_available() is False)")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
-        return decode_jpeg(list(files), mode=ImageReadMode.RGB, device=device)
+        return tv_io.decode_jpeg(list(files), mode=tv_io.ImageReadMode.RGB, device=device)
 
 
 def check_image(path: str) -> str | None:

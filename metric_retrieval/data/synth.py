@@ -20,14 +20,16 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import scipy.io
 from tqdm import tqdm
 
 from metric_retrieval.data.common import SYNTH_MARKER
 from metric_retrieval.data.registry import DATASETS, SynthLayout
 from metric_retrieval.data.synth_render import NUM_ATTRIBUTE_CLASSES, render
 from metric_retrieval.utils.errors import UnknownOptionError, UserError
+from metric_retrieval.utils.lazy import lazy_module
 from metric_retrieval.utils.progress import bar_interval
+
+scipy_io = lazy_module("scipy.io")  # imported when a .mat file is read or written
 
 VERSION = 1
 
@@ -151,7 +153,7 @@ def write_cars_annos(path: Path, rows: list[tuple], class_names: list[str]) -> N
     names = np.empty((1, len(class_names)), dtype=object)
     for i, n in enumerate(class_names):
         names[0, i] = np.array([n])
-    scipy.io.savemat(str(path), {"annotations": ann, "class_names": names})
+    scipy_io.savemat(str(path), {"annotations": ann, "class_names": names})
 
 
 def write_sop(w: SynthWriter, ipc: int, num_classes: int = 300, info_files: bool = False) -> None:

@@ -34,11 +34,12 @@ import math
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from torchvision.transforms import v2
-
 from metric_retrieval.data.batch import Normalize
+from metric_retrieval.utils.lazy import lazy_module
 from metric_retrieval.utils.options import Option, declare
 from metric_retrieval.utils.registry import Registry
+
+v2 = lazy_module("torchvision.transforms.v2")  # imported on first use: `--help` needs no torchvision
 
 if TYPE_CHECKING:  # the model's declaration; data/ only reads its mean, std and colour
     from metric_retrieval.models.backbones.base import InputSpec

@@ -298,8 +298,8 @@ def run_index_query(words: list[str], tmp: Path) -> None:
 
 
 RUN: dict[str, Callable[[list[str], Path], None]] = {
-    "metric-retrieval data synth --layout sop --out /tmp/sop_synth":
-        lambda words, tmp: run_python(words, {"/tmp/sop_synth": str(tmp / "sop")}),
+    "metric-retrieval data synth --layout sop --out data/sop_synth":
+        lambda words, tmp: run_python(words, {"data/sop_synth": str(tmp / "sop")}),
     "metric-retrieval data check --data_name cub --data_path /data/cub --verify": run_check,
     "metric-retrieval data check --data_name oxford5k --data_path /data/oxford5k --json": run_check,
     "metric-retrieval data prepare --data_name cars --data_path /data/cars --out /data/cars_256 --size 256 --crop":

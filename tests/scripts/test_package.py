@@ -79,3 +79,15 @@ def test_every_eval_and_query_flag_is_a_test_py_flag():
 
     union = flags(eval_cmd.get_args_parser()) | flags(query_cmd.get_args_parser())
     assert flags(compat.get_test_parser()) - {"--eval"} == union
+
+
+def test_help_loads_none_of_the_heavy_optional_libraries():
+    """``--help`` of every command builds its parser without torchvision, timm, faiss, onnx, FastAPI or scipy
+    (each loads on first use; ``benchmarks/bench_startup.py`` measures what that saves)."""
+    code = ("import sys; from metric_retrieval import cli; import importlib\n"
+            "for name, (module, _) in cli.COMMANDS.items(): importlib.import_module(module).get_args_parser()\n"
+            "heavy = ('torchvision', 'timm', 'faiss', 'onnx', 'onnxruntime', 'fastapi', 'scipy')\n"
+            "print(' '.join(m for m in heavy if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == ""

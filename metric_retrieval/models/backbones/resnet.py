@@ -11,8 +11,6 @@ from __future__ import annotations
 import functools
 from typing import Any
 
-import torchvision
-
 from metric_retrieval.models.backbones.base import (
     FROZEN_BN,
     IMAGENET_RGB,
@@ -27,7 +25,10 @@ from metric_retrieval.models.backbones.base import (
 )
 from metric_retrieval.models.backbones.pretrained import load_pretrained
 from metric_retrieval.models.errors import ModelConfigError
+from metric_retrieval.utils.lazy import lazy_module
 from metric_retrieval.utils.options import declare
+
+torchvision = lazy_module("torchvision")  # imported when a trunk is built: `--help` needs no torchvision
 
 __all__ = ["TorchvisionResNet", "imagenet_weights"]
 

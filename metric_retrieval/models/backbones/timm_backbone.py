@@ -31,11 +31,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import timm
 import torch
-from huggingface_hub import try_to_load_from_cache
-from timm.models import get_pretrained_cfg
-from timm.optim import param_groups_layer_decay
 
 from metric_retrieval.models.backbones.base import FROZEN_BN, TAPS, Backbone, InputSpec
 from metric_retrieval.models.backbones.pretrained import torch_hub_file
@@ -43,7 +39,13 @@ from metric_retrieval.models.checkpoint import load_model_state, read_state_dict
 from metric_retrieval.models.errors import ModelConfigError
 from metric_retrieval.models.pooling import gem
 from metric_retrieval.utils.errors import UserError
+from metric_retrieval.utils.lazy import lazy_module
 from metric_retrieval.utils.options import Option, declare
+
+# imported when a timm trunk is built or looked up: `--help` needs neither (about 1 s)
+timm = lazy_module("timm")
+timm_optim = lazy_module("timm.optim")
+hf_hub = lazy_module("huggingface_hub")
 
 __all__ = ["TOKEN_POOLS", "TimmBackbone", "cached_timm_weight_file", "timm_backbone"]
 
@@ -175,7 +177,7 @@ class TimmBackbone(Backbone):
         if self.layer_decay is None:
             return [{"name": "backbone", "params": [p for p in self.parameters() if p.requires_grad],
                      "lr": lr, "weight_decay": weight_decay}]
-        groups = param_groups_layer_decay(self.net, weight_decay=weight_decay, layer_decay=self.layer_decay)
+        groups = timm_optim.param_groups_layer_decay(self.net, weight_decay=weight_decay, layer_decay=self.layer_decay)
         return [{"name": f"backbone.{i}", "params": g["params"], "lr": lr * g.get("lr_scale", 1.0),
                  "weight_decay": g["weight_decay"]} for i, g in enumerate(groups) if g["params"]]
 
@@ -218,7 +220,7 @@ def cached_timm_weight_file(name: str) -> Path | None:
     through the torch hub cache. Nothing is downloaded; ``None`` for an unknown name or tag.
     """
     try:
-        cfg = get_pretrained_cfg(name)
+        cfg = timm.models.get_pretrained_cfg(name)
     except RuntimeError:  # an unknown pretrained tag: building the model says so
         return None
     if cfg is None:
@@ -226,7 +228,7 @@ def cached_timm_weight_file(name: str) -> Path | None:
     if cfg.hf_hub_id:
         repo, _, revision = cfg.hf_hub_id.partition("@")
         for filename in [cfg.hf_hub_filename] if cfg.hf_hub_filename else ["model.safetensors", "pytorch_model.bin"]:
-            hit = try_to_load_from_cache(repo, filename, revision=revision or None)
+            hit = hf_hub.try_to_load_from_cache(repo, filename, revision=revision or None)
             if isinstance(hit, str):
                 return Path(hit)
         return None

@@ -10,14 +10,15 @@ from __future__ import annotations
 
 from typing import Any
 
-import torchvision
 from torch import nn
-from torchvision.models.vgg import cfgs as VGG_CFGS
-from torchvision.models.vgg import make_layers
 
 from metric_retrieval.models.backbones.base import FROZEN_BN, IMAGENET_RGB, TAPS, Backbone
 from metric_retrieval.models.backbones.pretrained import load_pretrained
+from metric_retrieval.utils.lazy import lazy_module
 from metric_retrieval.utils.options import declare
+
+torchvision = lazy_module("torchvision")  # imported when the trunk is built: `--help` needs no torchvision
+tv_vgg = lazy_module("torchvision.models.vgg")
 
 __all__ = ["VGG16Trunk", "vgg16"]
 
@@ -43,7 +44,7 @@ class VGG16Trunk(Backbone):
         self.display_name = "VGG16"
         # torchvision's own layer factory and config "D" (= vgg16().features) without building the 120M-param
         # classifier; the init is torchvision VGG's (kaiming-normal fan_out, zero bias).
-        self.features = make_layers(VGG_CFGS["D"], batch_norm=False)[:30]
+        self.features = tv_vgg.make_layers(tv_vgg.cfgs["D"], batch_norm=False)[:30]
         for module in self.features.modules():
             if isinstance(module, nn.Conv2d):
                 nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
