@@ -38,18 +38,14 @@ from typing import Any
 import numpy as np
 
 from metric_retrieval.utils.errors import UserError
+from metric_retrieval.utils.faiss_lib import faiss_gpu_count
+from metric_retrieval.utils.faiss_lib import load_faiss as _faiss
 
 __all__ = ["FORMAT_VERSION", "IndexStore", "faiss_metric", "gpu_count", "on_gpu", "to_cpu", "to_gpus"]
 
 FORMAT_VERSION = 1
 META = "meta.json"
 logger = logging.getLogger(__name__)
-
-
-def _faiss():
-    import faiss  # noqa: PLC0415 - heavy optional dependency, imported when an index is used
-
-    return faiss
 
 
 def faiss_metric(metric: str) -> int:
@@ -61,8 +57,7 @@ def faiss_metric(metric: str) -> int:
 
 def gpu_count() -> int:
     """GPUs faiss can use (0 for the faiss-cpu wheel)."""
-    faiss = _faiss()
-    return faiss.get_num_gpus() if hasattr(faiss, "StandardGpuResources") else 0
+    return faiss_gpu_count(_faiss())
 
 
 def to_gpus(index: Any) -> Any:
