@@ -39,7 +39,8 @@ import torch
 
 from metric_retrieval.evaluation.knn_registry import KNN_BACKENDS
 
-__all__ = ["Bf16KNN", "ErrorBound", "LowPrecisionGallery", "certified_topk", "exact_scores", "native_bf16"]
+__all__ = ["Bf16KNN", "ErrorBound", "LowPrecisionGallery", "certified_rank_and_relevance", "certified_topk",
+           "exact_scores", "native_bf16"]
 
 U32 = 2.0**-24
 SLACK = 1.0 + 2.0**-10  # covers the float32/float64 rounding of the norms the bound is made of
@@ -159,9 +160,9 @@ class _exact_accumulation:
 
 def rank_pairs(rows: torch.Tensor, cols: torch.Tensor, s: torch.Tensor, num_rows: int
                ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Order pairs (sorted by row) by (row, −s, col); returns (order, position of each ordered pair in its row)."""
-    o = torch.argsort(cols, stable=True)
-    o = o[torch.argsort(-s[o], stable=True)]
+    """Order pairs given in (row, col) order by (row, −s, col); returns (order, position of each ordered pair in
+    its row)."""
+    o = torch.argsort(-s, stable=True)
     o = o[torch.argsort(rows[o], stable=True)]
     counts = torch.bincount(rows, minlength=num_rows)
     starts = torch.cumsum(counts, 0) - counts
@@ -180,6 +181,89 @@ def certified_topk(q: torch.Tensor, gallery: LowPrecisionGallery, k: int) -> tup
     o, pos = rank_pairs(rows, cols, s, q.shape[0])
     keep = o[pos < k]  # each row has ≥ k candidates: the k with a ≥ a_k
     return s[keep].view(-1, k), cols[keep].view(-1, k)
+
+
+def certified_rank_and_relevance(q: torch.Tensor, gallery: LowPrecisionGallery, exclude: torch.Tensor,
+                                 t: torch.Tensor, t_col: torch.Tensor, cuts: torch.Tensor, top: torch.Tensor,
+                                 labels: torch.Tensor, query_labels: torch.Tensor
+                                 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """What Recall@K and MAP@R need of a query chunk's exact ranking, without a top-k search.
+
+    The exact ranking of row r orders the gallery (item ``exclude[r]`` left out when ≥ 0) by
+    (−:func:`exact_scores`, index). Items are re-scored exactly only where the bound leaves an answer open.
+
+    Args:
+        q: (c, D) float32 queries.
+        exclude: (c,) int64 gallery index left out of row r's ranking (leave-one-out), −1 for none.
+        t, t_col: (c,) float32 / int64: the exact score of gallery item ``t_col[r]`` for row r.
+        cuts: (m,) int64 rank cuts K: only whether ``rank < K`` is asked of the rank.
+        top: (c,) int64 ≥ 1: how many leading positions of each ranking to report.
+        labels, query_labels: (N,) gallery and (c,) query labels.
+
+    Returns:
+        rank (c,) int64: the position (from 0) of item ``t_col[r]``; exact wherever the bound leaves it open on
+        which side of a cut it lies, else a value on the same side of every cut as the exact one;
+        rel (c, max(top)) bool: ``labels[i-th item] == query_labels[r]`` for positions i < top[r], False beyond.
+    """
+    c = q.shape[0]
+    a, bound = candidate_scores(q, gallery)
+    has = torch.nonzero(exclude >= 0).flatten()
+    a[has, exclude[has]] = float("-inf")
+    width = int(top.max())
+    a_top = a.topk(width, dim=1).values.gather(1, (top - 1)[:, None]).double()  # the top[r]-th best candidate
+    floor_top = bound.lower(a_top)[:, 0]  # the exact top[r]-th score is at least this
+    t64 = t.double()
+    thr = round_down(torch.minimum(bound.at_least(floor_top), bound.at_least(t64)), a.dtype)
+    rows, cols = torch.nonzero(a >= thr[:, None], as_tuple=True)  # every other item is below t and the top
+    av = a[rows, cols].double()[:, None]
+    del a
+    e = ErrorBound(bound.rho, bound.e[rows])
+    lo, up = e.lower(av)[:, 0], e.upper(av)[:, 0]
+
+    # rank of t_col: items certainly above t, plus the undecided band where it matters for a cut
+    above = lo > t64[rows]
+    band = ~above & (up >= t64[rows])
+    n_above = torch.bincount(rows[above], minlength=c)
+    n_most = n_above + torch.bincount(rows[band], minlength=c)
+    open_rows = ((n_above[:, None] < cuts[None, :]) != (n_most[:, None] < cuts[None, :])).any(dim=1)
+    sel = band & open_rows[rows]
+    br, bc = rows[sel], cols[sel]
+    s = exact_scores(q, gallery.g, br, bc)
+    before = (s > t[br]) | ((s == t[br]) & (bc < t_col[br]))
+    rank = n_above + torch.bincount(br[before], minlength=c)
+
+    # relevance of the leading positions: the window holds every possible member of each top list
+    win = up >= floor_top[rows]
+    wr, wc, wa, wlo, wup = rows[win], cols[win], av[win, 0], lo[win], up[win]
+    o, pos = rank_pairs(wr, wc, wa, c)  # order by the candidate scores
+    wr, wc, wlo, wup = wr[o], wc[o], wlo[o], wup[o]
+    rel_p = labels[wc] == query_labels[wr]
+    # runs of consecutive candidates whose intervals overlap: the exact order permutes items within a run only,
+    # so a run of one relevance fixes those positions; a mixed run before position top[r] needs exact scores
+    brk = torch.ones(len(wr), dtype=torch.bool, device=q.device)
+    brk[1:] = (wr[1:] != wr[:-1]) | (wlo[:-1] > wup[1:])
+    run = torch.cumsum(brk, 0) - 1
+    n_runs = int(run[-1]) + 1 if len(run) else 0
+    rel_i = rel_p.to(torch.int64)
+    r_min = torch.ones(n_runs, dtype=torch.int64, device=q.device).scatter_reduce(0, run, rel_i, "amin")
+    r_max = torch.zeros(n_runs, dtype=torch.int64, device=q.device).scatter_reduce(0, run, rel_i, "amax")
+    lead = pos < top[wr]
+    redo = torch.zeros(c, dtype=torch.bool, device=q.device)
+    redo[wr[lead & (r_min[run] != r_max[run])]] = True
+    rel = torch.zeros((c, width), dtype=torch.bool, device=q.device)
+    keep = lead & ~redo[wr]
+    rel[wr[keep], pos[keep]] = rel_p[keep]
+    sel = redo[wr]
+    if bool(sel.any()):
+        xr, xc = wr[sel], wc[sel]
+        back = torch.argsort(xr * gallery.g.shape[0] + xc)  # (row, col) order for rank_pairs
+        xr, xc = xr[back], xc[back]
+        xs = exact_scores(q, gallery.g, xr, xc)
+        o, pos = rank_pairs(xr, xc, xs, c)
+        xr, xc = xr[o], xc[o]
+        keep = pos < top[xr]
+        rel[xr[keep], pos[keep]] = labels[xc[keep]] == query_labels[xr[keep]]
+    return rank, rel
 
 
 @KNN_BACKENDS.register("bf16")
