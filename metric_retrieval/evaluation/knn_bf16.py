@@ -44,7 +44,7 @@ __all__ = ["Bf16KNN", "ErrorBound", "LowPrecisionGallery", "certified_rank_and_r
 
 U32 = 2.0**-24
 SLACK = 1.0 + 2.0**-10  # covers the float32/float64 rounding of the norms the bound is made of
-PAIR_BLOCK = 2**15  # (query, gallery) pairs re-scored per block: 2**15 × D float64 products at a time
+PAIR_BLOCK = 4096  # (query, gallery) pairs re-scored per block (measured fastest of 2**10, 2**12, 2**15)
 
 
 @functools.lru_cache(maxsize=1)
@@ -64,7 +64,8 @@ def exact_scores(q: torch.Tensor, g: torch.Tensor, rows: torch.Tensor, cols: tor
     out = torch.empty(len(rows), dtype=torch.float32, device=q.device)
     for start in range(0, len(rows), PAIR_BLOCK):
         r, c = rows[start:start + PAIR_BLOCK], cols[start:start + PAIR_BLOCK]
-        out[start:start + PAIR_BLOCK] = (q[r].double() * g[c].double()).sum(dim=1).float()
+        qs, gs = q.index_select(0, r).double(), g.index_select(0, c).double()
+        out[start:start + PAIR_BLOCK] = torch.bmm(qs[:, None, :], gs[:, :, None]).flatten().float()
     return out
 
 
