@@ -24,6 +24,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--k", type=int, default=10, help="results per query unless the request asks ?k=")
     p.add_argument("--nprobe", type=int, default=None, help="IVF indexes: lists visited per query")
     p.add_argument("--ef_search", type=int, default=None, help="HNSW indexes: candidate list size")
+    p.add_argument("--k_factor", type=int, default=None, help="refine indexes: candidates re-ranked per result; "
+                                                              "default: the value stored with the index")
     p.add_argument("--max_upload_mb", type=float, default=10.0, help="larger uploads get 413")
     p.add_argument("--device", default="cpu")
     return p
@@ -39,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
         from metric_retrieval.training.runtime import resolve_device
 
         store, embedder = open_index(args.index, args.checkpoint, resolve_device(args.device))
-        store.set_search_params(args.nprobe, args.ef_search)
+        store.set_search_params(args.nprobe, args.ef_search, args.k_factor)
         app = create_app(store, embedder, args.k, int(args.max_upload_mb * 2**20))
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)

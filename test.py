@@ -49,6 +49,8 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
                                                            "--retrieval_num nearest labelled items")
     g.add_argument("--nprobe", type=int, default=None, help="IVF indexes: lists visited per query")
     g.add_argument("--ef_search", type=int, default=None, help="HNSW indexes: candidate list size")
+    g.add_argument("--k_factor", type=int, default=None, help="refine indexes: candidates re-ranked per result; "
+                                                              "default: the value stored with the index")
     g = p.add_argument_group("evaluation")
     g.add_argument("--eval", action="store_true", help="evaluate on a dataset's test protocol")
     g.add_argument("--checkpoint", default=None, help="model_best.pth / checkpoint_latest.pth of a run")
