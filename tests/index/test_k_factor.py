@@ -57,12 +57,12 @@ def test_k_factor_is_what_makes_the_refine_stage_work(tmp_path):
     16 x 10 candidates with the full vectors and finds (nearly) the exact neighbours."""
     x, q = vectors(4000, seed=1), vectors(50, seed=2)
     truth = np.argsort(-(q @ x.T), axis=1, kind="stable")[:, :10]
-    store = build(tmp_path / "a", "IVF8,PQ4x4fs,RFlat", x)
-    store.set_search_params(nprobe=8)
+    store = build(tmp_path / "a", "IVF8,PQ16x4fs,RFlat", x)
+    store.set_search_params(nprobe=8)  # every list: only the codes and the refine stage lose recall
 
     def recall() -> float:
         return float(np.mean([len(set(a) & set(b)) / 10 for a, b in zip(store.search(q, 10)[1], truth)]))
 
     stored = recall()
     store.set_search_params(k_factor=1)
-    assert stored >= 0.9 > recall()
+    assert stored >= 0.95 and recall() < 0.7
