@@ -14,6 +14,9 @@ difference exceeds ``--atol`` or the agreement falls below ``--min_agreement``.
 """
 from __future__ import annotations
 
+from metric_retrieval.utils import thread_policy  # noqa: F401 - before torch loads
+
+# isort: split
 import argparse
 import sys
 

@@ -9,6 +9,9 @@ It binds to 127.0.0.1 unless ``--host`` says otherwise (there is no authenticati
 """
 from __future__ import annotations
 
+from metric_retrieval.utils import thread_policy  # noqa: F401 - before torch loads
+
+# isort: split
 import argparse
 import sys
 

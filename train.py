@@ -9,6 +9,9 @@ Examples::
 """
 from __future__ import annotations
 
+from metric_retrieval.utils import thread_policy  # noqa: F401 - before torch loads
+
+# isort: split
 import sys
 
 from metric_retrieval.training import get_args_parser, resolve_config, train
