@@ -37,6 +37,9 @@ import warnings
 import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# the command lines' thread policy (metric_retrieval/utils/thread_policy.py), for every measurement alike: spinning
+# OpenMP threads would bill their wait as CPU-seconds on this shared machine
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
 def get_args_parser() -> argparse.ArgumentParser:
