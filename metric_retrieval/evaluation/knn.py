@@ -6,12 +6,12 @@ One entry point, :func:`knn`, and back-ends found by name in :data:`KNN_BACKENDS
 =============  ========  ======================================================  =============================
 back-end       priority  how                                                     available when
 =============  ========  ======================================================  =============================
-``fp16_cuda``  45        fp16 candidates + exact re-rank (ip, k ≤ 256)           ``torch.cuda.is_available()``
 ``faiss_gpu``  40        ``IndexFlatIP`` / ``IndexFlatL2`` on GPU 0 (k ≤ 2047)   ``faiss.get_num_gpus() > 0``
 ``torch_cuda`` 30        chunked ``matmul`` + ``topk`` on CUDA                   ``torch.cuda.is_available()``
 ``bf16``       25        bf16 candidates + exact re-rank (ip, k ≤ 256)           native bf16 on the CPU
 ``faiss_cpu``  20        ``IndexFlatIP`` / ``IndexFlatL2``, query chunks         ``import faiss`` works
 ``torch``      10        chunked ``matmul`` + ``topk`` on the CPU                always
+``fp16_cuda``  5         fp16 candidates + exact re-rank (ip, k ≤ 256), opt-in   ``torch.cuda.is_available()``
 =============  ========  ======================================================  =============================
 
 ``backend="auto"`` takes the available back-end of highest priority that serves the search width and metric.

@@ -140,6 +140,10 @@ def candidate_scores(q: torch.Tensor, gallery: LowPrecisionGallery) -> tuple[tor
     if not bool(torch.isfinite(q).all()):
         raise ValueError("the query embeddings contain NaN or infinite values")
     q_low = q.to(gallery.low.dtype)
+    largest = float(torch.linalg.vector_norm(q_low.float(), dim=1).max()) * gallery.max_low_norm if len(q) else 0.0
+    if largest >= torch.finfo(gallery.low.dtype).max / 2:  # |q̃·g̃| ≤ ‖q̃‖‖g̃‖: the scores could overflow
+        raise ValueError(f"inner products up to {largest:.3g} overflow {gallery.low.dtype}; normalise the "
+                         "embeddings or use another kNN back-end")
     with _exact_accumulation():
         a = q_low @ gallery.low.T
     return a, ErrorBound.of(q, q_low, gallery)
@@ -300,7 +304,7 @@ class Bf16KNN:
 class Fp16CudaKNN(Bf16KNN):
     """fp16 candidates + exact re-rank on the current CUDA device; ``metric="ip"``, k ≤ 256."""
 
-    priority = 45  # above faiss_gpu and torch_cuda
+    priority = 5  # opt-in (--knn_backend fp16_cuda) until measured on a GPU: "auto" prefers faiss_gpu/torch_cuda
     dtype = torch.float16
     device = torch.device("cuda")
 

@@ -92,7 +92,7 @@ def test_error_bound_holds_for_every_pair(dtype, scale):
     q = torch.from_numpy((rng.standard_normal((64, 48)) * scale).astype(np.float32))
     g = torch.from_numpy((rng.standard_normal((500, 48)) * scale * rng.uniform(0, 1, (500, 1))).astype(np.float32))
     if dtype == torch.float16 and scale > 100:
-        g, q = g / 8, q / 8  # stay below fp16's 65504 in the scores
+        g, q = g / 64, q / 64  # keep ‖q‖‖g‖ within fp16's range (65,504)
     gallery = knn_bf16.LowPrecisionGallery.build(g, dtype)
     a, bound = knn_bf16.candidate_scores(q, gallery)
     s = torch.from_numpy(exact_reference(q.numpy(), g.numpy())).double()
@@ -116,6 +116,9 @@ def test_non_finite_embeddings_are_refused():
     x[2, 1] = float("nan")
     with pytest.raises(ValueError, match="NaN or infinite"):
         knn(x, None, 2, backend="bf16")
+    big = torch.full((4, 8), 200.0)  # ‖x‖² = 320,000: beyond fp16's 65,504
+    with pytest.raises(ValueError, match="overflow torch.float16"):
+        knn_bf16.certified_topk(big, knn_bf16.LowPrecisionGallery.build(big, torch.float16), 2)
 
 
 def labels_for(n: int, classes: int, seed: int) -> np.ndarray:
@@ -157,8 +160,8 @@ def test_counted_metrics_equal_faiss_on_sop_like_data():
 
 def test_registry_priorities_limits_and_fallbacks():
     order = auto_order()
-    assert order.index("fp16_cuda") < order.index("faiss_gpu") < order.index("torch_cuda") < order.index("bf16")
-    assert order.index("bf16") < order.index("faiss_cpu") < order.index("torch")
+    assert order.index("faiss_gpu") < order.index("torch_cuda") < order.index("bf16") < order.index("faiss_cpu")
+    assert order.index("faiss_cpu") < order.index("torch") < order.index("fp16_cuda")  # opt-in: never "auto"
     assert resolve_backend("auto", 10) == "bf16"
     assert resolve_backend("auto", 10, "l2") == available_backends()[1]  # bf16 serves ip only
     assert resolve_backend("auto", knn_bf16.Bf16KNN.max_k + 1) != "bf16"
