@@ -6,10 +6,13 @@ Three parts, each with its baseline measured in the same run (``--parts index,st
   clusters, unit-normalised after noise) and ``--queries`` held-out queries from the same clusters. For
   ``Flat`` (exact, the reference), ``IVF<nlist>,Flat`` at each ``--nprobe``, ``IVF<nlist>,PQ<code>`` for each
   ``--pq`` code (``64np``: 64 one-byte codes, ``np``: no polysemous training, which only reorders the codes and
-  takes minutes; ``256x4fs``: 256 four-bit codes searched by fast-scan SIMD) and optionally ``HNSW32``: build
-  (train + add) seconds, index memory (the bytes of the serialised index, what it holds in RAM), queries/s
-  with ``--threads`` threads, recall@10 of the true (Flat) neighbours, and the QPS and memory ratios against
-  Flat. All types are built through :class:`metric_retrieval.retrieval.index_store.IndexStore`.
+  takes minutes; ``256x4fs``: 256 four-bit codes searched by fast-scan SIMD), ``IVF<nlist>,<--refine_base>,<r>``
+  for each ``--refine`` stage ``r`` (``RFlat``: full vectors in RAM; ``Refine(SQ8)``: one byte a dimension;
+  ``Refine(PQ128)``: 128 bytes a vector) at each ``--nprobe`` × ``--k_factor``, and optionally ``HNSW32``: build
+  (train + add) seconds, index memory (the bytes of the serialised index, what it holds in RAM) and bytes per
+  vector, queries/s with ``--threads`` threads, recall@10 of the true (Flat) neighbours, and the QPS and memory
+  ratios against Flat (issue 28 target at 1M x 512: recall@10 >= 0.95 at >= 20x Flat's QPS with <= 1/8 of its
+  memory). All types are built through :class:`metric_retrieval.retrieval.index_store.IndexStore`.
 - ``stream``: images/s of ``index.py build``'s embedding (:func:`metric_retrieval.retrieval.catalogue.embed_catalogue`:
   loader, bad-file guard, atomic shard writes, progress bar) and of the whole build
   (:func:`metric_retrieval.retrieval.indexing.build_index` with ``Flat``: model load, shards, index, metadata) against a
@@ -54,6 +57,10 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help="IVF-PQ codes, each giving IVF<nlist>,PQ<code>: <m>np (m bytes per vector, no polysemous "
                         "training), <m>x4fs (m 4-bit codes, fast-scan); empty: no IVF-PQ")
     p.add_argument("--no_ivf_flat", action="store_true", help="skip IVF<nlist>,Flat")
+    p.add_argument("--refine_base", default="PQ64x4fs", help="the coarse codes under each refine stage")
+    p.add_argument("--refine", default="RFlat,Refine(SQ8),Refine(PQ128)",
+                   help="refine stages, each giving IVF<nlist>,<refine_base>,<stage>; empty: none")
+    p.add_argument("--k_factor", default="16", help="refine k_factor values to measure")
     p.add_argument("--train_size", type=int, default=200_000)
     p.add_argument("--hnsw", action="store_true", help="also HNSW32 (slow to build)")
     p.add_argument("--threads", type=int, default=2)
@@ -86,6 +93,19 @@ def clustered(n: int, dim: int, clusters: int, noise: float, rng: np.random.Gene
     return out, centres
 
 
+def _split_top(spec: str) -> list[str]:
+    """Split a comma list at the commas outside parentheses (``RFlat,Refine(PQ16x4,8)`` has two items)."""
+    items, depth, cur = [], 0, ""
+    for ch in spec:
+        depth += (ch == "(") - (ch == ")")
+        if ch == "," and depth == 0:
+            items.append(cur)
+            cur = ""
+        else:
+            cur += ch
+    return [item for item in [*items, cur] if item]
+
+
 def _timed_search(store, q: np.ndarray, k: int) -> tuple[np.ndarray, float]:
     t = time.perf_counter()
     ids = store.search(q, k)[1]
@@ -95,7 +115,7 @@ def _timed_search(store, q: np.ndarray, k: int) -> tuple[np.ndarray, float]:
 def bench_index(args: argparse.Namespace) -> list[dict]:
     import faiss
 
-    from metric_retrieval.retrieval.index_store import IndexStore, gpu_count, to_gpus
+    from metric_retrieval.retrieval.index_store import IndexStore, gpu_count, has_refine, to_gpus
 
     faiss.omp_set_num_threads(args.threads)
     if args.gpu and not gpu_count():
@@ -105,7 +125,9 @@ def bench_index(args: argparse.Namespace) -> list[dict]:
     q, _ = clustered(args.queries, args.dim, args.clusters, args.noise, rng, centres)
     sample = x[np.sort(rng.choice(args.n, min(args.train_size, args.n), replace=False))]
     types = (["Flat"] + ([] if args.no_ivf_flat else [f"IVF{args.nlist},Flat"])
-             + [f"IVF{args.nlist},PQ{code}" for code in args.pq.split(",") if code] + (["HNSW32"] if args.hnsw else []))
+             + [f"IVF{args.nlist},PQ{code}" for code in args.pq.split(",") if code]
+             + [f"IVF{args.nlist},{args.refine_base},{r}" for r in _split_top(args.refine)]
+             + (["HNSW32"] if args.hnsw else []))
     rows, truth, flat = [], None, None
     with tempfile.TemporaryDirectory() as tmp:
         for factory in types:
@@ -117,7 +139,10 @@ def bench_index(args: argparse.Namespace) -> list[dict]:
             memory = faiss.serialize_index(store.index).nbytes
             if args.gpu:
                 store.index = to_gpus(store.index)
-            if factory.startswith("IVF"):
+            if has_refine(store.index):
+                settings = [{"nprobe": int(v), "k_factor": int(f)} for v in args.nprobe.split(",")
+                            for f in args.k_factor.split(",")]
+            elif factory.startswith("IVF"):
                 settings = [{"nprobe": int(v)} for v in args.nprobe.split(",")]
             elif factory.startswith("HNSW"):
                 settings = [{"ef_search": v} for v in (32, 64, 128)]
@@ -132,6 +157,7 @@ def bench_index(args: argparse.Namespace) -> list[dict]:
                 recall = float(np.mean([len(set(a) & set(b)) / 10 for a, b in zip(ids, truth)]))
                 row = {"index": factory, **setting, **({"on": type(store.index).__name__} if args.gpu else {}),
                        "build_s": round(build, 1), "memory_mb": round(memory / 2**20, 1),
+                       "bytes_per_vector": round(memory / args.n, 1),
                        "memory_vs_flat": round(memory / flat["memory"], 4), "qps": round(qps, 1),
                        "qps_vs_flat": round(qps / flat["qps"], 1), "recall@10": round(recall, 4)}
                 rows.append(row)

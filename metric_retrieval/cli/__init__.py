@@ -6,13 +6,11 @@ and ``main(argv) -> int``; adding a command is that module plus one line in :dat
 """
 from __future__ import annotations
 
-import importlib
-import os
-import sys
+from metric_retrieval.utils import thread_policy  # noqa: F401 - OMP_WAIT_POLICY before torch loads
 
-# OpenMP threads spin at barriers by default; under a busy CPU (a server's request threads, a second job) that
-# spinning made a batch-1 forward 38x slower. PASSIVE lets them sleep. Set before torch loads, unless the user did.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# isort: split
+import importlib
+import sys
 
 #: command -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {

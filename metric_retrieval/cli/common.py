@@ -27,6 +27,8 @@ def add_search_flags(p: argparse._ActionsContainer) -> None:
     """Search parameters of an approximate index (stored defaults are used when a flag is not given)."""
     p.add_argument("--nprobe", type=int, default=None, help="IVF indexes: inverted lists visited per query")
     p.add_argument("--ef_search", type=int, default=None, help="HNSW indexes: candidate list size")
+    p.add_argument("--k_factor", type=int, default=None, help="refine indexes: candidates re-ranked per result; "
+                                                              "default: the value stored with the index")
 
 
 def add_max_pixels_flag(p: argparse._ActionsContainer, refused: str) -> None:

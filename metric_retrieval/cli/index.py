@@ -55,6 +55,9 @@ def get_args_parser(prog: str | None = None) -> argparse.ArgumentParser:
                         "how the model compares its embeddings (ip when it L2-normalises them, else l2)")
     b.add_argument("--train_size", type=int, default=100_000, help="vectors sampled to train IVF/PQ")
     b.add_argument("--seed", type=int, default=0, help="seed of the training sample and of k-means")
+    b.add_argument("--k_factor", type=int, default=None,
+                   help="refine indexes (…,RFlat, …,Refine(…)): candidates re-ranked per result, stored with the "
+                        "index (default 16)")
     _embedding_flags(b)
     a = sub.add_parser("add", help="add images to an index without rebuilding it",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -103,7 +106,7 @@ def run(args: argparse.Namespace) -> dict:
             "progress": not args.no_progress}
     if args.command == "eval":
         store, embedder = open_index(args.index_dir, args.checkpoint, device)
-        store.set_search_params(args.nprobe, args.ef_search)
+        store.set_search_params(args.nprobe, args.ef_search, args.k_factor)
         queries = read_catalogue(args.queries, "--queries")
         emb, good = embed_queries(embedder, queries.paths, args.batch_size, args.workers, "--queries")
         ks = parse_number_list(args.recalls, "--recalls") or [1]
@@ -113,7 +116,8 @@ def run(args: argparse.Namespace) -> dict:
         device = resolve_device(f"cuda:{info.local_rank}")
     try:
         if args.command == "build":
-            opts.update(factory=args.index_factory, metric=args.metric, train_size=args.train_size, seed=args.seed)
+            opts.update(factory=args.index_factory, metric=args.metric, train_size=args.train_size, seed=args.seed,
+                        k_factor=args.k_factor)
             return build_index(args.checkpoint, args.images, args.out, opts, info, device) or {}
         return add_items(args.index_dir, args.images, opts, info, args.checkpoint, device) or {}
     finally:

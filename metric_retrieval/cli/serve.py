@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     hosts = [*LOOPBACK_HOSTS, args.host, *(h.strip() for h in args.allowed_hosts.split(",") if h.strip())]
     check_limits(args.k, int(args.max_upload_mb * 2**20))  # before the model loads
     store, embedder = open_index(args.index, args.checkpoint, resolve_device(args.device))
-    store.set_search_params(args.nprobe, args.ef_search)
+    store.set_search_params(args.nprobe, args.ef_search, args.k_factor)
     app = create_app(store, embedder, args.k, int(args.max_upload_mb * 2**20), hosts)
     check_bind_address(args.host)
     uvicorn.run(app, host=args.host, port=args.port, log_level="info")  # a taken port: uvicorn says so, exit 1

@@ -1,20 +1,25 @@
 """Exact k-nearest-neighbour search with interchangeable back-ends.
 
-One entry point, :func:`knn`, and a small registry of back-ends (:data:`KNN_BACKENDS`):
+One entry point, :func:`knn`, and back-ends found by name in :data:`KNN_BACKENDS`
+(:mod:`metric_retrieval.evaluation.knn_registry`: each declares its priority, ``max_k`` and metrics):
 
-=============  ==============================================  =============================
-back-end       how                                             available when
-=============  ==============================================  =============================
-``faiss_gpu``  ``IndexFlatIP`` / ``IndexFlatL2`` on GPU 0      ``faiss.get_num_gpus() > 0``
-``torch_cuda`` chunked ``matmul`` + ``topk`` on CUDA           ``torch.cuda.is_available()``
-``faiss_cpu``  ``IndexFlatIP`` / ``IndexFlatL2``, query chunks ``import faiss`` works
-``torch``      chunked ``matmul`` + ``topk`` on the CPU        always
-=============  ==============================================  =============================
+=============  ========  ======================================================  =============================
+back-end       priority  how                                                     available when
+=============  ========  ======================================================  =============================
+``faiss_gpu``  40        ``IndexFlatIP`` / ``IndexFlatL2`` on GPU 0 (k ≤ 2047)   ``faiss.get_num_gpus() > 0``
+``torch_cuda`` 30        chunked ``matmul`` + ``topk`` on CUDA                   ``torch.cuda.is_available()``
+``bf16``       25        bf16 candidates + exact re-rank (ip, k ≤ 256)           native bf16 on the CPU
+``faiss_cpu``  20        ``IndexFlatIP`` / ``IndexFlatL2``, query chunks         ``import faiss`` works
+``torch``      10        chunked ``matmul`` + ``topk`` on the CPU                always
+``fp16_cuda``  5         fp16 candidates + exact re-rank (ip, k ≤ 256), opt-in   ``torch.cuda.is_available()``
+=============  ========  ======================================================  =============================
 
-``backend="auto"`` takes the first available one in that order. ``faiss_gpu`` serves search widths
-k ≤ 2047 only: faiss on the GPU selects at most 2048 neighbours and the faiss back-ends ask for one more than
-k (the tie probe below). For a larger k, or when the GPU index cannot be built, the search falls back to the
-next available back-end with a warning.
+``backend="auto"`` takes the available back-end of highest priority that serves the search width and metric.
+``faiss_gpu`` serves search widths k ≤ 2047 only: faiss on the GPU selects at most 2048 neighbours and the faiss
+back-ends ask for one more than k (the tie probe below). The certified low-precision back-ends
+(:mod:`metric_retrieval.evaluation.knn_bf16`) rank by an exact float64-accumulated score; the others by their
+BLAS's float32 sums. A named back-end that does not serve a search falls to the next one with a warning, and so
+does ``faiss_gpu`` when its GPU index cannot be built.
 
 **Scores.** ``metric="ip"``: inner products, best (largest) first. ``metric="l2"``: Euclidean distances
 (not squared), best (smallest) first. Every back-end ranks by a key where larger is better: the inner
@@ -53,9 +58,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from metric_retrieval.evaluation import knn_bf16  # noqa: F401 - registers the bf16 / fp16_cuda back-ends
+from metric_retrieval.evaluation.knn_registry import KNN_BACKENDS, available_backends, resolve_backend, serves
 from metric_retrieval.utils.errors import UnknownOptionError
+from metric_retrieval.utils.faiss_lib import faiss_gpu_count, load_faiss
 from metric_retrieval.utils.options import Option
-from metric_retrieval.utils.registry import Registry
 
 __all__ = ["KNN_BACKENDS", "auto_chunk_size", "available_backends", "iter_knn", "knn", "resolve_backend"]
 
@@ -64,9 +71,6 @@ logger = logging.getLogger(__name__)
 TARGET_CHUNK_BYTES = 256 * 2**20
 FAISS_GPU_MAX_K = 2048  # faiss GPU_MAX_SELECTION_K: the most neighbours one GPU search returns
 METRICS = ("ip", "l2")
-AUTO_ORDER = ("faiss_gpu", "torch_cuda", "faiss_cpu", "torch")
-
-KNN_BACKENDS = Registry("knn backend")
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -188,6 +192,9 @@ CHUNK_SIZE = Option("eval_chunk_size", int, None, "query rows per kNN block; def
 class _TorchBackend:
     options = (CHUNK_SIZE,)
     device = torch.device("cpu")
+    priority = 10
+    max_k = None
+    metrics = METRICS
 
     @classmethod
     def available(cls) -> bool:
@@ -223,16 +230,11 @@ class TorchCudaKNN(_TorchBackend):
     """Chunked matmul + exact top-k on the current CUDA device."""
 
     device = torch.device("cuda")
+    priority = 30
 
     @classmethod
     def available(cls) -> bool:
         return torch.cuda.is_available()
-
-
-def _faiss():
-    import faiss  # noqa: PLC0415 - optional dependency, imported lazily
-
-    return faiss
 
 
 @KNN_BACKENDS.register("faiss_cpu")
@@ -240,18 +242,21 @@ class FaissCpuKNN:
     """``faiss.IndexFlatIP`` / ``IndexFlatL2`` (exact) on the CPU."""
 
     options = (CHUNK_SIZE,)
+    priority = 20
+    max_k = None
+    metrics = METRICS
 
     @classmethod
     def available(cls) -> bool:
         try:
-            _faiss()
+            load_faiss()
         except ImportError:
             return False
         return True
 
     @classmethod
     def _index(cls, gallery: torch.Tensor, metric: str):
-        faiss = _faiss()
+        faiss = load_faiss()
         index = faiss.IndexFlatIP(gallery.shape[1]) if metric == "ip" else faiss.IndexFlatL2(gallery.shape[1])
         index.add(np.ascontiguousarray(gallery.cpu().numpy(), dtype=np.float32))
         return index
@@ -286,19 +291,22 @@ class FaissCpuKNN:
 
 @KNN_BACKENDS.register("faiss_gpu")
 class FaissGpuKNN(FaissCpuKNN):
-    """``faiss.IndexFlat*`` copied to GPU 0 (needs faiss built with GPU support); k ≤ 2048."""
+    """``faiss.IndexFlat*`` copied to GPU 0 (needs faiss built with GPU support); k ≤ 2047."""
+
+    priority = 40
+    max_k = FAISS_GPU_MAX_K - 1  # the tie probe searches k + 1
+    limit_reason = f"searches at most {FAISS_GPU_MAX_K} neighbours, i.e. k <= {FAISS_GPU_MAX_K - 1} plus the tie probe"
 
     @classmethod
     def available(cls) -> bool:
         try:
-            faiss = _faiss()
-            return hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0
+            return faiss_gpu_count(load_faiss()) > 0
         except Exception:
             return False
 
     @classmethod
     def prepare(cls, gallery: torch.Tensor, metric: str) -> dict:
-        faiss = _faiss()
+        faiss = load_faiss()
         res = faiss.StandardGpuResources()
         index = faiss.index_cpu_to_gpu(res, 0, cls._index(gallery, metric))
         return {"index": index, "metric": metric, "res": res, "g": gallery.cpu(), "sq": None}
@@ -306,40 +314,6 @@ class FaissGpuKNN(FaissCpuKNN):
     @classmethod
     def chunk_device(cls) -> torch.device:
         return torch.device("cuda")
-
-
-def available_backends() -> list[str]:
-    """Names of the back-ends usable on this machine, in ``auto`` preference order."""
-    return [name for name in AUTO_ORDER if KNN_BACKENDS.get(name).available()]
-
-
-def _faiss_gpu_serves(k: int) -> bool:
-    """Whether faiss on the GPU can search width ``k``: the faiss back-ends search k + 1 (the tie probe)."""
-    return k + 1 <= FAISS_GPU_MAX_K
-
-
-def resolve_backend(backend: str, k: int) -> str:
-    """The concrete back-end name for ``backend`` ("auto" or a registered name) and search width ``k``."""
-    if backend == "auto":
-        for name in AUTO_ORDER:
-            if name == "faiss_gpu" and not _faiss_gpu_serves(k):
-                continue
-            if KNN_BACKENDS.get(name).available():
-                return name
-        raise RuntimeError("no kNN back-end available")  # pragma: no cover - torch is always there
-    name = KNN_BACKENDS.canonical(backend)
-    if not KNN_BACKENDS.get(name).available():
-        raise UnknownOptionError(
-            f"kNN back-end {name!r} is not available on this machine; "
-            f"available: {', '.join(available_backends())}"
-        )
-    if name == "faiss_gpu" and not _faiss_gpu_serves(k):
-        fallback = resolve_backend("auto", k)
-        warnings.warn(f"faiss_gpu searches at most {FAISS_GPU_MAX_K} neighbours, i.e. k <= {FAISS_GPU_MAX_K - 1} "
-                      f"plus the tie probe (asked k = {k}); using {fallback}",
-                      stacklevel=3)
-        return fallback
-    return name
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -371,7 +345,7 @@ def iter_knn(query: Any, gallery: Any, k: int, metric: str = "ip", self_index: t
     extra = 0 if self_index is None else 1
     _check_args(q, g, k, metric, extra)
     k_search = int(k) + extra
-    name = resolve_backend(backend, k_search)
+    name = resolve_backend(backend, k_search, metric)
     impl = KNN_BACKENDS.get(name)
     if chunk_size is None:
         chunk_size = auto_chunk_size(g.shape[0], k_search, impl.chunk_device())
@@ -388,7 +362,7 @@ def iter_knn(query: Any, gallery: Any, k: int, metric: str = "ip", self_index: t
         if name != "faiss_gpu":
             raise
         warnings.warn(f"faiss_gpu failed ({exc}); falling back to the next back-end", stacklevel=2)
-        fallback = next(n for n in AUTO_ORDER[1:] if KNN_BACKENDS.get(n).available())
+        fallback = next(n for n in available_backends() if n != name and serves(n, k_search, metric))
         yield from iter_knn(q, g, k, metric, self_index, fallback, None)
         return
     logger.debug("knn: backend=%s Q=%d N=%d k=%d chunk=%d",
@@ -413,8 +387,8 @@ def knn(query: Any, gallery: Any = None, k: int = 1, metric: str = "ip", exclude
         exclude_self: leave-one-out; query i is gallery item i (``gallery`` is None, is ``query``, or has
             the same number of rows, row i being the same item). Each query's own index is removed
             explicitly (see the module docstring), never by a distance trick.
-        backend: ``"auto"`` or one of :data:`KNN_BACKENDS` (``faiss_gpu``, ``torch_cuda``, ``faiss_cpu``,
-            ``torch``).
+        backend: ``"auto"`` or one of :data:`KNN_BACKENDS` (``fp16_cuda``, ``faiss_gpu``, ``torch_cuda``,
+            ``bf16``, ``faiss_cpu``, ``torch``).
         chunk_size: queries per chunk; ``None`` sizes it from the free memory (≤ ~256 MB of scores).
 
     Returns:

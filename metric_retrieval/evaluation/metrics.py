@@ -17,6 +17,14 @@ Definitions:
   seed, no sub-sampling; normalised mutual information with the arithmetic-mean normaliser (sklearn's
   default), computed here without sklearn. NMI uses all queries (it needs no neighbours).
 
+**Counting instead of searching** (certified low-precision back-ends ``bf16`` / ``fp16_cuda``,
+:mod:`metric_retrieval.evaluation.knn_bf16`; ``metric="ip"``): a query's Recall@K is decided by the rank of its
+best positive (the same-label item of largest exact score, lowest index among equals), i.e. by the number of
+gallery items ranked before it, so no top-1000 list is selected. Low-precision scores classify most items as
+certainly above or below that score; the few within the error bound are re-scored exactly. Only the top R of
+each query is listed, for precision@1, R-precision and MAP@R. Ranks and lists are those of an exact search with
+float64-accumulated scores, ties by lower index.
+
 Exactness of R-precision / MAP@R: one kNN search is run with ``k = max(max(ks), max R)``. When max R exceeds
 ``r_cap`` (default 1024) the search uses ``k = max(max(ks), r_cap)`` and the few queries with R > k are
 re-searched exactly with their own k = R (grouped, chunked), so the values are exact for every query, never
@@ -32,7 +40,11 @@ import numpy as np
 import torch
 
 from metric_retrieval.data import DATASETS, get_benchmark
-from metric_retrieval.evaluation.knn import _as_tensor, iter_knn
+from metric_retrieval.evaluation.knn import _as_tensor, auto_chunk_size, iter_knn, resolve_backend
+from metric_retrieval.evaluation.knn_bf16 import certified_rank_and_relevance, exact_scores, rank_pairs
+from metric_retrieval.evaluation.knn_registry import KNN_BACKENDS
+
+LOW_PRECISION = ("bf16", "fp16_cuda")  # back-ends whose search certifies low-precision scores
 
 __all__ = ["default_recall_ks", "kmeans_assign", "normalized_mutual_info", "rel_metrics", "retrieval_metrics"]
 
@@ -197,16 +209,23 @@ def retrieval_metrics(query: Any, query_labels: Any, gallery: Any = None, galler
         k_rec = min(ks[-1], n_avail)
         k_search = min(max(k_rec, min(r_max, max(int(r_cap), 1))), n_avail)
         win = min(k_search, r_max)  # columns needed for R-precision / MAP@R
-        hits = {k: 0 for k in ks}
-        rel_win = torch.zeros((len(valid), win), dtype=torch.bool)
-        self_index = valid if loo else None
         qlv = ql[valid]
-        for rows, _, idx in iter_knn(q[valid], g, k_search, metric, self_index, backend, chunk_size):
-            rel = gl[idx] == qlv[rows][:, None]
-            first_hit = torch.where(rel.any(dim=1), rel.to(torch.int8).argmax(dim=1), k_search)
-            for k in ks:
-                hits[k] += int((first_hit < min(k, n_avail)).sum())
-            rel_win[rows] = rel[:, :win]
+        name = resolve_backend(backend, win, metric)
+        if name in LOW_PRECISION:
+            cuts = torch.tensor([min(k, n_avail) for k in ks])
+            ranks, rel_win = _counted_ranks(q[valid], qlv, g, gl, valid if loo else None, cuts, rv.clamp(max=win),
+                                            name, chunk_size)
+            hits = {k: int((ranks < min(k, n_avail)).sum()) for k in ks}
+        else:
+            hits = {k: 0 for k in ks}
+            rel_win = torch.zeros((len(valid), win), dtype=torch.bool)
+            self_index = valid if loo else None
+            for rows, _, idx in iter_knn(q[valid], g, k_search, metric, self_index, name, chunk_size):
+                rel = gl[idx] == qlv[rows][:, None]
+                first_hit = torch.where(rel.any(dim=1), rel.to(torch.int8).argmax(dim=1), k_search)
+                for k in ks:
+                    hits[k] += int((first_hit < min(k, n_avail)).sum())
+                rel_win[rows] = rel[:, :win]
         n = len(valid)
         for k in ks:
             out[f"recall@{k}"] = hits[k] / n
@@ -255,3 +274,47 @@ def _exact_large_r(q: torch.Tensor, g: torch.Tensor, gl: torch.Tensor, qi: torch
         rp[grp], ap[grp] = rel_metrics(rel, r[grp])
         start = stop
     return rp, ap
+
+
+def _best_positives(q: torch.Tensor, ql: torch.Tensor, g: torch.Tensor, gl: torch.Tensor, exclude: torch.Tensor
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each query's best positive: (exact score (Q,) float32, gallery index (Q,) int64), the same-label item
+    other than ``exclude[i]`` of largest :func:`exact_scores` score, lowest index among equals. Every query must
+    have one."""
+    order = torch.argsort(gl, stable=True)  # gallery indices by (label, index)
+    uniq, counts = torch.unique_consecutive(gl[order], return_counts=True)
+    starts = torch.cumsum(counts, 0) - counts
+    cls = torch.searchsorted(uniq, ql)
+    n_each = counts[cls]
+    rows = torch.repeat_interleave(torch.arange(len(ql)), n_each)
+    offset = torch.arange(len(rows)) - torch.repeat_interleave(torch.cumsum(n_each, 0) - n_each, n_each)
+    cols = order[starts[cls][rows] + offset]
+    keep = cols != exclude[rows]
+    rows, cols = rows[keep], cols[keep]
+    s = exact_scores(q, g, rows, cols)
+    o, pos = rank_pairs(rows, cols, s, len(ql))
+    first = o[pos == 0]
+    return s[first], cols[first]
+
+
+def _counted_ranks(q: torch.Tensor, ql: torch.Tensor, g: torch.Tensor, gl: torch.Tensor,
+                   self_index: torch.Tensor | None, cuts: torch.Tensor, top: torch.Tensor, backend: str,
+                   chunk_size: int | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rank of each query's best positive (Recall@K: a hit iff rank < K, decided for every K of ``cuts``) and the
+    relevance (Q, max(top)) of its exact top ``top[i]`` items; see "Counting instead of searching" in the module
+    docstring."""
+    impl = KNN_BACKENDS.get(backend)
+    exclude = torch.full((len(q),), -1, dtype=torch.long) if self_index is None else self_index
+    t, t_col = _best_positives(q, ql, g, gl, exclude)
+    state = impl.prepare(g, "ip")
+    device = impl.chunk_device()
+    chunk = chunk_size or auto_chunk_size(g.shape[0], int(top.max()), device)
+    ranks = torch.empty(len(q), dtype=torch.long)
+    rel = torch.zeros((len(q), int(top.max())), dtype=torch.bool)
+    for start in range(0, len(q), chunk):
+        rows = slice(start, start + chunk)
+        args = (exclude[rows], t[rows], t_col[rows], cuts, top[rows], gl, ql[rows])
+        rank, r = certified_rank_and_relevance(q[rows].to(device), state, *(x.to(device) for x in args))
+        ranks[rows] = rank.cpu()
+        rel[rows, :r.shape[1]] = r.cpu()
+    return ranks, rel

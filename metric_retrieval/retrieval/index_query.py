@@ -47,7 +47,7 @@ def query_catalogue(args: Any) -> Catalogue:
 def run_index_queries(args: Any, device: str) -> int:
     """Search ``args.index`` for the queries; prints the ranking and writes the outputs. Returns the exit code."""
     store, embedder = open_index(args.index, args.checkpoint, device)
-    store.set_search_params(args.nprobe, args.ef_search)
+    store.set_search_params(args.nprobe, args.ef_search, args.k_factor)
     queries = query_catalogue(args)
     emb, _ = embed_queries(embedder, queries.paths, args.eval_batch_size, 0, "query")
     hits = search(store, emb, args.retrieval_num)

@@ -142,7 +142,7 @@ def _build(checkpoint: str, images: str, root: Path, opts: dict[str, Any], info:
 
     metric = opts["metric"] or embedder.model.embedding_metric
     store = IndexStore.create(root, embedder.dim, opts["factory"], metric, sample, opts["seed"],
-                              use_gpu=torch.device(device).type == "cuda",
+                              use_gpu=torch.device(device).type == "cuda", k_factor=opts.get("k_factor"),
                               model={"checkpoint": str(checkpoint), "fingerprint": embedder.fingerprint},
                               input_spec=embedder.input_spec,
                               batches=[{"images": str(images), "count": len(catalogue)}])

@@ -15,7 +15,9 @@ an image whose header declares more pixels than the limit (413, nothing decoded:
 :func:`metric_retrieval.data.image_io.open_image`), an empty body, bytes that are not an image, or a
 truncated image (400). A request whose ``Host`` header is not one of ``allowed_hosts`` gets a 400 (a page on
 another site cannot reach a server on the loopback through DNS rebinding). The upload is decoded once, exactly
-as the catalogue was (:class:`metric_retrieval.retrieval.embedder.Embedder` on a temporary copy of the file).
+as the catalogue was (:func:`metric_retrieval.retrieval.batching.decode_upload`); concurrent searches share one
+forward pass and one index search (:class:`metric_retrieval.retrieval.batching.DynamicBatcher`: ``max_batch``
+requests, a ``batch_window_ms`` wait; past ``max_queue`` waiting requests, 503).
 """
 from __future__ import annotations
 
@@ -23,7 +25,6 @@ import io
 import ipaddress
 import json
 import logging
-import tempfile
 from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
@@ -34,9 +35,9 @@ from fastapi.responses import HTMLResponse, Response
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from metric_retrieval.data.image_io import ImageTooLargeError, open_image
+from metric_retrieval.retrieval.batching import DynamicBatcher, Overloaded, decode_upload, search_batch
 from metric_retrieval.retrieval.embedder import Embedder
 from metric_retrieval.retrieval.index_store import IndexStore
-from metric_retrieval.retrieval.indexing import classify, labelled_neighbours, search
 from metric_retrieval.retrieval.visualize import render_tile
 from metric_retrieval.utils.errors import UserError
 
@@ -138,18 +139,35 @@ def _check_image(body: bytes) -> str:
         raise HTTPException(400, "the upload is not an image PIL can read (JPEG, PNG, WebP, ...)") from None
 
 
+
+def _decode(embedder: Embedder, body: bytes, fmt: str):
+    """The upload's evaluation image; 413 over the pixel limit, 400 for a cut-off or damaged file (every pixel is
+    decoded here)."""
+    try:
+        return decode_upload(embedder, body)
+    except ImageTooLargeError as err:
+        raise HTTPException(413, str(err)) from None
+    except (OSError, ValueError, SyntaxError, RuntimeError) as err:
+        raise HTTPException(400, f"the {fmt} image is truncated or corrupt ({err})") from None
+
+
 def create_app(store: IndexStore, embedder: Embedder, k: int = 10, max_bytes: int = 10 * 2**20,
-               allowed_hosts: Sequence[str] = LOOPBACK_HOSTS) -> FastAPI:
+               allowed_hosts: Sequence[str] = LOOPBACK_HOSTS, max_batch: int = 8, batch_window_ms: float = 2.0,
+               max_queue: int = 64) -> FastAPI:
     """The app for ``store`` searched with ``embedder`` (already checked to be the model that built it).
 
     ``k``: results per query unless a request asks (1..1000); ``max_bytes``: the largest image upload;
-    ``allowed_hosts``: the ``Host`` header values served (``"*"`` allows any).
+    ``allowed_hosts``: the ``Host`` header values served (``"*"`` allows any); ``max_batch``, ``batch_window_ms``,
+    ``max_queue``: the dynamic batching of concurrent searches.
     """
     check_limits(k, max_bytes)
     app = FastAPI(title="metric-retrieval search", docs_url=None, redoc_url=None)
     app.add_middleware(TrustedHostMiddleware, allowed_hosts=list(allowed_hosts))
     app.add_middleware(BodyLimit, max_bytes=max_bytes)
     metric = store.meta["metric"]
+    batcher = DynamicBatcher(lambda requests: search_batch(store, embedder, requests), max_batch, batch_window_ms,
+                             max_queue)
+    app.state.batcher = batcher
 
     @app.get("/", response_class=HTMLResponse)
     def page() -> str:
@@ -178,19 +196,12 @@ def create_app(store: IndexStore, embedder: Embedder, k: int = 10, max_bytes: in
         body = image.file.read(max_bytes + 1)
         if len(body) > max_bytes:
             raise HTTPException(413, f"the image is larger than the limit of {max_bytes} bytes")
-        fmt = _check_image(body)
-        with tempfile.TemporaryDirectory() as tmp:
-            path = Path(tmp) / f"upload.{fmt.lower()}"
-            path.write_bytes(body)
-            try:
-                embedding = embedder.embed_file(str(path))
-            except ImageTooLargeError as err:
-                raise HTTPException(413, str(err)) from None
-            except (OSError, ValueError, SyntaxError, RuntimeError) as err:
-                raise HTTPException(400, f"the {fmt} image is truncated or corrupt ({err})") from None
-        hits = search(store, embedding[None].numpy(), top)[0]
-        results = [{**asdict(h), "thumbnail": f"/thumbnail/{h.item}"} for h in hits]
-        predicted, votes = classify(labelled_neighbours(store, embedding[None].numpy(), top)[0], metric)
-        return {"results": results, "predicted": predicted, "votes": votes}
+        image = _decode(embedder, body, _check_image(body))
+        try:
+            found = batcher((image, top))
+        except Overloaded as err:
+            raise HTTPException(503, f"the server is busy ({err}); retry shortly") from None
+        results = [{**asdict(h), "thumbnail": f"/thumbnail/{h.item}"} for h in found.hits]
+        return {"results": results, "predicted": found.predicted, "votes": found.votes}
 
     return app

@@ -29,7 +29,7 @@ def test_round_trip_and_format(tmp_path):
     path = tmp_path / "db" / "features.pth"
     save_database(path, _split(), None, checkpoint="runs/x/best.pth", config={"lr": 1e-4})
     raw = torch.load(path, weights_only=True)
-    assert set(raw) == {"version", "metric", "query", "gallery", "checkpoint", "config", "sha256"}
+    assert set(raw) == {"version", "metric", "query", "gallery", "checkpoint", "config"}  # checksum: zip comment
     assert raw["version"] == 1 and raw["metric"] == "ip" and raw["gallery"] is None
     assert raw["query"]["embeddings"].dtype == torch.float32 and raw["query"]["labels"].dtype == torch.int64
     db = load_database(path)

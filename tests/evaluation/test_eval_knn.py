@@ -20,7 +20,7 @@ CPU_BACKENDS = [b for b in ("torch", "faiss_cpu") if b in available_backends()]
 
 
 def test_registry_and_auto_order():
-    assert set(KNN_BACKENDS.names()) == {"faiss_gpu", "torch_cuda", "faiss_cpu", "torch"}
+    assert set(KNN_BACKENDS.names()) == {"fp16_cuda", "faiss_gpu", "torch_cuda", "bf16", "faiss_cpu", "torch"}
     assert "torch" in available_backends()
     assert resolve_backend("auto", 10) == available_backends()[0]
     with pytest.raises(UnknownOptionError, match="torch"):

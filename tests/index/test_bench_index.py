@@ -20,14 +20,19 @@ def test_index_part_measures_every_type_against_flat():
     b = bench()
     args = b.get_args_parser().parse_args(["--n", "3000", "--dim", "32", "--clusters", "30", "--queries", "20",
                                            "--nlist", "8", "--nprobe", "2,8", "--pq", "8np,16x4fs",
-                                           "--train_size", "1000"])
+                                           "--train_size", "1000", "--refine_base", "PQ8x4fs",
+                                           "--refine", "RFlat,Refine(SQ8)", "--k_factor", "1,16"])
     rows = b.bench_index(args)
-    assert [(r["index"], r.get("nprobe")) for r in rows] == [
-        ("Flat", None), ("IVF8,Flat", 2), ("IVF8,Flat", 8), ("IVF8,PQ8np", 2), ("IVF8,PQ8np", 8),
-        ("IVF8,PQ16x4fs", 2), ("IVF8,PQ16x4fs", 8)]
+    assert [(r["index"], r.get("nprobe"), r.get("k_factor")) for r in rows] == [
+        ("Flat", None, None), ("IVF8,Flat", 2, None), ("IVF8,Flat", 8, None), ("IVF8,PQ8np", 2, None),
+        ("IVF8,PQ8np", 8, None), ("IVF8,PQ16x4fs", 2, None), ("IVF8,PQ16x4fs", 8, None),
+        *[(f"IVF8,PQ8x4fs,{r}", n, f) for r in ("RFlat", "Refine(SQ8)") for n in (2, 8) for f in (1, 16)]]
+    refine = {(r["index"], r["nprobe"], r["k_factor"]): r for r in rows if "k_factor" in r}
+    assert refine[("IVF8,PQ8x4fs,RFlat", 8, 16)]["recall@10"] > refine[("IVF8,PQ8x4fs,RFlat", 8, 1)]["recall@10"]
+    assert refine[("IVF8,PQ8x4fs,Refine(SQ8)", 8, 16)]["bytes_per_vector"] < rows[0]["bytes_per_vector"] / 2
     assert rows[0]["recall@10"] == 1 and rows[0]["qps_vs_flat"] == 1
     assert rows[2]["recall@10"] >= 0.99  # every list probed: exact up to float rounding
-    assert all(r["memory_vs_flat"] < 0.25 for r in rows[3:])  # 8 bytes (and 16 x 4 bits) instead of 128
+    assert all(r["memory_vs_flat"] < 0.25 for r in rows[3:7])  # 8 bytes (and 16 x 4 bits) instead of 128
 
 
 @pytest.mark.slow
