@@ -36,7 +36,8 @@ def add_eval_args(p: argparse.ArgumentParser) -> None:
     CROP_TYPE.add_to(g)  # the readers' own option (data/registry.py)
     flags.RECALLS.add_to(g)
     g.add_argument("--json", default=None, help="also write the metrics to this JSON file")
-    g.add_argument("--transform", default="cgd", help="eval transform when the checkpoint names none")
+    g.add_argument("--transform", default="cgd", help="eval transform of an off-the-shelf model (a checkpoint's "
+                   "inference recipe names its own, with its image size)")
     flags.IMAGE_SIZE.add_to(g)
     flags.EVAL_BATCH_SIZE.add_to(g)
     flags.WORKERS.add_to(g)

@@ -21,7 +21,9 @@ import argparse
 import torch
 
 from metric_retrieval.cli.common import new_parser, reports_errors
+from metric_retrieval.data.batch import DeviceInput
 from metric_retrieval.models.export import FORMATS, export_with_parity
+from metric_retrieval.models.recipe import InferenceRecipe
 from metric_retrieval.utils.errors import UserError
 
 
@@ -39,11 +41,11 @@ def get_args_parser(prog: str | None = None) -> argparse.ArgumentParser:
     return p
 
 
-def parity_images(model: torch.nn.Module, cfg: dict, data_path: str | None, data_name: str | None,
+def parity_images(recipe: InferenceRecipe, cfg: dict, data_path: str | None, data_name: str | None,
                   count: int) -> torch.Tensor:
-    """The first ``count`` images of the dataset's first evaluation split, preprocessed as the run evaluated."""
+    """The first ``count`` images of the dataset's first evaluation split (the run's, ``cfg``, unless
+    ``data_path``/``data_name`` say otherwise), preprocessed by the ``recipe``."""
     from metric_retrieval import data
-    from metric_retrieval.training.evaluate import device_input
     from metric_retrieval.training.trainer import default_data
 
     run = {"data_path": data_path or cfg.get("data_path"),
@@ -51,34 +53,26 @@ def parity_images(model: torch.nn.Module, cfg: dict, data_path: str | None, data
                                       else "folder")}
     root = default_data(run)
     info = data.get_benchmark(run["data_name"], root)
-    transform = data.build_transform(cfg.get("transform", "cgd"), train=False, image_size=cfg.get("image_size", 224),
-                                     normalize=False)
-    dataset = data.build_dataset(info.name, root, info.eval_splits[0], transform=transform)
+    dataset = data.build_dataset(info.name, root, info.eval_splits[0], transform=recipe.eval_transform())
     count = min(count, len(dataset))
     if count < 2:
         raise UserError(f"--parity_images: the parity check needs at least 2 images, {root} gave {count}")
     images = torch.stack([dataset[i][0] for i in range(count)])
-    return device_input(model, cfg, torch.device("cpu"))(images)
+    return DeviceInput(torch.device("cpu"), recipe.normalize(), False)(images)
 
 
 @reports_errors
 def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     args = get_args_parser(prog).parse_args(argv)
-    from metric_retrieval import data
     from metric_retrieval.training.checkpoint import load_model
-    from metric_retrieval.training.evaluate import device_input
 
     if args.parity_images < 2:
         raise UserError(f"--parity_images must be at least 2, got {args.parity_images}")
     model, ckpt = load_model(args.checkpoint, "cpu")
-    cfg = ckpt.get("config", {})
-    size = int(cfg.get("image_size", 224))
-    pipeline = str(data.build_transform(cfg.get("transform", "cgd"), train=False, image_size=size,
-                                        normalize=False))
-    normalize = device_input(model, cfg, torch.device("cpu")).normalize
+    recipe = ckpt["recipe"]
     out, spec, result = export_with_parity(
-        model, args.format, args.out, cfg, normalize, pipeline, args.logits,
-        lambda: parity_images(model, cfg, args.data_path, args.data_name, args.parity_images),
+        model, args.format, args.out, recipe, args.logits,
+        lambda: parity_images(recipe, ckpt.get("config", {}), args.data_path, args.data_name, args.parity_images),
         args.atol, args.min_agreement)
     print(f"wrote {out} and {spec}")
     print(f"parity on {result['images']} images: max |diff| {result['max_abs_diff']:.2e}, "

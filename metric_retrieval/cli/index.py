@@ -50,9 +50,6 @@ def get_args_parser(prog: str | None = None) -> argparse.ArgumentParser:
     b.add_argument("--out", required=True, help="index directory to create (or to resume)")
     b.add_argument("--index_factory", default="Flat", help="faiss index_factory string: Flat (exact), "
                                                            "IVF1024,Flat, IVF4096,PQ64, HNSW32, ...")
-    b.add_argument("--metric", default=None, choices=("ip", "l2"),
-                   help="ip: cosine similarity of the L2-normalised embeddings; l2: squared distance; default: "
-                        "how the model compares its embeddings (ip when it L2-normalises them, else l2)")
     b.add_argument("--train_size", type=int, default=100_000, help="vectors sampled to train IVF/PQ")
     b.add_argument("--seed", type=int, default=0, help="seed of the training sample and of k-means")
     b.add_argument("--k_factor", type=int, default=None,
@@ -116,7 +113,7 @@ def run(args: argparse.Namespace) -> dict:
         device = resolve_device(f"cuda:{info.local_rank}")
     try:
         if args.command == "build":
-            opts.update(factory=args.index_factory, metric=args.metric, train_size=args.train_size, seed=args.seed,
+            opts.update(factory=args.index_factory, train_size=args.train_size, seed=args.seed,
                         k_factor=args.k_factor)
             return build_index(args.checkpoint, args.images, args.out, opts, info, device) or {}
         return add_items(args.index_dir, args.images, opts, info, args.checkpoint, device) or {}

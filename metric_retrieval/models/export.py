@@ -1,15 +1,18 @@
 """Export a :class:`models.RetrievalModel` to ONNX or TorchScript, load it back, and check its parity.
 
-The exported graph is :class:`ExportGraph`: normalised images ``(B, 3, H, W)`` float32 → the L2-normalised
-embedding ``(B, D)`` (and, with ``logits=True``, the classifier logits ``(B, M)``). The batch dimension is
-dynamic; the spatial size is fixed at export time (R-MAC and regional attention compute their region grids
-from it in Python, and one rule for every model keeps the file simple to use), and the preprocessing JSON
-beside the file says which size and normalisation to feed.
+The exported graph is :class:`ExportGraph`: normalised images ``(B, 3, H, W)`` float32 → the embedding ``(B, D)``
+exactly as the model gives it (L2-normalised when its recipe says so) and, with ``logits=True``, the classifier
+logits ``(B, M)``. The batch dimension is dynamic; the spatial size is fixed at export time (R-MAC and regional
+attention compute their region grids from it in Python, and one rule for every model keeps the file simple to
+use). The JSON beside the file holds the model's inference recipe
+(:class:`~metric_retrieval.models.recipe.InferenceRecipe`: size, resize/crop, normalisation, metric), which is
+what this project reads back, and the same preprocessing spelled out for users without this project.
 
 ONNX goes through ``torch.onnx.export(dynamo=True)`` and runs with onnxruntime; TorchScript through
 ``torch.jit.trace`` and runs with ``torch.jit.load``. :func:`parity` compares an exported model with the
 PyTorch one on the same images: the largest absolute difference of the embeddings and the agreement of the
-top-10 retrieval lists (mean overlap of each image's 10 nearest neighbours among the images).
+top-10 retrieval lists by the recipe's metric (mean overlap of each image's 10 nearest neighbours among the
+images).
 
 :func:`export_with_parity` is what ``export.py`` runs: the model and its JSON are written under temporary names,
 the parity check runs on those files, and only a file that passed is renamed to its final name (the model first,
@@ -33,6 +36,7 @@ from torch import nn
 
 from metric_retrieval.models.backbones.base import InputSpec
 from metric_retrieval.models.heads.base import l2n
+from metric_retrieval.models.recipe import InferenceRecipe
 from metric_retrieval.utils.errors import UserError
 from metric_retrieval.utils.io import file_sha256
 
@@ -44,7 +48,7 @@ EXPORTED_SUFFIXES = {".onnx": "onnx", ".ts": "torchscript", ".torchscript": "tor
 
 
 class ExportGraph(nn.Module):
-    """The exported computation: ``images → L2(embedding)`` (``, logits`` with ``logits=True``)."""
+    """The exported computation: ``images → embedding`` (``, logits`` with ``logits=True``)."""
 
     def __init__(self, model: nn.Module, logits: bool = False) -> None:
         super().__init__()
@@ -54,7 +58,7 @@ class ExportGraph(nn.Module):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         embedding, logits = self.model(images)
-        embedding = l2n(embedding.float())
+        embedding = embedding.float()
         return (embedding, logits.float()) if self.logits else embedding
 
 
@@ -105,16 +109,16 @@ def preprocessing_path(model_path: str | Path) -> Path:
     return path.with_name(f"{path.name}.json")
 
 
-def write_preprocessing(model_path: str | Path, fmt: str, model: nn.Module, run_cfg: dict[str, Any],
-                        normalize: Any, pipeline: str, logits: bool, name: str | None = None) -> Path:
-    """Write the JSON a user needs to run the exported file without this project.
-
-    ``normalize`` is the :class:`metric_retrieval.data.batch.Normalize` built from the model's ``input_spec``
-    (``(x / 255 − mean) / std`` per channel after an optional RGB → BGR flip) and ``pipeline`` the evaluation
-    resize/crop as text; ``name`` the model file's final name (default: ``model_path``'s).
+def write_preprocessing(model_path: str | Path, fmt: str, model: nn.Module, recipe: InferenceRecipe,
+                        logits: bool, name: str | None = None) -> Path:
+    """Write the JSON beside an exported file: its ``recipe`` (what this project reads back) and the same
+    preprocessing spelled out for a user without this project (``preprocess``: the normalisation of the recipe's
+    ``input_spec`` as ``(x / 255 − mean) / std`` per channel in ``channel_order``, and the evaluation resize/crop
+    as text); ``name`` is the model file's final name (default: ``model_path``'s).
     """
-    size = int(run_cfg.get("image_size", 224))
-    outputs = {"embedding": {"shape": ["batch", model.feature_dim], "l2_normalised": True}}
+    size, normalize = recipe.image_size, recipe.normalize()
+    outputs = {"embedding": {"shape": ["batch", recipe.embedding_dim], "l2_normalised": recipe.normalized,
+                             "metric": recipe.metric}}
     if logits:
         outputs["logits"] = {"shape": ["batch", model.num_classes]}
     spec = {
@@ -122,11 +126,11 @@ def write_preprocessing(model_path: str | Path, fmt: str, model: nn.Module, run_
         "input": {"name": "images", "shape": ["batch", 3, size, size], "dtype": "float32", "layout": "NCHW",
                   "fixed_spatial_size": True},
         "outputs": outputs,
-        "preprocess": {"transform": run_cfg.get("transform", "cgd"), "image_size": size, "pipeline": pipeline,
+        "preprocess": {"transform": recipe.transform, "image_size": size, "pipeline": str(recipe.eval_transform()),
                        "channel_order": "BGR" if normalize.bgr else "RGB",
                        "formula": "(pixel / 255 - mean) / std per channel, pixels uint8 in channel_order",
                        "mean": list(normalize.mean), "std": list(normalize.std)},
-        "input_spec": model.input_spec.as_dict(),
+        "recipe": recipe.to_dict(),
         "model": getattr(model, "config", {}),
         "model_sha256": file_sha256(model_path),
     }
@@ -150,14 +154,14 @@ class ExportedModel(nn.Module):
 
     ``logits`` is ``None`` when the file has no logits output. Runs on the CPU (onnxruntime's CPU provider
     or TorchScript); inputs on another device are moved to the CPU and the outputs moved back.
-    ``input_spec`` (the normalisation the file expects) comes from the preprocessing JSON when given.
+    ``input_spec``, ``feature_dim`` and ``embedding_metric`` are those of ``recipe`` (from the JSON beside it).
     """
 
-    embedding_metric = "ip"  # ExportGraph L2-normalises every embedding
-
-    def __init__(self, path: str | Path, input_spec: InputSpec | None = None) -> None:
+    def __init__(self, path: str | Path, recipe: InferenceRecipe) -> None:
         super().__init__()
-        self.input_spec = input_spec
+        self.recipe: InferenceRecipe = recipe
+        self.input_spec: InputSpec = recipe.input_spec
+        self.feature_dim, self.embedding_metric = recipe.embedding_dim, recipe.metric
         path = Path(path)
         if not path.is_file():
             raise UserError(f"exported model not found: {path}")
@@ -189,8 +193,9 @@ class ExportedModel(nn.Module):
 
 
 def load_exported(path: str | Path) -> tuple[ExportedModel, dict[str, Any]]:
-    """The exported model and a checkpoint-like dict: ``{"config": {transform, image_size}, "export": JSON}``
-    (the run settings an evaluation needs, read from the preprocessing JSON, which must exist)."""
+    """The exported model and a checkpoint-like dict ``{"config": {}, "recipe": InferenceRecipe, "export": JSON}``
+    (the recipe read from the JSON beside the model, which must exist; a JSON written before recipes existed is
+    refused: export the model again)."""
     spec_path = preprocessing_path(path)
     if not Path(path).is_file():
         raise UserError(f"exported model not found: {path}")
@@ -203,27 +208,33 @@ def load_exported(path: str | Path) -> tuple[ExportedModel, dict[str, Any]]:
         if spec.get("model_sha256") != file_sha256(path):
             raise UserError(f"{path} does not match the checksum its preprocessing file {spec_path.name} records "
                             "(the model file was edited, damaged, or belongs to another export): export it again")
-        config = {"transform": spec["preprocess"]["transform"], "image_size": spec["preprocess"]["image_size"]}
-        input_spec = InputSpec(**{k: tuple(v) if isinstance(v, list) else v for k, v in spec["input_spec"].items()})
     except (json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as err:
         raise UserError(f"{spec_path} is not an export.py preprocessing file ({err})") from None
-    return ExportedModel(path, input_spec).eval(), {"config": config, "export": spec}
+    if not isinstance(spec, dict) or "recipe" not in spec:
+        raise UserError(f"{spec_path} predates inference recipes (it names no metric, and its model always "
+                        "L2-normalised): export the model again")
+    recipe = InferenceRecipe.from_dict(spec["recipe"], spec_path)
+    return ExportedModel(path, recipe).eval(), {"config": {}, "recipe": recipe, "export": spec}
 
 
-def parity(reference: nn.Module, exported: nn.Module, images: torch.Tensor, k: int = 10) -> dict[str, float]:
+def parity(reference: nn.Module, exported: nn.Module, images: torch.Tensor, k: int = 10, metric: str = "ip"
+           ) -> dict[str, float]:
     """``{"max_abs_diff", "min_cosine", "top10_agreement"}`` of two models' embeddings on ``images``.
 
+    ``max_abs_diff`` and ``min_cosine`` compare the L2-normalised embeddings (their directions);
     ``top10_agreement`` is the mean over images of |top-k(reference) ∩ top-k(exported)| / k, where top-k are
-    the k nearest other images by cosine similarity (k is capped at N − 1).
+    the k nearest other images of the embeddings as output, by ``metric`` (``ip``: largest inner product;
+    ``l2``: smallest Euclidean distance; k is capped at N − 1).
     """
     with torch.no_grad():
-        ref = l2n(reference(images)[0].float())
-        exp = l2n(exported(images)[0].float())
+        raw = [model(images)[0].float() for model in (reference, exported)]
+    ref, exp = (l2n(e) for e in raw)
     k = min(k, len(images) - 1)
     agreement = 1.0
     if k > 0:
         eye = torch.eye(len(images), dtype=torch.bool)
-        top = [(e @ e.t()).masked_fill(eye, -2.0).topk(k, dim=1).indices for e in (ref, exp)]
+        near = [(e @ e.t()) if metric == "ip" else -torch.cdist(e, e) for e in raw]
+        top = [s.masked_fill(eye, -float("inf")).topk(k, dim=1).indices for s in near]
         agreement = sum(len(set(a.tolist()) & set(b.tolist())) for a, b in zip(*top)) / (k * len(images))
     return {"max_abs_diff": float((ref - exp).abs().max()), "min_cosine": float((ref * exp).sum(1).min()),
             "top10_agreement": float(agreement)}
@@ -247,11 +258,12 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def export_with_parity(model: nn.Module, fmt: str, out: str | Path, run_cfg: dict[str, Any], normalize: Any,
-                       pipeline: str, logits: bool, images: Callable[[], torch.Tensor], atol: float,
-                       min_agreement: float) -> tuple[Path, Path, dict[str, float]]:
-    """Export ``model`` to ``out`` and its JSON beside it, renamed into place only after :func:`parity` on
-    ``images()`` passed (``max_abs_diff <= atol`` and ``top10_agreement >= min_agreement``).
+def export_with_parity(model: nn.Module, fmt: str, out: str | Path, recipe: InferenceRecipe, logits: bool,
+                       images: Callable[[], torch.Tensor], atol: float, min_agreement: float
+                       ) -> tuple[Path, Path, dict[str, float]]:
+    """Export ``model`` at its ``recipe``'s image size to ``out`` and its JSON (with the recipe) beside it,
+    renamed into place only after :func:`parity` on ``images()`` passed (``max_abs_diff <= atol`` and
+    ``top10_agreement >= min_agreement``).
 
     Returns ``(model path, JSON path, parity result with its image count under "images")``. A failed check, a
     folder given as ``out`` or a folder that cannot be written is a :class:`UserError`; no file is left under a
@@ -272,11 +284,11 @@ def export_with_parity(model: nn.Module, fmt: str, out: str | Path, run_cfg: dic
     _remove_stale_exports(out)
     tmp = out.with_name(f".{out.stem}.tmp{os.getpid()}{out.suffix}")
     try:
-        export_model(model, fmt, tmp, int(run_cfg.get("image_size", 224)), logits=logits)
-        spec = write_preprocessing(tmp, fmt, model, run_cfg, normalize, pipeline, logits, name=out.name)
+        export_model(model, fmt, tmp, recipe.image_size, logits=logits)
+        spec = write_preprocessing(tmp, fmt, model, recipe, logits, name=out.name)
         exported, _ = load_exported(tmp)
         batch = images()
-        result = {**parity(model, exported, batch), "images": len(batch)}
+        result = {**parity(model, exported, batch, metric=recipe.metric), "images": len(batch)}
         if result["max_abs_diff"] > atol or result["top10_agreement"] < min_agreement:
             raise UserError(f"the exported model differs from PyTorch beyond the tolerance (max |diff| "
                             f"{result['max_abs_diff']:.2e} vs --atol {atol:g}, top-10 agreement "

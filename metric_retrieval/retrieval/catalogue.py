@@ -47,7 +47,7 @@ __all__ = ["Catalogue", "bad_items", "embed_catalogue", "embed_paths", "file_has
            "shard_files"]
 
 logger = logging.getLogger(__name__)
-SHARD_VERSION = 2
+SHARD_VERSION = 3  # 3: embeddings as the model gives them (its recipe), no longer always L2-normalised
 SETTINGS = "settings.json"
 
 

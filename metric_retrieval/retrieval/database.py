@@ -3,18 +3,27 @@
 File format (shared contract; one ``torch.save`` dict)::
 
     {"version": 1,
-     "metric": "ip",
+     "metric": "ip" | "l2",   (the recipe's metric, kept for readers of the older files)
+     "recipe": dict,          (the model's InferenceRecipe.to_dict(): preprocessing, metric, normalisation)
      "query":   {"embeddings": (N, D) float32, "labels": (N,) int64, "paths": list[str],
                  ["classes": list[str], the name of each label]},
      "gallery": same as "query", or None (None = leave-one-out: the query set is its own gallery),
      "checkpoint": str path or None,
      "config": dict,
-     "model": {"config": dict, "sha256": str},   (optional: the checkpoint's model config and weights digest)
-     "sha256": str}   # metric_retrieval.utils.io.payload_digest of the rest, checked by load_database
+     "model": {"config": dict, "sha256": str}}  (optional: the checkpoint's model config and weights digest)
 
-Searching: a query that is stored in the database uses its stored feature and excludes
-its own gallery index (leave-one-out databases); an external image excludes nothing. Distances reported to
-the user are Euclidean distances between L2-normalised embeddings (``sqrt(2 − 2 cos)``), ascending.
+written by :func:`metric_retrieval.utils.io.atomic_save` (the SHA-256 of the file's bytes in its zip comment,
+checked by load_database).
+
+Searching ranks by the recipe's metric on the embeddings as the model gave them (nothing is normalised here, so
+a database ranks exactly as the run's evaluation did). A query that is stored in the database uses its stored
+feature and excludes its own gallery index (leave-one-out databases); an external image excludes nothing.
+Distances reported to the user are Euclidean distances between the embeddings (for normalised ones
+``sqrt(2 − 2 cos)``), ascending.
+
+A database written before recipes existed (no ``"recipe"``) is read with the recipe derived from its saved
+run config and model config (:func:`metric_retrieval.models.recipe.read_recipe`, on the model rebuilt without
+weights); one without a model config is refused.
 """
 from __future__ import annotations
 
@@ -25,9 +34,9 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from metric_retrieval.evaluation.knn import _as_tensor, iter_knn
+from metric_retrieval.models.recipe import InferenceRecipe, read_recipe
 from metric_retrieval.utils.errors import UserError
 from metric_retrieval.utils.io import CorruptFileError, atomic_save, load_verified, torch_file_problem
 
@@ -67,14 +76,16 @@ def _as_split(split: Any) -> dict[str, Any] | None:
     return make_split(*split)
 
 
-def save_database(path: str | os.PathLike, query: Any, gallery: Any = None, checkpoint: str | None = None,
-                  config: Mapping[str, Any] | None = None, metric: str = "ip",
+def save_database(path: str | os.PathLike, query: Any, gallery: Any = None, *, recipe: InferenceRecipe,
+                  checkpoint: str | None = None, config: Mapping[str, Any] | None = None,
                   model: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """Write a feature database atomically; returns the saved dict.
+    """Write a feature database atomically; returns the saved dict (``"recipe"`` as an :class:`InferenceRecipe`,
+    as :func:`load_database` returns it).
 
     Args:
         query: a mapping with ``embeddings``, ``labels``, ``paths`` (or a 3-tuple of them).
         gallery: the same for the gallery; ``None`` for a leave-one-out database.
+        recipe: the inference recipe of the model that computed the embeddings.
         checkpoint: the checkpoint the embeddings came from.
         config: the resolved run config.
         model: optional ``{"config": model config, "sha256": weights digest}`` of that checkpoint's model, so
@@ -82,14 +93,16 @@ def save_database(path: str | os.PathLike, query: Any, gallery: Any = None, chec
     """
     q = _as_split(query)
     g = _as_split(gallery)
-    if g is not None and g["embeddings"].shape[1] != q["embeddings"].shape[1]:
-        raise ValueError(f"query dim {q['embeddings'].shape[1]} != gallery dim {g['embeddings'].shape[1]}")
-    db = {"version": DATABASE_VERSION, "metric": metric, "query": q, "gallery": g,
-          "checkpoint": None if checkpoint is None else os.fspath(checkpoint), "config": dict(config or {})}
+    for name, split in (("query", q), ("gallery", g)):
+        if split is not None and split["embeddings"].shape[1] != recipe.embedding_dim:
+            raise ValueError(f"{name} dim {split['embeddings'].shape[1]} != the recipe's {recipe.embedding_dim}")
+    db = {"version": DATABASE_VERSION, "metric": recipe.metric, "recipe": recipe.to_dict(), "query": q,
+          "gallery": g, "checkpoint": None if checkpoint is None else os.fspath(checkpoint),
+          "config": dict(config or {})}
     if model is not None:
         db["model"] = dict(model)
     atomic_save(db, path)
-    return db
+    return {**db, "recipe": recipe}
 
 
 def _bad(path: Any, why: str) -> UserError:
@@ -125,7 +138,28 @@ def load_database(path: str | os.PathLike) -> dict[str, Any]:
             db[name] = make_split(split["embeddings"], split["labels"], split["paths"], split.get("classes"))
         except (ValueError, TypeError) as exc:
             raise _bad(path, f"has an inconsistent {name!r} split ({exc})") from exc
+    db["recipe"] = _recipe(db, path)
+    for name in ("query", "gallery"):
+        if db[name] is not None and db[name]["embeddings"].shape[1] != db["recipe"].embedding_dim:
+            raise _bad(path, f"holds {db[name]['embeddings'].shape[1]}-d {name} embeddings but its recipe says "
+                             f"{db['recipe'].embedding_dim}-d")
     return db
+
+
+def _recipe(db: dict[str, Any], path: str | os.PathLike) -> InferenceRecipe:
+    """The database's recipe: stored, or derived (older files) from the model its model config rebuilds."""
+    if "recipe" in db:
+        return InferenceRecipe.from_dict(db["recipe"], path)
+    mc = (db.get("model") or {}).get("config") if isinstance(db.get("model"), Mapping) else None
+    if not isinstance(mc, Mapping):
+        raise _bad(path, "predates inference recipes and names no model config to derive one from")
+    from metric_retrieval import models  # local: building a model pulls in the backbones
+
+    try:
+        model = models.build_model(mc["backbone"], mc["head"], mc["feature_dim"], mc["num_classes"], **mc["options"])
+    except (KeyError, TypeError, ValueError) as err:
+        raise _bad(path, f"predates inference recipes and its model config cannot be rebuilt ({err})") from None
+    return read_recipe(db, path, model)
 
 
 def _to_cpu_tensor(x: Any) -> torch.Tensor:
@@ -149,14 +183,15 @@ def search_database(db: Mapping[str, Any], query_embedding: Any, k: int,
             index for a query stored in a leave-one-out database; None for an external image.
 
     Returns:
-        (distances, indices): Euclidean distances between L2-normalised embeddings, ascending, and gallery
-        indices; shapes (k,) for a (D,) query, else (Q, k).
+        (distances, indices): gallery indices ranked by the recipe's metric and the Euclidean distances between
+        the embeddings (ascending: ``sqrt(2 − 2·score)`` for ``ip`` on normalised ones); shapes (k,) for a (D,)
+        query, else (Q, k).
     """
     qt = _to_cpu_tensor(query_embedding)
     single = qt.dim() == 1
     q = _as_tensor(qt.reshape(1, -1) if single else qt, "query_embedding")
-    g = F.normalize(_gallery(db)["embeddings"].float(), dim=1)
-    q = F.normalize(q, dim=1)
+    g = _gallery(db)["embeddings"].float()
+    metric = db["recipe"].metric
     self_index = None
     if exclude_index is not None:
         ex = torch.as_tensor(exclude_index, dtype=torch.long).reshape(-1)
@@ -168,8 +203,8 @@ def search_database(db: Mapping[str, Any], query_embedding: Any, k: int,
     k = max(1, min(int(k), g.shape[0] - (1 if self_index is not None else 0)))
     dist = torch.empty((q.shape[0], k))
     idx = torch.empty((q.shape[0], k), dtype=torch.long)
-    for rows, key, ix in iter_knn(q, g, k, "l2", self_index, backend):
-        dist[rows] = key.neg().clamp(min=0).sqrt()
+    for rows, key, ix in iter_knn(q, g, k, metric, self_index, backend):
+        dist[rows] = (2 - 2 * key if metric == "ip" else key.neg()).clamp(min=0).sqrt()
         idx[rows] = ix
     return (dist[0], idx[0]) if single else (dist, idx)
 

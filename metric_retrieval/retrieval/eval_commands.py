@@ -1,7 +1,9 @@
 """``test.py``'s commands: evaluate a saved (or off-the-shelf) model on a benchmark, fit a whitening.
 
-They build the model of ``--checkpoint`` (or of ``--backbone_type/--head``), the dataset's evaluation
-transform, and reuse the training-time evaluation (:mod:`metric_retrieval.training.evaluate`) on it.
+They build the model of ``--checkpoint`` (or of ``--backbone_type/--head``) with its inference recipe (the
+checkpoint's; for an off-the-shelf model the one ``--transform``/``--image_size`` give it), and reuse the
+training-time evaluation (:mod:`metric_retrieval.training.evaluate`) on it: the recipe's evaluation transform and
+metric, so a checkpoint scores and ranks exactly as its run did.
 """
 from __future__ import annotations
 
@@ -12,6 +14,8 @@ import torch
 from metric_retrieval import data, evaluation, models
 from metric_retrieval.evaluation.query_expansion import check_qe
 from metric_retrieval.evaluation.whitening import matching_pairs
+from metric_retrieval.models.recipe import InferenceRecipe
+from metric_retrieval.training import flags
 from metric_retrieval.training.checkpoint import load_model
 from metric_retrieval.training.evaluate import embed_dataset, evaluate_split
 from metric_retrieval.training.runtime import AMP_DTYPES, resolve_amp, resolve_device
@@ -40,10 +44,11 @@ def parse_qe(text: str | None, dba: int) -> dict[str, Any] | None:
 
 
 def build_eval_model(args: Any, device: torch.device) -> tuple[torch.nn.Module, dict[str, Any]]:
-    """The model of ``--checkpoint``, or one built from ``--backbone_type/--head/...`` (landmark off-the-shelf)."""
+    """The model of ``--checkpoint``, or one built from ``--backbone_type/--head/...`` (landmark off-the-shelf),
+    and ``{"config": the run config ({} off the shelf), "recipe": its InferenceRecipe}``."""
     if args.checkpoint:
         model, ckpt = load_model(args.checkpoint, device)
-        return model, ckpt.get("config", {})
+        return model, {"config": ckpt.get("config", {}), "recipe": ckpt["recipe"]}
     if not args.backbone_type or not args.head:
         raise UserError("--eval needs --checkpoint, or --backbone_type and --head for an off-the-shelf model")
     options = parse_key_values(args.model_option, "--model_option")
@@ -54,7 +59,8 @@ def build_eval_model(args: Any, device: torch.device) -> tuple[torch.nn.Module, 
     except TypeError as err:
         raise UserError(f"model options: {err}") from None
     load_head_parts(model, args)
-    return model.to(device).eval(), {}
+    recipe = InferenceRecipe.of_model(model, {"image_size": args.image_size, "transform": args.transform})
+    return model.to(device).eval(), {"config": {}, "recipe": recipe}
 
 
 def load_head_parts(model: torch.nn.Module, args: Any) -> None:
@@ -79,14 +85,16 @@ def evaluate_checkpoint(args: Any) -> dict[str, Any]:
     device = resolve_device(args.device)
     info = data.get_benchmark(args.data_name, args.data_path)
     landmark_flags = [f for f, given in (("--qe", args.qe), ("--dba", args.dba), ("--whitening", args.whitening),
-                                         ("--scales", args.scales != "1"), ("--imsize", args.imsize != 1024)) if given]
+                                         ("--scales", args.scales != flags.SCALES.default),
+                                         ("--imsize", args.imsize != flags.IMSIZE.default)) if given]
     if info.protocol != "landmark" and landmark_flags:
         raise UserError(f"{', '.join(landmark_flags)} only apply to landmark datasets (oxford5k, paris6k, roxford5k, "
                         f"rparis6k), not --data_name {args.data_name}")
     qe = parse_qe(args.qe, args.dba)
     whitening = evaluation.load_whitening(args.whitening) if args.whitening else None
-    model, run_cfg = build_eval_model(args, device)
-    cfg, amp = _eval_config(args, run_cfg), eval_amp(args, run_cfg, device)
+    model, run = build_eval_model(args, device)
+    recipe = run["recipe"]
+    cfg, amp = _eval_config(args, run["config"]), eval_amp(args, run["config"], device)
     if cfg["channels_last"]:
         model = model.to(memory_format=torch.channels_last)
     if info.protocol == "landmark":
@@ -95,16 +103,16 @@ def evaluate_checkpoint(args: Any) -> dict[str, Any]:
             raise UserError(f"--whitening {args.whitening} whitens {whitening[0].shape[-1]}-d descriptors, but the "
                             f"model gives {dim}-d ones; fit it for this model (test.py --learn_whitening)")
         landmarks = data.load_landmark_dataset(info.name, args.data_path)
-        transform = data.build_transform("landmark", train=False, normalize=model.input_spec)
+        transform = data.build_transform("landmark", train=False, normalize=recipe.input_spec)
         scales = parse_number_list(args.scales, "--scales", float) or [1.0]
         return evaluation.evaluate_landmarks(model, landmarks, device, transform, imsize=args.imsize, scales=scales,
                                              whitening=args.whitening, qe=qe, num_workers=args.workers,
                                              autocast_dtype=amp)
-    transform = data.build_transform(cfg["transform"], train=False, image_size=cfg["image_size"])
+    transform = recipe.eval_transform()
     splits = {s: data.build_dataset(info.name, args.data_path, s, transform=transform, decode=args.decode,
                                     crop=args.crop_type == "cropped") for s in info.eval_splits}
     ks = parse_number_list(args.recalls, "--recalls") or list(info.recall_ks)
-    metrics, _ = evaluate_split(model, splits, info.protocol, ks, cfg, device, amp)
+    metrics, _ = evaluate_split(model, splits, info.protocol, ks, cfg, device, amp, recipe)
     return metrics
 
 
@@ -116,12 +124,10 @@ def eval_amp(args: Any, run_cfg: dict[str, Any], device: torch.device) -> torch.
 
 
 def _eval_config(args: Any, run_cfg: dict[str, Any]) -> dict[str, Any]:
-    """``embed_dataset``'s settings for ``test.py``: loader flags, and the preset, size and memory format of the
-    checkpoint's run."""
+    """``embed_dataset``'s settings for ``eval``: loader flags and the memory format of the checkpoint's run (the
+    preprocessing is the recipe's)."""
     return {"eval_batch_size": args.eval_batch_size, "workers": args.workers, "knn_backend": args.knn_backend,
-            "eval_chunk_size": None, "transform": run_cfg.get("transform", args.transform),
-            "image_size": run_cfg.get("image_size", args.image_size),
-            "channels_last": bool(run_cfg.get("channels_last", False))}
+            "eval_chunk_size": None, "channels_last": bool(run_cfg.get("channels_last", False))}
 
 
 def learn_whitening(args: Any) -> dict[str, Any]:
@@ -133,8 +139,8 @@ def learn_whitening(args: Any) -> dict[str, Any]:
     Descriptors are extracted in the checkpoint's precision and memory format, as ``--eval`` does.
     """
     device = resolve_device(args.device)
-    model, run_cfg = build_eval_model(args, device)
-    cfg, amp = _eval_config(args, run_cfg), eval_amp(args, run_cfg, device)
+    model, run = build_eval_model(args, device)
+    cfg, amp = _eval_config(args, run["config"]), eval_amp(args, run["config"], device)
     if cfg["channels_last"]:
         model = model.to(memory_format=torch.channels_last)
     info = data.get_benchmark(args.data_name, args.data_path)
@@ -145,13 +151,12 @@ def learn_whitening(args: Any) -> dict[str, Any]:
         landmarks = data.load_landmark_dataset(info.name, args.data_path)
         images = data.LandmarkImageDataset(list(landmarks.db_paths), imsize=args.imsize,
                                            transform=data.build_transform("landmark", train=False,
-                                                                          normalize=model.input_spec))
+                                                                          normalize=run["recipe"].input_spec))
         scales = parse_number_list(args.scales, "--scales", float) or [1.0]
         X, labels = evaluation.extract_landmark_descriptors(model, images, device, scales, autocast_dtype=amp), None
     else:
-        transform = data.build_transform(cfg["transform"], train=False, image_size=cfg["image_size"])
-        train = data.build_dataset(info.name, args.data_path, info.train_split, transform=transform,
-                                   decode=args.decode)
+        train = data.build_dataset(info.name, args.data_path, info.train_split,
+                                   transform=run["recipe"].eval_transform(), decode=args.decode)
         features = embed_dataset(model, train, cfg, device, amp)
         X, labels = features["embeddings"], features["labels"]
     if args.whitening_type == "learned":

@@ -73,7 +73,7 @@ class Index:
         ``model_best.pth`` or an exported model) and index them at ``root``, as ``metric-retrieval index build``."""
         from metric_retrieval.training.distributed import DistInfo
 
-        opts = {"factory": factory, "metric": None, "shard_size": 4096, "batch_size": batch_size,
+        opts = {"factory": factory, "shard_size": 4096, "batch_size": batch_size,
                 "workers": workers, "train_size": 100_000, "seed": seed, "progress": False}
         build_index(str(checkpoint), str(images), root, opts, DistInfo(), device)
         return cls.open(root, device=device)

@@ -23,8 +23,8 @@ __all__ = ["hit_distance", "query_catalogue", "run_index_queries"]
 
 
 def hit_distance(score: float, metric: str) -> float:
-    """Euclidean distance between the L2-normalised embeddings (what the montage shows) from a faiss score:
-    ``sqrt(2 − 2·cos)`` for inner products, ``sqrt`` of the squared distance for ``l2``."""
+    """Euclidean distance between the embeddings (what the montage shows) from a faiss score: ``sqrt(2 − 2·cos)``
+    for inner products of normalised embeddings, ``sqrt`` of the squared distance for ``l2``."""
     return math.sqrt(max(0.0, 2 - 2 * score if metric == "ip" else score))
 
 

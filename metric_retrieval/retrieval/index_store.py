@@ -18,7 +18,8 @@ or squared Euclidean distances (``metric="l2"``), smaller is better, as faiss re
 **On disk** (``INDEX_DIR``)::
 
     meta.json            the manifest of the current version: format version, factory string, metric, dim, count,
-                         faiss version, the model (checkpoint path and weight fingerprint), its input_spec, the
+                         faiss version, the model (checkpoint path and weight fingerprint), its inference
+                         recipe and runtime settings (an index built by a model; see docs/recipe.md), the
                          generation of the two files below and their SHA-256 ("files"), and the SHA-256 of all
                          that ("sha256")
     meta-prev.json       the manifest of the previous version, whose two data files are kept too

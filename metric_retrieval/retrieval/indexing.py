@@ -27,6 +27,7 @@ import torch
 import torch.distributed as dist
 
 from metric_retrieval.evaluation.knn import knn
+from metric_retrieval.models.recipe import InferenceRecipe
 from metric_retrieval.retrieval.catalogue import (
     Catalogue,
     bad_items,
@@ -42,8 +43,8 @@ from metric_retrieval.training.distributed import DistInfo
 from metric_retrieval.training.run_lock import RunLock, remove_stale_temporaries
 from metric_retrieval.utils.errors import UserError
 
-__all__ = ["Hit", "add_items", "build_index", "classify", "evaluate_index", "labelled_neighbours", "open_index",
-           "search", "write_results"]
+__all__ = ["Hit", "add_items", "build_index", "check_recipe", "classify", "evaluate_index", "labelled_neighbours",
+           "open_index", "search", "write_results"]
 
 logger = logging.getLogger(__name__)
 BAD_REPORT = "bad_files.tsv"
@@ -113,8 +114,9 @@ def build_index(checkpoint: str, images: str, out: str | Path, opts: dict[str, A
                 device: str | torch.device = "cpu") -> dict[str, Any] | None:
     """Embed ``images`` with ``checkpoint`` into ``out`` and build the ``opts["factory"]`` index.
 
-    ``opts``: factory, metric, shard_size, batch_size, workers, train_size, seed (and progress). Rerunning a
-    killed build resumes it. Returns ``describe()`` of the index on rank 0, None on the other ranks.
+    ``opts``: factory, shard_size, batch_size, workers, train_size, seed (and progress). The index compares
+    vectors by the model's recipe metric and stores the recipe. Rerunning a killed build resumes it. Returns
+    ``describe()`` of the index on rank 0, None on the other ranks.
     """
     root = Path(out)
     with _writer_lock(root, info):
@@ -140,11 +142,10 @@ def _build(checkpoint: str, images: str, root: Path, opts: dict[str, Any], info:
     def sample() -> np.ndarray:
         return _train_sample(shard_dir, count, opts["train_size"], opts["seed"])
 
-    metric = opts["metric"] or embedder.model.embedding_metric
-    store = IndexStore.create(root, embedder.dim, opts["factory"], metric, sample, opts["seed"],
+    store = IndexStore.create(root, embedder.dim, opts["factory"], embedder.recipe.metric, sample, opts["seed"],
                               use_gpu=torch.device(device).type == "cuda", k_factor=opts.get("k_factor"),
                               model={"checkpoint": str(checkpoint), "fingerprint": embedder.fingerprint},
-                              input_spec=embedder.input_spec,
+                              recipe=embedder.recipe.to_dict(), runtime=embedder.runtime,
                               batches=[{"images": str(images), "count": len(catalogue)}])
     _add_shards(store, catalogue, shard_dir)
     store.meta["bad_files"] = _write_bad_report(root, 1)
@@ -164,12 +165,27 @@ def open_index(index_dir: str | Path, checkpoint: str | None = None, device: str
                         "that model (its weights are checked)")
     embedder = Embedder(path, device)
     store.check_model(embedder.fingerprint, path)
-    built = store.meta.get("input_spec")
-    if built != json.loads(json.dumps(embedder.input_spec)):
-        raise UserError(f"the model {path} preprocesses images differently from when it built index {index_dir} "
-                        f"(then {built}, now {embedder.input_spec}): its embeddings would not be comparable; "
-                        "rebuild the index")
+    check_recipe(store, embedder)
     return store, embedder
+
+
+def check_recipe(store: IndexStore, embedder: Embedder) -> None:
+    """Refuse to embed queries for ``store`` other than as its items were: the index's recipe (and runtime
+    settings) must be the model's, and its metric the recipe's. An index written before recipes existed is
+    refused (its vectors were always L2-normalised, whatever the model): rebuild it."""
+    if "recipe" not in store.meta:
+        raise UserError(f"index {store.root} predates inference recipes (its vectors were normalised whatever the "
+                        "model): rebuild it with `metric-retrieval index build`")
+    recipe = InferenceRecipe.from_dict(store.meta["recipe"], store.root / "meta.json")
+    for what, built, now in (("recipe", recipe, embedder.recipe), ("runtime", store.meta.get("runtime"),
+                                                                    json.loads(json.dumps(embedder.runtime)))):
+        if built != now:
+            raise UserError(f"the model {embedder.checkpoint} embeds images differently from when it built index "
+                            f"{store.root} ({what} then {built}, now {now}): its embeddings would not be "
+                            "comparable; rebuild the index")
+    if store.meta["metric"] != recipe.metric:
+        raise UserError(f"index {store.root} compares by {store.meta['metric']!r} but its recipe by "
+                        f"{recipe.metric!r}: rebuild the index")
 
 
 def add_items(index_dir: str | Path, images: str, opts: dict[str, Any], info: DistInfo,

@@ -1,7 +1,8 @@
 """Query retrieval for ``test.py``: a stored or external query image against a saved feature database.
 
 A query path stored in the database uses its stored feature (and, in a leave-one-out database, never
-returns itself); any other image is embedded with the checkpoint saved next to the database.
+returns itself); any other image is embedded with the checkpoint saved next to the database, whose inference
+recipe must be the database's.
 """
 from __future__ import annotations
 
@@ -18,10 +19,10 @@ from metric_retrieval.training.checkpoint import load_file, weights_digest
 from metric_retrieval.utils.errors import UserError
 
 
-def embed_image(path: str, checkpoint: str | Path, device: str = "cpu") -> torch.Tensor:
+def embed_image(path: str, embedder: Embedder) -> torch.Tensor:
     """(D,) embedding of one image file, computed exactly as the run computed its database
-    (:class:`metric_retrieval.retrieval.embedder.Embedder`: same eval transform, decoding, normalisation, precision)."""
-    embedder = Embedder(checkpoint, device)
+    (:class:`metric_retrieval.retrieval.embedder.Embedder`: the recipe's transform and normalisation, the run's
+    decoding and precision)."""
     try:
         return embedder.embed_file(path)
     except (OSError, SyntaxError, ValueError) as err:  # PIL's UnidentifiedImageError is an OSError
@@ -32,9 +33,9 @@ def retrieve(database: str | Path | dict[str, Any], query_path: str, k: int, che
              device: str = "cpu") -> QueryResult:
     """The ``k`` nearest database images of a stored query path or an image file.
 
-    An explicit ``checkpoint`` must be the model that wrote the database (weights digest, or the embedding width
-    for databases that predate the digest), for stored queries too; without one, an image file is embedded with
-    the database's own checkpoint, looked up next to the database file first.
+    An explicit ``checkpoint`` must be the model that wrote the database (weights digest, where the database has
+    one), for stored queries too, and its recipe the database's; without one, an image file is embedded with the
+    database's own checkpoint, looked up next to the database file first.
     """
     if k < 1:
         raise UserError(f"--retrieval_num must be a positive number of results, got {k}")
@@ -49,11 +50,12 @@ def retrieve(database: str | Path | dict[str, Any], query_path: str, k: int, che
     if not checkpoint:
         checkpoint = str(locate_checkpoint(db, db_path))
         check_same_model(db, checkpoint)
-    embedding = embed_image(query_path, checkpoint, device)
-    stored = db["query"]["embeddings"].shape[1]
-    if embedding.shape[0] != stored:
-        raise UserError(f"--checkpoint {checkpoint} gives {embedding.shape[0]}-d embeddings but the database holds "
-                        f"{stored}-d ones: use the checkpoint of the run that wrote the database")
+    embedder = Embedder(checkpoint, device)
+    if embedder.recipe != db["recipe"]:
+        raise UserError(f"--checkpoint {checkpoint} embeds images with another inference recipe than the database's "
+                        f"(its {embedder.recipe}, the database's {db['recipe']}): use the checkpoint of the run "
+                        "that wrote the database")
+    embedding = embed_image(query_path, embedder)
     result = query_database(db, embedding, k)
     return dataclasses.replace(result, query_path=query_path)
 
@@ -77,7 +79,7 @@ def check_same_model(db: dict[str, Any], checkpoint: str | Path) -> None:
     """Refuse a checkpoint whose weights are not those that computed the database's embeddings."""
     record = db.get("model")
     if not record:
-        return  # an older database: only the embedding width can be compared (in ``retrieve``)
+        return  # an older database: only its recipe can be compared (in ``retrieve``)
     ckpt = load_file(checkpoint)
     if "model" not in ckpt or "model_config" not in ckpt:
         raise UserError(f"--checkpoint {checkpoint} is not a metric-retrieval checkpoint (expected keys 'model' "
@@ -106,8 +108,9 @@ def write_outputs(result: QueryResult, out_dir: str | Path) -> tuple[Path, Path]
 
 
 def montage_for_query(database: dict[str, Any], query_index: int, k: int, out_png: str | Path) -> Path:
-    """Montage of one stored query (used by the trainer to log retrieval examples per evaluation)."""
-    db = {"version": 1, "metric": "ip", "query": database["query"], "gallery": database["gallery"],
+    """Montage of one stored query (used by the trainer to log retrieval examples per evaluation); ``database``
+    is :func:`metric_retrieval.training.evaluate.evaluate_split`'s (with its ``"recipe"``)."""
+    db = {"version": 1, "recipe": database["recipe"], "query": database["query"], "gallery": database["gallery"],
           "checkpoint": None, "config": {}}
     result = query_database(db, database["query"]["paths"][query_index], k)
     Path(out_png).parent.mkdir(parents=True, exist_ok=True)

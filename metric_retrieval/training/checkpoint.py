@@ -11,7 +11,7 @@ Files in a run folder:
   rank's RNG states, best metric, config);
 - ``checkpoint_prev.pth``: the checkpoint it replaced, the fallback of ``--resume latest`` when the
   latest one is corrupt;
-- ``model_best.pth``: the selected model's weights with its config (what ``test.py`` loads);
+- ``model_best.pth``: the selected model's weights with its config and inference recipe (what ``test.py`` loads);
 - ``database_best.pth``: the feature database of that model (see ``metric_retrieval.retrieval.database``).
 """
 from __future__ import annotations
@@ -124,9 +124,14 @@ def model_config(cfg: dict[str, Any], num_classes: int) -> dict[str, Any]:
 
 def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[torch.nn.Module, dict[str, Any]]:
     """Rebuild the model saved by the trainer (``model_best.pth`` or a full checkpoint) in eval mode; an
-    exported file (``.onnx``, ``.ts``: see ``export.py``) is loaded as it is, with its preprocessing settings."""
+    exported file (``.onnx``, ``.ts``: see ``export.py``) is loaded as it is, with its preprocessing settings.
+
+    In the returned file dict, ``"recipe"`` is the model's validated
+    :class:`~metric_retrieval.models.recipe.InferenceRecipe` (derived by
+    :func:`~metric_retrieval.models.recipe.read_recipe` for a checkpoint written before recipes existed)."""
     from metric_retrieval import models
     from metric_retrieval.models.export import EXPORTED_SUFFIXES, load_exported
+    from metric_retrieval.models.recipe import read_recipe
 
     if Path(path).suffix in EXPORTED_SUFFIXES:
         return load_exported(path)
@@ -141,4 +146,5 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[to
                         "trainer (expected model_best.pth or checkpoint_latest.pth of a run)")
     model = models.build_model(mc["backbone"], mc["head"], mc["feature_dim"], mc["num_classes"], **mc["options"])
     models.load_model_state(model, ckpt["model"])
+    ckpt["recipe"] = read_recipe(ckpt, path, model)
     return model.to(device).eval(), ckpt

@@ -13,6 +13,7 @@ import torch
 
 from metric_retrieval import data, evaluation
 from metric_retrieval.data.batch import DeviceInput
+from metric_retrieval.models.recipe import InferenceRecipe
 from metric_retrieval.training.loading import eval_loader
 
 log = logging.getLogger("metric_retrieval")
@@ -47,12 +48,16 @@ def embed_dataset(model: torch.nn.Module, dataset: Any, cfg: dict[str, Any], dev
 
 
 def evaluate_split(model: torch.nn.Module, splits: dict[str, Any], protocol: str, ks: list[int],
-                   cfg: dict[str, Any], device: torch.device, autocast_dtype: torch.dtype | None
-                   ) -> tuple[dict[str, float], dict[str, Any]]:
-    """Metrics and the feature database for one evaluation set.
+                   cfg: dict[str, Any], device: torch.device, autocast_dtype: torch.dtype | None,
+                   recipe: InferenceRecipe | None = None) -> tuple[dict[str, float], dict[str, Any]]:
+    """Metrics and the feature database for one evaluation set, ranked by the recipe's metric.
 
-    ``splits`` holds ``test`` (leave-one-out) or ``query`` + ``gallery`` (query→gallery protocol).
+    ``splits`` holds ``test`` (leave-one-out) or ``query`` + ``gallery`` (query→gallery protocol), datasets
+    built with the recipe's evaluation transform. ``recipe``: the model's (a loaded checkpoint's); ``None`` for the
+    model being trained, whose recipe is that of the model and run config ``cfg`` (what the run saves with it).
+    The database is ``{"query", "gallery", "recipe"}``.
     """
+    recipe = recipe or InferenceRecipe.of_model(model, cfg)
     if protocol == "query_gallery":
         query, gallery = (embed_dataset(model, splits[s], cfg, device, autocast_dtype) for s in ("query", "gallery"))
     else:
@@ -60,5 +65,5 @@ def evaluate_split(model: torch.nn.Module, splits: dict[str, Any], protocol: str
     metrics = evaluation.retrieval_metrics(
         query["embeddings"], query["labels"],
         None if gallery is None else gallery["embeddings"], None if gallery is None else gallery["labels"],
-        ks=tuple(ks), metric=model.embedding_metric, backend=cfg["knn_backend"], chunk_size=cfg["eval_chunk_size"])
-    return metrics, {"query": query, "gallery": gallery}
+        ks=tuple(ks), metric=recipe.metric, backend=cfg["knn_backend"], chunk_size=cfg["eval_chunk_size"])
+    return metrics, {"query": query, "gallery": gallery, "recipe": recipe}

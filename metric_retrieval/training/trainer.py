@@ -22,6 +22,7 @@ from metric_retrieval import data, models
 from metric_retrieval.data.batch import DeviceInput
 from metric_retrieval.data.device_decode import DeviceDecoder, EncodedFiles
 from metric_retrieval.losses.base import reads_logits
+from metric_retrieval.models.recipe import InferenceRecipe
 from metric_retrieval.training import builders
 from metric_retrieval.training.checkpoint import (
     BEST_DATABASE,
@@ -397,9 +398,9 @@ def _evaluate_and_select(ctx: TrainContext, splits: dict[str, Any], protocol: st
         progress.best, progress.best_epoch = score, epoch + 1
         model_cfg, state = model_config(cfg, splits["train"].num_classes), model.state_dict()
         atomic_save({"model": state, "model_config": model_cfg, "config": cfg, "epoch": epoch + 1,
-                     "metrics": metrics}, out_dir / BEST_MODEL)
+                     "metrics": metrics, "recipe": database["recipe"].to_dict()}, out_dir / BEST_MODEL)
         save_database(out_dir / BEST_DATABASE, query=database["query"], gallery=database["gallery"],
-                      checkpoint=str(out_dir / BEST_MODEL), config=cfg,
+                      recipe=database["recipe"], checkpoint=str(out_dir / BEST_MODEL), config=cfg,
                       model={"config": model_cfg, "sha256": weights_digest(state)})
         log.info("new best %s/%s %.4f at epoch %d: saved %s and %s", select_on, key, score, epoch + 1, BEST_MODEL,
                  BEST_DATABASE)
@@ -470,7 +471,8 @@ def _save_checkpoint(ctx: TrainContext) -> None:
         return
     atomic_save({**state, "scheduler": ctx.scheduler.state_dict(), "scaler": ctx.scaler.state_dict(),
                  "progress": progress.__dict__, "rng": rng, "config": ctx.cfg,
-                 "model_config": model_config(ctx.cfg, ctx.num_classes)},
+                 "model_config": model_config(ctx.cfg, ctx.num_classes),
+                 "recipe": InferenceRecipe.of_model(ctx.model, ctx.cfg).to_dict()},
                 ctx.latest, previous=ctx.latest.with_name(PREVIOUS))
     # A small summary next to it, so tools (and people) can see where the run stands without loading it.
     summary = {"epoch": progress.epoch, "step": progress.step, "global_step": progress.global_step}

@@ -16,10 +16,15 @@ from metric_retrieval import data, models
 from metric_retrieval.models.backbones import BACKBONES
 from metric_retrieval.models.export import ExportedModel, export_model, parity
 from metric_retrieval.models.heads import HEADS
+from metric_retrieval.models.recipe import InferenceRecipe
 from metric_retrieval.utils.errors import UserError
 from tests.e2e.cli import run_test_cli
 
 SIZE = 32
+
+
+def recipe_of(model):
+    return InferenceRecipe.of_model(model, {"image_size": SIZE, "transform": "cgd"})
 
 
 def write_checkpoint(path, backbone="resnet18", head="gem", feature_dim=64, num_classes=None, **options):
@@ -56,7 +61,7 @@ def test_onnx_file_json_parity_and_dynamic_batch(onnx_export):
     spec = json.loads((tmp / "model.onnx.json").read_text())
     assert spec["input"]["shape"] == ["batch", 3, SIZE, SIZE] and spec["outputs"]["embedding"]["l2_normalised"]
     assert spec["preprocess"]["mean"] == [0.485, 0.456, 0.406] and spec["preprocess"]["channel_order"] == "RGB"
-    assert spec["model"]["backbone"] == "resnet18" and spec["input_spec"]["colour"] == "RGB"
+    assert spec["model"]["backbone"] == "resnet18" and spec["recipe"] == recipe_of(model).to_dict()
     session = onnxruntime.InferenceSession(str(tmp / "model.onnx"), providers=["CPUExecutionProvider"])
     for batch in (1, 5):  # the batch dimension is dynamic; a user runs it with onnxruntime alone
         x = torch.randn(batch, 3, SIZE, SIZE)
@@ -114,7 +119,7 @@ def test_user_errors(tmp_path):
     assert code == 2 and "checkpoint not found" in err
     (tmp_path / "lonely.onnx").write_bytes(b"not onnx")
     with pytest.raises(UserError, match="cannot load exported model"):
-        ExportedModel(tmp_path / "lonely.onnx")
+        ExportedModel(tmp_path / "lonely.onnx", recipe_of(models.build_model("resnet18", "gem", 64)))
     status, _, err = run_test_cli(["--eval", "--checkpoint", str(tmp_path / "lonely.onnx"), "--data_name", "folder",
                                    "--data_path", str(tmp_path)])
     assert status == 2 and "error:" in err
@@ -182,5 +187,5 @@ def test_every_backbone_and_head_exports_with_parity_or_says_why(tmp_path, backb
         return
     model = build()
     out = export_model(model, fmt, tmp_path / ("m.onnx" if fmt == "onnx" else "m.ts"), SIZE)
-    result = parity(model, ExportedModel(out), torch.randn(4, 3, SIZE, SIZE))
+    result = parity(model, ExportedModel(out, recipe_of(model)), torch.randn(4, 3, SIZE, SIZE))
     assert result["max_abs_diff"] < 1e-4 and result["top10_agreement"] == 1.0, result

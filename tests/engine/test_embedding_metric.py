@@ -23,7 +23,7 @@ def test_unnormalised_embeddings_are_evaluated_by_euclidean_distance(monkeypatch
     model = models.build_model("resnet18", "baseline", 2, embedding_norm=False)
     monkeypatch.setattr(evaluate_module, "embed_dataset",
                         lambda *a, **k: {"embeddings": EMBEDDINGS, "labels": LABELS, "paths": []})
-    cfg = {"knn_backend": "torch", "eval_chunk_size": None}
+    cfg = {"knn_backend": "torch", "eval_chunk_size": None, "image_size": 32, "transform": "cgd"}
     metrics, _ = evaluate_module.evaluate_split(model, {"test": None}, "leave_one_out", [1], cfg, "cpu", None)
     # brute force: each point's Euclidean nearest other point is its own class's partner -> R@1 = 1; by inner
     # product class 0's queries would retrieve class 1 (R@1 = 0.5)

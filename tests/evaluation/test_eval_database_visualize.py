@@ -6,6 +6,9 @@ import pytest
 import torch
 from PIL import Image
 
+from metric_retrieval import models
+from metric_retrieval.models.backbones.base import IMAGENET_RGB
+from metric_retrieval.models.recipe import InferenceRecipe
 from metric_retrieval.retrieval.database import (
     find_path,
     load_database,
@@ -15,6 +18,10 @@ from metric_retrieval.retrieval.database import (
 )
 from metric_retrieval.retrieval.visualize import BORDER, COLORS, TEXT_HEIGHT, write_html, write_montage
 from metric_retrieval.utils.errors import UserError
+
+
+def _recipe(d=6, metric="ip"):
+    return InferenceRecipe(32, "cgd", IMAGENET_RGB, d, metric, metric == "ip")
 
 
 def _split(n=12, d=6, seed=0, prefix="q"):
@@ -27,10 +34,11 @@ def _split(n=12, d=6, seed=0, prefix="q"):
 
 def test_round_trip_and_format(tmp_path):
     path = tmp_path / "db" / "features.pth"
-    save_database(path, _split(), None, checkpoint="runs/x/best.pth", config={"lr": 1e-4})
+    save_database(path, _split(), None, recipe=_recipe(), checkpoint="runs/x/best.pth", config={"lr": 1e-4})
     raw = torch.load(path, weights_only=True)
-    assert set(raw) == {"version", "metric", "query", "gallery", "checkpoint", "config"}  # checksum: zip comment
+    assert set(raw) == {"version", "metric", "recipe", "query", "gallery", "checkpoint", "config"}  # checksum: zip
     assert raw["version"] == 1 and raw["metric"] == "ip" and raw["gallery"] is None
+    assert raw["recipe"] == _recipe().to_dict() and load_database(path)["recipe"] == _recipe()
     assert raw["query"]["embeddings"].dtype == torch.float32 and raw["query"]["labels"].dtype == torch.int64
     db = load_database(path)
     assert db["query"]["paths"] == _split()["paths"] and db["config"] == {"lr": 1e-4}
@@ -56,11 +64,13 @@ def test_load_errors(tmp_path):
     with pytest.raises(UserError, match="inconsistent"):
         load_database(tmp_path / "sizes.pth")
     with pytest.raises(ValueError, match="disagree"):
-        save_database(tmp_path / "x.pth", (torch.zeros(2, 3), [0, 1, 2], ["a", "b"]))
+        save_database(tmp_path / "x.pth", (torch.zeros(2, 3), [0, 1, 2], ["a", "b"]), recipe=_recipe(3))
+    with pytest.raises(ValueError, match="the recipe's 4"):
+        save_database(tmp_path / "x.pth", (torch.zeros(2, 3), [0, 1], ["a", "b"]), recipe=_recipe(4))
 
 
 def test_search_excludes_own_index_only_when_asked(tmp_path):
-    save_database(tmp_path / "db.pth", _split())
+    save_database(tmp_path / "db.pth", _split(), recipe=_recipe())
     db = load_database(tmp_path / "db.pth")
     emb = db["query"]["embeddings"]
     d, i = search_database(db, emb[4], 5)
@@ -77,7 +87,7 @@ def test_search_excludes_own_index_only_when_asked(tmp_path):
 
 
 def test_query_database_by_path_and_external(tmp_path):
-    save_database(tmp_path / "db.pth", _split(9, prefix="q"), _split(15, seed=1, prefix="g"))
+    save_database(tmp_path / "db.pth", _split(9, prefix="q"), _split(15, seed=1, prefix="g"), recipe=_recipe())
     db = load_database(tmp_path / "db.pth")
     res = query_database(db, "/data/q/img_002.jpg", k=4)
     assert res.query_label == 0 and len(res.paths) == 4 and all(p.startswith("/data/g/") for p in res.paths)
@@ -137,8 +147,45 @@ def test_class_names_travel_with_the_database(tmp_path):
     emb = torch.nn.functional.normalize(torch.tensor([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0]]), dim=1)
     split = {"embeddings": emb, "labels": torch.tensor([0, 0, 1]), "paths": ["a.jpg", "b.jpg", "c.jpg"],
              "classes": ["class_012", "class_013"]}
-    save_database(tmp_path / "db.pth", query=split)
+    save_database(tmp_path / "db.pth", query=split, recipe=_recipe(2))
     res = query_database(load_database(tmp_path / "db.pth"), "a.jpg", k=2)
     assert res.query_class == "class_012" and res.classes == ["class_012", "class_013"]
     with pytest.raises(ValueError, match="2 class names for labels up to 2"):
-        save_database(tmp_path / "bad.pth", query={**split, "labels": torch.tensor([0, 0, 2])})
+        save_database(tmp_path / "bad.pth", query={**split, "labels": torch.tensor([0, 0, 2])}, recipe=_recipe(2))
+
+
+# Un-normalised: b is the nearest to q in Euclidean distance, c (10x longer, same direction as q) by cosine.
+UNNORMALISED = torch.tensor([[1.0, 0.0], [1.0, 0.3], [10.0, 0.0], [-1.0, 0.0]])
+
+
+def test_an_l2_database_ranks_by_euclidean_distance_of_the_stored_embeddings(tmp_path):
+    split = {"embeddings": UNNORMALISED, "labels": torch.tensor([0, 0, 1, 1]), "paths": ["q", "b", "c", "d"]}
+    save_database(tmp_path / "db.pth", split, recipe=_recipe(2, "l2"))
+    db = load_database(tmp_path / "db.pth")
+    d, i = search_database(db, UNNORMALISED[0], 3, exclude_index=0)
+    brute = torch.cdist(UNNORMALISED[:1], UNNORMALISED)[0]  # 0, 0.3, 9, 2
+    assert i.tolist() == [1, 3, 2]  # by cosine it would be c (cos 1) first
+    torch.testing.assert_close(d, brute[[1, 3, 2]])
+    save_database(tmp_path / "ip.pth", split, recipe=_recipe(2, "ip"))
+    assert search_database(load_database(tmp_path / "ip.pth"), UNNORMALISED[0], 1, exclude_index=0)[1].item() == 2
+
+
+def test_a_database_that_predates_recipes_gets_the_one_its_model_config_derives(tmp_path):
+    """Old files (no "recipe"): derived from the run config + the model its model config rebuilds; a file with
+    neither is refused with its name."""
+    mc = {"backbone": "resnet18", "head": "baseline", "feature_dim": 2, "num_classes": 0,
+          "options": {"embedding_norm": False}}
+    split = {"embeddings": UNNORMALISED, "labels": torch.tensor([0, 0, 1, 1]), "paths": ["q", "b", "c", "d"]}
+    old = {"version": 1, "metric": "ip", "query": split, "gallery": None, "checkpoint": None,
+           "config": {"image_size": 48, "transform": "cgd"}, "model": {"config": mc, "sha256": "x"}}
+    torch.save(old, tmp_path / "old.pth")
+    db = load_database(tmp_path / "old.pth")
+    model = models.build_model("resnet18", "baseline", 2, embedding_norm=False)
+    assert db["recipe"] == InferenceRecipe(48, "cgd", model.input_spec, 2, "l2", False)
+    assert search_database(db, UNNORMALISED[0], 1, exclude_index=0)[1].item() == 1  # ranked by distance
+    torch.save({**old, "model": None}, tmp_path / "older.pth")
+    with pytest.raises(UserError, match=r"older\.pth.*predates inference recipes"):
+        load_database(tmp_path / "older.pth")
+    torch.save({**old, "config": {}}, tmp_path / "noconfig.pth")
+    with pytest.raises(UserError, match=r"noconfig\.pth.*lacks image_size, transform"):
+        load_database(tmp_path / "noconfig.pth")

@@ -18,7 +18,7 @@ from metric_retrieval.retrieval import catalogue as catalogue_mod
 from metric_retrieval.retrieval.catalogue import read_catalogue, shard_files
 from metric_retrieval.retrieval.embedder import Embedder
 from metric_retrieval.retrieval.index_store import IndexStore
-from metric_retrieval.retrieval.indexing import open_index
+from metric_retrieval.retrieval.indexing import check_recipe, open_index
 from metric_retrieval.utils.errors import UserError
 from tests.index.conftest import COLOURS, save_checkpoint, write_catalogue, write_image
 
@@ -47,7 +47,8 @@ def test_build_stores_every_readable_image_with_its_metadata(built, checkpoint):
     store = IndexStore.open(out)
     assert len(store) == 12 and store.meta["factory"] == "Flat" and store.meta["dim"] == 8
     assert store.meta["model"]["checkpoint"] == str(checkpoint)
-    assert store.meta["input_spec"]["image_size"] == 32 and store.meta["input_spec"]["transform"] == "cgd"
+    assert store.meta["recipe"]["image_size"] == 32 and store.meta["recipe"]["transform"] == "cgd"
+    assert store.meta["recipe"] == Embedder(checkpoint).recipe.to_dict()
     assert store.meta["faiss_version"] and store.meta["metric"] == "ip"
     assert "broken.jpg" not in " ".join(store.items["paths"])
     assert sorted(set(store.items["labels"])) == ["blue", "green", "red"]
@@ -63,14 +64,35 @@ def test_build_stores_every_readable_image_with_its_metadata(built, checkpoint):
         assert abs(float(np.linalg.norm(expected)) - 1) < 1e-5
 
 
-def test_the_default_metric_is_the_models_own(catalogue_dir, tmp_path):
-    """An un-normalised model's index compares by distance (an inner product would rank by vector length);
-    --metric still overrides it."""
+def test_the_metric_is_the_models_recipes(catalogue_dir, tmp_path):
+    """An un-normalised model's index compares by distance (an inner product would rank by vector length) and
+    holds the vectors as the model gives them; there is no flag to compare otherwise."""
     unnormalised = save_checkpoint(tmp_path / "model_best.pth", embedding_norm=False)
     assert build(unnormalised, catalogue_dir, tmp_path / "a") == 0
-    assert IndexStore.open(tmp_path / "a").meta["metric"] == "l2"
-    assert build(unnormalised, catalogue_dir, tmp_path / "b", "--metric", "ip") == 0
-    assert IndexStore.open(tmp_path / "b").meta["metric"] == "ip"
+    store = IndexStore.open(tmp_path / "a")
+    assert store.meta["metric"] == store.meta["recipe"]["metric"] == "l2"
+    assert store.meta["recipe"]["normalized"] is False
+    expected = Embedder(unnormalised).embed_file(store.items["paths"][0]).numpy()
+    np.testing.assert_allclose(store.index.reconstruct(0), expected, atol=1e-5)
+    assert abs(float(np.linalg.norm(expected)) - 1) > 1e-2
+    with pytest.raises(SystemExit):
+        build(unnormalised, catalogue_dir, tmp_path / "b", "--metric", "ip")
+
+
+def test_an_index_without_a_recipe_or_with_another_is_refused(built, checkpoint):
+    """An index written before recipes (its vectors always normalised) and one whose recipe is not the model's
+    are refused with the index named."""
+    _, out = built
+    store = IndexStore.open(out)
+    recipe = store.meta.pop("recipe")
+    with pytest.raises(UserError, match="predates inference recipes"):
+        check_recipe(store, Embedder(checkpoint))
+    store.meta["recipe"] = {**recipe, "image_size": 64}
+    with pytest.raises(UserError, match="embeds images differently"):
+        check_recipe(store, Embedder(checkpoint))
+    store.meta["recipe"] = {**recipe, "image_size": "big"}
+    with pytest.raises(UserError, match=r"meta\.json: its inference recipe has image_size 'big'"):
+        check_recipe(store, Embedder(checkpoint))
 
 
 def test_info_prints_the_contents(built, capsys):

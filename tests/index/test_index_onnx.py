@@ -47,7 +47,7 @@ def test_build_from_the_exported_file_matches_the_checkpoint(checkpoint, catalog
     assert store.items["paths"] == ref_store.items["paths"] and len(store) == 12
     np.testing.assert_allclose(got, ref, atol=1e-5)
     assert store.meta["model"] == {"checkpoint": str(model), "fingerprint": exported_fingerprint(model)}
-    assert store.meta["input_spec"] == ref_store.meta["input_spec"]  # the JSON's preprocessing is the run's
+    assert store.meta["recipe"] == ref_store.meta["recipe"]  # the JSON's recipe is the checkpoint's
     _, embedder = open_index(tmp_path / "from_file")  # queries are embedded by the file the index names
     np.testing.assert_allclose(embedder.embed_file(store.items["paths"][4]).numpy(), got[4], atol=1e-6)
     with pytest.raises(UserError, match="is not the one that built index"):

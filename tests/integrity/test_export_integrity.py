@@ -45,7 +45,7 @@ def test_edited_mean_and_std_are_refused_and_change_the_fingerprint(exported):
     before = exported_fingerprint(exported)
     path = Path(f"{exported}.json")
     spec = json.loads(path.read_text())
-    spec["input_spec"]["mean"] = [0.0, 0.0, 0.0]
+    spec["recipe"]["input_spec"]["mean"] = [0.0, 0.0, 0.0]
     spec["preprocess"]["std"] = [1.0, 1.0, 1.0]
     path.write_text(json.dumps(spec, indent=2))
     with pytest.raises(UserError, match="m.ts.json does not match its checksum"):
