@@ -29,12 +29,10 @@ Quick run (a few minutes on 2 cores)::
 from __future__ import annotations
 
 import argparse
-import concurrent.futures
 import json
 import os
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -249,11 +247,11 @@ def bench_stream(args: argparse.Namespace) -> dict:
 
 
 def bench_serve(args: argparse.Namespace) -> dict:
-    import httpx
+    """``/search`` at ``--clients`` concurrent clients (the load loop of ``bench_serve.py``)."""
     import torch
-    import uvicorn
 
     import index as index_cli
+    from benchmarks.bench_serve import Server, load
     from metric_retrieval.retrieval.indexing import open_index
     from metric_retrieval.retrieval.serve_app import create_app
 
@@ -263,40 +261,14 @@ def bench_serve(args: argparse.Namespace) -> dict:
         assert index_cli.main(["build", "--checkpoint", str(ckpt), "--images", str(images), "--out",
                                f"{tmp}/index", "--workers", "0", "--no_progress", "--device", "cpu"]) == 0
         store, embedder = open_index(f"{tmp}/index")
-        server = uvicorn.Server(uvicorn.Config(create_app(store, embedder, k=10), host="127.0.0.1", port=0,
-                                               log_level="warning"))
-        thread = threading.Thread(target=server.run, daemon=True)
-        thread.start()
-        while not (server.started and server.servers):
-            time.sleep(0.05)
-        url = f"http://127.0.0.1:{server.servers[0].sockets[0].getsockname()[1]}/search"
         bodies = [p.read_bytes() for p in sorted(images.glob("*.jpg"))[:32]]
-        stop = time.perf_counter() + args.max_seconds
-        counter = iter(range(args.requests))
-        lock = threading.Lock()
-
-        def client() -> list[float]:
-            latencies = []
-            with httpx.Client(timeout=30) as http:
-                while time.perf_counter() < stop:
-                    with lock:
-                        i = next(counter, None)
-                    if i is None:
-                        break
-                    t = time.perf_counter()
-                    r = http.post(url, files={"image": ("q.jpg", bodies[i % len(bodies)], "image/jpeg")})
-                    r.raise_for_status()
-                    latencies.append(time.perf_counter() - t)
-            return latencies
-
-        t = time.perf_counter()
-        with concurrent.futures.ThreadPoolExecutor(args.clients) as pool:
-            lat = sorted(x for part in pool.map(lambda _: client(), range(args.clients)) for x in part)
-        wall = time.perf_counter() - t
-        server.should_exit = True
-        thread.join(timeout=10)
-    row = {"clients": args.clients, "requests": len(lat), "p50_ms": round(1000 * float(np.percentile(lat, 50)), 1),
-           "p99_ms": round(1000 * float(np.percentile(lat, 99)), 1), "req_s": round(len(lat) / wall, 1)}
+        server = Server(create_app(store, embedder, k=10))
+        try:
+            stats = load(server.url, bodies, args.clients, args.requests, args.max_seconds)
+        finally:
+            server.stop()
+    row = {"clients": args.clients, "requests": stats["requests"], "p50_ms": round(stats["p50_ms"], 1),
+           "p99_ms": round(stats["p99_ms"], 1), "req_s": round(stats["req_s"], 1)}
     print(json.dumps(row), flush=True)
     return row
 
