@@ -162,6 +162,7 @@ class IndexStore:
 
     def __init__(self, root: str | Path, index: Any, meta: dict[str, Any], items: dict[str, list]) -> None:
         self.root, self.index, self.meta, self.items = Path(root), index, meta, items
+        self.search_params: dict[str, int] = {}  # what set_search_params applied (a reopened version gets them too)
 
     # -- creation ---------------------------------------------------------------------------------------------
     @classmethod
@@ -196,9 +197,9 @@ class IndexStore:
         return cls(root, index, meta, {key: [] for key in ITEM_KEYS})
 
     @classmethod
-    def open(cls, root: str | Path, use_gpu: bool = False) -> IndexStore:
+    def open(cls, root: str | Path, use_gpu: bool = False, fallback: bool = True) -> IndexStore:
         """Load and verify an index directory (the previous version, with a warning, when the current one fails
-        its checks); nothing usable → :class:`UserError`."""
+        its checks, unless ``fallback`` is False); nothing usable → :class:`UserError`."""
         root = Path(root)
         if not (root / META).is_file() and not (root / PREVIOUS_META).is_file():
             hint = " (a build in progress or killed: rerun index.py build to finish it)" if root.is_dir() else ""
@@ -206,6 +207,8 @@ class IndexStore:
         try:
             index, meta, items = _read_version(root, META)
         except IndexVersionError as err:
+            if not fallback:
+                raise IndexVersionError(f"index {root}: {err}") from None
             if not (root / PREVIOUS_META).is_file():
                 raise UserError(f"index {root}: {err}; there is no previous version to fall back to: rebuild it "
                                 "with index.py build") from None
@@ -299,6 +302,7 @@ class IndexStore:
                 kind = "IVF" if name == "nprobe" else "HNSW"
                 raise UserError(f"{flag} applies to {kind} indexes; index {self.root} is "
                                 f"{self.meta['factory']!r}") from None
+            self.search_params[flag.lstrip("-")] = int(value)
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """(scores (Q, k) float32, faiss ids (Q, k) int64), best first; k is capped at ``len(self)``."""

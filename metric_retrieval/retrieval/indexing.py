@@ -42,8 +42,8 @@ from metric_retrieval.training.distributed import DistInfo
 from metric_retrieval.training.run_lock import RunLock, remove_stale_temporaries
 from metric_retrieval.utils.errors import UserError
 
-__all__ = ["Hit", "add_items", "build_index", "classify", "evaluate_index", "labelled_neighbours", "open_index",
-           "search", "write_results"]
+__all__ = ["Hit", "add_items", "build_index", "check_compatible", "classify", "evaluate_index", "labelled_neighbours",
+           "open_index", "search", "write_results"]
 
 logger = logging.getLogger(__name__)
 BAD_REPORT = "bad_files.tsv"
@@ -163,13 +163,19 @@ def open_index(index_dir: str | Path, checkpoint: str | None = None, device: str
         raise UserError(f"index {index_dir} was built with {path}, which no longer exists; pass {flag} with "
                         "that model (its weights are checked)")
     embedder = Embedder(path, device)
-    store.check_model(embedder.fingerprint, path)
+    check_compatible(store, embedder, path)
+    return store, embedder
+
+
+def check_compatible(store: IndexStore, embedder: Embedder, path: str | Path) -> None:
+    """Refuse a model (at ``path``) other than the one that built ``store``, or one that preprocesses images
+    differently from when it did."""
+    store.check_model(embedder.fingerprint, str(path))
     built = store.meta.get("input_spec")
     if built != json.loads(json.dumps(embedder.input_spec)):
-        raise UserError(f"the model {path} preprocesses images differently from when it built index {index_dir} "
+        raise UserError(f"the model {path} preprocesses images differently from when it built index {store.root} "
                         f"(then {built}, now {embedder.input_spec}): its embeddings would not be comparable; "
                         "rebuild the index")
-    return store, embedder
 
 
 def add_items(index_dir: str | Path, images: str, opts: dict[str, Any], info: DistInfo,

@@ -7,7 +7,11 @@ Routes:
 - ``POST /search`` (multipart field ``image``; query ``k``): the top-k items as JSON
   ``{"results": [{"rank", "path", "id", "label", "score", "thumbnail"}], "predicted", "votes"}``;
 - ``GET /thumbnail/{n}``: a JPEG thumbnail of item ``n``;
-- ``GET /health``: ``{"status": "ok", "items", "dim", "factory", "metric"}``.
+- ``GET /health``: ``{"status": "ok", "version", "items", "dim", "factory", "metric"}`` of the version served.
+
+Result paths are relative to their catalogue root (the server's own paths are not shown). With
+``reload_interval`` > 0 the server watches the index and swaps in a newer committed version (an
+``index.py add``) while it serves: :class:`metric_retrieval.retrieval.live_index.LiveIndex`.
 
 An upload is refused with a 4xx and a message, never an error inside the server: a content type that is not
 ``image/*`` (415), a body over the size limit (413, counted while the body streams in: see :class:`BodyLimit`),
@@ -24,7 +28,8 @@ import ipaddress
 import json
 import logging
 import tempfile
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated, Any
@@ -36,7 +41,8 @@ from starlette.middleware.trustedhost import TrustedHostMiddleware
 from metric_retrieval.data.image_io import ImageTooLargeError, open_image
 from metric_retrieval.retrieval.embedder import Embedder
 from metric_retrieval.retrieval.index_store import IndexStore
-from metric_retrieval.retrieval.indexing import classify, labelled_neighbours, search
+from metric_retrieval.retrieval.indexing import check_compatible, classify, labelled_neighbours, search
+from metric_retrieval.retrieval.live_index import LiveIndex
 from metric_retrieval.retrieval.visualize import render_tile
 from metric_retrieval.utils.errors import UserError
 
@@ -139,17 +145,26 @@ def _check_image(body: bytes) -> str:
 
 
 def create_app(store: IndexStore, embedder: Embedder, k: int = 10, max_bytes: int = 10 * 2**20,
-               allowed_hosts: Sequence[str] = LOOPBACK_HOSTS) -> FastAPI:
+               allowed_hosts: Sequence[str] = LOOPBACK_HOSTS, reload_interval: float = 0.0) -> FastAPI:
     """The app for ``store`` searched with ``embedder`` (already checked to be the model that built it).
 
     ``k``: results per query unless a request asks (1..1000); ``max_bytes``: the largest image upload;
-    ``allowed_hosts``: the ``Host`` header values served (``"*"`` allows any).
+    ``allowed_hosts``: the ``Host`` header values served (``"*"`` allows any); ``reload_interval``: seconds
+    between checks for a newer committed index version while the app runs (0: never).
     """
     check_limits(k, max_bytes)
-    app = FastAPI(title="metric-retrieval search", docs_url=None, redoc_url=None)
+    live = LiveIndex(store, lambda new: check_compatible(new, embedder, embedder.checkpoint), reload_interval)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        live.start()
+        yield
+        live.stop()
+
+    app = FastAPI(title="metric-retrieval search", docs_url=None, redoc_url=None, lifespan=lifespan)
+    app.state.live = live
     app.add_middleware(TrustedHostMiddleware, allowed_hosts=list(allowed_hosts))
     app.add_middleware(BodyLimit, max_bytes=max_bytes)
-    metric = store.meta["metric"]
 
     @app.get("/", response_class=HTMLResponse)
     def page() -> str:
@@ -157,15 +172,17 @@ def create_app(store: IndexStore, embedder: Embedder, k: int = 10, max_bytes: in
 
     @app.get("/health")
     def health() -> dict:
-        return {"status": "ok", "items": len(store), "dim": store.meta["dim"], "factory": store.meta["factory"],
-                "metric": metric}
+        served = live.current.store
+        return {"status": "ok", "version": served.version, "items": len(served), "dim": served.meta["dim"],
+                "factory": served.meta["factory"], "metric": served.meta["metric"]}
 
     @app.get("/thumbnail/{n}")
     def thumbnail(n: int) -> Response:
-        if not 0 <= n < len(store):
-            raise HTTPException(404, f"no item {n}: the index holds items 0..{len(store) - 1}")
+        served = live.current.store
+        if not 0 <= n < len(served):
+            raise HTTPException(404, f"no item {n}: the index holds items 0..{len(served) - 1}")
         buf = io.BytesIO()
-        render_tile(store.items["paths"][n], THUMBNAIL).save(buf, format="JPEG", quality=85)
+        render_tile(served.items["paths"][n], THUMBNAIL).save(buf, format="JPEG", quality=85)
         return Response(buf.getvalue(), media_type="image/jpeg", headers={"Cache-Control": "max-age=3600"})
 
     @app.post("/search")
@@ -188,9 +205,11 @@ def create_app(store: IndexStore, embedder: Embedder, k: int = 10, max_bytes: in
                 raise HTTPException(413, str(err)) from None
             except (OSError, ValueError, SyntaxError, RuntimeError) as err:
                 raise HTTPException(400, f"the {fmt} image is truncated or corrupt ({err})") from None
-        hits = search(store, embedding[None].numpy(), top)[0]
-        results = [{**asdict(h), "thumbnail": f"/thumbnail/{h.item}"} for h in hits]
-        predicted, votes = classify(labelled_neighbours(store, embedding[None].numpy(), top)[0], metric)
+        snapshot = live.current  # one version for the whole request
+        hits = search(snapshot.store, embedding[None].numpy(), top)[0]
+        results = [{**asdict(h), "path": snapshot.paths[h.item], "thumbnail": f"/thumbnail/{h.item}"} for h in hits]
+        predicted, votes = classify(labelled_neighbours(snapshot.store, embedding[None].numpy(), top)[0],
+                                    snapshot.store.meta["metric"])
         return {"results": results, "predicted": predicted, "votes": votes}
 
     return app
