@@ -39,7 +39,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -246,6 +246,20 @@ class IndexStore:
             self.items[key].extend(values)
         self.meta["count"] = len(self.items["paths"])
 
+    def keep_items(self, keep: Sequence[int], vectors: Iterable[np.ndarray]) -> None:
+        """Keep only the items at positions ``keep`` (ascending), in a faiss index refilled with ``vectors``: their
+        vectors in that order, in batches. The index keeps its training (faiss ``reset`` empties the lists of an
+        IVF index and the codes of a PQ one, not the quantiser or the codebooks)."""
+        index = _faiss().clone_index(to_cpu(self.index))
+        index.reset()
+        for x in vectors:
+            index.add(np.ascontiguousarray(x, dtype=np.float32))
+        if index.ntotal != len(keep):
+            raise ValueError(f"{index.ntotal} vectors given for {len(keep)} items")
+        self.index = index
+        self.items = {key: [values[n] for n in keep] for key, values in self.items.items()}
+        self.meta["count"] = len(keep)
+
     def save(self) -> None:
         """Write a new generation and switch ``meta.json`` to it (atomic; see the module docstring)."""
         faiss = _faiss()
@@ -272,7 +286,7 @@ class IndexStore:
     def describe(self) -> dict[str, Any]:
         """What ``index.py info`` prints: the metadata plus counts of labelled items and classes."""
         labels = [lab for lab in self.items["labels"] if lab is not None]
-        return {**{k: v for k, v in self.meta.items() if k not in ("generation", "files", "sha256")},
+        return {**{k: v for k, v in self.meta.items() if k not in ("generation", "files", "sha256", "superseded")},
                 "version": self.version[:12], "labelled": len(labels),
                 "classes": len(set(labels)), "directory": str(self.root)}
 
