@@ -61,6 +61,9 @@ def get_args_parser(prog: str | None = None) -> argparse.ArgumentParser:
     a.add_argument("index_dir")
     a.add_argument("--images", required=True)
     a.add_argument("--checkpoint", default=None, help="default: the checkpoint the index names")
+    a.add_argument("--update", action="store_true",
+                   help="replace the vector of an image whose path the index holds but whose content changed; "
+                        "without it such an image is skipped and counted as 'changed' (its old vector stays)")
     _embedding_flags(a)
     i = sub.add_parser("info", help="print what an index holds")
     i.add_argument("index_dir")
@@ -116,7 +119,7 @@ def run(args: argparse.Namespace) -> dict:
             opts.update(factory=args.index_factory, train_size=args.train_size, seed=args.seed,
                         k_factor=args.k_factor)
             return build_index(args.checkpoint, args.images, args.out, opts, info, device) or {}
-        return add_items(args.index_dir, args.images, opts, info, args.checkpoint, device) or {}
+        return add_items(args.index_dir, args.images, opts, info, args.checkpoint, device, args.update) or {}
     finally:
         cleanup_distributed(info if info.enabled else DistInfo())
 

@@ -36,6 +36,9 @@ def get_args_parser(prog: str | None = None) -> argparse.ArgumentParser:
                    help="comma-separated Host header values to serve besides the bound address and the loopback "
                         "names (a DNS name the server is reached by); '*' serves any")
     add_max_pixels_flag(p, "larger uploads get 413")
+    p.add_argument("--reload_interval", type=float, default=2.0,
+                   help="seconds between checks for a newer committed version of the index (an index add), "
+                        "swapped in without dropping requests; 0: never reload")
     return p
 
 
@@ -47,13 +50,16 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     from metric_retrieval.retrieval.indexing import open_index
     from metric_retrieval.retrieval.serve_app import LOOPBACK_HOSTS, check_bind_address, check_limits, create_app
     from metric_retrieval.training.runtime import resolve_device
+    from metric_retrieval.utils.errors import UserError
 
     apply_max_pixels(args.max_pixels)
     hosts = [*LOOPBACK_HOSTS, args.host, *(h.strip() for h in args.allowed_hosts.split(",") if h.strip())]
     check_limits(args.k, int(args.max_upload_mb * 2**20))  # before the model loads
+    if args.reload_interval < 0:
+        raise UserError(f"--reload_interval must be >= 0 seconds, got {args.reload_interval}")
     store, embedder = open_index(args.index, args.checkpoint, resolve_device(args.device))
     store.set_search_params(args.nprobe, args.ef_search, args.k_factor)
-    app = create_app(store, embedder, args.k, int(args.max_upload_mb * 2**20), hosts)
+    app = create_app(store, embedder, args.k, int(args.max_upload_mb * 2**20), hosts, args.reload_interval)
     check_bind_address(args.host)
     uvicorn.run(app, host=args.host, port=args.port, log_level="info")  # a taken port: uvicorn says so, exit 1
     return 0

@@ -43,8 +43,8 @@ from metric_retrieval.utils.errors import UserError
 from metric_retrieval.utils.io import CorruptFileError, atomic_save, atomic_write_text, file_sha256, load_verified
 from metric_retrieval.utils.progress import bar_interval
 
-__all__ = ["Catalogue", "bad_items", "embed_catalogue", "embed_paths", "file_hashes", "iter_shards", "read_catalogue",
-           "shard_files"]
+__all__ = ["Catalogue", "bad_items", "catalogue_root", "embed_catalogue", "embed_paths", "file_hashes", "iter_shards",
+           "read_catalogue", "shard_files"]
 
 logger = logging.getLogger(__name__)
 SHARD_VERSION = 3  # 3: embeddings as the model gives them (its recipe), no longer always L2-normalised
@@ -125,6 +125,12 @@ def read_catalogue(source: str | os.PathLike, flag: str = "--images") -> Catalog
     if not len(cat):
         raise UserError(f"{flag} {path}: no images found (a folder of images, or a list with one path a line)")
     return cat
+
+
+def catalogue_root(source: str | os.PathLike) -> Path:
+    """The folder a catalogue's paths are relative to: the folder tree itself, or a list file's folder."""
+    path = Path(source)
+    return path if path.is_dir() else path.parent
 
 
 def file_hashes(paths: Sequence[str]) -> list[str | None]:

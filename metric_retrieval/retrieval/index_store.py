@@ -47,7 +47,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -172,6 +172,7 @@ class IndexStore:
 
     def __init__(self, root: str | Path, index: Any, meta: dict[str, Any], items: dict[str, list]) -> None:
         self.root, self.index, self.meta, self.items = Path(root), index, meta, items
+        self.search_params: dict[str, int] = {}  # what set_search_params applied (a reopened version gets them too)
 
     # -- creation ---------------------------------------------------------------------------------------------
     @classmethod
@@ -215,9 +216,9 @@ class IndexStore:
         return store
 
     @classmethod
-    def open(cls, root: str | Path, use_gpu: bool = False) -> IndexStore:
+    def open(cls, root: str | Path, use_gpu: bool = False, fallback: bool = True) -> IndexStore:
         """Load and verify an index directory (the previous version, with a warning, when the current one fails
-        its checks); nothing usable → :class:`UserError`."""
+        its checks, unless ``fallback`` is False); nothing usable → :class:`UserError`."""
         root = Path(root)
         if not (root / META).is_file() and not (root / PREVIOUS_META).is_file():
             hint = " (a build in progress or killed: rerun index.py build to finish it)" if root.is_dir() else ""
@@ -225,6 +226,8 @@ class IndexStore:
         try:
             index, meta, items = _read_version(root, META)
         except IndexVersionError as err:
+            if not fallback:
+                raise IndexVersionError(f"index {root}: {err}") from None
             if not (root / PREVIOUS_META).is_file():
                 raise UserError(f"index {root}: {err}; there is no previous version to fall back to: rebuild it "
                                 "with index.py build") from None
@@ -264,6 +267,20 @@ class IndexStore:
             self.items[key].extend(values)
         self.meta["count"] = len(self.items["paths"])
 
+    def keep_items(self, keep: Sequence[int], vectors: Iterable[np.ndarray]) -> None:
+        """Keep only the items at positions ``keep`` (ascending), in a faiss index refilled with ``vectors``: their
+        vectors in that order, in batches. The index keeps its training (faiss ``reset`` empties the lists of an
+        IVF index and the codes of a PQ one, not the quantiser or the codebooks)."""
+        index = _faiss().clone_index(to_cpu(self.index))
+        index.reset()
+        for x in vectors:
+            index.add(np.ascontiguousarray(x, dtype=np.float32))
+        if index.ntotal != len(keep):
+            raise ValueError(f"{index.ntotal} vectors given for {len(keep)} items")
+        self.index = index
+        self.items = {key: [values[n] for n in keep] for key, values in self.items.items()}
+        self.meta["count"] = len(keep)
+
     def save(self) -> None:
         """Write a new generation and switch ``meta.json`` to it (atomic; see the module docstring)."""
         faiss = _faiss()
@@ -290,7 +307,7 @@ class IndexStore:
     def describe(self) -> dict[str, Any]:
         """What ``index.py info`` prints: the metadata plus counts of labelled items and classes."""
         labels = [lab for lab in self.items["labels"] if lab is not None]
-        return {**{k: v for k, v in self.meta.items() if k not in ("generation", "files", "sha256")},
+        return {**{k: v for k, v in self.meta.items() if k not in ("generation", "files", "sha256", "superseded")},
                 "version": self.version[:12], "labelled": len(labels),
                 "classes": len(set(labels)), "directory": str(self.root)}
 
@@ -324,6 +341,7 @@ class IndexStore:
             except RuntimeError:
                 raise UserError(f"{flag} applies to {kinds[name]}; index {self.root} is "
                                 f"{self.meta['factory']!r}") from None
+            self.search_params[flag.lstrip("-")] = int(value)
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """(scores (Q, k) float32, faiss ids (Q, k) int64), best first; k is capped at ``len(self)``."""

@@ -9,6 +9,13 @@ the images that could not be read.
 from start to commit: a second writer is refused with one line naming the holder, and the holder removes the
 temporary files a killed writer left. ``add`` is idempotent: an image whose path and content (SHA-256 of its
 bytes) the index already holds is skipped and counted, so rerunning an add, killed or not, adds nothing twice.
+An image whose path the index holds but whose content changed is skipped and counted as ``changed``, with a
+warning (its old vector stays), unless ``update`` is asked: then its new vector is added and every older item
+of that path is dropped (:func:`add_items`).
+
+The shards of all batches, in order, are the log of every vector the index was given: row ``r`` is the r-th
+vector of that log. Item ``i`` of the index is the i-th row not listed in the manifest's ``superseded`` (the
+rows an update replaced), which is how ``eval``'s exact reference and an update's refill find the vectors.
 """
 from __future__ import annotations
 
@@ -43,8 +50,8 @@ from metric_retrieval.training.distributed import DistInfo
 from metric_retrieval.training.run_lock import RunLock, remove_stale_temporaries
 from metric_retrieval.utils.errors import UserError
 
-__all__ = ["Hit", "add_items", "build_index", "check_recipe", "classify", "evaluate_index", "labelled_neighbours",
-           "open_index", "search", "write_results"]
+__all__ = ["Hit", "add_items", "build_index", "check_compatible", "check_recipe", "classify", "evaluate_index",
+           "labelled_neighbours", "open_index", "search", "write_results"]
 
 logger = logging.getLogger(__name__)
 BAD_REPORT = "bad_files.tsv"
@@ -164,9 +171,15 @@ def open_index(index_dir: str | Path, checkpoint: str | None = None, device: str
         raise UserError(f"index {index_dir} was built with {path}, which no longer exists; pass {flag} with "
                         "that model (its weights are checked)")
     embedder = Embedder(path, device)
-    store.check_model(embedder.fingerprint, path)
-    check_recipe(store, embedder)
+    check_compatible(store, embedder, path)
     return store, embedder
+
+
+def check_compatible(store: IndexStore, embedder: Embedder, path: str | Path) -> None:
+    """Refuse a model (at ``path``) other than the one that built ``store``, or one that embeds images
+    differently from when it did (:func:`check_recipe`)."""
+    store.check_model(embedder.fingerprint, str(path))
+    check_recipe(store, embedder)
 
 
 def check_recipe(store: IndexStore, embedder: Embedder) -> None:
@@ -189,47 +202,88 @@ def check_recipe(store: IndexStore, embedder: Embedder) -> None:
 
 
 def add_items(index_dir: str | Path, images: str, opts: dict[str, Any], info: DistInfo,
-              checkpoint: str | None = None, device: str | torch.device = "cpu") -> dict[str, Any] | None:
+              checkpoint: str | None = None, device: str | torch.device = "cpu",
+              update: bool = False) -> dict[str, Any] | None:
     """Embed the images of ``images`` the index does not hold yet as a new batch and append them (no
-    retraining); resumable like a build, idempotent (see the module docstring).
+    retraining); resumable like a build, idempotent (see the module docstring). ``update``: also re-embed the
+    images whose content changed and drop their older items (the index is refilled from the shards, with its
+    training kept); without it they are skipped and counted as ``changed``.
 
     The items are appended to the CPU index, as in a build: faiss's sharded GPU copy of a ``Flat`` index takes
     only one ``add``."""
     with _writer_lock(Path(index_dir), info):
         store, embedder = open_index(index_dir, checkpoint, device, search_on_gpu=False)
-        catalogue, present = _new_items(store, read_catalogue(images))
+        catalogue, present, changed = _new_items(store, read_catalogue(images), update)
+        counts = {"already_present": present, "updated" if update else "changed": len(changed)}
         if not len(catalogue):
-            return {**store.describe(), "added": 0, "already_present": present} if info.is_main else None
+            return {**store.describe(), "added": 0, **counts} if info.is_main else None
         batch = len(store.meta["batches"])
         shard_dir = _batch_dir(store.root, batch)
         _embed_batch(embedder, catalogue, shard_dir, opts, info)
         if not info.is_main:
             return None
+        before = len(store)
         added = _add_shards(store, catalogue, shard_dir)
-        store.meta["batches"].append({"images": str(images), "count": len(catalogue), "already_present": present})
+        store.meta["batches"].append({"images": str(images), "count": len(catalogue), **counts})
+        if update:  # a changed image that can no longer be read keeps its old vector (and is in bad_files.tsv)
+            counts["updated"] = _drop_older(store, set(changed) & set(store.items["paths"][before:]), before)
+            store.meta["batches"][-1].update(counts)
         store.meta["bad_files"] = _write_bad_report(store.root, batch + 1)
         store.save()
-        return {**store.describe(), "added": added, "already_present": present}
+        return {**store.describe(), "added": added, **counts}
 
 
-def _new_items(store: IndexStore, catalogue: Catalogue) -> tuple[Catalogue, int]:
-    """The catalogue without the items the index holds already (same path, same file content), and their count.
-
-    Only files whose path is in the index are hashed here; an image whose content changed is added again (the
-    old vectors stay, with a warning)."""
+def _new_items(store: IndexStore, catalogue: Catalogue, update: bool) -> tuple[Catalogue, int, list[str]]:
+    """The catalogue without the items the index holds already (same path, same file content) and, unless
+    ``update``, without those whose path it holds with another content; the count of the first kind and the
+    paths of the second. Only files whose path is in the index are hashed here."""
     held: dict[str, set[str]] = {}
     for path, digest in zip(store.items["paths"], store.items["sha256"]):
         held.setdefault(path, set()).add(digest)
     known = [n for n, p in enumerate(catalogue.paths) if p in held]
     hashes = dict(zip(known, file_hashes([catalogue.paths[n] for n in known])))
-    keep = [n for n in range(len(catalogue)) if n not in hashes or hashes[n] not in held[catalogue.paths[n]]]
-    changed = [catalogue.paths[n] for n in keep if n in hashes]
-    if changed:
-        logger.warning("%d image(s) changed since they were indexed and are added again (their old vectors stay): "
-                       "%s", len(changed), ", ".join(changed[:5]))
+    present = {n for n in hashes if hashes[n] in held[catalogue.paths[n]]}
+    changed = [n for n in hashes if n not in present]
+    if changed and not update:
+        logger.warning("%d image(s) changed since they were indexed and were not added (their old vectors stay; "
+                       "add --update replaces them): %s", len(changed),
+                       ", ".join(catalogue.paths[n] for n in changed[:5]))
+    skip = present if update else present | set(changed)
+    keep = [n for n in range(len(catalogue)) if n not in skip]
     subset = Catalogue([catalogue.paths[n] for n in keep], [catalogue.labels[n] for n in keep],
                        [catalogue.ids[n] for n in keep])
-    return subset, len(catalogue) - len(keep)
+    return subset, len(present), [catalogue.paths[n] for n in changed]
+
+
+def _log_rows(store: IndexStore) -> Iterator[tuple[int, torch.Tensor]]:
+    """``(row of its first vector, embeddings (n, D))`` of every shard of every batch, in order (the log)."""
+    row = 0
+    for b in range(len(store.meta["batches"])):
+        for emb, _, _ in iter_shards(_batch_dir(store.root, b)):
+            yield row, emb
+            row += len(emb)
+
+
+def _current(emb: torch.Tensor, row: int, superseded: set[int]) -> torch.Tensor:
+    """The rows of a shard starting at log row ``row`` that are items of the index (not superseded)."""
+    if not superseded:
+        return emb
+    return emb[torch.tensor([row + n not in superseded for n in range(len(emb))], dtype=torch.bool)]
+
+
+def _drop_older(store: IndexStore, paths: set[str], before: int) -> int:
+    """Drop the items among the first ``before`` whose path is in ``paths`` (their new vectors were just
+    appended), refilling the index from the log without their rows; returns how many were dropped."""
+    drop = {n for n in range(before) if store.items["paths"][n] in paths}
+    if not drop:
+        return 0
+    superseded = set(store.meta.get("superseded", []))
+    rows = [r for r in range(len(store) + len(superseded)) if r not in superseded]  # item n is log row rows[n]
+    superseded |= {rows[n] for n in drop}
+    store.keep_items([n for n in range(len(store)) if n not in drop],
+                     (_current(emb, row, superseded).numpy() for row, emb in _log_rows(store)))
+    store.meta["superseded"] = sorted(superseded)
+    return len(drop)
 
 
 @dataclass(frozen=True)
@@ -330,17 +384,18 @@ def write_results(queries: Sequence[str], hits: Sequence[Sequence[Hit]], out: st
 def exact_search(store: IndexStore, queries: torch.Tensor, k: int) -> torch.Tensor:
     """(Q, k) faiss ids of the true nearest neighbours: exact search over the stored shards, one at a time."""
     metric, best_key, best_id, offset = store.meta["metric"], None, None, 0
-    for b in range(len(store.meta["batches"])):
-        for emb, _, _ in iter_shards(_batch_dir(store.root, b)):
-            if len(emb):
-                kk = min(k, len(emb))
-                scores, idx = knn(queries, emb, kk, metric=metric, backend="torch")
-                key = scores if metric == "ip" else -scores
-                key, ids = (key, idx + offset) if best_key is None else (
-                    torch.cat([best_key, key], 1), torch.cat([best_id, idx + offset], 1))
-                order = torch.sort(-key, dim=1, stable=True).indices[:, :k]  # ties: the earlier (lower) id
-                best_key, best_id = torch.gather(key, 1, order), torch.gather(ids, 1, order)
-            offset += len(emb)
+    superseded = set(store.meta.get("superseded", []))
+    for row, emb in _log_rows(store):
+        emb = _current(emb, row, superseded)
+        if len(emb):
+            kk = min(k, len(emb))
+            scores, idx = knn(queries, emb, kk, metric=metric, backend="torch")
+            key = scores if metric == "ip" else -scores
+            key, ids = (key, idx + offset) if best_key is None else (
+                torch.cat([best_key, key], 1), torch.cat([best_id, idx + offset], 1))
+            order = torch.sort(-key, dim=1, stable=True).indices[:, :k]  # ties: the earlier (lower) id
+            best_key, best_id = torch.gather(key, 1, order), torch.gather(ids, 1, order)
+        offset += len(emb)
     if offset != len(store):
         raise UserError(f"index {store.root}: its shards hold {offset} vectors but the index {len(store)}; "
                         "the exact reference needs the shards the index was built from")

@@ -7,7 +7,11 @@ Routes:
 - ``POST /search`` (multipart field ``image``; query ``k``): the top-k items as JSON
   ``{"results": [{"rank", "path", "id", "label", "score", "thumbnail"}], "predicted", "votes"}``;
 - ``GET /thumbnail/{n}``: a JPEG thumbnail of item ``n``;
-- ``GET /health``: ``{"status": "ok", "items", "dim", "factory", "metric"}``.
+- ``GET /health``: ``{"status": "ok", "version", "items", "dim", "factory", "metric"}`` of the version served.
+
+Result paths are relative to their catalogue root (the server's own paths are not shown). With
+``reload_interval`` > 0 the server watches the index and swaps in a newer committed version (an
+``index.py add``) while it serves: :class:`metric_retrieval.retrieval.live_index.LiveIndex`.
 
 An upload is refused with a 4xx and a message, never an error inside the server: a content type that is not
 ``image/*`` (415), a body over the size limit (413, counted while the body streams in: see :class:`BodyLimit`),
@@ -25,7 +29,8 @@ import io
 import ipaddress
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated, Any
@@ -38,6 +43,8 @@ from metric_retrieval.data.image_io import ImageTooLargeError, open_image
 from metric_retrieval.retrieval.batching import DynamicBatcher, Overloaded, decode_upload, search_batch
 from metric_retrieval.retrieval.embedder import Embedder
 from metric_retrieval.retrieval.index_store import IndexStore
+from metric_retrieval.retrieval.indexing import check_compatible
+from metric_retrieval.retrieval.live_index import LiveIndex
 from metric_retrieval.retrieval.visualize import render_tile
 from metric_retrieval.utils.errors import UserError
 
@@ -152,21 +159,34 @@ def _decode(embedder: Embedder, body: bytes, fmt: str):
 
 
 def create_app(store: IndexStore, embedder: Embedder, k: int = 10, max_bytes: int = 10 * 2**20,
-               allowed_hosts: Sequence[str] = LOOPBACK_HOSTS, max_batch: int = 8, batch_window_ms: float = 2.0,
-               max_queue: int = 64) -> FastAPI:
+               allowed_hosts: Sequence[str] = LOOPBACK_HOSTS, reload_interval: float = 0.0, max_batch: int = 8,
+               batch_window_ms: float = 2.0, max_queue: int = 64) -> FastAPI:
     """The app for ``store`` searched with ``embedder`` (already checked to be the model that built it).
 
     ``k``: results per query unless a request asks (1..1000); ``max_bytes``: the largest image upload;
-    ``allowed_hosts``: the ``Host`` header values served (``"*"`` allows any); ``max_batch``, ``batch_window_ms``,
-    ``max_queue``: the dynamic batching of concurrent searches.
+    ``allowed_hosts``: the ``Host`` header values served (``"*"`` allows any); ``reload_interval``: seconds
+    between checks for a newer committed index version while the app runs (0: never); ``max_batch``,
+    ``batch_window_ms``, ``max_queue``: the dynamic batching of concurrent searches.
     """
     check_limits(k, max_bytes)
-    app = FastAPI(title="metric-retrieval search", docs_url=None, redoc_url=None)
+    live = LiveIndex(store, lambda new: check_compatible(new, embedder, embedder.checkpoint), reload_interval)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        live.start()
+        yield
+        live.stop()
+
+    app = FastAPI(title="metric-retrieval search", docs_url=None, redoc_url=None, lifespan=lifespan)
+    app.state.live = live
     app.add_middleware(TrustedHostMiddleware, allowed_hosts=list(allowed_hosts))
     app.add_middleware(BodyLimit, max_bytes=max_bytes)
-    metric = store.meta["metric"]
-    batcher = DynamicBatcher(lambda requests: search_batch(store, embedder, requests), max_batch, batch_window_ms,
-                             max_queue)
+
+    def search_snapshot(requests: list) -> list:
+        snapshot = live.current  # one index version for the whole batch
+        return [(snapshot, found) for found in search_batch(snapshot.store, embedder, requests)]
+
+    batcher = DynamicBatcher(search_snapshot, max_batch, batch_window_ms, max_queue)
     app.state.batcher = batcher
 
     @app.get("/", response_class=HTMLResponse)
@@ -175,15 +195,17 @@ def create_app(store: IndexStore, embedder: Embedder, k: int = 10, max_bytes: in
 
     @app.get("/health")
     def health() -> dict:
-        return {"status": "ok", "items": len(store), "dim": store.meta["dim"], "factory": store.meta["factory"],
-                "metric": metric}
+        served = live.current.store
+        return {"status": "ok", "version": served.version, "items": len(served), "dim": served.meta["dim"],
+                "factory": served.meta["factory"], "metric": served.meta["metric"]}
 
     @app.get("/thumbnail/{n}")
     def thumbnail(n: int) -> Response:
-        if not 0 <= n < len(store):
-            raise HTTPException(404, f"no item {n}: the index holds items 0..{len(store) - 1}")
+        served = live.current.store
+        if not 0 <= n < len(served):
+            raise HTTPException(404, f"no item {n}: the index holds items 0..{len(served) - 1}")
         buf = io.BytesIO()
-        render_tile(store.items["paths"][n], THUMBNAIL).save(buf, format="JPEG", quality=85)
+        render_tile(served.items["paths"][n], THUMBNAIL).save(buf, format="JPEG", quality=85)
         return Response(buf.getvalue(), media_type="image/jpeg", headers={"Cache-Control": "max-age=3600"})
 
     @app.post("/search")
@@ -198,10 +220,11 @@ def create_app(store: IndexStore, embedder: Embedder, k: int = 10, max_bytes: in
             raise HTTPException(413, f"the image is larger than the limit of {max_bytes} bytes")
         image = _decode(embedder, body, _check_image(body))
         try:
-            found = batcher((image, top))
+            snapshot, found = batcher((image, top))
         except Overloaded as err:
             raise HTTPException(503, f"the server is busy ({err}); retry shortly") from None
-        results = [{**asdict(h), "thumbnail": f"/thumbnail/{h.item}"} for h in found.hits]
+        results = [{**asdict(h), "path": snapshot.paths[h.item], "thumbnail": f"/thumbnail/{h.item}"}
+                   for h in found.hits]
         return {"results": results, "predicted": found.predicted, "votes": found.votes}
 
     return app

@@ -103,13 +103,24 @@ def selected(k: Kind, cfg: dict[str, Any]) -> list[tuple[str, Any]]:
     return [(n, k.registry.get(n)) for n in names if n in k.registry]
 
 
+def used_options(cfg: dict[str, Any]) -> set[str]:
+    """Names of the declared options that the components ``cfg`` selects take."""
+    return {o.name for k in KINDS if k.flags for _, component in selected(k, cfg) for o in options_of(component)}
+
+
+def unused_options(cfg: dict[str, Any]) -> set[str]:
+    """The declared option flags that no component ``cfg`` selects takes (their values change nothing)."""
+    used = used_options(cfg)
+    return {name for k in KINDS if k.flags for name in declared(k) if name not in used}
+
+
 def option_problems(cfg: dict[str, Any], explicit: Iterable[str] = ()) -> list[str]:
     """Declared options whose value is out of range or not a choice; options that no selected component takes
     but that were given (``explicit``: the command line's flags and the YAML keys) or, for strict kinds, that
     hold a non-default value; ``--model_option`` problems (:func:`model_option_problems`)."""
     problems = model_option_problems(cfg)
     explicit = set(explicit)
-    used = {o.name for k in KINDS if k.flags for _, component in selected(k, cfg) for o in options_of(component)}
+    used = used_options(cfg)
     for k in KINDS:
         if not k.flags:
             continue

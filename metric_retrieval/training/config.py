@@ -21,8 +21,9 @@ import yaml
 from metric_retrieval import producers
 from metric_retrieval.training.components import KINDS, add_component_args, kind
 from metric_retrieval.training.flags import AMP_CHOICES, train_flag_groups  # noqa: F401  (test.py imports AMP_CHOICES from here)
-from metric_retrieval.training.validate import check_config
+from metric_retrieval.training.validate import check_config, unused_keys
 from metric_retrieval.utils.errors import UserError
+from metric_retrieval.utils.io import atomic_write_text
 from metric_retrieval.utils.options import Option, options_of
 from metric_retrieval.utils.parsing import parse_number_list  # noqa: F401  (trainer.py and index.py import it from here)
 
@@ -31,6 +32,8 @@ from metric_retrieval.utils.parsing import parse_number_list  # noqa: F401  (tra
 # fastest from scratch here (Recall@1 0.50 untrained -> ~0.69 after 4 epochs; semihard triplet reaches ~0.57).
 QUICK_RECIPE = {"image_size": 64, "num_epochs": 4, "batch_size": 32, "samples_per_class": 4, "lr": 3e-4,
                 "loss": "multi_similarity", "miner": "none", "milestones": "0.75", "eval_every": 1}
+# Where and how a run was started, not what it computes: left out of its config.yaml.
+RUN_PLACE = ("config", "output_dir", "resume", "overwrite")
 
 
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
@@ -234,5 +237,13 @@ def validate_config(cfg: dict[str, Any]) -> None:
         raise UserError("invalid configuration:\n  " + "\n  ".join(problems))
 
 
+def run_config(cfg: dict[str, Any]) -> dict[str, Any]:
+    """What a run's ``config.yaml`` holds: the resolved config without the keys that only place the run
+    (:data:`RUN_PLACE`) and those no selected component reads (:func:`unused_keys`), so that the file given
+    back as ``--config`` is a valid input that computes the same run, in a new run folder."""
+    unused = unused_keys(cfg)
+    return {k: v for k, v in cfg.items() if k not in RUN_PLACE and k not in unused}
+
+
 def save_config(cfg: dict[str, Any], path: str | Path) -> None:
-    Path(path).write_text(yaml.safe_dump(cfg, sort_keys=False))
+    atomic_write_text(path, yaml.safe_dump(run_config(cfg), sort_keys=False))

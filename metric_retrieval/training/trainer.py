@@ -50,6 +50,7 @@ from metric_retrieval.training.distributed import (
 )
 from metric_retrieval.training.evaluate import evaluate_split
 from metric_retrieval.training.loading import SeededBatches, train_loader
+from metric_retrieval.training.run_identity import claim_run
 from metric_retrieval.training.run_lock import RunLock, remove_stale_temporaries
 from metric_retrieval.training.run_log import RunLog, setup_logging
 from metric_retrieval.training.runtime import AMP_DTYPES, resolve_amp, resolve_device
@@ -107,6 +108,7 @@ class TrainContext:
     device_input: DeviceInput  # loader batch → normalised network input on the device
     progress: Progress = field(default_factory=Progress)
     stop: StopSignals | None = None  # SIGTERM/SIGINT seen between steps (None: not watched)
+    run_id: str = ""  # written into every checkpoint (metric_retrieval.training.run_identity)
 
     @property
     def latest(self) -> Path:
@@ -238,6 +240,7 @@ def _train(cfg: dict[str, Any], root: str, device: torch.device, dist_info: Dist
         device_input=DeviceInput(device, data.build_normalize(model.input_spec), cfg["channels_last"], decoder),
         stop=stop)
     resume = load_resume(cfg["resume"], out_dir)
+    ctx.run_id = claim_run(out_dir, resume, dist_info.is_main)
     if resume is not None:
         ctx.progress = _load_checkpoint(*resume, ctx)
         log.info("resumed from %s at epoch %d step %d", resume[0], ctx.progress.epoch + 1, ctx.progress.step)
@@ -398,7 +401,8 @@ def _evaluate_and_select(ctx: TrainContext, splits: dict[str, Any], protocol: st
         progress.best, progress.best_epoch = score, epoch + 1
         model_cfg, state = model_config(cfg, splits["train"].num_classes), model.state_dict()
         atomic_save({"model": state, "model_config": model_cfg, "config": cfg, "epoch": epoch + 1,
-                     "metrics": metrics, "recipe": database["recipe"].to_dict()}, out_dir / BEST_MODEL)
+                     "metrics": metrics, "recipe": database["recipe"].to_dict(), "run_id": ctx.run_id},
+                    out_dir / BEST_MODEL)
         save_database(out_dir / BEST_DATABASE, query=database["query"], gallery=database["gallery"],
                       recipe=database["recipe"], checkpoint=str(out_dir / BEST_MODEL), config=cfg,
                       model={"config": model_cfg, "sha256": weights_digest(state)})
@@ -470,7 +474,7 @@ def _save_checkpoint(ctx: TrainContext) -> None:
     if not ctx.dist.is_main:
         return
     atomic_save({**state, "scheduler": ctx.scheduler.state_dict(), "scaler": ctx.scaler.state_dict(),
-                 "progress": progress.__dict__, "rng": rng, "config": ctx.cfg,
+                 "progress": progress.__dict__, "rng": rng, "config": ctx.cfg, "run_id": ctx.run_id,
                  "model_config": model_config(ctx.cfg, ctx.num_classes),
                  "recipe": InferenceRecipe.of_model(ctx.model, ctx.cfg).to_dict()},
                 ctx.latest, previous=ctx.latest.with_name(PREVIOUS))

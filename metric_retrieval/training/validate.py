@@ -23,15 +23,18 @@ from metric_retrieval.training.components import (
     model_option_problems,
     option_problems,
     samples_whole_classes,
+    unused_options,
 )
 from metric_retrieval.training.flags import TEST_OPTIONS, train_flag_groups
 from metric_retrieval.training.loss_terms import term_problems
+from metric_retrieval.training.run_identity import RUN_FILE
 from metric_retrieval.training.run_lock import LOCK_NAME
 from metric_retrieval.utils.errors import UserError
 
 # Files a run writes that are worth keeping; a folder holding any of them (or any file a run does not
 # write) is refused without --resume or --overwrite.
-RUN_RECORDS = {"train.log", "config.yaml", "env.json", "tb", LOCK_NAME}  # what a run that failed at its start leaves
+# what a run that failed at its start leaves
+RUN_RECORDS = {"train.log", "config.yaml", "env.json", "tb", LOCK_NAME, RUN_FILE}
 METRIC_NAME = re.compile(r"^(recall@[1-9][0-9]*|precision@1|r_precision|map@r)$")
 
 def number_problems(cfg: dict[str, Any], explicit: Iterable[str] = ()) -> list[str]:
@@ -80,6 +83,19 @@ def name_problems(cfg: dict[str, Any], explicit: Iterable[str] = ()) -> list[str
         problems.append(f"--{producing[0]} generates embeddings for embedding losses, but --loss {'+'.join(known)} "
                         f"only reads classifier logits; add an embedding loss (e.g. +triplet) or drop --{producing[0]}")
     return problems
+
+
+def unused_keys(cfg: dict[str, Any]) -> set[str]:
+    """Config keys that the selected components never read: the options of components not selected, and
+    ``miner`` when no loss takes one. Given explicitly, each would be refused as having no effect."""
+    from metric_retrieval import losses
+
+    unused = unused_options(cfg)
+    miner = cfg["miner"]["name"] if isinstance(cfg.get("miner"), dict) else cfg.get("miner")
+    known = [n for n in _names(cfg["loss"]) if n in losses.LOSSES]
+    if miner not in (None, "none") and known and not any(takes_miner(losses.LOSSES.get(n)) for n in known):
+        unused.add("miner")
+    return unused
 
 
 def metric_problems(cfg: dict[str, Any]) -> list[str]:

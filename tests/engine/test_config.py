@@ -150,3 +150,27 @@ def test_yaml_per_component_form_equals_the_flat_keys(tmp_path):
     assert {k: v for k, v in cfg.items() if k != "config"} == {k: v for k, v in flat.items() if k != "config"}
     with pytest.raises(UserError, match="das has no option 'num_copies'"):
         resolve_config(["--config", str(write(tmp_path, "das: {num_copies: 2}\n"))])
+
+
+ROUND_TRIPS = [[], ["--data_path", "/data", "--optimizer", "sgd", "--loss", "batch_hard_triplet"],
+               ["--transform", "strong", "--crop_scale", "0.3", "--head", "cgd", "--gd_config", "SG"],
+               *(["--config", str(p), "--data_path", "/data"] for p in sorted(__import__("pathlib").Path(
+                   "configs").rglob("*.yaml")) if p.name != "base.yaml")]
+
+
+@pytest.mark.parametrize("argv", ROUND_TRIPS, ids=lambda a: " ".join(a)[-40:] or "defaults")
+def test_a_runs_config_yaml_given_back_is_valid_and_resolves_to_the_same_run(tmp_path, argv):
+    """Issue 26 item 12: config.yaml as --config is accepted (it used to be refused for crop_type, crop_scale,
+    momentum... of components the run did not select) and gives every key that run reads its value."""
+    from metric_retrieval.training.config import RUN_PLACE, save_config
+    from metric_retrieval.training.validate import unused_keys
+
+    cfg = resolve_config([*argv, "--output_dir", str(tmp_path / "run")])
+    save_config(cfg, tmp_path / "config.yaml")
+    again = resolve_config(["--config", str(tmp_path / "config.yaml")])
+    read = set(cfg) - unused_keys(cfg) - set(RUN_PLACE)
+    assert {k: again[k] for k in read} == {k: cfg[k] for k in read}
+    saved = __import__("yaml").safe_load((tmp_path / "config.yaml").read_text())
+    assert set(saved) == read
+    if cfg["optimizer"] == "adam":
+        assert "momentum" not in saved  # an option of sgd only

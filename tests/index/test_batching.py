@@ -13,6 +13,7 @@ from fastapi.testclient import TestClient
 from metric_retrieval.retrieval.batching import DynamicBatcher, Overloaded
 from metric_retrieval.retrieval.embedder import Embedder
 from metric_retrieval.retrieval.indexing import classify, labelled_neighbours, open_index, search
+from metric_retrieval.retrieval.live_index import shown_paths
 from metric_retrieval.retrieval.serve_app import create_app
 from tests.index.conftest import write_catalogue
 from tests.index.test_index_build import build
@@ -91,12 +92,13 @@ def test_batched_server_answers_each_request_as_the_unbatched_path(index, checkp
     replies = run_together(ask, range(8), 8)
     assert max(app.state.batcher.batch_sizes) > 1  # requests really were batched
     independent = Embedder(checkpoint)
+    shown = shown_paths(store)  # results show paths relative to their catalogue root
     for n, reply in enumerate(replies):
         k = 3 + n % 2
         e = independent.embed_file(paths[n % len(paths)])[None].numpy()  # batch of one, decoded from the file
         hits = search(store, e, k)[0]
         assert [(r["rank"], r["path"], r["id"], r["label"]) for r in reply["results"]] == \
-            [(h.rank, h.path, h.id, h.label) for h in hits]
+            [(h.rank, shown[h.item], h.id, h.label) for h in hits]
         np.testing.assert_allclose([r["score"] for r in reply["results"]], [h.score for h in hits], atol=1e-5)
         predicted, votes = classify(labelled_neighbours(store, e, k)[0], store.meta["metric"])
         assert (reply["predicted"], reply["votes"]) == (predicted, votes)

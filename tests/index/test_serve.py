@@ -39,7 +39,8 @@ def jpeg_bytes(path: str) -> bytes:
 def test_health_and_page(served):
     store, _, app = served
     client = TestClient(app)
-    assert client.get("/health").json() == {"status": "ok", "items": 9, "dim": 8, "factory": "Flat", "metric": "ip"}
+    assert client.get("/health").json() == {"status": "ok", "version": store.version, "items": 9, "dim": 8,
+                                            "factory": "Flat", "metric": "ip"}
     page = client.get("/")
     assert page.status_code == 200 and 'type="file"' in page.text
     thumb = client.get("/thumbnail/3")
@@ -58,7 +59,11 @@ def test_search_returns_the_exact_top_k(served, checkpoint):
     gallery = np.stack([independent.embed_file(p).numpy() for p in store.items["paths"]])
     scores = gallery @ independent.embed_file(path).numpy()
     order = np.argsort(-scores, kind="stable")[:3]
-    assert [r["path"] for r in body["results"]] == [store.items["paths"][j] for j in order]
+    root = Path(store.meta["batches"][0]["images"])  # the catalogue folder: results do not show the server's paths
+    assert root.is_absolute()
+    assert [r["path"] for r in body["results"]] == [Path(store.items["paths"][j]).relative_to(root).as_posix()
+                                                     for j in order]
+    assert all(r["path"].count("/") == 1 for r in body["results"])  # <class>/<file>
     np.testing.assert_allclose([r["score"] for r in body["results"]], scores[order], atol=1e-5)
     assert body["results"][0]["thumbnail"] == "/thumbnail/4" and body["results"][0]["rank"] == 1
     assert body["predicted"] == store.items["labels"][4] or sum(body["votes"].values()) == 3

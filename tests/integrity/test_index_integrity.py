@@ -9,14 +9,17 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
 
 import index as index_cli
+from metric_retrieval.retrieval.embedder import Embedder
 from metric_retrieval.retrieval.index_store import IndexStore
 from metric_retrieval.retrieval.indexing import exact_search
 from metric_retrieval.training.run_lock import RunLock
 from metric_retrieval.utils.errors import UserError
-from tests.index.conftest import write_catalogue
+from tests.index.conftest import COLOURS, write_catalogue, write_image
 
 REPO = Path(__file__).resolve().parents[2]
 FAST = ["--workers", "0", "--no_progress", "--device", "cpu"]
@@ -90,9 +93,47 @@ def test_add_is_idempotent_by_path_and_content(two_versions, capsys):
     assert result["added"] == 0 and result["already_present"] == 6 and result["count"] == 12
     victim = sorted(second.rglob("*.jpg"))[0]
     victim.write_bytes(sorted(first.rglob("*.jpg"))[0].read_bytes())  # same path, new content
-    assert add(out, second) == 0
+    assert add(out, second) == 0  # without --update: skipped and counted, the old vector stays
     result = json.loads(capsys.readouterr().out)
-    assert result["added"] == 1 and result["already_present"] == 5 and result["count"] == 13
+    assert (result["added"], result["already_present"], result["changed"], result["count"]) == (0, 5, 1, 12)
+
+
+def assert_vectors_are_the_files(store: IndexStore, checkpoint) -> None:
+    """Every item's vector is its file's embedding now (computed independently), one item per path."""
+    reference = Embedder(checkpoint)
+    paths = store.items["paths"]
+    assert len(set(paths)) == len(paths) == store.index.ntotal
+    expected = np.stack([reference.embed_file(p).numpy() for p in paths])
+    scores, ids = store.search(expected, 1)
+    assert ids[:, 0].tolist() == list(range(len(paths)))  # each file finds its own item first
+    np.testing.assert_allclose(scores[:, 0], 1.0, atol=1e-5)
+
+
+@pytest.mark.parametrize("factory", ["Flat", "IVF2,Flat"])
+def test_add_update_replaces_the_vectors_of_changed_images(checkpoint, tmp_path, capsys, factory):
+    first, second = tmp_path / "a", tmp_path / "b"
+    write_catalogue(first, per_class=3)
+    write_catalogue(second, per_class=2, seed=1)
+    out = tmp_path / "idx"
+    assert build(checkpoint, first, out, "--index_factory", factory) == 0 and add(out, second) == 0
+    for n, victims in enumerate([sorted(second.rglob("*.jpg"))[:2], sorted(first.rglob("*.jpg"))[-1:]]):
+        for m, victim in enumerate(victims):  # same path, another image
+            write_image(victim, COLOURS["green"], seed=9000 + 10 * n + m)
+        capsys.readouterr()
+        assert add(out, second if n == 0 else first, "--update") == 0
+        result = json.loads(capsys.readouterr().out)
+        assert (result["added"], result["updated"], result["count"]) == (len(victims), len(victims), 15)
+        store = IndexStore.open(out)
+        if factory != "Flat":
+            store.set_search_params(nprobe=2)  # every list: exact
+        assert store.index.is_trained and store.meta["factory"] == factory
+        assert_vectors_are_the_files(store, checkpoint)
+        assert len(store.meta["superseded"]) == (2 if n == 0 else 3)
+        exact = exact_search(store, torch.from_numpy(np.stack([Embedder(checkpoint).embed_file(p).numpy()
+                                                               for p in store.items["paths"]])), 1)
+        assert exact[:, 0].tolist() == list(range(15))  # eval's exact reference skips the superseded rows
+    assert add(out, first, "--update") == 0  # nothing changed since: nothing to do
+    assert json.loads(capsys.readouterr().out)["added"] == 0
 
 
 @pytest.mark.slow
