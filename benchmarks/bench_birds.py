@@ -1,0 +1,133 @@
+"""Bird benchmark: every seed method fine-tuned from ImageNet EfficientNet-Lite0 on real photographs (issue 27).
+
+Data: ``cub100`` (100 CUB-200-2011 species; ``../shared/reference/data/cub100`` or ``$CUB100_ROOT``), trained on
+its 50 train species and evaluated on its 50 disjoint test species: R@1, R@2, R@4, R@8 and MAP@R. The epoch is
+selected on 10 held-out train species (``--val_classes 0.2``), never on the test species. One config per row
+under ``configs/birds/``; ``base.yaml`` states the shared protocol (128 px, 2 epochs of 40 batches of 32).
+
+Rows (``--rows``): ``off_the_shelf`` is the ImageNet model with GeM and no training: the model of ``base.yaml``
+before its first step, read from the untrained evaluation that the ``multi_similarity`` run makes (identical on
+every seed: no random layer, no random draw). The other rows are trained runs, one per seed.
+
+Prints one line per run and a markdown table of mean ± std over the seeds, with each row's gain over the
+off-the-shelf model; ``--json`` writes every run's numbers. Runs use fp32 (``--amp off``) and no loader workers;
+on a shared CPU set ``OMP_NUM_THREADS=1``. Without the data it says so and exits 0 (skipped).
+
+    OMP_NUM_THREADS=1 python benchmarks/bench_birds.py                   # every row, seeds 0 and 1
+    python benchmarks/bench_birds.py --rows multi_similarity,cgd --seeds 0 --json runs.json
+    python benchmarks/bench_birds.py --table runs0.json runs1.json       # the table of earlier runs
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from metric_retrieval.training.config import resolve_config  # noqa: E402
+from metric_retrieval.training.trainer import train  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIGS = REPO / "configs" / "birds"
+OFF_THE_SHELF = "off_the_shelf"
+ROWS = ("multi_similarity", "cgd", "clf", "das_triplet", "das_multi_similarity", "xbm_multi_similarity")
+METRICS = ("recall@1", "recall@2", "recall@4", "recall@8", "map@r")
+HEADERS = ("R@1", "R@2", "R@4", "R@8", "MAP@R")
+
+
+def cub100_root() -> Path:
+    """``$CUB100_ROOT``, else ``../shared/reference/data/cub100`` beside the repository."""
+    return Path(os.environ.get("CUB100_ROOT") or REPO.parent / "shared" / "reference" / "data" / "cub100")
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--rows", default=",".join(ROWS), help=f"comma-separated: {', '.join(ROWS)}")
+    p.add_argument("--seeds", default="0,1")
+    p.add_argument("--data", default=None, help="cub100 root (default: $CUB100_ROOT or ../shared/...)")
+    p.add_argument("--extra", action="append", default=[], metavar="ROW:--flag=value",
+                   help="extra train.py flag for one row (repeatable), e.g. cgd:--lr=3e-4")
+    p.add_argument("--json", default=None, help="write every run's numbers to this file (after each run)")
+    p.add_argument("--table", nargs="+", default=None, metavar="JSON", help="print the table of these files only")
+    return p
+
+
+def run_one(row: str, seed: int, root: Path, extra: list[str], out_dir: Path) -> dict[str, Any]:
+    """One training run of ``configs/birds/<row>.yaml``: its untrained and its selected-epoch test metrics."""
+    argv = ["--config", str(CONFIGS / f"{row}.yaml"), "--data_path", str(root), "--seed", str(seed),
+            "--workers", "0", "--amp", "off", "--no_tensorboard", "--output_dir", str(out_dir / f"{row}_{seed}"),
+            *extra]
+    cfg = resolve_config(argv)
+    start = time.perf_counter()
+    result = train(cfg)
+    selected = next(r for r in result["history"] if r["epoch"] == result["best_epoch"])
+    return {"row": row, "seed": seed, "argv": argv, "epochs": cfg["num_epochs"], "image_size": cfg["image_size"],
+            "minutes": (time.perf_counter() - start) / 60, "selected_epoch": result["best_epoch"],
+            "untrained": {m: result["untrained"]["test"][m] for m in METRICS},
+            "trained": {m: selected[f"test_{m}"] for m in METRICS}}
+
+
+def _mean_std(values: list[float], sign: str = "") -> str:
+    std = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{statistics.mean(values):{sign}.3f} ± {std:.3f}"
+
+
+def table(runs: list[dict[str, Any]]) -> str:
+    """Markdown table: the off-the-shelf row, then every trained row with its R@1 gain over it per seed."""
+    lines = ["| row | seeds | " + " | ".join(HEADERS) + " | R@1 gain (min) |", "|---" * (len(HEADERS) + 3) + "|"]
+    base = {r["seed"]: r["untrained"] for r in runs if r["row"] == "multi_similarity"}
+    if base:
+        cols = [_mean_std([b[m] for b in base.values()]) for m in METRICS]
+        lines.append(f"| {OFF_THE_SHELF} | {len(base)} | " + " | ".join(cols) + " | |")
+    for row in dict.fromkeys(r["row"] for r in runs):
+        rs = [r for r in runs if r["row"] == row]
+        cols = [_mean_std([r["trained"][m] for r in rs]) for m in METRICS]
+        gains = [r["trained"]["recall@1"] - base[r["seed"]]["recall@1"] for r in rs if r["seed"] in base]
+        gain = f"{_mean_std(gains, '+')} ({min(gains):+.3f})" if gains else "n/a"
+        lines.append(f"| {row} | {len(rs)} | " + " | ".join(cols) + f" | {gain} |")
+    return "\n".join(lines)
+
+
+def main(args: argparse.Namespace) -> int:
+    if args.table:
+        runs = [run for path in args.table for run in json.loads(Path(path).read_text())]
+        print(table(runs))
+        return 0
+    root = Path(args.data) if args.data else cub100_root()
+    if not (root / "train").is_dir() or not (root / "test").is_dir():
+        print(f"skipped: no cub100 at {root} (set CUB100_ROOT or pass --data)")
+        return 0
+    rows = [r.strip() for r in args.rows.split(",") if r.strip()]
+    unknown = [r for r in rows if r not in ROWS]
+    if unknown:
+        print(f"error: unknown rows {unknown}; choose among {', '.join(ROWS)}", file=sys.stderr)
+        return 2
+    runs: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory(prefix="bench_birds_") as tmp:
+        for seed in (int(s) for s in args.seeds.split(",")):
+            for row in rows:
+                extra = [flag for item in args.extra for r, _, flag in [item.partition(":")] if r == row]
+                run = run_one(row, seed, root, extra, Path(tmp))
+                runs.append(run)
+                u, t = run["untrained"], run["trained"]
+                print(f"{row} seed {seed}: R@1 {u['recall@1']:.3f} -> {t['recall@1']:.3f}, MAP@R {u['map@r']:.3f} "
+                      f"-> {t['map@r']:.3f} (epoch {run['selected_epoch']} of {run['epochs']}, "
+                      f"{run['minutes']:.1f} min)", flush=True)
+                if args.json:
+                    Path(args.json).write_text(json.dumps(runs, indent=1))
+    first = runs[0]
+    print(f"\ncub100 test species (50, disjoint from train), EfficientNet-Lite0 ImageNet weights, "
+          f"{first['image_size']} px, {first['epochs']} epochs:")
+    print(table(runs))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(get_args_parser().parse_args()))
