@@ -3,7 +3,7 @@
 Data: ``cub100`` (100 CUB-200-2011 species; ``../shared/reference/data/cub100`` or ``$CUB100_ROOT``), trained on
 its 50 train species and evaluated on its 50 disjoint test species: R@1, R@2, R@4, R@8 and MAP@R. The epoch is
 selected on 10 held-out train species (``--val_classes 0.2``), never on the test species. One config per row
-under ``configs/birds/``; ``base.yaml`` states the shared protocol (128 px, 2 epochs of 40 batches of 32).
+under ``configs/birds/``; ``base.yaml`` states the shared protocol (128 px, one epoch of 50 batches of 32).
 
 Rows (``--rows``): ``off_the_shelf`` is the ImageNet model with GeM and no training: the model of ``base.yaml``
 before its first step, read from the untrained evaluation that the ``multi_similarity`` run makes (identical on
