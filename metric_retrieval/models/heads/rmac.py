@@ -14,7 +14,8 @@ image size, is exact for any input and works in a batch. The regional-attention 
 the rectangle it covers: :func:`original_map_boxes`. The two are different grids, not a rounding detail:
 at least 90% of the boxes differ at 1024×768, 768×1024 and 1024×683, and the region count can differ (70 in
 the original vs 85 on the map for a 517×288 image). :func:`original_map_boxes` reproduces the original's boxes exactly
-(``tests/models/test_model_rmac_grid.py`` against a transcription of ``Common.py``). No whole-map region is added unless
+(``tests/models/test_ra_original_grid.py`` against a transcription of ``Common.py``); the ``regional_attention``
+head uses it by default (``grid: original``). No whole-map region is added unless
 ``include_global=True`` (cirtorch adds it; Tolias/DIR/RA do not).
 
 :class:`RMACHead`: per region MAC → L2 → PCA-whitening ``P (v − μ)`` (buffers set by :meth:`set_whitening`,
@@ -136,10 +137,11 @@ def original_map_boxes(height: int, width: int, map_h: int, map_w: int, levels: 
     ``scale`` and rounded half to even (``torch.round``); the pooled rows are ``y0 .. y1`` inclusive (at least
     one), clipped to the map (``Common.RoIPool`` with a 1×1 output).
     """
-    corners = torch.tensor([(x, y, x + w - 1, y + h - 1) for x, y, w, h in original_pixel_regions(height, width,
-                                                                                                  levels)],
-                           dtype=torch.float32)
-    x0, y0, x1, y1 = torch.round(corners * scale).long().unbind(1)
+    # float32 products rounded half to even, as torch.round in the original (NumPy: no torch device involved,
+    # so the grid is also computed under a meta-device or traced forward)
+    corners = np.array([(x, y, x + w - 1, y + h - 1) for x, y, w, h in original_pixel_regions(height, width, levels)],
+                       dtype=np.float32).reshape(-1, 4)
+    x0, y0, x1, y1 = np.round(corners * np.float32(scale)).astype(np.int64).T
     boxes = []
     for a, b, c, d in zip(x0.tolist(), y0.tolist(), x1.tolist(), y1.tolist()):
         right, bottom = a + max(c - a + 1, 1), b + max(d - b + 1, 1)
@@ -148,10 +150,12 @@ def original_map_boxes(height: int, width: int, map_h: int, map_w: int, levels: 
     return boxes
 
 
-def box_pool(x: torch.Tensor, boxes) -> torch.Tensor:
-    """Max-pool each map rectangle ``(x0, y0, x1, y1)`` (end exclusive): ``(B, C, H, W)`` → ``(B, R, C)``; an
-    empty rectangle gives 0 (the original's RoI pooling)."""
-    pooled = [x[:, :, y0:y1, x0:x1].amax(dim=(-2, -1)) if x1 > x0 and y1 > y0 else x.new_zeros(x.shape[:2])
+def box_pool(x: torch.Tensor, boxes, mode: str = "max") -> torch.Tensor:
+    """Pool (``max`` or ``mean``) each map rectangle ``(x0, y0, x1, y1)`` (end exclusive): ``(B, C, H, W)`` →
+    ``(B, R, C)``; an empty rectangle gives 0 (the original's RoI max pooling, and the mean pooling of its
+    attention network)."""
+    reduce = torch.amax if mode == "max" else torch.mean
+    pooled = [reduce(x[:, :, y0:y1, x0:x1], dim=(-2, -1)) if x1 > x0 and y1 > y0 else x.new_zeros(x.shape[:2])
               for x0, y0, x1, y1 in boxes]
     return torch.stack(pooled, dim=1)
 
