@@ -2,20 +2,19 @@
 
 Data: ``cub100`` (100 CUB-200-2011 species; ``../shared/reference/data/cub100`` or ``$CUB100_ROOT``), trained on
 its 50 train species and evaluated on its 50 disjoint test species: R@1, R@2, R@4, R@8 and MAP@R. The epoch is
-selected on 10 held-out train species (``--val_classes 0.2``), never on the test species. One config per row
-under ``configs/birds/``; ``base.yaml`` states the shared protocol (128 px, one epoch of 50 batches of 32).
+selected on 5 held-out train species (``--val_classes 0.1``), never on the test species. One config per row
+under ``configs/birds/``; ``base.yaml`` states the shared protocol (128 px, 3 epochs of 10 batches of 32).
 
-Rows (``--rows``): ``off_the_shelf`` is the ImageNet model with GeM and no training: the model of ``base.yaml``
-before its first step, read from the untrained evaluation that the ``multi_similarity`` run makes (identical on
-every seed: no random layer, no random draw). The other rows are trained runs, one per seed.
+Rows (``--rows``): ``off_the_shelf`` is the ImageNet model with GeM and no training, evaluated once. Every
+other row is one training run per seed on :func:`selection_view` (the trainer's per-epoch evaluation then costs
+the val species and two test species), after which the selected epoch's model is evaluated once on every test
+species. Runs are sequential; with ``--json`` each run is appended to the file as it ends, and runs already in
+it are skipped, so an interrupted bench resumes. Runs use fp32 (``--amp off``), no loader workers and the
+decoded cache (``$METRIC_RETRIEVAL_CACHE``, shared by every run). Without the data it says so and exits 0.
 
-Prints one line per run and a markdown table of mean ± std over the seeds, with each row's gain over the
-off-the-shelf model; ``--json`` writes every run's numbers. Runs use fp32 (``--amp off``) and no loader workers;
-on a shared CPU set ``OMP_NUM_THREADS=1``. Without the data it says so and exits 0 (skipped).
-
-    OMP_NUM_THREADS=1 python benchmarks/bench_birds.py                   # every row, seeds 0 and 1
-    python benchmarks/bench_birds.py --rows multi_similarity,cgd --seeds 0 --json runs.json
-    python benchmarks/bench_birds.py --table runs0.json runs1.json       # the table of earlier runs
+    OMP_NUM_THREADS=2 METRIC_RETRIEVAL_CACHE=/tmp/birds_cache python benchmarks/bench_birds.py --json runs.json
+    python benchmarks/bench_birds.py --rows off_the_shelf,multi_similarity,cgd --seeds 0 --json runs.json
+    python benchmarks/bench_birds.py --table runs.json            # the table of the runs in the file
 """
 from __future__ import annotations
 
