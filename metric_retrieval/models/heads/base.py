@@ -37,7 +37,7 @@ class Head(nn.Module):
     uses_intermediates: ClassVar[bool] = False
     # forward(x, image_size=(H, W)): the head needs the input image's pixel size (the network input's H x W),
     # not only its map (a grid computed on pixels, as the regional-attention original's)
-    uses_image_size: ClassVar[bool] = False
+    uses_image_size: bool = False
     # how a landmark loader resizes images for this head: thumbnail (cirtorch: LANCZOS, never upsampled) or
     # bilinear (exactly imsize, upsampling small images: the regional-attention original)
     landmark_resize: str = "thumbnail"
