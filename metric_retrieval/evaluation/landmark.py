@@ -11,6 +11,7 @@ otherwise the fractional power is NaN — exactly as in cirtorch.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from functools import partial
 from typing import Any
 
 import torch
@@ -23,7 +24,7 @@ from metric_retrieval.evaluation.query_expansion import expand
 from metric_retrieval.evaluation.whitening import load_whitening, whiten_apply
 from metric_retrieval.utils.progress import bar_interval
 
-__all__ = ["evaluate_landmarks", "extract_landmark_descriptors", "multiscale_descriptor"]
+__all__ = ["evaluate_landmarks", "extract_landmark_descriptors", "landmark_resize", "multiscale_descriptor"]
 
 
 def _first(batch: list) -> Any:
@@ -117,6 +118,12 @@ def _resolve_whitening(whitening: Any) -> tuple[Any, Any, int | None] | None:
     return mean, P, (whitening[2] if len(whitening) > 2 else None)
 
 
+def landmark_resize(model: torch.nn.Module) -> str:
+    """How landmark images are resized for ``model``: its head's ``landmark_resize`` (``bilinear`` for the
+    regional-attention original's grid), else cirtorch's ``thumbnail``."""
+    return getattr(getattr(model, "head", None), "landmark_resize", "thumbnail")
+
+
 def evaluate_landmarks(model: torch.nn.Module, landmark_data: Any, device: str | torch.device,
                        transform: Callable | None, imsize: int = 1024, scales: Sequence[float] = (1,),
                        whitening: Any = None, qe: Mapping[str, Any] | None = None, msp: float = 1.0,
@@ -140,14 +147,14 @@ def evaluate_landmarks(model: torch.nn.Module, landmark_data: Any, device: str |
             a ``dba_k`` runs DBA only.
         kappas: the k of mP@k (revisited).
         dataset_factory: builds the image datasets, ``(paths, boxes=..., imsize=..., transform=...)``;
-            defaults to ``data.LandmarkImageDataset``.
+            defaults to ``data.LandmarkImageDataset`` resizing as the model's head asks (:func:`landmark_resize`).
         autocast_dtype: the precision the model runs in (the run's ``--amp``; None: fp32).
 
     Returns:
         :func:`metric_retrieval.evaluation.landmark_metrics.landmark_map`'s dict plus ``num_queries`` and
         ``num_database``.
     """
-    dataset_factory = dataset_factory or LandmarkImageDataset
+    dataset_factory = dataset_factory or partial(LandmarkImageDataset, resize=landmark_resize(model))
     transform = transform or build_transform("landmark", train=False, normalize=model.input_spec)
 
     db_ds = dataset_factory(list(landmark_data.db_paths), boxes=None, imsize=imsize, transform=transform)

@@ -8,6 +8,10 @@
   α = 1e-10 ×10 until positive definite), rotation by the eigenvectors of the projected data:
   ``P = Vᵀ P1``.
 - :func:`whiten_apply` — ``x' = P[:dim] (x − m)``, then ``x' / (‖x'‖ + 1e-6)``.
+- :func:`convert_released_pca` — the regional-attention release's ``pca_components.npy`` (W, (D', D)) and
+  ``pca_mean.npy`` (m, (D,)), which its test script applies as ``W (g + m)`` (issue 27), into this module's
+  ``(mean, P)`` form ``P (g − mean)``: ``mean = −m``, ``P = W``. Taking ``mean = m`` flips the sign of the
+  offset and gives other descriptors.
 
 Layout: descriptors are ROWS here, ``X`` is (N, D) (cirtorch uses columns, D × N); ``P`` is (D, D) and acts as
 ``P @ (x − m)``. Fitting is done in float64 with ``numpy.linalg.eigh`` (the source's ``eig`` can return
@@ -26,7 +30,8 @@ import torch
 from metric_retrieval.utils.errors import UserError
 from metric_retrieval.utils.io import CorruptFileError, atomic_save, load_verified
 
-__all__ = ["cholesky_with_jitter", "learned_whitening_fit", "load_whitening", "matching_pairs", "pca_whitening_fit",
+__all__ = ["cholesky_with_jitter", "convert_released_pca", "learned_whitening_fit", "load_whitening", "matching_pairs",
+           "pca_whitening_fit",
            "save_whitening", "whiten_apply"]
 
 
@@ -64,6 +69,26 @@ def pca_whitening_fit(X: Any, eps: float = 1e-12) -> tuple[np.ndarray, np.ndarra
     w, v = _eigh_desc(c)
     P = np.diag(np.maximum(w, eps) ** -0.5) @ v.T
     return m, P
+
+
+def convert_released_pca(components_path: str | os.PathLike, mean_path: str | os.PathLike
+                         ) -> tuple[np.ndarray, np.ndarray]:
+    """``(mean (D,), P (D', D))`` such that ``P (g − mean)`` equals the release's ``W (g + m)``.
+
+    Both files are read with ``allow_pickle=False`` (nothing in them runs); a missing file, a pickle, or shapes
+    that do not fit (``W`` not 2-D, ``m`` not of length ``W.shape[1]``) are a :class:`UserError`.
+    """
+    arrays = []
+    for what, path in (("pca_components", components_path), ("pca_mean", mean_path)):
+        try:
+            arrays.append(np.load(path, allow_pickle=False).astype(np.float64))
+        except (OSError, ValueError) as err:
+            raise UserError(f"cannot read the released {what} file {path}: {err}") from None
+    components, mean = arrays[0], arrays[1].reshape(-1)
+    if components.ndim != 2 or mean.shape[0] != components.shape[1]:
+        raise UserError(f"released PCA: pca_components {components.shape} and pca_mean {arrays[1].shape} do "
+                        "not fit: expected (D', D) and (D,)")
+    return -mean, components
 
 
 def cholesky_with_jitter(S: np.ndarray) -> np.ndarray:

@@ -80,6 +80,8 @@ class RetrievalModel(nn.Module):
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """``(B, 3, H, W)`` → ``(embedding (B, D), logits (B, M) or None)``."""
+        if self.head.uses_image_size:
+            return self.head(self.forward_features(images), image_size=(int(images.shape[-2]), int(images.shape[-1])))
         return self.head(self.forward_features(images))
 
 

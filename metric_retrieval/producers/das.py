@@ -9,8 +9,10 @@ A. **FRM update (DFS statistics).** For each real row, the indices of its K larg
    ``F[y_i, d] += 1`` for each. ``F`` is the ``(C, D)`` int64 Frequency Recorder Matrix.
 B. **Memory-bank update (MTS statistics).** For each class c in the batch, all ordered differences
    ``X_c[a] − X_c[b]`` of its (detached) real rows, those with zero L1 norm dropped (a = b, duplicates),
-   are pushed into the class's FIFO ring ``M_c`` of capacity Q (a-major order; if more than Q arrive at
-   once, the bank keeps the last Q).
+   are pushed into the class's FIFO ring ``M_c`` of capacity Q (a-major order). As in the reference's
+   ``MemoryBank.enqueue_dequeue``: up to Q vectors are written at the ring pointer, which advances by their
+   number (mod Q); when more than Q arrive at once, the last Q of them fill slots 0…Q−1 in order and the
+   pointer does not move.
 C. **Generation.** For each copy n and real row i: ``S_i = topK(F[y_i])`` (class-level dimensions);
    ``v = E_i`` (detached if ``detach``); ``v[S_i] *= s`` with ``s ~ U[a, b)^K`` drawn per row, copy and
    dimension; ``v += λ·δ`` with δ a uniformly chosen filled row of ``M_{y_i}`` (0 if the bank is empty);
@@ -27,12 +29,12 @@ Deviations and quirks of the reference, knowingly handled:
 * ``MemoryBank.is_full`` tests ``targets[-1] != 0`` and is never true for class 0; unused by generation in
   the reference and not reproduced — here ``bank_count`` tracks the fill level of every class correctly.
 * The reference recomputes top-K from a Python dict of lists per sample and copy (slow, same result);
-  here one ``topk`` over ``F[y]`` per call. Ties go to ``torch.topk`` in both.
+  here one stable descending sort over ``F[y]`` per call. The two agree where the K-th and (K+1)-th counts
+  differ; on ties the reference gets whatever ``torch.topk`` returns (it differs between CPU and CUDA), this
+  code the lower dimension. The per-row top-K of the FRM update is chosen the same way.
 * The reference picks the shift row with Python ``random.randint`` among non-zero bank rows; here the row
   is drawn from the module's own generator among the filled slots (a vector with zero L1 norm is never
   stored, so "filled" equals "non-zero").
-* When more than Q vectors arrive at once the reference replaces the bank by the last Q; here the same
-  last Q are kept, written at their ring positions (the pointer advances by the number written).
 * The internal class of the reference defaults to ``detach=True`` but its CLI default is ``detach=False``;
   the CLI default is used.
 
@@ -200,9 +202,10 @@ class DAS(nn.Module):
         rank = torch.arange(cls.numel(), device=cls.device) - first[cls]  # position within its class
         n_c = counts[cls]
         survive = rank >= n_c - self.q  # only the last Q of a class are kept
-        slot = (self.bank_ptr[cls] + rank) % self.q
+        overflow = n_c > self.q  # the reference: the last Q fill slots 0..Q-1 in order, the pointer stays
+        slot = torch.where(overflow, rank - (n_c - self.q), (self.bank_ptr[cls] + rank) % self.q)
         self.bank[cls[survive], slot[survive]] = diff[survive]
-        self.bank_ptr.copy_((self.bank_ptr + counts) % self.q)
+        self.bank_ptr.copy_(torch.where(counts > self.q, self.bank_ptr, (self.bank_ptr + counts) % self.q))
         self.bank_count.copy_(torch.clamp(self.bank_count + counts, max=self.q))
 
     def _generate(self, emb: Tensor, labels: Tensor) -> Tensor:

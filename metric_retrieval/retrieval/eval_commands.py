@@ -150,6 +150,7 @@ def learn_whitening(args: Any) -> dict[str, Any]:
                             "or a labelled training set)")
         landmarks = data.load_landmark_dataset(info.name, args.data_path)
         images = data.LandmarkImageDataset(list(landmarks.db_paths), imsize=args.imsize,
+                                           resize=evaluation.landmark_resize(model),
                                            transform=data.build_transform("landmark", train=False,
                                                                           normalize=run["recipe"].input_spec))
         scales = parse_number_list(args.scales, "--scales", float) or [1.0]

@@ -35,6 +35,16 @@ QUICK_RECIPE = {"image_size": 64, "num_epochs": 4, "batch_size": 32, "samples_pe
 # Where and how a run was started, not what it computes: left out of its config.yaml.
 RUN_PLACE = ("config", "output_dir", "resume", "overwrite")
 
+# With --data_path and pretrained weights (any --pretrained but none) and no --config file, these settings (unless
+# given by a flag) are the recipe a user's own photos start from: the bird benchmark's (benchmarks/bench_birds.py,
+# docs/birds.md) fine-tuning of ImageNet weights. AdamW at 1e-4 for the pretrained trunk and 10x for the new
+# head layers after a quarter-epoch linear warm-up, cosine decay; the trunk's trained BatchNorm statistics kept
+# (batches of 8 classes x 4 images are too small to re-estimate them); GeM on the trunk's map; multi-similarity.
+# The default augmentation (cgd: resize to 8/7, random crop, flip) keeps the whole object at small sizes.
+TRANSFER_RECIPE = {"optimizer": "adamw", "lr": 1e-4, "head_lr_mult": 10.0, "weight_decay": 1e-4,
+                   "scheduler": "cosine", "warmup_epochs": 0.25, "frozen_bn": True, "head": "gem",
+                   "loss": "multi_similarity", "miner": "none"}
+
 
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     """The ``train.py`` parser: the generic flags (:mod:`metric_retrieval.training.flags`; defaults follow the
@@ -168,6 +178,8 @@ def resolve_config(argv: list[str] | None = None,
     cfg.update({k: _check_file_value(parser, k, v, args.config) for k, v in file_cfg.items() if k not in explicit})
     if not cfg["data_path"]:
         cfg.update({k: v for k, v in QUICK_RECIPE.items() if k not in explicit and k not in file_cfg})
+    elif not args.config and cfg["pretrained"] != "none":  # a --config file is a whole recipe of its own
+        cfg.update({k: v for k, v in TRANSFER_RECIPE.items() if k not in explicit})
     validate_config(cfg)
     check_config(cfg, explicit | set(file_cfg))
     return cfg

@@ -170,3 +170,52 @@ def test_build_dataset_for_landmarks(synth_root):
     assert max(database[0][0].shape[1:]) == 32 and max(queries[0][0].shape[1:]) < 32
     with pytest.raises(data.DatasetError, match="splits query and database"):
         data.build_dataset("oxford5k", root, "train")
+
+
+# -- the regional-attention original's resize ------------------------------------------------------------------
+def _bilinear_reference(image: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Bilinear with half-pixel centres, by hand: source ``max((d + 0.5) * in / out - 0.5, 0)``, neighbours
+    clamped at the border (OpenCV INTER_LINEAR / torch ``align_corners=False``, no antialiasing)."""
+    def taps(out: int, size: int):
+        src = np.maximum((np.arange(out) + 0.5) * size / out - 0.5, 0)
+        lo = np.minimum(np.floor(src).astype(int), size - 1)
+        return lo, np.minimum(lo + 1, size - 1), src - lo
+
+    y0, y1, wy = taps(height, image.shape[0])
+    x0, x1, wx = taps(width, image.shape[1])
+    img = image.astype(np.float64)
+    top = img[y0][:, x0] * (1 - wx)[None, :, None] + img[y0][:, x1] * wx[None, :, None]
+    bottom = img[y1][:, x0] * (1 - wx)[None, :, None] + img[y1][:, x1] * wx[None, :, None]
+    return np.round(top * (1 - wy)[:, None, None] + bottom * wy[:, None, None]).astype(np.uint8)
+
+
+@pytest.mark.parametrize("size", [(9, 12), (3, 4), (5, 7)])
+def test_bilinear_resize_is_half_pixel_bilinear_without_antialiasing(size):
+    image = np.random.default_rng(0).integers(0, 256, (5, 7, 3), dtype=np.uint8)
+    out = data.landmark.bilinear_resize(image, *size)
+    assert np.abs(out.astype(int) - _bilinear_reference(image, *size)).max() <= 1  # float32 vs float64 rounding
+
+
+def test_bilinear_loader_resizes_to_exactly_imsize_and_cuts_queries_from_the_resized_image(tmp_path):
+    pixels = np.random.default_rng(1).integers(0, 256, (10, 20, 3), dtype=np.uint8)
+    path = tmp_path / "small.png"
+    Image.fromarray(pixels).save(path)
+    db = data.LandmarkImageDataset([str(path)], imsize=32, resize="bilinear")
+    full = np.asarray(db.load(0))
+    assert full.shape == (16, 32, 3)  # upsampled: the long side is exactly imsize
+    np.testing.assert_array_equal(full, data.landmark.bilinear_resize(pixels, 16, 32))
+    query = data.LandmarkImageDataset([str(path)], boxes=[(2.0, 1.0, 9.0, 7.0)], imsize=32, resize="bilinear")
+    # box x ratio 1.6, rounded half to even: (3, 2, 14, 11); rows y0:y1, columns x0:x1 of the resized image
+    np.testing.assert_array_equal(np.asarray(query.load(0)), full[2:11, 3:14])
+    assert np.asarray(data.LandmarkImageDataset([str(path)], imsize=32).load(0)).shape == (10, 20, 3)  # thumbnail
+    with pytest.raises(ValueError, match="resize"):
+        data.LandmarkImageDataset([str(path)], imsize=None, resize="bilinear")
+
+
+def test_landmark_resize_follows_the_head():
+    from metric_retrieval import evaluation, models
+
+    assert evaluation.landmark_resize(models.build_model("resnet18", "regional_attention")) == "bilinear"
+    cirtorch = models.build_model("resnet18", "regional_attention", grid="cirtorch")
+    assert evaluation.landmark_resize(cirtorch) == "thumbnail"
+    assert evaluation.landmark_resize(models.build_model("resnet18", "gem")) == "thumbnail"

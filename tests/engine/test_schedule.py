@@ -9,7 +9,7 @@ from metric_retrieval.training.config import resolve_config
 
 
 def lrs(argv, steps_per_epoch):
-    cfg = resolve_config(["--data_path", "unused", *argv])
+    cfg = resolve_config(["--data_path", "unused", "--pretrained", "none", *argv])  # the parser defaults
     opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=cfg["lr"])
     sched = build_scheduler(cfg, opt, steps_per_epoch)
     out = []

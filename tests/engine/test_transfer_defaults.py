@@ -146,3 +146,25 @@ def test_from_scratch_recipe_trains_from_random_weights_and_selects_on_validatio
     assert result["best_epoch"] == 1
     assert {"test", "val"} <= set(result["untrained"])  # the untrained model was evaluated on both
     assert (tmp_path / "run" / "model_best.pth").is_file()
+
+
+def test_the_transfer_recipe_is_the_default_for_own_data_with_pretrained_weights(tmp_path):
+    from metric_retrieval.training.config import QUICK_RECIPE, TRANSFER_RECIPE
+
+    recipe = {"optimizer": "adamw", "lr": 1e-4, "head_lr_mult": 10.0, "weight_decay": 1e-4, "scheduler": "cosine",
+              "warmup_epochs": 0.25, "frozen_bn": True, "head": "gem", "loss": "multi_similarity", "miner": "none"}
+    assert set(recipe) == set(TRANSFER_RECIPE)
+    for pretrained in ([], ["--pretrained", "imagenet"], ["--pretrained", str(tmp_path / "w.pth")]):
+        cfg = resolve_config(["--data_path", str(tmp_path), "--backbone_type", "efficientnet_lite0", *pretrained])
+        assert {k: cfg[k] for k in recipe} == recipe
+    flags = resolve_config(["--data_path", str(tmp_path), "--lr", "3e-4", "--no-frozen_bn", "--head", "baseline"])
+    assert (flags["lr"], flags["frozen_bn"], flags["head"], flags["optimizer"]) == (3e-4, False, "baseline", "adamw")
+    # from random weights, with a recipe file of its own, or on the built-in data: not this recipe
+    scratch = resolve_config(["--data_path", str(tmp_path), "--pretrained", "none"])
+    config = tmp_path / "c.yaml"
+    config.write_text("lr: 0.01\n")
+    own = resolve_config(["--data_path", str(tmp_path), "--config", str(config)])
+    quick = resolve_config([])
+    for cfg in (scratch, own, quick):
+        assert (cfg["optimizer"], cfg["head"], cfg["warmup_epochs"]) == ("adam", "baseline", 0.0)
+    assert own["lr"] == 0.01 and quick["lr"] == QUICK_RECIPE["lr"] and scratch["lr"] == 1e-4

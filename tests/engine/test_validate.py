@@ -15,7 +15,8 @@ from metric_retrieval.training.validate import check_splits, default_run_dir, sp
 from metric_retrieval.utils.errors import UserError
 
 REPO = Path(__file__).resolve().parents[2]
-DATA = ["--data_path", "/nowhere", "--data_name", "cub"]  # never read: every check here runs before loading
+# never read: every check here runs before loading; --pretrained none: the parser defaults, no transfer recipe
+DATA = ["--data_path", "/nowhere", "--data_name", "cub", "--pretrained", "none"]
 
 
 @pytest.mark.parametrize("argv, message", [

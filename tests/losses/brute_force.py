@@ -184,7 +184,7 @@ def arcface(x, y, weight, m=0.5, s=16.0):
     return total / len(y)
 
 
-def binomial(x, y, alpha=2.0, pos_scale=2.0, margin=0.5):
+def binomial(x, y, alpha=2.0, pos_scale=2.0, margin=0.5):  # positive_rule="index" (test_binomial.py: the other)
     total = 0.0
     for i in range(len(y)):
         pos, neg = positives(y, i), negatives(y, i)

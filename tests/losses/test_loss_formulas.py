@@ -126,7 +126,7 @@ class TestEmbeddingLosses:
 
     def test_binomial(self, kind, dtype):
         x, y = make_batch(kind, dtype)
-        check(losses.build_loss("binomial")(x, y), bf.binomial(*lists(x, y)), dtype, [x])
+        check(losses.build_loss("binomial", positive_rule="index")(x, y), bf.binomial(*lists(x, y)), dtype, [x])
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

@@ -5,7 +5,7 @@ import torch.nn.functional as F
 
 from metric_retrieval import models
 from metric_retrieval.models.heads import ABIRHead, CGDHead, CLFHead, GeMHead, RegionalAttentionHead, RMACHead
-from metric_retrieval.models.heads.rmac import rmac_regions
+from metric_retrieval.models.heads.rmac import original_map_boxes, rmac_regions
 from metric_retrieval.models.pooling import gem, mac, sap, spoc
 
 
@@ -127,26 +127,46 @@ def test_rmac_whitening_buffers(fmap):
 
 # -- regional attention -----------------------------------------------------------------------------------
 @pytest.mark.parametrize("activation", ["tanh", "softplus"])
-def test_regional_attention_math(activation, fmap):
+@pytest.mark.parametrize("grid", ["original", "cirtorch"])
+def test_regional_attention_math(activation, grid, fmap):
     torch.manual_seed(2)
-    head = RegionalAttentionHead(32, levels=2, attention_activation=activation, num_classes=4)
+    head = RegionalAttentionHead(32, levels=2, attention_activation=activation, num_classes=4, grid=grid)
     mean, proj = torch.randn(32) * 0.1, torch.randn(32, 32)
     head.set_whitening(mean, proj)
-    emb, logits = head(fmap)
+    # the 6x9 map of a 192x288 image (1/32); the original grid is computed on those pixels
+    emb, logits = head(fmap, image_size=(192, 288)) if grid == "original" else head(fmap)
     assert emb.shape == (2, 32) and logits.shape == (2, 4) and unit_rows(emb)
-    regions = rmac_regions(6, 9, 2)
+    boxes = original_map_boxes(192, 288, 6, 9, 2) if grid == "original" else \
+        [(x, y, x + s, y + s) for x, y, s in rmac_regions(6, 9, 2)]
+    assert (grid == "original") == (boxes != [(x, y, x + s, y + s) for x, y, s in rmac_regions(6, 9, 2)])
     phi = torch.tanh if activation == "tanh" else F.softplus
     v, w = 0, 0
     g = fmap.mean(dim=(2, 3))
-    for x, y, s in regions:
-        cell = fmap[:, :, y:y + s, x:x + s]
+    for x0, y0, x1, y1 in boxes:
+        cell = fmap[:, :, y0:y1, x0:x1]
         c = torch.cat([cell.mean(dim=(2, 3)), g], dim=1).unsqueeze(2)
         alpha = F.softplus(head.attention.conv_att_2(phi(head.attention.conv_att_1(c)))).view(2, 1)
         z = (cell.amax(dim=(2, 3)) - mean) @ proj.T
         v = v + alpha * F.normalize(z, dim=1)
         w = w + alpha * cell.amax(dim=(2, 3))
-    assert torch.allclose(emb, F.normalize(v / len(regions), dim=1), atol=1e-5)
-    assert torch.allclose(logits, head.classifier(w / len(regions)), atol=1e-5)
+    assert torch.allclose(emb, F.normalize(v / len(boxes), dim=1), atol=1e-5)
+    assert torch.allclose(logits, head.classifier(w / len(boxes)), atol=1e-5)
+
+
+def test_regional_attention_original_grid_reads_the_image_size_from_the_model_input():
+    model = models.build_model("resnet18", "regional_attention").eval()
+    assert model.head.grid == "original" and model.head.landmark_resize == "bilinear"
+    x = torch.randn(1, 3, 200, 136)
+    with torch.no_grad():
+        features = model.forward_features(x)
+        assert torch.equal(model(x)[0], model.head(features, image_size=(200, 136))[0])
+        assert not torch.allclose(model(x)[0], model.head(features, image_size=(136, 200))[0])
+    with pytest.raises(ValueError, match="needs the input image's pixel size"):
+        model.head(features)
+    cirtorch = models.build_model("resnet18", "regional_attention", grid="cirtorch")
+    assert not cirtorch.head.uses_image_size and cirtorch.head.landmark_resize == "thumbnail"
+    with pytest.raises(ValueError, match="original, cirtorch"):
+        RegionalAttentionHead(32, grid="tolias")
 
 
 def test_regional_attention_only_attention_is_learnable():

@@ -1,8 +1,6 @@
 """DAS: FRM counts, FIFO banks, generated rows, gradients, state round-trip, eval passthrough."""
 from __future__ import annotations
 
-from collections import deque
-
 import pytest
 import torch
 import torch.nn.functional as F
@@ -38,21 +36,52 @@ def test_frm_counts_top_k_signed_values():
     assert das.frm[1].tolist() == [1, 0, 1, 0, 0]
 
 
-def test_bank_fifo_wraparound_and_overflow():
+class ReferenceBank:
+    """The write rule of DAS ``modules/embedding_producer.py`` ``MemoryBank.enqueue_dequeue``, transcribed:
+    more than Q vectors at once: the last Q fill slots 0..Q-1 and the pointer stays; otherwise a ring write
+    from the pointer, which advances (mod Q)."""
+
+    def __init__(self, q: int, dim: int) -> None:
+        self.q, self.ptr, self.slots = q, 0, [[0.0] * dim for _ in range(q)]
+
+    def write(self, vectors: list[list[float]]) -> None:
+        n = len(vectors)
+        if n > self.q:
+            self.slots = [list(v) for v in vectors[-self.q:]]
+        elif self.ptr + n > self.q:
+            head = self.q - self.ptr
+            self.slots[self.ptr:] = vectors[:head]
+            self.slots[:n - head] = vectors[head:]
+            self.ptr = n - head
+        else:
+            self.slots[self.ptr:self.ptr + n] = vectors
+            self.ptr += n
+        self.ptr %= self.q
+
+
+def test_bank_write_rule_is_the_reference_one():
     q = 4
     das = DAS(num_classes=3, embedding_dim=3, mts_num_transformation_bank=q, num_produce=1, dfs_num_scale=1)
-    reference = {c: deque(maxlen=q) for c in range(3)}
+    reference = {c: ReferenceBank(q, 3) for c in range(3)}
     g = torch.Generator().manual_seed(0)
-    batches = [torch.tensor([0, 0, 1]), torch.tensor([0, 1, 0, 2]), torch.tensor([1, 1, 1, 0]),  # 6 > Q at once
-               torch.tensor([2, 0, 2, 0]), torch.tensor([1, 1])]
-    for labels in batches:
+    # class 1 brings 6 > Q differences at once in batch 3 with its pointer at 2, class 0 12 in batch 5
+    batches = [torch.tensor([0, 0, 1, 1]), torch.tensor([0, 1, 0, 2]), torch.tensor([1, 1, 1, 0]),
+               torch.tensor([2, 0, 2, 0]), torch.tensor([0, 0, 0, 0, 1, 1]), torch.tensor([1, 1, 0, 0])]
+    overflow_pointers = []
+    for step, labels in enumerate(batches):
         emb = torch.randn(len(labels), 3, generator=g)
+        ptr_before = das.bank_ptr.clone()
         das(emb, labels)
         for c in range(3):
-            reference[c].extend(reference_differences(emb, labels, c))
-            assert int(das.bank_count[c]) == len(reference[c])
-            got, want = ordered_bank(das, c), list(reference[c])
-            assert torch.allclose(torch.tensor(got).reshape(-1, 3), torch.tensor(want).reshape(-1, 3))
+            new = reference_differences(emb, labels, c)
+            reference[c].write(new)
+            assert int(das.bank_ptr[c]) == reference[c].ptr, (step, c)
+            torch.testing.assert_close(das.bank[c], torch.tensor(reference[c].slots))
+            if len(new) > q:  # the overflow case: last Q in slots 0..Q-1, pointer unmoved
+                overflow_pointers.append(int(ptr_before[c]))
+                assert int(das.bank_ptr[c]) == int(ptr_before[c])
+                torch.testing.assert_close(das.bank[c], torch.tensor(new[-q:]))
+    assert overflow_pointers == [2, 2]  # both overflows met a pointer away from slot 0 (ring and rule differ)
 
 
 def test_bank_drops_zero_differences():

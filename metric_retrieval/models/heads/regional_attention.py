@@ -1,7 +1,9 @@
 """Context-aware regional attention — Kim & Yoon, "Regional Attention Based Deep Feature for Image
 Retrieval", BMVC 2018 (jaeyoon1603/Retrieval-RegionalAttention).
 
-For the R-MAC regions r of the backbone map h (feature-map grid, see :mod:`metric_retrieval.models.heads.rmac`):
+For the R-MAC regions r of the backbone map h (``grid``: ``original``, the default, is the original's grid on the
+image's pixel size rounded to the 1/32 map, :func:`~metric_retrieval.models.heads.rmac.original_map_boxes`;
+``cirtorch`` is the feature-map grid of Tolias/cirtorch, see :mod:`metric_retrieval.models.heads.rmac`):
 
 * ``m_r`` = region max (RoI-MAC), ``z_r = P (m_r − μ)`` PCA-whitening (buffers; identity by default; RA learns
   it on raw region vectors, no L2 before it), ``N(z_r)`` = L2;
@@ -10,8 +12,10 @@ For the R-MAC regions r of the backbone map h (feature-map grid, see :mod:`metri
   ``Conv1d(64 → 1)`` → softplus, so ``α_r ≥ 0``; it sees the raw, un-whitened map;
 * descriptor ``v = (1/R) Σ_r α_r N(z_r)``, embedding ``L2(v)``.
 
-Deviations: the grid is the feature-map grid, not RA's pixel grid with Caffe RoI rounding
-(see :mod:`metric_retrieval.models.heads.rmac`); RA's "max-then-L2" normalisation (divide by the row max, then L2) is
+With ``grid: original`` the head reads the input image's pixel size (``uses_image_size``) and a landmark loader
+resizes images as the original's ``Measure_OxfordParis.py`` (``landmark_resize = "bilinear"``: the long side
+exactly ``imsize``, bilinear, small images upsampled; queries cropped from the resized image); ``grid: cirtorch``
+keeps cirtorch's thumbnail. Deviation: RA's "max-then-L2" normalisation (divide by the row max, then L2) is
 plain L2 here — identical whenever the row max is positive, without RA's sign flip otherwise.
 
 Only the attention parameters are learnable: the whitening is a buffer, :func:`models.build_model` freezes
@@ -30,12 +34,20 @@ from torch import nn
 from metric_retrieval.evaluation.whitening import load_whitening
 from metric_retrieval.models.checkpoint import load_model_state, read_state_dict
 from metric_retrieval.models.heads.base import EMBEDDING_NORM, Head, ModelConfigError, l2n
-from metric_retrieval.models.heads.rmac import RegionWhitening, check_fixed_width, map_regions, region_pool
+from metric_retrieval.models.heads.rmac import (
+    RegionWhitening,
+    box_pool,
+    check_fixed_width,
+    map_regions,
+    original_map_boxes,
+    region_pool,
+)
 from metric_retrieval.utils.options import Option
 
-__all__ = ["ATTENTION_ACTIVATIONS", "ContextAwareRegionalAttention", "RegionalAttentionHead"]
+__all__ = ["ATTENTION_ACTIVATIONS", "GRIDS", "ContextAwareRegionalAttention", "RegionalAttentionHead"]
 
 ATTENTION_ACTIVATIONS = {"tanh": torch.tanh, "softplus": F.softplus}
+GRIDS = ("original", "cirtorch")
 
 
 class ContextAwareRegionalAttention(nn.Module):
@@ -70,6 +82,8 @@ class RegionalAttentionHead(Head):
         levels: R-MAC levels L (default 5, RA's test setting).
         attention_activation: ``tanh`` (default, released weights) or ``softplus`` (RA training script).
         attention_hidden: hidden width of the attention network (default 64).
+        grid: ``original`` (default: the original's pixel grid, needs ``image_size`` in :meth:`forward`) or
+            ``cirtorch`` (the feature-map grid).
         embedding_norm: L2-normalise the descriptor (default True).
     """
 
@@ -77,14 +91,21 @@ class RegionalAttentionHead(Head):
                Option("attention_activation", str, "tanh", "attention non-linearity (tanh: released weights, "
                       "softplus: RA training script)", choices=tuple(ATTENTION_ACTIVATIONS), flag=False),
                Option("attention_hidden", int, 64, "hidden width of the attention network", low=1, flag=False),
+               Option("grid", str, "original", "region grid: original (the authors' pixel grid, resize to exactly "
+                      "--imsize, bilinear) or cirtorch (the feature-map grid, thumbnail)", choices=GRIDS, flag=False),
                EMBEDDING_NORM)
     backbone_defaults = {"frozen_bn": True}
     freeze_backbone_default = True
 
     def __init__(self, in_channels: int, feature_dim: int | None = None, num_classes: int | None = None,
                  levels: int = 5, attention_activation: str = "tanh", attention_hidden: int = 64,
-                 embedding_norm: bool = True) -> None:
+                 grid: str = "original", embedding_norm: bool = True) -> None:
         super().__init__()
+        if grid not in GRIDS:
+            raise ModelConfigError(f"unknown grid {grid!r}; choose one of: {', '.join(GRIDS)}")
+        self.grid = grid
+        self.uses_image_size = grid == "original"
+        self.landmark_resize = "bilinear" if grid == "original" else "thumbnail"
         self.feature_dim = check_fixed_width("regional_attention", in_channels, feature_dim)
         self.num_classes = self._num_classes(num_classes)
         self.levels = self._positive("levels", levels)
@@ -121,16 +142,27 @@ class RegionalAttentionHead(Head):
             self.classifier.weight.copy_(weight)
             self.classifier.bias.copy_(bias)
 
-    def region_weights(self, x: torch.Tensor) -> torch.Tensor:
-        """Attention ``α`` ``(B, R)`` for the regions ``rmac_regions(H, W, levels)`` of ``x (B, C, H, W)``."""
-        regions = map_regions(x, self.levels)
-        return self.attention(region_pool(x, regions, "mean"), x.mean(dim=(-2, -1)))
+    def _pool(self, x: torch.Tensor, image_size: tuple[int, int] | None, mode: str) -> torch.Tensor:
+        """Each region of ``x (B, C, H, W)`` pooled (``max`` or ``mean``): ``(B, R, C)``."""
+        if self.grid == "cirtorch":
+            return region_pool(x, map_regions(x, self.levels), mode)
+        if image_size is None:
+            raise ModelConfigError("the regional_attention head's original grid needs the input image's pixel "
+                                   "size: call it through the model (or pass image_size), or use grid=cirtorch")
+        boxes = original_map_boxes(image_size[0], image_size[1], int(x.shape[-2]), int(x.shape[-1]), self.levels)
+        return box_pool(x, boxes, mode)
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """``(B, C, H, W)`` → ``(embedding (B, C), logits (B, M) or None)``."""
-        regions = map_regions(x, self.levels)
-        macs = region_pool(x, regions, "max")  # (B, R, C), raw
-        alpha = self.region_weights(x).unsqueeze(2)  # (B, R, 1)
+    def region_weights(self, x: torch.Tensor, image_size: tuple[int, int] | None = None) -> torch.Tensor:
+        """Attention ``α`` ``(B, R)`` of the regions of ``x (B, C, H, W)`` (an ``image_size`` ``(H, W)`` pixel
+        image for the original grid)."""
+        return self.attention(self._pool(x, image_size, "mean"), x.mean(dim=(-2, -1)))
+
+    def forward(self, x: torch.Tensor, image_size: tuple[int, int] | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``(B, C, H, W)`` (of ``image_size`` ``(H, W)`` pixel images) → ``(embedding (B, C), logits (B, M) or
+        None)``."""
+        macs = self._pool(x, image_size, "max")  # (B, R, C), raw
+        alpha = self.region_weights(x, image_size).unsqueeze(2)  # (B, R, 1)
         v = (alpha * l2n(self.whitening(macs))).mean(dim=1)
         logits = self.classifier((alpha * macs).mean(dim=1)) if self.classifier is not None else None
         return (l2n(v) if self.embedding_norm else v), logits

@@ -6,11 +6,16 @@ Activations", ICLR 2016 (arXiv 1511.05879).
 (``cirtorch/layers/functional.py`` ``rmac``): overlap 0.4, ``steps = 2..7`` along the long side, ``L``
 levels of side ``floor(2·min(H, W)/(l + 1))``.
 
-**Grid space.** This framework computes the grid on the *feature map* (Tolias, cirtorch): a
-region ``(x, y, s)`` pools rows ``y .. y+s-1`` and columns ``x .. x+s-1`` of the ``H×W`` map. DIR/RA instead
-compute it on the resized image in pixels and RoI-pool with Caffe rounding at scale 1/32, which can include
-one more row/column (e.g. 13 instead of 12 columns for a level-3 region of a 768×1024 image). The feature-map grid
-needs no image size, is exact for any input and works in a batch. No whole-map region is added unless
+**Grid space.** :func:`rmac_regions` computes the grid on the *feature map* (Tolias, cirtorch): a
+region ``(x, y, s)`` pools rows ``y .. y+s-1`` and columns ``x .. x+s-1`` of the ``H×W`` map; it needs no
+image size, is exact for any input and works in a batch. The regional-attention original
+(jaeyoon1603/Retrieval-RegionalAttention ``Common.py``) instead computes the grid on the image's pixel size
+(its grid index from the pixel aspect ratio), rounds each box to the 1/32 map with an inclusive end and pools
+the rectangle it covers: :func:`original_map_boxes`. The two are different grids, not a rounding detail:
+at least 90% of the boxes differ at 1024×768, 768×1024 and 1024×683, and the region count can differ (70 in
+the original vs 85 on the map for a 517×288 image). :func:`original_map_boxes` reproduces the original's boxes exactly
+(``tests/models/test_ra_original_grid.py`` against a transcription of ``Common.py``); the ``regional_attention``
+head uses it by default (``grid: original``). No whole-map region is added unless
 ``include_global=True`` (cirtorch adds it; Tolias/DIR/RA do not).
 
 :class:`RMACHead`: per region MAC → L2 → PCA-whitening ``P (v − μ)`` (buffers set by :meth:`set_whitening`,
@@ -23,13 +28,15 @@ import math
 from fractions import Fraction
 from functools import lru_cache
 
+import numpy as np
 import torch
 from torch import nn
 
 from metric_retrieval.models.heads.base import EMBEDDING_NORM, Head, ModelConfigError, l2n
 from metric_retrieval.utils.options import Option
 
-__all__ = ["RMACHead", "RegionWhitening", "map_regions", "region_pool", "rmac_grid_index", "rmac_regions"]
+__all__ = ["RMACHead", "RegionWhitening", "box_pool", "map_regions", "original_map_boxes", "original_pixel_regions",
+           "region_pool", "rmac_grid_index", "rmac_regions"]
 
 OVERLAP = Fraction(2, 5)
 STEPS = (2, 3, 4, 5, 6, 7)
@@ -90,6 +97,67 @@ def map_regions(x: torch.Tensor, levels: int) -> tuple[tuple[int, int, int], ...
 def _offsets(size: int, wl: int, wl2: int, n: int) -> list[int]:
     step = Fraction(size - wl, n - 1) if n > 1 else Fraction(0)
     return [math.floor(wl2 + k * step) - wl2 for k in range(n)]
+
+
+def original_pixel_regions(height: int, width: int, levels: int = 5) -> list[tuple[int, int, int, int]]:
+    """The regional-attention original's regions of a ``height×width`` *image* as ``(x, y, w, h)`` pixels.
+
+    Its arithmetic (``Common.get_rmac_region_coordinates``): float32 step counts and ``argmin`` for the grid
+    index, float64 offsets, Python ``round`` (half to even) of every coordinate, then boxes that overflow the
+    border shifted back inside. Order: level by level, y outer, x inner.
+    """
+    steps = np.array(STEPS, dtype=np.float32)
+    w = min(height, width)
+    b = (max(height, width) - w) / (steps - 1)
+    idx = int(np.argmin(np.abs(((w ** 2 - w * b) / w ** 2) - float(OVERLAP)))) + 1
+    wd, hd = (idx, 0) if height < width else (0, idx) if height > width else (0, 0)
+    regions = []
+    for level in range(1, levels + 1):
+        wl = np.floor(2 * w / (level + 1))
+        wl2 = np.floor(wl / 2 - 1)
+        centres = []
+        for size, extra in ((width, wd), (height, hd)):
+            step = (size - wl) / (level + extra - 1) if level + extra - 1 > 0 else 0
+            centres.append(np.floor(wl2 + step * np.arange(level + extra)) - wl2)
+        for y in centres[1]:
+            for x in centres[0]:
+                rx, ry, side = int(round(x)), int(round(y)), int(round(wl))
+                rx -= max(rx + side - width, 0)
+                ry -= max(ry + side - height, 0)
+                regions.append((rx, ry, side, side))
+    return regions
+
+
+def original_map_boxes(height: int, width: int, map_h: int, map_w: int, levels: int = 5,
+                       scale: float = 1 / 32) -> list[tuple[int, int, int, int]]:
+    """The map rectangles ``(x0, y0, x1, y1)`` (end exclusive) the original RoI-pools for an image of
+    ``height×width`` pixels whose feature map is ``map_h×map_w``.
+
+    Each pixel box ``(x, y, w, h)`` becomes the inclusive corners ``(x, y, x+w−1, y+h−1)``, scaled by
+    ``scale`` and rounded half to even (``torch.round``); the pooled rows are ``y0 .. y1`` inclusive (at least
+    one), clipped to the map (``Common.RoIPool`` with a 1×1 output).
+    """
+    # float32 products rounded half to even, as torch.round in the original (NumPy: no torch device involved,
+    # so the grid is also computed under a meta-device or traced forward)
+    corners = np.array([(x, y, x + w - 1, y + h - 1) for x, y, w, h in original_pixel_regions(height, width, levels)],
+                       dtype=np.float32).reshape(-1, 4)
+    x0, y0, x1, y1 = np.round(corners * np.float32(scale)).astype(np.int64).T
+    boxes = []
+    for a, b, c, d in zip(x0.tolist(), y0.tolist(), x1.tolist(), y1.tolist()):
+        right, bottom = a + max(c - a + 1, 1), b + max(d - b + 1, 1)
+        boxes.append((min(map_w, max(0, a)), min(map_h, max(0, b)), min(map_w, max(0, right)),
+                      min(map_h, max(0, bottom))))
+    return boxes
+
+
+def box_pool(x: torch.Tensor, boxes, mode: str = "max") -> torch.Tensor:
+    """Pool (``max`` or ``mean``) each map rectangle ``(x0, y0, x1, y1)`` (end exclusive): ``(B, C, H, W)`` →
+    ``(B, R, C)``; an empty rectangle gives 0 (the original's RoI max pooling, and the mean pooling of its
+    attention network)."""
+    reduce = torch.amax if mode == "max" else torch.mean
+    pooled = [reduce(x[:, :, y0:y1, x0:x1], dim=(-2, -1)) if x1 > x0 and y1 > y0 else x.new_zeros(x.shape[:2])
+              for x0, y0, x1, y1 in boxes]
+    return torch.stack(pooled, dim=1)
 
 
 def region_pool(x: torch.Tensor, regions, mode: str = "max") -> torch.Tensor:
