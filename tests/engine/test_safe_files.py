@@ -190,11 +190,14 @@ def test_env_json_is_appended(tmp_path):
 
 def test_corrupt_feature_database_and_whitening_are_reported(tmp_path):
     from metric_retrieval.evaluation import load_whitening, save_whitening
+    from metric_retrieval.models.backbones.base import IMAGENET_RGB
+    from metric_retrieval.models.recipe import InferenceRecipe
     from metric_retrieval.retrieval import load_database, save_database
 
     db, wh = tmp_path / "database_best.pth", tmp_path / "whitening.pth"
     save_database(db, query={"embeddings": torch.randn(2000, 256), "labels": torch.zeros(2000, dtype=torch.long),
-                             "paths": [f"{i}.jpg" for i in range(2000)]})
+                             "paths": [f"{i}.jpg" for i in range(2000)]},
+                  recipe=InferenceRecipe(32, "cgd", IMAGENET_RGB, 256, "l2", False))
     save_whitening(wh, torch.zeros(512), torch.eye(512))
     assert load_database(db)["query"]["embeddings"].shape == (2000, 256)
     assert load_whitening(wh)[1].shape == (512, 512)
