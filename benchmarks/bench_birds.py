@@ -12,7 +12,7 @@ species. Runs are sequential; with ``--json`` each run is appended to the file a
 it are skipped, so an interrupted bench resumes. Runs use fp32 (``--amp off``), no loader workers and the
 decoded cache (``$METRIC_RETRIEVAL_CACHE``, shared by every run). Without the data it says so and exits 0.
 
-    OMP_NUM_THREADS=2 METRIC_RETRIEVAL_CACHE=/tmp/birds_cache python benchmarks/bench_birds.py --json runs.json
+    OMP_NUM_THREADS=2 METRIC_RETRIEVAL_CACHE=birds_cache python benchmarks/bench_birds.py --json runs.json
     python benchmarks/bench_birds.py --rows off_the_shelf,multi_similarity,cgd --seeds 0 --json runs.json
     python benchmarks/bench_birds.py --table runs.json            # the table of the runs in the file
 """

@@ -20,12 +20,14 @@ from __future__ import annotations
 import re
 from typing import Any
 
-import timm
 import torch
 
 from metric_retrieval.models.backbones.base import FROZEN_BN, TAPS, Backbone, InputSpec
 from metric_retrieval.models.backbones.pretrained import PackageWeights, load_pretrained
+from metric_retrieval.utils.lazy import lazy_module
 from metric_retrieval.utils.options import declare
+
+timm = lazy_module("timm")  # imported when the trunk is built: `--help` needs no timm
 
 __all__ = ["LITE_INPUT", "LITE_WEIGHTS", "EfficientNetLite", "convert_lukemelas_lite", "efficientnet_lite0",
            "efficientnet_lite1", "efficientnet_lite2"]
