@@ -71,7 +71,7 @@ def worker_pid(launcher_pid: int, rank: int) -> int:
 
 
 def assert_same_state(a_dir: Path, b_dir: Path) -> None:
-    a, b = (torch.load(d / "checkpoint_latest.pth", weights_only=False) for d in (a_dir, b_dir))
+    a, b = (torch.load(d / "checkpoint_latest.pth", weights_only=True) for d in (a_dir, b_dir))
     for part in ("model", "criterion"):
         for key, value in a[part].items():
             if torch.is_tensor(value):
@@ -102,7 +102,7 @@ def test_eval_every_does_not_change_what_training_computes(tmp_path):
     for n, out in runs.items():
         result = train([*EXACT, "--batch_size", "16", "--eval_every", str(n), "--output_dir", str(out)])
         assert result.returncode == 0, result.stderr[-2000:]
-    a, b = (torch.load(out / "checkpoint_latest.pth", weights_only=False) for out in runs.values())
+    a, b = (torch.load(out / "checkpoint_latest.pth", weights_only=True) for out in runs.values())
     assert [r["loss"] for r in a["progress"]["history"]] == [r["loss"] for r in b["progress"]["history"]]
     assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
 
@@ -269,7 +269,7 @@ def test_nonfinite_weights_are_never_checkpointed_and_resume_may_change_the_reme
     assert train_cli.main(args) == 2
     err = capsys.readouterr().err
     assert "error: the weights became non-finite (model.backbone.conv1.weight) at epoch 1, step 2" in err
-    saved = torch.load(tmp_path / "checkpoint_latest.pth", weights_only=False)
+    saved = torch.load(tmp_path / "checkpoint_latest.pth", weights_only=True)
     assert saved["progress"]["step"] == 1
     assert all(torch.isfinite(v).all() for v in saved["model"].values() if v.is_floating_point())
 
@@ -277,7 +277,7 @@ def test_nonfinite_weights_are_never_checkpointed_and_resume_may_change_the_reme
     assert train_cli.main([*args, "--resume", "latest", "--lr", "5e-5", "--grad_clip", "1.0"]) == 0
     err = capsys.readouterr().err
     assert "resume changes --grad_clip 0.0 -> 1.0, --lr 0.0001 -> 5e-05" in err
-    final = torch.load(tmp_path / "checkpoint_latest.pth", weights_only=False)
+    final = torch.load(tmp_path / "checkpoint_latest.pth", weights_only=True)
     assert final["optimizer"]["param_groups"][0]["lr"] == pytest.approx(5e-5) and final["config"]["lr"] == 5e-5
 
 
@@ -308,7 +308,7 @@ def test_resume_after_divergence_may_switch_amp_and_then_differs(tmp_path, monke
         assert train_cli.main([*args, "--amp", amp, "--output_dir", str(out), "--resume", "latest"]) == 0
     err = capsys.readouterr().err
     assert err.count("resume changes") == 1 and f"resume changes --amp {trained!r} -> {resumed!r}" in err
-    same, switched = (torch.load(out / "checkpoint_latest.pth", weights_only=False) for out in runs.values())
+    same, switched = (torch.load(out / "checkpoint_latest.pth", weights_only=True) for out in runs.values())
     assert same["progress"]["global_step"] == switched["progress"]["global_step"] == 3
     assert switched["config"]["amp"] == resumed
     # README "Reliability": bit-exact only with the same --amp; a switched one computes differently from there on

@@ -24,7 +24,7 @@ def run(argv, **kw):
 
 
 def memory_of(out: Path) -> dict:
-    state = torch.load(out / "checkpoint_latest.pth", weights_only=False)["criterion"]
+    state = torch.load(out / "checkpoint_latest.pth", weights_only=True)["criterion"]
     return {k: state[f"memories.multi_similarity.{k}"] for k in KEYS}
 
 

@@ -22,7 +22,7 @@ def run(argv, **kw):
 
 
 def final_state(out: Path) -> dict:
-    return torch.load(out / "checkpoint_latest.pth", weights_only=False)
+    return torch.load(out / "checkpoint_latest.pth", weights_only=True)
 
 
 def test_train_cli_reports_user_errors_without_traceback(tmp_path):
@@ -110,5 +110,5 @@ def test_bf16_autocast_and_channels_last_train_and_evaluate(tmp_path):
     result = run(["--workers", "0", "--no_tensorboard", "--image_size", "32", "--num_epochs", "1",
                   "--max_steps_per_epoch", "2", "--amp", "bf16", "--channels_last", "--output_dir", str(tmp_path)])
     assert result.returncode == 0, result.stderr[-2000:]
-    metrics = torch.load(tmp_path / "model_best.pth", weights_only=False)["metrics"]["test"]
+    metrics = torch.load(tmp_path / "model_best.pth", weights_only=True)["metrics"]["test"]
     assert 0.0 <= metrics["recall@1"] <= 1.0 and metrics["num_queries"] > 0

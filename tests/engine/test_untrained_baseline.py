@@ -44,7 +44,7 @@ def test_val_classes_select_the_epoch_with_the_best_validation_score(tmp_path):
     val = [r["val_recall@1"] for r in result["history"]]
     assert result["best_epoch"] == 1 + val.index(max(val))
     assert result["best"] == max(val)
-    best = torch.load(tmp_path / "model_best.pth", weights_only=False)
+    best = torch.load(tmp_path / "model_best.pth", weights_only=True)
     assert best["epoch"] == result["best_epoch"]
     assert "the epoch is selected by val/recall@1" in (tmp_path / "train.log").read_text()
 

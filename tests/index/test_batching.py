@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +23,14 @@ from tests.index.test_index_build import build
 def run_together(fn, items, workers):
     with concurrent.futures.ThreadPoolExecutor(workers) as pool:
         return list(pool.map(fn, items))
+
+
+def wait_until(condition, seconds: float = 30.0) -> None:
+    """Poll ``condition`` (a worker thread's progress) until it holds; fail instead of hanging."""
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "the batcher's worker made no progress"
+        time.sleep(0.001)
 
 
 def test_concurrent_items_share_a_batch_and_get_their_own_results():
@@ -55,11 +64,9 @@ def test_the_queue_is_bounded():
     batcher = DynamicBatcher(process, max_batch=1, window_ms=0, max_queue=2)
     with concurrent.futures.ThreadPoolExecutor(3) as pool:
         first = pool.submit(batcher, 0)  # taken by the worker, which blocks
-        while not batcher.batch_sizes:
-            pass
+        wait_until(lambda: batcher.batch_sizes)
         queued = [pool.submit(batcher, n) for n in (1, 2)]  # fill the queue
-        while batcher._queue.qsize() < 2:
-            pass
+        wait_until(lambda: batcher._queue.qsize() >= 2)
         with pytest.raises(Overloaded, match="more than 2 requests are waiting"):
             batcher(3)
         release.set()
