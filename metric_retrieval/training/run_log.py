@@ -4,6 +4,7 @@ Only rank 0 writes anything; other ranks get a disabled :class:`RunLog`.
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import logging
@@ -12,7 +13,7 @@ import subprocess
 import sys
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 
@@ -21,8 +22,14 @@ from metric_retrieval.training.distributed import DistInfo, RankFilter
 log = logging.getLogger("metric_retrieval")
 
 
-def setup_logging(info: DistInfo, log_file: Path | None) -> None:
-    """INFO to stderr (rank 0 only) and, on rank 0, to ``train.log`` in the run folder."""
+@contextlib.contextmanager
+def run_logging(info: DistInfo, log_file: Path | None) -> Iterator[None]:
+    """INFO to stderr (rank 0 only) and, on rank 0, to ``train.log`` in the run folder, for the run's duration.
+
+    On exit the logger's previous handlers, level and ``warnings.showwarning`` come back and ``train.log`` is
+    closed, so a library caller's later messages do not land in a finished run's log.
+    """
+    saved = (list(log.handlers), log.level, log.propagate, warnings.showwarning)
     log.setLevel(logging.INFO)
     log.handlers.clear()
     log.propagate = False
@@ -38,6 +45,14 @@ def setup_logging(info: DistInfo, log_file: Path | None) -> None:
         log.addHandler(handler)
     # Python warnings (dataset checks, libraries) become log lines: in train.log, without the source line.
     warnings.showwarning = lambda message, category, *args, **kwargs: log.warning("%s", message)
+    try:
+        yield
+    finally:
+        for handler in handlers:
+            log.removeHandler(handler)
+            handler.close()
+        log.handlers[:], level, log.propagate, warnings.showwarning = saved
+        log.setLevel(level)
 
 
 def environment() -> dict[str, Any]:

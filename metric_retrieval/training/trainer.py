@@ -52,7 +52,7 @@ from metric_retrieval.training.evaluate import evaluate_split
 from metric_retrieval.training.loading import SeededBatches, train_loader
 from metric_retrieval.training.run_identity import claim_run
 from metric_retrieval.training.run_lock import RunLock, remove_stale_temporaries
-from metric_retrieval.training.run_log import RunLog, setup_logging
+from metric_retrieval.training.run_log import RunLog, run_logging
 from metric_retrieval.training.runtime import AMP_DTYPES, resolve_amp, resolve_device
 from metric_retrieval.training.signals import Stopped, StopSignals
 from metric_retrieval.training.validate import check_splits, split_sizes
@@ -149,7 +149,7 @@ def train(cfg: dict[str, Any]) -> dict[str, Any]:
     with contextlib.ExitStack() as stack:
         stack.callback(cleanup_distributed, dist_info)
         open_run_dir(out_dir, dist_info, stack)
-        setup_logging(dist_info, out_dir / "train.log" if dist_info.is_main else None)
+        stack.enter_context(run_logging(dist_info, out_dir / "train.log" if dist_info.is_main else None))
         log.info("run folder: %s", out_dir.resolve())
         if dist_info.is_main:
             remove_stale_temporaries(out_dir)

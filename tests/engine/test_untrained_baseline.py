@@ -38,6 +38,18 @@ def test_untrained_metrics_are_those_of_the_model_before_any_step(tmp_path, monk
     assert "WORSE" not in log_text
 
 
+def test_a_finished_run_leaves_the_logger_as_it_found_it(tmp_path, monkeypatch):
+    """A library caller's later messages must not go to a finished run's train.log (whose folder may be gone)."""
+    monkeypatch.setattr(trainer_module, "train_one_epoch", lambda ctx, loader: {"loss": 0.0, "lr": 0.0})
+    logger = logging.getLogger("metric_retrieval")
+    before = (list(logger.handlers), logger.level, logger.propagate)
+    run(tmp_path / "run", "--num_epochs", "1")
+    assert (list(logger.handlers), logger.level, logger.propagate) == before
+    size = (tmp_path / "run" / "train.log").stat().st_size
+    logger.warning("after the run")
+    assert (tmp_path / "run" / "train.log").stat().st_size == size
+
+
 @pytest.mark.slow
 def test_val_classes_select_the_epoch_with_the_best_validation_score(tmp_path):
     result = run(tmp_path, "--num_epochs", "3", "--val_classes", "0.25", "--lr", "1e-3")
