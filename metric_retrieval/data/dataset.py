@@ -1,6 +1,7 @@
 """The map-style dataset every reader produces: images, int64 labels, optional boxes."""
 from __future__ import annotations
 
+import io
 import warnings
 from collections.abc import Callable, Sequence
 from functools import partial
@@ -11,7 +12,7 @@ from torch.utils.data import Dataset
 from metric_retrieval.data.common import Box
 from metric_retrieval.data.decoded_cache import DecodedCache, split_fixed_resize
 from metric_retrieval.data.errors import BadImageError, DatasetError, DatasetWarning
-from metric_retrieval.data.image_io import decode_image, load_image
+from metric_retrieval.data.image_io import decode_bytes, decode_image, load_image
 from metric_retrieval.data.transforms import min_decode_scale
 from metric_retrieval.utils.lazy import lazy_module
 
@@ -112,18 +113,27 @@ class RetrievalDataset(Dataset):
                 image = self.cache.get(self.paths[i], box, resize, partial(
                     decode_image, self.paths[i], box, self.max_size, partial(min_decode_scale, self.transform)))
                 return rest(image), int(self.labels[i]), i
-        if self.decode != "pil" and isinstance(self.transform, v2.Transform):
-            # The rule is looked up per call: ``transform`` is settable (validation subsets swap it).
-            image = decode_image(self.paths[i], box, self.max_size, partial(min_decode_scale, self.transform))
-            return self.transform(image), int(self.labels[i]), i
-        image = load_image(self.paths[i], box=box, max_size=self.max_size)
-        if self.transform is not None:
-            image = self.transform(image)
-        return image, int(self.labels[i]), i
+        # The transform is read per call: it is settable (validation subsets swap it).
+        return read_transformed(self.paths[i], self.transform, self.decode, box, self.max_size), int(self.labels[i]), i
 
     def __repr__(self) -> str:
         return (f"RetrievalDataset({self.name or '?'}/{self.split or '?'}: {len(self)} images, "
                 f"{self.num_classes} classes, crop={self.crop}, decode={self.decode})")
 
 
-__all__ = ["DECODERS", "RetrievalDataset"]
+def read_transformed(source: str | bytes, transform: Callable | None, decode: str = "fast",
+                     box: Box | None = None, max_size: int | None = None):
+    """``transform`` of the image in file ``source`` (a path, or the file's bytes), decoded as ``decode`` says
+    (:class:`RetrievalDataset`): ``"fast"``/``"cache"`` with a ``torchvision.transforms.v2`` pipeline decode a
+    uint8 (3, H, W) tensor at the smallest DCT scale the transform allows, otherwise PIL decodes at full size.
+    The decoder's ``OSError``/``ValueError`` for a corrupt or truncated file."""
+    if decode != "pil" and isinstance(transform, v2.Transform):
+        min_scale = partial(min_decode_scale, transform)
+        if isinstance(source, bytes):
+            return transform(decode_bytes(source, box, max_size, min_scale))
+        return transform(decode_image(source, box, max_size, min_scale))
+    image = load_image(io.BytesIO(source) if isinstance(source, bytes) else source, box=box, max_size=max_size)
+    return image if transform is None else transform(image)
+
+
+__all__ = ["DECODERS", "RetrievalDataset", "read_transformed"]

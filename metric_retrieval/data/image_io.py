@@ -108,12 +108,12 @@ def _draft_size(full: tuple[int, int], region: tuple[float, float], max_size: in
     return math.ceil(full[0] * scale), math.ceil(full[1] * scale)
 
 
-def load_image(path: str, box: Sequence[float] | None = None, max_size: int | None = None,
+def load_image(path: str | io.IOBase, box: Sequence[float] | None = None, max_size: int | None = None,
                min_scale: ScaleRule | None = None) -> Image.Image:
     """Open ``path`` as an RGB PIL image, cropped to ``box`` = (x1, y1, x2, y2) when given.
 
     Args:
-        path: image file (any format PIL reads; grayscale, palette and CMYK become RGB).
+        path: image file or an open binary stream (any format PIL reads; grayscale, palette and CMYK become RGB).
         box: crop in original-image pixel coordinates (end exclusive, clamped to the image;
             PIL rounds fractional coordinates).
         max_size: when set, JPEGs are decoded at a reduced DCT scale (``Image.draft``) that still keeps

@@ -14,20 +14,16 @@ the index once per distinct k, giving each request the hits and the kNN vote tha
 """
 from __future__ import annotations
 
-import io
 import queue
 import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from functools import partial
 from typing import Any, Generic, TypeVar
 
 import torch
-from torchvision.transforms import v2
 
-from metric_retrieval.data.image_io import decode_bytes, load_image
-from metric_retrieval.data.transforms import min_decode_scale
+from metric_retrieval.data.dataset import read_transformed
 from metric_retrieval.retrieval.embedder import Embedder
 from metric_retrieval.retrieval.index_store import IndexStore
 from metric_retrieval.retrieval.indexing import Hit, classify, labelled_neighbours, search
@@ -126,15 +122,10 @@ class DynamicBatcher(Generic[T, R]):
 
 
 def decode_upload(embedder: Embedder, body: bytes) -> torch.Tensor:
-    """The evaluation image (3, H, W) uint8 of an uploaded file, decoded once and exactly as
-    ``RetrievalDataset.load`` decodes a catalogue file for ``embedder``; the decoder's ``OSError`` /
-    ``ValueError`` for a truncated or corrupt image."""
-    transform = embedder.transform
-    if embedder.decode != "pil" and isinstance(transform, v2.Transform):
-        image = decode_bytes(body, None, None, partial(min_decode_scale, transform))
-    else:
-        image = load_image(io.BytesIO(body))
-    return transform(image)
+    """The evaluation image (3, H, W) of an uploaded file, decoded once and exactly as ``RetrievalDataset.load``
+    decodes a catalogue file for ``embedder``; the decoder's ``OSError`` / ``ValueError`` for a truncated or
+    corrupt image."""
+    return read_transformed(body, embedder.transform, embedder.decode)
 
 
 @dataclass

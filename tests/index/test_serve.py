@@ -14,6 +14,7 @@ from PIL import Image
 
 from metric_retrieval.retrieval.embedder import Embedder
 from metric_retrieval.retrieval.indexing import open_index
+from metric_retrieval.retrieval.live_index import shown_paths
 from metric_retrieval.retrieval.serve_app import create_app
 from tests.index.conftest import write_catalogue
 from tests.index.test_index_build import build
@@ -135,7 +136,7 @@ def test_page_in_headless_chromium_shows_result_thumbnails(served, live_server, 
         images = driver.find_elements(By.CSS_SELECTOR, "img.result")
         wait.until(lambda d: all(d.execute_script("return arguments[0].complete && arguments[0].naturalWidth", im)
                                  for im in images))
-        assert [im.get_attribute("alt") for im in images][0] == store.items["paths"][7]
+        assert [im.get_attribute("alt") for im in images][0] == shown_paths(store)[7]  # relative to its catalogue
         assert [im.get_attribute("src").rsplit("/", 1)[1] for im in images][0] == "7"
         captions = [c.text for c in driver.find_elements(By.CSS_SELECTOR, "#results figcaption")]
         assert captions[0].startswith("#1 · 1.0000") or captions[0].startswith("#1 · 0.9999")
