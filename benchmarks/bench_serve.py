@@ -9,6 +9,10 @@ formed, and the process CPU-seconds per request (server and clients together); t
 ``--clients`` clients reach ≥ 3× one client's requests/s with p99 ≤ 2 × one client's p50 + the batching window.
 The load average is printed before and after: wall-clock latency on a shared machine moves with it.
 
+Before the server runs, the model's own batching gain is measured in-process (``forward_ceiling``): images/s of
+forward passes of ``--max_batch`` images against batch-1 passes, CPU-seconds, ABBA. Where the forward dominates a
+request and one client already keeps every core busy, that ratio bounds what any batching server can gain.
+
 Quick run::
 
     python benchmarks/bench_serve.py --catalogue 200 --requests 120 --max_seconds 30
@@ -127,6 +131,32 @@ def load(url: str, bodies: list[bytes], clients: int, requests: int, max_seconds
             "cpu_ms_per_request": 1000 * cpu / max(1, len(lat))}
 
 
+def forward_ceiling(embedder, bodies: list[bytes], max_batch: int, rounds: int = 2, images: int = 32) -> float:
+    """CPU images/s of ``max_batch``-image forward passes ÷ that of batch-1 passes (ABBA, ``rounds`` × 2 each)."""
+    import torch
+
+    from metric_retrieval.retrieval.batching import decode_upload
+
+    decoded = [decode_upload(embedder, b) for b in bodies[:images]]
+
+    def rate(batch: int) -> float:
+        cpu = time.process_time()
+        for start in range(0, len(decoded), batch):
+            embedder(torch.stack(decoded[start:start + batch]))
+        return len(decoded) / (time.process_time() - cpu)
+
+    rate(max_batch)  # warm-up
+    one, many = [], []
+    for _ in range(rounds):
+        one.append(rate(1))
+        many += [rate(max_batch), rate(max_batch)]
+        one.append(rate(1))
+    ratio = float(np.median(many) / np.median(one))
+    print(f"forward alone: batch {max_batch} {np.median(many):.1f} images/CPU-s, batch 1 {np.median(one):.1f}: "
+          f"{ratio:.2f}x (the most batching can gain where the forward is the whole request and the cores are busy)")
+    return ratio
+
+
 def measure(app, bodies: list[bytes], args: argparse.Namespace, label: str) -> list[dict]:
     server = Server(app)
     rows = []
@@ -173,6 +203,7 @@ def main(argv: list[str] | None = None) -> int:
         root = make_index(Path(tmp), args.catalogue, args.image_size)
         store, embedder = open_index(root)
         bodies = [p.read_bytes() for p in sorted((Path(tmp) / "images").glob("*.jpg"))[:64]]
+        ceiling = forward_ceiling(embedder, bodies, args.max_batch)
         servers = [("batched", args.max_batch)] + ([("unbatched", 1)] if args.unbatched else [])
         rows, summaries = [], []
         for label, max_batch in servers:
@@ -181,7 +212,8 @@ def main(argv: list[str] | None = None) -> int:
             summaries.append(summary(rows, args, label))
     print(f"load average after: {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
     if args.json:
-        Path(args.json).write_text(json.dumps({"args": vars(args), "rows": rows, "summary": summaries}, indent=2))
+        Path(args.json).write_text(json.dumps({"args": vars(args), "forward_ceiling": ceiling, "rows": rows,
+                                                    "summary": summaries}, indent=2))
     return 0
 
 
