@@ -308,7 +308,8 @@ def _counted_ranks(q: torch.Tensor, ql: torch.Tensor, g: torch.Tensor, gl: torch
     t, t_col = _best_positives(q, ql, g, gl, exclude)
     state = impl.prepare(g, "ip")
     device = impl.chunk_device()
-    chunk = chunk_size or auto_chunk_size(g.shape[0], int(top.max()), device)
+    chunk = chunk_size or min(auto_chunk_size(g.shape[0], int(top.max()), device),
+                              getattr(impl, "chunk_rows", None) or len(q) or 1)
     ranks = torch.empty(len(q), dtype=torch.long)
     rel = torch.zeros((len(q), int(top.max())), dtype=torch.bool)
     for start in range(0, len(q), chunk):
