@@ -47,13 +47,15 @@ def parity_images(recipe: InferenceRecipe, cfg: dict, data_path: str | None, dat
     ``data_path``/``data_name`` say otherwise), preprocessed by the ``recipe``."""
     from metric_retrieval import data
     from metric_retrieval.training.trainer import default_data
+    from metric_retrieval.utils.options import builder_kwargs
 
     run = {"data_path": data_path or cfg.get("data_path"),
            "data_name": data_name or (cfg.get("data_name", "folder") if data_path or cfg.get("data_path")
                                       else "folder")}
     root = default_data(run)
     info = data.get_benchmark(run["data_name"], root)
-    dataset = data.build_dataset(info.name, root, info.eval_splits[0], transform=recipe.eval_transform())
+    dataset = data.build_dataset(info.name, root, info.eval_splits[0], transform=recipe.eval_transform(),
+                                 reader_options=builder_kwargs(data.DATASETS.get(info.name), cfg))
     count = min(count, len(dataset))
     if count < 2:
         raise UserError(f"--parity_images: the parity check needs at least 2 images, {root} gave {count}")

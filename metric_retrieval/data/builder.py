@@ -18,12 +18,14 @@ def list_datasets() -> list[str]:
     return DATASETS.names()
 
 
-def get_reader(name: str, root: str | Path) -> Reader:
-    """The reader of dataset ``name`` (or an alias) for ``root``; validates that the root exists."""
+def get_reader(name: str, root: str | Path, options: dict[str, Any] | None = None) -> Reader:
+    """The reader of dataset ``name`` (or an alias) for ``root``, built with ``options``, the keywords of its own
+    declared options (``training.components.component_kwargs("data_name", cfg)``); validates that the root
+    exists."""
     cls = DATASETS.get(name)
     if not Path(root).expanduser().exists():
         raise layout_error(f"{cls.name} dataset root does not exist", root, cls.layout)
-    return cls(root)
+    return cls(root, **(options or {}))
 
 
 def get_benchmark(name: str, root: str | Path | None = None) -> BenchmarkInfo:
@@ -33,7 +35,8 @@ def get_benchmark(name: str, root: str | Path | None = None) -> BenchmarkInfo:
 
 def build_dataset(name: str, root: str | Path, split: str, transform: Callable | None = None, crop: bool = False,
                   verify_images: bool = True, skip_bad_images: bool = False, max_size: int | None = None,
-                  imsize: int | None = 1024, decode: str = "fast") -> RetrievalDataset | LandmarkImageDataset:
+                  imsize: int | None = 1024, decode: str = "fast", reader_options: dict[str, Any] | None = None
+                  ) -> RetrievalDataset | LandmarkImageDataset:
     """One split of a dataset as a map-style ``Dataset``.
 
     Args:
@@ -55,10 +58,11 @@ def build_dataset(name: str, root: str | Path, split: str, transform: Callable |
             exact on-disk cache of decode + fixed-size resize, :mod:`metric_retrieval.data.decoded_cache`) or ``"pil"``
             (full-size PIL, torchvision ``ImageFolder`` style); see :class:`RetrievalDataset`. Not used by
             landmark sets.
+        reader_options: keywords for the reader's constructor, from its declared ``options``.
 
     Labels are in ``[0, num_classes)``, numbered by sorted raw class id; query and gallery share one map.
     """
-    reader = get_reader(name, root)
+    reader = get_reader(name, root, reader_options)
     if reader.kind == "landmark":
         if crop:
             raise DatasetError(f"crop is only for datasets with bounding boxes ({', '.join(datasets_with_boxes())}), "

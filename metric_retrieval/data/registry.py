@@ -63,9 +63,10 @@ class Reader:
 
     A subclass sets the class attributes and implements :meth:`read`; validation (missing files,
     malformed lines, non-standard counts) happens there and raises/warns with the layout tree. ``options``
-    (:mod:`metric_retrieval.utils.options`) are the reader's own settings; a reader with ``has_boxes`` takes
-    ``--crop_type``. ``synth`` is the reader's synthetic layout (None: it has none), which ``data_utils.py
-    synth --layout NAME`` and the tests write.
+    (:mod:`metric_retrieval.utils.options`) are the reader's own settings, passed to its constructor as keywords
+    after ``root`` (a reader that declares one takes it in ``__init__``); a reader with ``has_boxes`` takes
+    ``--crop_type``, which the dataset builder reads itself. ``synth`` is the reader's synthetic layout (None: it
+    has none), which ``data_utils.py synth --layout NAME`` and the tests write.
     """
 
     name: ClassVar[str] = ""

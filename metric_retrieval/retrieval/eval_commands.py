@@ -20,6 +20,7 @@ from metric_retrieval.training.checkpoint import load_model
 from metric_retrieval.training.evaluate import embed_dataset, evaluate_split
 from metric_retrieval.training.runtime import AMP_DTYPES, resolve_amp, resolve_device
 from metric_retrieval.utils.errors import UserError
+from metric_retrieval.utils.options import builder_kwargs
 from metric_retrieval.utils.parsing import parse_key_values, parse_number_list
 
 __all__ = ["build_eval_model", "eval_amp", "evaluate_checkpoint", "learn_whitening", "load_head_parts", "parse_qe"]
@@ -109,8 +110,10 @@ def evaluate_checkpoint(args: Any) -> dict[str, Any]:
                                              whitening=args.whitening, qe=qe, num_workers=args.workers,
                                              autocast_dtype=amp)
     transform = recipe.eval_transform()
+    reader_options = builder_kwargs(data.DATASETS.get(info.name), run["config"])  # the run's, where it read it
     splits = {s: data.build_dataset(info.name, args.data_path, s, transform=transform, decode=args.decode,
-                                    crop=args.crop_type == "cropped") for s in info.eval_splits}
+                                    crop=args.crop_type == "cropped", reader_options=reader_options)
+              for s in info.eval_splits}
     ks = parse_number_list(args.recalls, "--recalls") or list(info.recall_ks)
     metrics, _ = evaluate_split(model, splits, info.protocol, ks, cfg, device, amp, recipe)
     return metrics

@@ -129,7 +129,8 @@ def build_datasets(cfg: dict[str, Any], root: str) -> dict[str, Any]:
                                     **component_kwargs("transform", cfg))
     eval_tf = data.build_transform(cfg["transform"], train=False, image_size=cfg["image_size"])
     decode = cfg["decode"] if cfg["decode"] in data.DECODERS else "fast"  # auto and gpu start from fast
-    kw = {"crop": crop, "skip_bad_images": cfg["skip_bad_images"], "decode": decode}
+    kw = {"crop": crop, "skip_bad_images": cfg["skip_bad_images"], "decode": decode,
+          "reader_options": component_kwargs("data_name", cfg)}
     train = data.build_dataset(info.name, root, info.train_split, transform=train_tf, **kw)
     evals = {split: data.build_dataset(info.name, root, split, transform=eval_tf, **kw)
              for split in info.eval_splits}

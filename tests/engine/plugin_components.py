@@ -110,14 +110,20 @@ def write_plugin_data(w: SynthWriter, ipc: int, num_classes: int = 8) -> None:
 
 @DATASETS.register("plugin_data")
 class PluginReader(Reader):
-    """``split.csv`` lists ``split,relative image path,class`` per line."""
+    """``split.csv`` (or the file ``--plugin_data_listing`` names) lists ``split,relative image path,class`` per
+    line."""
 
     name = "plugin_data"
     layout = "<root>/split.csv    lines: split,images/<class>/<file>,<class>\n<root>/images/<class>/*.png\n"
     synth = SynthLayout(write_plugin_data, images_per_class=4)
+    options = (Option("plugin_data_listing", str, "split.csv", "the listing file under the root", kwarg="listing"),)
+
+    def __init__(self, root, listing: str = "split.csv") -> None:
+        super().__init__(root)
+        self.listing = listing
 
     def read(self, split: str, boxes: bool = False) -> SplitRecords:
-        listing = require_file(self.root / "split.csv", self.layout)
+        listing = require_file(self.root / self.listing, self.layout)
         paths, labels = [], []
         for number, parts in read_rows(listing, 1, "split,path,class"):
             fields = " ".join(parts).split(",")

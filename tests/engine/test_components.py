@@ -255,6 +255,7 @@ def test_every_plugin_trains_end_to_end_through_train_py(plugins, tmp_path):
     from metric_retrieval import data
 
     root = data.write_synthetic("plugin_data", tmp_path / "data", image_size=(32, 32), images_per_class=6)
+    (root / "split.csv").rename(root / "listing.csv")  # found only through the reader's own option
     out = tmp_path / "run"
     config = _write(tmp_path, {"miner": {"name": "plugin_miner", "keep": 16}, "head": {"name": "plugin_head",
                                                                                      "plugin_head_temperature": 0.2}})
@@ -264,6 +265,7 @@ def test_every_plugin_trains_end_to_end_through_train_py(plugins, tmp_path):
             "--loss", "plugin_loss", "--loss_option", "plugin_loss.scale=2", "--sampler", "plugin_sampler",
             "--plugin_sampler_passes", "2", "--plugin_producer", "--plugin_producer_noise", "0.05",
             "--optimizer", "plugin_sgd", "--dampening", "0.1", "--lr", "0.01", "--batch_size", "8",
+            "--plugin_data_listing", "listing.csv",
             "--num_epochs", "2", "--image_size", "32", "--workers", "0", "--amp", "off", "--no_tensorboard",
             "--output_dir", str(out)]
     assert train_cli.main(argv) == 0
@@ -276,6 +278,10 @@ def test_every_plugin_trains_end_to_end_through_train_py(plugins, tmp_path):
     criterion = build_criterion(cfg, num_classes=4, class_counts=torch.full((4,), 6))
     assert isinstance(criterion.miners[0], plugins.PluginMiner) and criterion.miners[0].keep == 16
     assert isinstance(criterion.losses[0], plugins.PluginLoss) and criterion.losses[0].scale == 2
+    import test as test_cli
+
+    assert test_cli.main(["--eval", "--checkpoint", str(out / "model_best.pth"), "--data_name", "plugin_data",
+                          "--data_path", str(root), "--workers", "0"]) == 0  # the run's reader option again
     model, _ = load_model(out / "model_best.pth")  # rebuilt from the plug-ins' registrations alone
     assert isinstance(model.backbone, plugins.PluginNet) and model.backbone.num_features == 8
     assert isinstance(model.head, plugins.PluginHead) and model.head.temperature == 0.2
