@@ -59,6 +59,14 @@ class Snapshot:
     def version(self) -> str:
         return self.store.version
 
+    def item_of(self, n: int, sha256: str | None) -> int | None:
+        """The item a result link ``(n, sha256)`` means in this version: ``n`` if it still holds that content (or
+        no content is named), else the first item with that content (an ``add --update`` moves items), or None."""
+        hashes = self.store.items.get("sha256") or []
+        if 0 <= n < len(self.store) and (sha256 is None or n >= len(hashes) or hashes[n] == sha256):
+            return n
+        return hashes.index(sha256) if sha256 is not None and sha256 in hashes else None
+
 
 class LiveIndex:
     """The served :class:`Snapshot`, replaced by a newer committed version of the same index (see the module

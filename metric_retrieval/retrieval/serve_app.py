@@ -6,7 +6,8 @@ Routes:
   with their scores;
 - ``POST /search`` (multipart field ``image``; query ``k``): the top-k items as JSON
   ``{"results": [{"rank", "path", "id", "label", "score", "thumbnail"}], "predicted", "votes"}``;
-- ``GET /thumbnail/{n}``: a JPEG thumbnail of item ``n``;
+- ``GET /thumbnail/{n}?sha256=…``: a JPEG thumbnail of item ``n``; a result's link names the item's content too,
+  so after a reload that moved the item (``index add --update``) the link still shows it, or gets a 404;
 - ``GET /health``: ``{"status": "ok", "version", "items", "dim", "factory", "metric"}`` of the version served.
 
 Result paths are relative to their catalogue root (the server's own paths are not shown). With
@@ -200,12 +201,14 @@ def create_app(store: IndexStore, embedder: Embedder, k: int = 10, max_bytes: in
                 "factory": served.meta["factory"], "metric": served.meta["metric"]}
 
     @app.get("/thumbnail/{n}")
-    def thumbnail(n: int) -> Response:
-        served = live.current.store
-        if not 0 <= n < len(served):
-            raise HTTPException(404, f"no item {n}: the index holds items 0..{len(served) - 1}")
+    def thumbnail(n: int, sha256: Annotated[str | None, Query(max_length=64)] = None) -> Response:
+        snapshot = live.current
+        item = snapshot.item_of(n, sha256)
+        if item is None:
+            what = "" if sha256 is None else f" with content {sha256[:12]}…; the index changed since: search again"
+            raise HTTPException(404, f"no item {n}{what} (the index holds items 0..{len(snapshot.store) - 1})")
         buf = io.BytesIO()
-        render_tile(served.items["paths"][n], THUMBNAIL).save(buf, format="JPEG", quality=85)
+        render_tile(snapshot.store.items["paths"][item], THUMBNAIL).save(buf, format="JPEG", quality=85)
         return Response(buf.getvalue(), media_type="image/jpeg", headers={"Cache-Control": "max-age=3600"})
 
     @app.post("/search")
@@ -223,7 +226,9 @@ def create_app(store: IndexStore, embedder: Embedder, k: int = 10, max_bytes: in
             snapshot, found = batcher((image, top))
         except Overloaded as err:
             raise HTTPException(503, f"the server is busy ({err}); retry shortly") from None
-        results = [{**asdict(h), "path": snapshot.paths[h.item], "thumbnail": f"/thumbnail/{h.item}"}
+        hashes = snapshot.store.items.get("sha256") or []
+        results = [{**asdict(h), "path": snapshot.paths[h.item], "thumbnail": f"/thumbnail/{h.item}"
+                    + (f"?sha256={hashes[h.item]}" if h.item < len(hashes) and hashes[h.item] else "")}
                    for h in found.hits]
         return {"results": results, "predicted": found.predicted, "votes": found.votes}
 

@@ -66,7 +66,8 @@ def test_search_returns_the_exact_top_k(served, checkpoint):
                                                      for j in order]
     assert all(r["path"].count("/") == 1 for r in body["results"])  # <class>/<file>
     np.testing.assert_allclose([r["score"] for r in body["results"]], scores[order], atol=1e-5)
-    assert body["results"][0]["thumbnail"] == "/thumbnail/4" and body["results"][0]["rank"] == 1
+    assert body["results"][0]["thumbnail"] == f"/thumbnail/4?sha256={store.items['sha256'][4]}"
+    assert body["results"][0]["rank"] == 1
     assert body["predicted"] == store.items["labels"][4] or sum(body["votes"].values()) == 3
 
 
@@ -137,7 +138,7 @@ def test_page_in_headless_chromium_shows_result_thumbnails(served, live_server, 
         wait.until(lambda d: all(d.execute_script("return arguments[0].complete && arguments[0].naturalWidth", im)
                                  for im in images))
         assert [im.get_attribute("alt") for im in images][0] == shown_paths(store)[7]  # relative to its catalogue
-        assert [im.get_attribute("src").rsplit("/", 1)[1] for im in images][0] == "7"
+        assert [im.get_attribute("src").rsplit("/", 1)[1].split("?")[0] for im in images][0] == "7"
         captions = [c.text for c in driver.find_elements(By.CSS_SELECTOR, "#results figcaption")]
         assert captions[0].startswith("#1 · 1.0000") or captions[0].startswith("#1 · 0.9999")
         assert driver.find_element(By.ID, "error").text == ""

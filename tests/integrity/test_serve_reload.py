@@ -56,6 +56,30 @@ def test_poll_swaps_in_a_committed_add_and_keeps_a_damaged_one_out(index_dir, tm
     assert client.get("/health").json() == after
 
 
+def test_result_links_follow_their_item_across_an_update_reload(index_dir, tmp_path):
+    """``add --update`` drops a changed image's item and appends its new one, so later items move down: a result's
+    thumbnail link names the content, finds the moved item and refuses the replaced one."""
+    store, embedder = open_index(index_dir)
+    app = create_app(store, embedder, k=6)
+    client = TestClient(app, base_url="http://127.0.0.1:8000")
+    paths = store.items["paths"]
+    upload = Path(paths[0]).read_bytes()
+    links = {r["thumbnail"].split("?")[0].rsplit("/", 1)[1]: r["thumbnail"]
+             for r in client.post("/search", files={"image": ("q.jpg", upload, "image/jpeg")}).json()["results"]}
+    assert len(links) == 6
+    first = client.get(links["1"]).content
+    Path(paths[0]).write_bytes(Path(paths[5]).read_bytes())  # item 0's file now holds another image
+    assert index_cli.main(["add", str(index_dir), "--images", str(tmp_path / "gallery"),
+                           "--update", *FAST]) == 0
+    assert app.state.live.poll()
+    moved = app.state.live.current.store
+    assert moved.items["paths"][0] == paths[1]  # every item moved down by one
+    assert client.get(links["1"]).content == first  # link of old item 1 still shows that image (now item 0)
+    gone = client.get(links["0"])
+    assert gone.status_code == 404 and "the index changed since" in gone.json()["detail"]
+    assert client.get("/thumbnail/0").status_code == 200  # a bare position is whatever item is there now
+
+
 def test_search_params_survive_a_reload(checkpoint, tmp_path):
     write_catalogue(tmp_path / "gallery", per_class=4)
     write_catalogue(tmp_path / "more", per_class=1, seed=7)
