@@ -184,13 +184,14 @@ def test_dynamic_img_size_accepts_any_size(vit):
 
 
 _HF_SCRIPT = """
-import sys, torch, models
+import sys, torch
+from metric_retrieval import models
 from metric_retrieval.utils.errors import UserError
 try:
     trunk = models.build_backbone("timm:vit_tiny_patch16_224", pretrained=True)
 except UserError as err:
     print("USERERROR", err); sys.exit(3)
-want = torch.load(sys.argv[1])
+want = torch.load(sys.argv[1], weights_only=True)
 print("EQUAL", all(torch.equal(v, want[k]) for k, v in trunk.net.state_dict().items()), trunk.pretrained_source)
 """
 
