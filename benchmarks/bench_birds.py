@@ -3,7 +3,7 @@
 Data: ``cub100`` (100 CUB-200-2011 species; ``../shared/reference/data/cub100`` or ``$CUB100_ROOT``), trained on
 its 50 train species and evaluated on its 50 disjoint test species: R@1, R@2, R@4, R@8 and MAP@R. The epoch is
 selected on 5 held-out train species (``--val_classes 0.1``), never on the test species. One config per row
-under ``configs/birds/``; ``base.yaml`` states the shared protocol (128 px, 3 epochs of 10 batches of 32).
+under ``configs/birds/``; ``base.yaml`` states the shared protocol (128 px, 5 epochs of 30 batches of 32).
 
 Rows (``--rows``): ``off_the_shelf`` is the ImageNet model with GeM and no training, evaluated once. Every
 other row is one training run per seed on :func:`selection_view` (the trainer's per-epoch evaluation then costs
@@ -109,7 +109,7 @@ def off_the_shelf(root: Path, out_dir: Path) -> dict[str, Any]:
 
 def run_one(row: str, seed: int, root: Path, extra: list[str], out_dir: Path) -> dict[str, Any]:
     """One training run of ``configs/birds/<row>.yaml`` on :func:`selection_view`, then its selected epoch
-    (best val R@1) on every test species."""
+    (best val ``select_metric``, MAP@R in ``base.yaml``) on every test species."""
     start = time.perf_counter()
     cfg = config(row, selection_view(root, out_dir / "view"), seed, out_dir / f"{row}_{seed}", extra)
     result = train(cfg)
@@ -118,7 +118,8 @@ def run_one(row: str, seed: int, root: Path, extra: list[str], out_dir: Path) ->
     selected = next(r for r in result["history"] if r["epoch"] == result["best_epoch"])
     return {"row": row, "seed": seed, "extra": extra, "epochs": cfg["num_epochs"], "image_size": cfg["image_size"],
             "steps_per_epoch": cfg["max_steps_per_epoch"], "minutes": (time.perf_counter() - start) / 60,
-            "selected_epoch": result["best_epoch"], "val_recall@1": selected["val_recall@1"], "trained": trained}
+            "selected_epoch": result["best_epoch"], "select_metric": cfg["select_metric"],
+            "val_recall@1": selected["val_recall@1"], "val_map@r": selected["val_map@r"], "trained": trained}
 
 
 def _mean_std(values: list[float], sign: str = "") -> str:

@@ -151,14 +151,20 @@ def test_from_scratch_recipe_trains_from_random_weights_and_selects_on_validatio
 def test_the_transfer_recipe_is_the_default_for_own_data_with_pretrained_weights(tmp_path):
     from metric_retrieval.training.config import QUICK_RECIPE, TRANSFER_RECIPE
 
-    recipe = {"optimizer": "adamw", "lr": 1e-4, "head_lr_mult": 10.0, "weight_decay": 1e-4, "scheduler": "cosine",
-              "warmup_epochs": 0.25, "frozen_bn": True, "head": "gem", "loss": "multi_similarity", "miner": "none"}
+    recipe = {"optimizer": "adamw", "lr": 2e-4, "head_lr_mult": 1.0, "weight_decay": 1e-4, "scheduler": "cosine",
+              "warmup_epochs": 0.25, "frozen_bn": True, "head": "gem",
+              "loss": [{"name": "multi_similarity", "memory_size": 1024, "memory_warmup": 10}], "miner": "none"}
     assert set(recipe) == set(TRANSFER_RECIPE)
     for pretrained in ([], ["--pretrained", "imagenet"], ["--pretrained", str(tmp_path / "w.pth")]):
         cfg = resolve_config(["--data_path", str(tmp_path), "--backbone_type", "efficientnet_lite0", *pretrained])
         assert {k: cfg[k] for k in recipe} == recipe
-    flags = resolve_config(["--data_path", str(tmp_path), "--lr", "3e-4", "--no-frozen_bn", "--head", "baseline"])
+    criterion = builders.build_criterion({**cfg, "feature_dim": 1280}, 10, torch.full((10,), 8))
+    (memory,) = criterion.memories.values()  # the recipe's cross-batch memory is built
+    assert (memory.size, memory.warmup_steps) == (1024, 10)
+    flags = resolve_config(["--data_path", str(tmp_path), "--lr", "3e-4", "--no-frozen_bn", "--head", "baseline",
+                            "--loss", "triplet"])
     assert (flags["lr"], flags["frozen_bn"], flags["head"], flags["optimizer"]) == (3e-4, False, "baseline", "adamw")
+    assert flags["loss"] == "triplet"  # a --loss replaces the recipe's whole loss, memory included
     # from random weights, with a recipe file of its own, or on the built-in data: not this recipe
     scratch = resolve_config(["--data_path", str(tmp_path), "--pretrained", "none"])
     config = tmp_path / "c.yaml"
