@@ -54,3 +54,16 @@ def catalogue_dir(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("catalogue")
     write_catalogue(root)
     return root
+
+
+@pytest.fixture(scope="module")
+def small_index(checkpoint, tmp_path_factory):
+    """(store, embedder) of a Flat index over a catalogue of 3 images a colour class, built by ``index.py build``."""
+    from metric_retrieval.retrieval.indexing import open_index
+    from tests.index.test_index_build import build  # here: that module imports this one
+
+    root = tmp_path_factory.mktemp("gallery")
+    write_catalogue(root, per_class=3)
+    out = tmp_path_factory.mktemp("idx") / "i"
+    assert build(checkpoint, root, out) == 0
+    return open_index(out)

@@ -13,11 +13,9 @@ from fastapi.testclient import TestClient
 
 from metric_retrieval.retrieval.batching import DynamicBatcher, Overloaded
 from metric_retrieval.retrieval.embedder import Embedder
-from metric_retrieval.retrieval.indexing import classify, labelled_neighbours, open_index, search
+from metric_retrieval.retrieval.indexing import classify, labelled_neighbours, search
 from metric_retrieval.retrieval.live_index import shown_paths
 from metric_retrieval.retrieval.serve_app import create_app
-from tests.index.conftest import write_catalogue
-from tests.index.test_index_build import build
 
 
 def run_together(fn, items, workers):
@@ -75,17 +73,8 @@ def test_the_queue_is_bounded():
         DynamicBatcher(lambda items: items, max_batch=0)
 
 
-@pytest.fixture(scope="module")
-def index(checkpoint, tmp_path_factory):
-    root = tmp_path_factory.mktemp("gallery")
-    write_catalogue(root, per_class=3)
-    out = tmp_path_factory.mktemp("idx") / "i"
-    assert build(checkpoint, root, out) == 0
-    return open_index(out)
-
-
-def test_batched_server_answers_each_request_as_the_unbatched_path(index, checkpoint):
-    store, embedder = index
+def test_batched_server_answers_each_request_as_the_unbatched_path(small_index, checkpoint):
+    store, embedder = small_index
     app = create_app(store, embedder, k=4, allowed_hosts=["testserver"], max_batch=8, batch_window_ms=500)
     paths = store.items["paths"]
     client = TestClient(app)

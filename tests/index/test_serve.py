@@ -13,22 +13,15 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from metric_retrieval.retrieval.embedder import Embedder
-from metric_retrieval.retrieval.indexing import open_index
 from metric_retrieval.retrieval.live_index import shown_paths
 from metric_retrieval.retrieval.serve_app import create_app
-from tests.index.conftest import write_catalogue
-from tests.index.test_index_build import build
 
 CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
 
 
 @pytest.fixture(scope="module")
-def served(checkpoint, tmp_path_factory):
-    root = tmp_path_factory.mktemp("gallery")
-    write_catalogue(root, per_class=3)
-    out = tmp_path_factory.mktemp("idx") / "i"
-    assert build(checkpoint, root, out) == 0
-    store, embedder = open_index(out)
+def served(small_index):
+    store, embedder = small_index
     return store, embedder, create_app(store, embedder, k=4, max_bytes=20_000,
                                       allowed_hosts=["127.0.0.1", "testserver"])
 
