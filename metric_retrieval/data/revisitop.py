@@ -22,6 +22,22 @@ LAYOUT = """\
 """
 
 
+# The only globals a revisitop ground-truth pickle needs: numpy arrays (int index lists, float boxes) inside
+# plain dicts and lists. Anything else (a function, a class to call) is refused instead of run.
+_ARRAY_GLOBALS = {(module, name) for module in ("numpy.core.multiarray", "numpy._core.multiarray")
+                  for name in ("_reconstruct", "scalar")} | {("numpy", "ndarray"), ("numpy", "dtype")}
+
+
+class _GroundTruthUnpickler(pickle.Unpickler):
+    """``pickle.Unpickler`` that resolves only :data:`_ARRAY_GLOBALS`, so a crafted file runs no code."""
+
+    def find_class(self, module: str, name: str):
+        if (module, name) not in _ARRAY_GLOBALS:
+            raise pickle.UnpicklingError(f"it names {module}.{name}; a ground-truth file holds only lists, dicts "
+                                         "and numpy arrays")
+        return super().find_class(module, name)
+
+
 class Revisited(Reader):
     kind = "landmark"
     layout = LAYOUT
@@ -39,7 +55,7 @@ class Revisited(Reader):
         jpg = require_dir(self.root / "jpg", LAYOUT)
         try:
             with open(pkl, "rb") as f:
-                cfg = pickle.load(f)
+                cfg = _GroundTruthUnpickler(f).load()
         except Exception as err:  # noqa: BLE001 - truncated pickles raise several types
             raise DatasetError(f"{pkl}: cannot read the pickle ({type(err).__name__}: {err})") from None
         missing = [k for k in ("imlist", "qimlist", "gnd") if k not in cfg] if isinstance(cfg, dict) else ["dict"]

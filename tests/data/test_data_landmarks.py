@@ -109,6 +109,21 @@ def test_landmark_ground_truth_errors(synth_copy, synth_root):
         data.load_landmark_dataset("cub", synth_root("cub"))
 
 
+class _RunsCode:
+    def __reduce__(self):
+        return (Path.touch, (Path(self.marker),))
+
+
+def test_a_crafted_ground_truth_pickle_is_refused_without_running_it(synth_copy, tmp_path):
+    root = synth_copy("roxford5k")
+    payload = _RunsCode()
+    payload.marker = str(tmp_path / "ran")
+    (root / "gnd_roxford5k.pkl").write_bytes(pickle.dumps({"imlist": [], "qimlist": [], "gnd": [payload]}))
+    with pytest.raises(data.DatasetError, match="cannot read the pickle .*pathlib.*Path.touch.*lists, dicts"):
+        data.load_landmark_dataset("roxford5k", root)
+    assert not (tmp_path / "ran").exists()
+
+
 def test_revisited(synth_root, synth_copy):
     root = synth_root("roxford5k")
     lm = data.load_landmark_dataset("roxford5k", root)
