@@ -30,7 +30,7 @@ def run(tmp_path, *argv):
 def test_each_head_trains_and_embeds_on_the_unit_sphere(head, tmp_path):
     loss = ["--loss", "ls_ce+multi_similarity"] if head in ("cgd", "clf") else ["--loss", "multi_similarity"]
     run(tmp_path, "--head", head, *HEADS[head], *loss, "--miner", "none")
-    db = torch.load(tmp_path / "database_best.pth", weights_only=False)
+    db = torch.load(tmp_path / "database_best.pth", weights_only=True)
     norms = db["query"]["embeddings"].norm(dim=1)
     torch.testing.assert_close(norms, torch.ones_like(norms), rtol=0, atol=1e-4)
 
@@ -50,7 +50,7 @@ def test_each_loss_trains_with_and_without_das(loss, das, tmp_path):
 
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
     run(tmp_path, "--checkpoint_every", "1")
-    good = torch.load(tmp_path / "checkpoint_latest.pth", weights_only=False)["model"]
+    good = torch.load(tmp_path / "checkpoint_latest.pth", weights_only=True)["model"]
     original = losses.Criterion.forward
 
     def poisoned(self, *args):
@@ -60,7 +60,7 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monk
     monkeypatch.setattr(losses.Criterion, "forward", poisoned)
     with pytest.raises(TrainingDiverged, match="loss became nan at epoch 2, step 1"):
         run(tmp_path, "--num_epochs", "2", "--resume", "latest")
-    kept = torch.load(tmp_path / "checkpoint_latest.pth", weights_only=False)["model"]
+    kept = torch.load(tmp_path / "checkpoint_latest.pth", weights_only=True)["model"]
     assert all(torch.equal(good[k], kept[k]) for k in good)
 
 
@@ -71,7 +71,7 @@ def test_eval_cli_on_a_benchmark_prints_and_writes_json(tmp_path):
                                     "--data_name", "folder", "--data_path", str(data.ensure_default_dataset()),
                                     "--json", str(out), "--workers", "0"])
     assert code == 0 and "recall@1" in stdout
-    saved = torch.load(tmp_path / "run" / "model_best.pth", weights_only=False)["metrics"]["test"]
+    saved = torch.load(tmp_path / "run" / "model_best.pth", weights_only=True)["metrics"]["test"]
     assert json.loads(out.read_text())["recall@1"] == pytest.approx(saved["recall@1"])
 
 

@@ -14,7 +14,7 @@ TINY = ["--workers", "0", "--no_tensorboard", "--num_epochs", "2", "--max_steps_
 def weights(tmp_path, decode, *argv):
     out = tmp_path / decode
     result = train(resolve_config(["--output_dir", str(out), *TINY, "--decode", decode, *argv]))
-    return torch.load(out / "checkpoint_latest.pth", weights_only=False)["model"], result, out
+    return torch.load(out / "checkpoint_latest.pth", weights_only=True)["model"], result, out
 
 
 def assert_same(a, b):

@@ -31,7 +31,7 @@ def trained_run(tmp_path_factory):
 
 def test_training_beats_the_untrained_model(trained_run):
     out, before = trained_run
-    after = torch.load(out / "model_best.pth", weights_only=False)["metrics"]["test"]
+    after = torch.load(out / "model_best.pth", weights_only=True)["metrics"]["test"]
     assert after["recall@1"] > before["recall@1"] + 0.1, (before, after)
     for name in ("config.yaml", "env.json", "statistics.csv", "checkpoint_latest.pth", "database_best.pth"):
         assert (out / name).is_file(), name
@@ -40,7 +40,7 @@ def test_training_beats_the_untrained_model(trained_run):
 
 def test_query_a_stored_image_writes_montage_and_html(trained_run, tmp_path):
     out, _ = trained_run
-    db = torch.load(out / "database_best.pth", weights_only=False)
+    db = torch.load(out / "database_best.pth", weights_only=True)
     query = db["query"]["paths"][0]
     result_dir = tmp_path / "q"
     code, stdout, _ = run_test_cli(["--query_img_name", query, "--data_base", str(out / "database_best.pth"),
@@ -56,7 +56,7 @@ def test_query_a_stored_image_writes_montage_and_html(trained_run, tmp_path):
 
 def test_query_an_external_image_uses_the_saved_checkpoint(trained_run, tmp_path):
     out, _ = trained_run
-    db = torch.load(out / "database_best.pth", weights_only=False)
+    db = torch.load(out / "database_best.pth", weights_only=True)
     external = tmp_path / "my_photo.jpg"
     shutil.copy(db["query"]["paths"][3], external)
     code, stdout, _ = run_test_cli(["--query_img_name", str(external), "--data_base",
@@ -100,7 +100,7 @@ def test_eval_reproduces_the_metrics_training_logged(trained_run):
     """The quick recipe trains with bf16 + channels_last where the CPU computes bf16 natively (--amp auto);
     test.py --eval uses the run's own precision and memory format, so the numbers match exactly."""
     out, _ = trained_run
-    ckpt = torch.load(out / "model_best.pth", weights_only=False)
+    ckpt = torch.load(out / "model_best.pth", weights_only=True)
     code, stdout, _ = run_test_cli(["--eval", "--checkpoint", str(out / "model_best.pth"), "--data_name", "folder",
                                     "--data_path", ckpt["config"]["data_path"] or str(default_data(dict(
                                         ckpt["config"]))), "--workers", "0", "--json", str(out.parent / "m.json")])
@@ -113,7 +113,7 @@ def test_eval_reproduces_the_metrics_training_logged(trained_run):
 
 def other_weights(out, tmp_path):
     """A checkpoint of the same architecture and width but other weights (another run, say)."""
-    ckpt = torch.load(out / "model_best.pth", weights_only=False)
+    ckpt = torch.load(out / "model_best.pth", weights_only=True)
     ckpt["model"] = {k: v + 0.01 if v.is_floating_point() else v for k, v in ckpt["model"].items()}
     atomic_save(ckpt, tmp_path / "other.pth")  # with a fresh checksum: a valid file, just other weights
     return tmp_path / "other.pth"
@@ -122,7 +122,7 @@ def other_weights(out, tmp_path):
 def test_a_checkpoint_of_another_model_is_refused(trained_run, tmp_path):
     out, _ = trained_run
     other = other_weights(out, tmp_path)
-    db = torch.load(out / "database_best.pth", weights_only=False)
+    db = torch.load(out / "database_best.pth", weights_only=True)
     external = tmp_path / "photo.jpg"
     shutil.copy(db["query"]["paths"][3], external)
     for query in (db["query"]["paths"][0], str(external)):  # a stored query too: never silently ignored
@@ -140,7 +140,7 @@ def test_the_checkpoint_next_to_the_database_is_found_from_anywhere(trained_run,
     run.mkdir()
     for name in ("database_best.pth", "model_best.pth"):
         shutil.copy(out / name, run / name)
-    db = torch.load(run / "database_best.pth", weights_only=False)
+    db = torch.load(run / "database_best.pth", weights_only=True)
     db["checkpoint"] = "runs/cars/model_best.pth"  # as typed in the folder training ran from
     atomic_save(db, run / "database_best.pth")  # a fresh checksum: edited on purpose, not corrupt
     external = tmp_path / "photo.jpg"
