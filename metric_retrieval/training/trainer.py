@@ -280,7 +280,7 @@ def _train(cfg: dict[str, Any], root: str, device: torch.device, dist_info: Dist
             _stop_on_signal(ctx, signum, save=False)
     ctx.run_log.close()
     if dist_info.is_main:
-        _log_summary(progress, cfg["select_metric"], _select_split(cfg, splits))
+        _log_summary(progress, cfg["select_metric"], _select_split(cfg, splits), cfg["pretrained"])
     return {"last": last_metrics, "best": progress.best, "best_epoch": progress.best_epoch,
             "history": progress.history, "untrained": progress.untrained}
 
@@ -433,8 +433,12 @@ def _format_metrics(metrics: dict[str, dict[str, Any]]) -> str:
     return "  ".join(f"{s}/{k} {v:.4f}" for s, m in metrics.items() for k, v in m.items() if isinstance(v, float))
 
 
-def _log_summary(progress: Progress, select_metric: str, select_on: str) -> None:
-    """Untrained vs selected (best) epoch on every evaluated split; a warning when training made it worse."""
+def _log_summary(progress: Progress, select_metric: str, select_on: str, pretrained: str | None = None) -> None:
+    """Untrained vs selected (best) epoch on every evaluated split; a warning when training made it worse.
+
+    The warning's advice depends on where the weights came from: a run from random weights is told to start
+    from pretrained ones, a run that already did is told which of its own settings to change.
+    """
     if progress.untrained is None or progress.best_epoch < 1:
         return
     row = next(r for r in progress.history if r["epoch"] == progress.best_epoch)
@@ -448,10 +452,16 @@ def _log_summary(progress: Progress, select_metric: str, select_on: str) -> None
                     worse.append(f"{split}/{key} {value:.4f} -> {after:.4f}")
     log.info("summary: model selected on %s/%s at epoch %d vs the untrained model\n  %s", select_on, select_metric,
              progress.best_epoch, "\n  ".join(lines))
-    if worse:
-        log.warning("TRAINING MADE RETRIEVAL WORSE than the untrained model (%s): the recipe does not transfer to "
-                    "these held-out classes; start from pretrained weights (--pretrained imagenet) or use a "
-                    "from-scratch recipe (configs/transfer/scratch.yaml)", ", ".join(worse))
+    if not worse:
+        return
+    if pretrained in (None, "none"):
+        advice = ("start from pretrained weights (--pretrained imagenet) or use a from-scratch recipe "
+                  "(configs/transfer/scratch.yaml)")
+    else:
+        advice = (f"it started from pretrained weights ({pretrained}): try a lower --lr, fewer --num_epochs, or "
+                  "--val_classes to select the epoch on held-out training classes (docs/birds.md)")
+    log.warning("TRAINING MADE RETRIEVAL WORSE than the untrained model (%s): the recipe does not transfer to "
+                "these held-out classes; %s", ", ".join(worse), advice)
 
 
 def _save_checkpoint(ctx: TrainContext) -> None:

@@ -73,24 +73,40 @@ def test_resumed_run_keeps_the_first_untrained_measurement(tmp_path, monkeypatch
     assert resumed["untrained"] == first["untrained"]
 
 
+def summary_log(progress: Progress, caplog, pretrained: str | None = None) -> str:
+    logger = logging.getLogger("metric_retrieval")
+    logger.addHandler(caplog.handler)
+    try:
+        with caplog.at_level(logging.INFO, logger="metric_retrieval"):
+            _log_summary(progress, "recall@1", "test", pretrained)
+    finally:
+        logger.removeHandler(caplog.handler)
+    return caplog.text
+
+
 @pytest.mark.parametrize("after, warned", [(0.40, True), (0.50, False), (0.60, False)])
 def test_summary_warns_loudly_only_when_training_did_worse(after, warned, caplog):
     progress = Progress(best_epoch=2, history=[{"epoch": 1, "test_recall@1": 0.9, "test_map@r": 0.3},
                                                {"epoch": 2, "test_recall@1": after, "test_map@r": 0.2}],
                         untrained={"test": {"recall@1": 0.5, "map@r": 0.25}})
-    logger = logging.getLogger("metric_retrieval")
-    logger.addHandler(caplog.handler)
-    try:
-        with caplog.at_level(logging.INFO, logger="metric_retrieval"):
-            _log_summary(progress, "recall@1", "test")
-    finally:
-        logger.removeHandler(caplog.handler)
+    summary_log(progress, caplog)
     assert f"test/recall@1: untrained 0.5000 -> {after:.4f} ({after - 0.5:+.4f})" in caplog.text
     assert "test/map@r: untrained 0.2500 -> 0.2000 (-0.0500)" in caplog.text  # the selected epoch's, not epoch 1's
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
     assert bool(warnings) == warned
     if warned:
         assert "TRAINING MADE RETRIEVAL WORSE" in warnings[0].message and "0.5000 -> 0.4000" in warnings[0].message
+
+
+@pytest.mark.parametrize("pretrained, advice, not_advice", [
+    (None, "--pretrained imagenet", "lower --lr"),
+    ("imagenet", "started from pretrained weights (imagenet): try a lower --lr", "--pretrained imagenet")])
+def test_worse_run_advice_follows_where_its_weights_came_from(pretrained, advice, not_advice, caplog):
+    # a pretrained run that got worse was told to "start from pretrained weights": advice it had already taken
+    progress = Progress(best_epoch=1, history=[{"epoch": 1, "test_recall@1": 0.4}],
+                        untrained={"test": {"recall@1": 0.5}})
+    text = summary_log(progress, caplog, pretrained)
+    assert advice in text and not_advice not in text
 
 
 @pytest.mark.slow
