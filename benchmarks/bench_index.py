@@ -8,11 +8,13 @@ Three parts, each with its baseline measured in the same run (``--parts index,st
   ``--pq`` code (``64np``: 64 one-byte codes, ``np``: no polysemous training, which only reorders the codes and
   takes minutes; ``256x4fs``: 256 four-bit codes searched by fast-scan SIMD), ``IVF<nlist>,<--refine_base>,<r>``
   for each ``--refine`` stage ``r`` (``RFlat``: full vectors in RAM; ``Refine(SQ8)``: one byte a dimension;
-  ``Refine(PQ128)``: 128 bytes a vector) at each ``--nprobe`` × ``--k_factor``, and optionally ``HNSW32``: build
-  (train + add) seconds, index memory (the bytes of the serialised index, what it holds in RAM) and bytes per
-  vector, queries/s with ``--threads`` threads, recall@10 of the true (Flat) neighbours, and the QPS and memory
-  ratios against Flat (issue 28 target at 1M x 512: recall@10 >= 0.95 at >= 20x Flat's QPS with <= 1/8 of its
-  memory). All types are built through :class:`metric_retrieval.retrieval.index_store.IndexStore`.
+  ``Refine(PQ128)``: 128 bytes a vector; ``RFlatDisk``: full vectors in a file of the index folder, read for the
+  candidates only) at each ``--nprobe`` × ``--k_factor``, and optionally ``HNSW32``: build (train + add) seconds,
+  index memory (the bytes of the serialised faiss index, what it holds in RAM) and bytes per vector, the bytes
+  per vector on disk only (``RFlatDisk``'s vectors file), queries/s with ``--threads`` threads, recall@10 of the
+  true (Flat) neighbours, and the QPS and memory ratios against Flat (issue 28 target at 1M x 512: recall@10
+  >= 0.95 at >= 20x Flat's QPS with <= 1/8 of its memory). All types are built through
+  :class:`metric_retrieval.retrieval.index_store.IndexStore`.
 - ``stream``: images/s of ``index.py build``'s embedding (:func:`metric_retrieval.retrieval.catalogue.embed_catalogue`:
   loader, bad-file guard, atomic shard writes, progress bar) and of the whole build
   (:func:`metric_retrieval.retrieval.indexing.build_index` with ``Flat``: model load, shards, index, metadata) against a
@@ -56,7 +58,7 @@ def get_args_parser() -> argparse.ArgumentParser:
                         "training), <m>x4fs (m 4-bit codes, fast-scan); empty: no IVF-PQ")
     p.add_argument("--no_ivf_flat", action="store_true", help="skip IVF<nlist>,Flat")
     p.add_argument("--refine_base", default="PQ64x4fs", help="the coarse codes under each refine stage")
-    p.add_argument("--refine", default="RFlat,Refine(SQ8),Refine(PQ128)",
+    p.add_argument("--refine", default="RFlat,Refine(SQ8),Refine(PQ128),RFlatDisk",
                    help="refine stages, each giving IVF<nlist>,<refine_base>,<stage>; empty: none")
     p.add_argument("--k_factor", default="16", help="refine k_factor values to measure")
     p.add_argument("--train_size", type=int, default=200_000)
@@ -113,7 +115,7 @@ def _timed_search(store, q: np.ndarray, k: int) -> tuple[np.ndarray, float]:
 def bench_index(args: argparse.Namespace) -> list[dict]:
     import faiss
 
-    from metric_retrieval.retrieval.index_store import IndexStore, gpu_count, has_refine, to_gpus
+    from metric_retrieval.retrieval.index_store import IndexStore, gpu_count, to_gpus
 
     faiss.omp_set_num_threads(args.threads)
     if args.gpu and not gpu_count():
@@ -132,12 +134,14 @@ def bench_index(args: argparse.Namespace) -> list[dict]:
             t = time.perf_counter()
             store = IndexStore.create(tmp, args.dim, factory, "ip", lambda: sample, args.seed, use_gpu=args.gpu)
             for s in range(0, args.n, 100_000):
-                store.index.add(x[s:s + 100_000])
+                n = len(x[s:s + 100_000])
+                store.add(x[s:s + 100_000], [""] * n, [None] * n, [""] * n)  # no items: only the vectors count
             build = time.perf_counter() - t
             memory = faiss.serialize_index(store.index).nbytes
+            disk = store.vectors.count * args.dim * 4 if store.vectors is not None else 0
             if args.gpu:
                 store.index = to_gpus(store.index)
-            if has_refine(store.index):
+            if store.refines:
                 settings = [{"nprobe": int(v), "k_factor": int(f)} for v in args.nprobe.split(",")
                             for f in args.k_factor.split(",")]
             elif factory.startswith("IVF"):
@@ -147,7 +151,6 @@ def bench_index(args: argparse.Namespace) -> list[dict]:
             else:
                 settings = [{}]
             for setting in settings:
-                store.meta["count"] = args.n  # the vectors were added to the faiss index directly
                 store.set_search_params(**setting)
                 ids, qps = _timed_search(store, q, 10)
                 if truth is None:
@@ -156,6 +159,7 @@ def bench_index(args: argparse.Namespace) -> list[dict]:
                 row = {"index": factory, **setting, **({"on": type(store.index).__name__} if args.gpu else {}),
                        "build_s": round(build, 1), "memory_mb": round(memory / 2**20, 1),
                        "bytes_per_vector": round(memory / args.n, 1),
+                       **({"disk_bytes_per_vector": round(disk / args.n, 1)} if disk else {}),
                        "memory_vs_flat": round(memory / flat["memory"], 4), "qps": round(qps, 1),
                        "qps_vs_flat": round(qps / flat["qps"], 1), "recall@10": round(recall, 4)}
                 rows.append(row)

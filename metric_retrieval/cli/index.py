@@ -49,11 +49,14 @@ def get_args_parser(prog: str | None = None) -> argparse.ArgumentParser:
     b.add_argument("--images", required=True, help="a folder tree, or a .txt/.csv list of image paths")
     b.add_argument("--out", required=True, help="index directory to create (or to resume)")
     b.add_argument("--index_factory", default="Flat", help="faiss index_factory string: Flat (exact), "
-                                                           "IVF1024,Flat, IVF4096,PQ64, HNSW32, ...")
+                                                           "IVF1024,Flat, IVF4096,PQ64, HNSW32, ...; "
+                                                           "…,RFlatDisk: re-rank with the full vectors read "
+                                                           "from a file in the index folder, not RAM")
     b.add_argument("--train_size", type=int, default=100_000, help="vectors sampled to train IVF/PQ")
     b.add_argument("--seed", type=int, default=0, help="seed of the training sample and of k-means")
     b.add_argument("--k_factor", type=int, default=None,
-                   help="refine indexes (…,RFlat, …,Refine(…)): candidates re-ranked per result, stored with the "
+                   help="refine indexes (…,RFlat, …,Refine(…), …,RFlatDisk): candidates re-ranked per result, "
+                        "stored with the "
                         "index (default 16)")
     _embedding_flags(b)
     a = sub.add_parser("add", help="add images to an index without rebuilding it",

@@ -10,7 +10,9 @@ proposes ``k_factor × k`` candidates and the refine stage re-ranks them with it
 the full vectors; ``SQ8``: one byte a dimension; ``PQ128``: 128 bytes a vector). ``k_factor`` is stored with the
 index (``meta.json``; :data:`DEFAULT_K_FACTOR` unless ``--k_factor`` is given at build time) and applied on
 every open; ``--k_factor`` at search time overrides it for that run. faiss's own default, 1, re-ranks only the k
-candidates the coarse stage already chose and gains nothing from the refine stage.
+candidates the coarse stage already chose and gains nothing from the refine stage. ``…,RFlatDisk`` (ours, not
+faiss's) re-ranks with the full vectors read from a file in the index folder instead of RAM
+(:mod:`metric_retrieval.retrieval.disk_vectors`).
 
 **Scores** are inner products of L2-normalised embeddings (cosine similarity; ``metric="ip"``), larger is better,
 or squared Euclidean distances (``metric="l2"``), smaller is better, as faiss returns them.
@@ -26,6 +28,8 @@ or squared Euclidean distances (``metric="l2"``), smaller is better, as faiss re
     index-<gen>.faiss    faiss.write_index
     items-<gen>.json     {"paths": [...], "labels": [... or null], "ids": [...], "sha256": [file content hashes]};
                          item i is faiss id i
+    vectors-<gen>.f32    ``…,RFlatDisk`` only: the full vectors, row i = faiss id i (kept from an earlier
+                         generation when unchanged)
 
 Saving writes a new generation of the two data files, then replaces ``meta.json`` atomically (the manifest it
 replaces becomes ``meta-prev.json``) and removes the generation before the previous one, so a process killed at
@@ -53,6 +57,7 @@ from typing import Any
 
 import numpy as np
 
+from metric_retrieval.retrieval.disk_vectors import DiskVectors, split_disk_refine
 from metric_retrieval.utils.errors import UserError
 from metric_retrieval.utils.faiss_lib import faiss_gpu_count
 from metric_retrieval.utils.faiss_lib import load_faiss as _faiss
@@ -133,8 +138,10 @@ class IndexVersionError(UserError):
     """One version of an index (a manifest and its files) is missing, unreadable or fails its checksums."""
 
 
-def _read_version(root: Path, manifest_name: str) -> tuple[Any, dict[str, Any], dict[str, list]]:
-    """``(faiss index, meta, items)`` of the version ``manifest_name`` describes, every checksum verified."""
+def _read_version(root: Path, manifest_name: str
+                  ) -> tuple[Any, dict[str, Any], dict[str, list], DiskVectors | None]:
+    """``(faiss index, meta, items, disk vectors or None)`` of the version ``manifest_name`` describes, every
+    checksum verified."""
     faiss = _faiss()
     try:
         meta = json.loads((root / manifest_name).read_text())
@@ -160,19 +167,36 @@ def _read_version(root: Path, manifest_name: str) -> tuple[Any, dict[str, Any], 
         index = faiss.deserialize_index(np.frombuffer(data[f"index-{gen}.faiss"], dtype=np.uint8))
     except (ValueError, RuntimeError) as err:
         raise IndexVersionError(f"generation {gen} is unreadable ({_short(err)})") from None
+    vectors = None
+    if split_disk_refine(meta["factory"])[1]:
+        name = next((n for n in meta["files"] if n.startswith("vectors-")), None)
+        try:
+            if name is None:
+                raise ValueError(f"{manifest_name} names no vectors file")
+            vectors = DiskVectors.open(root, name, meta["dim"], meta["count"], meta["files"][name])
+        except ValueError as err:
+            raise IndexVersionError(str(err)) from None
     sizes = {index.ntotal, meta["count"], *(len(items[key]) for key in ITEM_KEYS)}
     if len(sizes) != 1:
         raise IndexVersionError(f"generation {gen} is inconsistent (faiss holds {index.ntotal} vectors, the "
                                 f"metadata {meta['count']} and the item list {len(items['paths'])})")
-    return index, meta, items
+    return index, meta, items, vectors
 
 
 class IndexStore:
     """A faiss index with its items and metadata (see the module docstring). ``store.index`` is the faiss index."""
 
-    def __init__(self, root: str | Path, index: Any, meta: dict[str, Any], items: dict[str, list]) -> None:
+    def __init__(self, root: str | Path, index: Any, meta: dict[str, Any], items: dict[str, list],
+                 vectors: DiskVectors | None = None) -> None:
         self.root, self.index, self.meta, self.items = Path(root), index, meta, items
+        self.vectors = vectors  # the full vectors on disk of a …,RFlatDisk index; None for every other type
+        self.k_factor = 1  # the disk refine's (faiss refine stages keep theirs in the faiss index)
         self.search_params: dict[str, int] = {}  # what set_search_params applied (a reopened version gets them too)
+
+    @property
+    def refines(self) -> bool:
+        """Whether the index re-ranks its candidates (a faiss refine stage or ``RFlatDisk``): ``k_factor`` applies."""
+        return self.vectors is not None or has_refine(self.index)
 
     # -- creation ---------------------------------------------------------------------------------------------
     @classmethod
@@ -183,8 +207,9 @@ class IndexStore:
         ``k_factor``: the refine stage's (default :data:`DEFAULT_K_FACTOR`), stored with the index."""
         faiss = _faiss()
         try:
-            index = faiss.index_factory(int(dim), factory, faiss_metric(metric))
-        except RuntimeError as err:
+            base, on_disk = split_disk_refine(factory)
+            index = faiss.index_factory(int(dim), base, faiss_metric(metric))
+        except (RuntimeError, ValueError) as err:
             raise UserError(f"--index_factory {factory!r} is not a faiss index_factory string ({_short(err)}); "
                             "e.g. Flat, IVF1024,Flat, IVF4096,PQ64, HNSW32") from None
         sample = None
@@ -202,16 +227,16 @@ class IndexStore:
                 raise UserError(f"--index_factory {factory}: training on {len(sample)} vectors failed "
                                 f"({_short(err)}); use fewer lists/centroids or a bigger catalogue") from None
             index = to_cpu(trainable)
-        if has_refine(index):
+        if on_disk or has_refine(index):
             k_factor = DEFAULT_K_FACTOR if k_factor is None else k_factor
             meta["k_factor"] = int(k_factor)
         elif k_factor is not None:
-            raise UserError(f"--k_factor applies to indexes with a refine stage (…,RFlat or …,Refine(…)); "
-                            f"--index_factory {factory!r} has none")
+            raise UserError(f"--k_factor applies to indexes with a refine stage (…,RFlat, …,Refine(…) or "
+                            f"…,RFlatDisk); --index_factory {factory!r} has none")
         meta = {"version": FORMAT_VERSION, "factory": factory, "metric": metric, "dim": int(dim), "count": 0,
                 "faiss_version": faiss.__version__, "seed": seed,
                 "train_size": 0 if sample is None else len(sample), "generation": 0, **meta}
-        store = cls(root, index, meta, {key: [] for key in ITEM_KEYS})
+        store = cls(root, index, meta, {key: [] for key in ITEM_KEYS}, DiskVectors(root, dim) if on_disk else None)
         store.set_search_params(k_factor=meta.get("k_factor"))
         return store
 
@@ -224,7 +249,7 @@ class IndexStore:
             hint = " (a build in progress or killed: rerun index.py build to finish it)" if root.is_dir() else ""
             raise UserError(f"{root} is not an index directory: no {META}{hint}")
         try:
-            index, meta, items = _read_version(root, META)
+            index, meta, items, vectors = _read_version(root, META)
         except IndexVersionError as err:
             if not fallback:
                 raise IndexVersionError(f"index {root}: {err}") from None
@@ -232,13 +257,13 @@ class IndexStore:
                 raise UserError(f"index {root}: {err}; there is no previous version to fall back to: rebuild it "
                                 "with index.py build") from None
             try:
-                index, meta, items = _read_version(root, PREVIOUS_META)
+                index, meta, items, vectors = _read_version(root, PREVIOUS_META)
             except IndexVersionError as prev_err:
                 raise UserError(f"index {root}: {err}, and the previous version too: {prev_err}; rebuild it with "
                                 "index.py build") from None
             logger.warning("index %s: %s; opened the previous version (generation %d, %d items) instead",
                            root, err, meta["generation"], meta["count"])
-        store = cls(root, to_gpus(index) if use_gpu else index, meta, items)
+        store = cls(root, to_gpus(index) if use_gpu else index, meta, items, vectors)
         store.set_search_params(k_factor=meta.get("k_factor"))
         return store
 
@@ -262,6 +287,8 @@ class IndexStore:
         if not (len(x) == len(paths) == len(labels) == len(ids) == len(hashes)):
             raise ValueError(f"{len(x)} embeddings but {len(paths)} paths, {len(labels)} labels, {len(ids)} ids, "
                              f"{len(hashes)} hashes")
+        if self.vectors is not None:
+            self.vectors.append(x)
         self.index.add(x)
         for key, values in zip(ITEM_KEYS, (paths, labels, ids, hashes)):
             self.items[key].extend(values)
@@ -273,6 +300,8 @@ class IndexStore:
         IVF index and the codes of a PQ one, not the quantiser or the codebooks)."""
         index = _faiss().clone_index(to_cpu(self.index))
         index.reset()
+        if self.vectors is not None:
+            vectors = self.vectors.replace(vectors)
         for x in vectors:
             index.add(np.ascontiguousarray(x, dtype=np.float32))
         if index.ntotal != len(keep):
@@ -290,8 +319,10 @@ class IndexStore:
         items_bytes = json.dumps(self.items).encode()
         files = {f"index-{gen}.faiss": index_bytes, f"items-{gen}.json": items_bytes}
         meta = {**self.meta, "generation": gen, "files": {name: _sha256(data) for name, data in files.items()}}
-        meta["sha256"] = _manifest_digest(meta)
         try:
+            if self.vectors is not None:
+                meta["files"].update(self._commit_vectors(gen))
+            meta["sha256"] = _manifest_digest(meta)
             for name, data in [*files.items(), (META, json.dumps(meta).encode())]:
                 atomic_write(self.root / name, lambda f, data=data: f.write(data), need=len(data),
                              previous=self.root / PREVIOUS_META if name == META else None, remedy=REMEDY)
@@ -300,9 +331,19 @@ class IndexStore:
         self.meta = meta
         keep = {self.root / name for m in (META, PREVIOUS_META) if (self.root / m).is_file()
                 for name in json.loads((self.root / m).read_text()).get("files", {})}
-        for path in [*self.root.glob("index-*.faiss"), *self.root.glob("items-*.json")]:
+        for path in [*self.root.glob("index-*.faiss"), *self.root.glob("items-*.json"),
+                     *self.root.glob("vectors-*.f32"), *self.root.glob(".vectors-*.tmp")]:  # .tmp: a killed writer's
             if path not in keep:
                 path.unlink(missing_ok=True)
+
+    def _commit_vectors(self, gen: int) -> dict[str, str]:
+        """``{file name: SHA-256}`` of the disk vectors of generation ``gen``: the staged rows committed under a new
+        name, or the file of an earlier generation when nothing changed."""
+        if self.vectors.path is None and not self.vectors.dirty:
+            self.vectors.append(np.zeros((0, self.meta["dim"]), np.float32))  # an empty index: an empty file
+        if self.vectors.dirty:
+            self.vectors.commit(f"vectors-{gen}.f32")
+        return {self.vectors.path.name: self.vectors.sha256}
 
     def describe(self) -> dict[str, Any]:
         """What ``index.py info`` prints: the metadata plus counts of labelled items and classes."""
@@ -329,13 +370,17 @@ class IndexStore:
         faiss = _faiss()
         space = faiss.GpuParameterSpace() if on_gpu(self.index) else faiss.ParameterSpace()
         kinds = {"nprobe": "IVF indexes", "efSearch": "HNSW indexes",
-                 "k_factor_rf": "indexes with a refine stage (…,RFlat or …,Refine(…))"}
+                 "k_factor_rf": "indexes with a refine stage (…,RFlat, …,Refine(…) or …,RFlatDisk)"}
         for flag, name, value in (("--nprobe", "nprobe", nprobe), ("--ef_search", "efSearch", ef_search),
                                   ("--k_factor", "k_factor_rf", k_factor)):
             if value is None:
                 continue
             if value < 1:
                 raise UserError(f"{flag} must be >= 1, got {value}")
+            if name == "k_factor_rf" and self.vectors is not None:
+                self.k_factor = int(value)
+                self.search_params["k_factor"] = int(value)
+                continue
             try:
                 space.set_index_parameter(self.index, name, int(value))
             except RuntimeError:
@@ -348,8 +393,11 @@ class IndexStore:
         if not len(self):
             raise UserError(f"index {self.root} is empty")
         q = np.ascontiguousarray(queries, dtype=np.float32).reshape(-1, self.meta["dim"])
-        scores, ids = self.index.search(q, max(1, min(int(k), len(self))))
-        return scores, ids
+        k = max(1, min(int(k), len(self)))
+        if self.vectors is None:
+            return self.index.search(q, k)
+        candidates = self.index.search(q, min(k * self.k_factor, len(self)))[1]
+        return self.vectors.rerank(q, candidates, k, self.meta["metric"])
 
 
 def _short(err: BaseException) -> str:

@@ -109,7 +109,7 @@ def assert_vectors_are_the_files(store: IndexStore, checkpoint) -> None:
     np.testing.assert_allclose(scores[:, 0], 1.0, atol=1e-5)
 
 
-@pytest.mark.parametrize("factory", ["Flat", "IVF2,Flat"])
+@pytest.mark.parametrize("factory", ["Flat", "IVF2,Flat", "IVF2,Flat,RFlatDisk"])
 def test_add_update_replaces_the_vectors_of_changed_images(checkpoint, tmp_path, capsys, factory):
     first, second = tmp_path / "a", tmp_path / "b"
     write_catalogue(first, per_class=3)
@@ -126,6 +126,8 @@ def test_add_update_replaces_the_vectors_of_changed_images(checkpoint, tmp_path,
         store = IndexStore.open(out)
         if factory != "Flat":
             store.set_search_params(nprobe=2)  # every list: exact
+        if store.vectors is not None:  # the disk refine: --update rewrote the vectors file from the kept items
+            assert store.vectors.count == 15 and f"vectors-{store.meta['generation']}.f32" in store.meta["files"]
         assert store.index.is_trained and store.meta["factory"] == factory
         assert_vectors_are_the_files(store, checkpoint)
         assert len(store.meta["superseded"]) == (2 if n == 0 else 3)
