@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Build the wheel, install it (not editable) into a clean virtual environment, and use it from a folder outside
-# the checkout: every command's --help, a tiny train -> eval -> index -> query -> export on the built-in
-# synthetic data, and `import metric_retrieval` as the only new top-level name.
+# the checkout: every command's --help, the shipped recipes, a tiny train -> eval -> index -> query -> export on
+# the built-in synthetic data, and `import metric_retrieval` as the only new top-level name.
 # The new environment reaches the pinned dependencies of .venv through a .pth file (nothing is downloaded);
 # the wheel itself is installed with --no-deps, so only its own files land in the new site-packages.
 set -euo pipefail
@@ -28,6 +28,10 @@ export PATH="$WORK/venv/bin:$PATH" METRIC_RETRIEVAL_CACHE="$WORK/cache"
 python -c 'import metric_retrieval, sys; assert "/venv/" in metric_retrieval.__file__, metric_retrieval.__file__'
 for cmd in train eval query index serve export data; do step metric-retrieval "$cmd" --help; done
 step python -m metric_retrieval --help
+# the paper recipes ship inside the wheel: --config finds them with no checkout around
+python -c 'from metric_retrieval.training.config import find_config as f, resolve_config as r
+assert "/venv/" in str(f("configs/cgd/cars.yaml")), f("configs/cgd/cars.yaml")
+assert r(["--config", "configs/transfer/scratch.yaml"])["loss"] == "multi_similarity"'
 step metric-retrieval train --num_epochs 1 --image_size 32 --workers 0 --output_dir run
 step metric-retrieval eval --checkpoint run/model_best.pth --data_name folder --data_path .synth/default_folder \
     --image_size 32 --workers 0 --json metrics.json

@@ -81,6 +81,24 @@ def _explicit_flags(parser: argparse.ArgumentParser, argv: list[str] | None) -> 
     return set(vars(known))
 
 
+PACKAGED_CONFIGS = Path(__file__).resolve().parents[1] / "configs"  # configs/ of the checkout links here
+
+
+def find_config(name: str | Path) -> Path:
+    """The file a ``--config`` names: the path itself, else the recipe of that name shipped in the package
+    (``configs/cgd/cars.yaml`` or ``cgd/cars.yaml``), so an installed package runs the paper recipes from any
+    folder."""
+    path = Path(name)
+    if path.is_file() or path.is_absolute():
+        return path
+    packaged = PACKAGED_CONFIGS / (Path(*path.parts[1:]) if path.parts[:1] == ("configs",) else path)
+    if packaged.is_file():
+        return packaged
+    shipped = sorted(str(p.relative_to(PACKAGED_CONFIGS)) for p in PACKAGED_CONFIGS.glob("*/*.yaml"))
+    raise UserError(f"--config: file not found: {name} (nor a recipe shipped with the package; they are "
+                    f"{', '.join(shipped[:6])}, ... {len(shipped)} in all, under {PACKAGED_CONFIGS})")
+
+
 def load_yaml(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
     """Read a config file; a ``base: other.yaml`` key (relative to the file) is loaded first and overridden."""
     path = Path(path)
@@ -173,7 +191,8 @@ def resolve_config(argv: list[str] | None = None,
     args = parser.parse_args(argv)
     cfg = vars(args)
     explicit = _explicit_flags(parser, argv)
-    file_cfg = flatten_component_nodes(load_yaml(args.config), set(cfg), args.config) if args.config else {}
+    file_cfg = flatten_component_nodes(load_yaml(find_config(args.config)), set(cfg), args.config) if args.config \
+        else {}
     unknown = sorted(set(file_cfg) - set(cfg))
     if unknown:
         raise UserError(f"--config {args.config}: unknown keys {unknown}; valid keys are the train.py "

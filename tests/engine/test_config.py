@@ -51,6 +51,23 @@ def test_missing_and_invalid_yaml(tmp_path):
         resolve_config(["--config", write(tmp_path, "- 1\n- 2\n")])
 
 
+def test_shipped_recipes_are_found_from_any_folder(tmp_path, monkeypatch):
+    # an installed package has no configs/ folder beside the user's working directory: --config finds the
+    # recipe shipped inside it, by its checkout path or without the configs/ prefix
+    from metric_retrieval.training.config import PACKAGED_CONFIGS, find_config
+
+    monkeypatch.chdir(tmp_path)
+    assert find_config("configs/cgd/cars.yaml") == find_config("cgd/cars.yaml") == PACKAGED_CONFIGS / "cgd/cars.yaml"
+    cfg = resolve_config(["--config", "configs/transfer/scratch.yaml", "--data_path", str(tmp_path)])
+    assert (cfg["val_classes"], cfg["loss"], cfg["pretrained"]) == (0.2, "multi_similarity", "none")
+    (tmp_path / "configs" / "cgd").mkdir(parents=True)
+    (tmp_path / "configs" / "cgd" / "cars.yaml").write_text("lr: 0.5\n")  # a file of the user's own wins
+    assert resolve_config(["--config", "configs/cgd/cars.yaml"])["lr"] == 0.5
+    with pytest.raises(UserError, match=r"file not found: cgd/nope.yaml \(nor a recipe shipped with the package; "
+                                        r"they are abir/base.yaml, .* 3\d in all"):
+        resolve_config(["--config", "cgd/nope.yaml"])
+
+
 @pytest.mark.parametrize("argv, message", [
     (["--batch_size", "30", "--samples_per_class", "4"], "multiple of --samples_per_class"),
     (["--detach"], "only apply with --das"),
