@@ -151,7 +151,8 @@ def test_from_scratch_recipe_trains_from_random_weights_and_selects_on_validatio
 def test_the_transfer_recipe_is_the_default_for_own_data_with_pretrained_weights(tmp_path):
     from metric_retrieval.training.config import QUICK_RECIPE, TRANSFER_RECIPE
 
-    recipe = {"optimizer": "adamw", "lr": 2e-4, "head_lr_mult": 1.0, "weight_decay": 1e-4, "scheduler": "cosine",
+    recipe = {"optimizer": "adamw", "lr": 2e-4, "head_lr_mult": 1.0, "weight_decay": 1e-4, "num_epochs": 5,
+              "scheduler": "cosine",
               "warmup_epochs": 0.25, "frozen_bn": True, "head": "gem",
               "loss": [{"name": "multi_similarity", "memory_size": 1024, "memory_warmup": 10}], "miner": "none"}
     assert set(recipe) == set(TRANSFER_RECIPE)
