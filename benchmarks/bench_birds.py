@@ -6,14 +6,20 @@ selected on 5 held-out train species (``--val_classes 0.1``), never on the test 
 under ``configs/birds/``; ``base.yaml`` states the shared protocol (128 px, 5 epochs of 30 batches of 32).
 
 Rows (``--rows``): ``off_the_shelf`` is the ImageNet model with GeM and no training, evaluated once. Every
-other row is one training run per seed on :func:`selection_view` (the trainer's per-epoch evaluation then costs
+config row is one training run per seed on :func:`selection_view` (the trainer's per-epoch evaluation then costs
 the val species and two test species), after which the selected epoch's model is evaluated once on every test
-species. Runs are sequential; with ``--json`` each run is appended to the file as it ends, and runs already in
-it are skipped, so an interrupted bench resumes. Runs use fp32 (``--amp off``), no loader workers and the
-decoded cache (``$METRIC_RETRIEVAL_CACHE``, shared by every run). Without the data it says so and exits 0.
+species. ``no_flags`` (not in the default ``--rows``: ~15 minutes) is what a user runs on their own photos,
+``train.py --data_name folder --data_path cub100 --backbone_type efficientnet_lite0`` and nothing else (the
+defaults of :data:`metric_retrieval.training.config.TRANSFER_RECIPE`, 224 px), scored by its last epoch on every
+test species: nothing is selected, so nothing is selected on test; it runs with the command's own defaults (loader
+workers, mixed precision where the device has it). Runs are sequential; with ``--json`` each run is appended to
+the file as it ends, and runs already in it are skipped, so an interrupted bench resumes. The config rows use
+fp32 (``--amp off``), no loader workers and the decoded cache (``$METRIC_RETRIEVAL_CACHE``, shared by every
+run). Without the data it says so and exits 0.
 
     OMP_NUM_THREADS=2 METRIC_RETRIEVAL_CACHE=birds_cache python benchmarks/bench_birds.py --json runs.json
     python benchmarks/bench_birds.py --rows off_the_shelf,multi_similarity,cgd --seeds 0 --json runs.json
+    python benchmarks/bench_birds.py --rows no_flags --seeds 0 --json runs.json   # the user's command
     python benchmarks/bench_birds.py --table runs.json            # the table of the runs in the file
 """
 from __future__ import annotations
@@ -43,6 +49,8 @@ REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "configs" / "birds"
 OFF_THE_SHELF = "off_the_shelf"
 ROWS = (OFF_THE_SHELF, "multi_similarity", "cgd", "clf", "das_triplet", "das_multi_similarity", "xbm_multi_similarity")
+NO_FLAGS = "no_flags"
+USER_COMMAND = ("--data_name", "folder", "--backbone_type", "efficientnet_lite0")  # + --data_path: issue 27 item 3
 METRICS = ("recall@1", "recall@2", "recall@4", "recall@8", "map@r")
 HEADERS = ("R@1", "R@2", "R@4", "R@8", "MAP@R")
 
@@ -54,7 +62,7 @@ def cub100_root() -> Path:
 
 def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--rows", default=",".join(ROWS), help=f"comma-separated: {', '.join(ROWS)}")
+    p.add_argument("--rows", default=",".join(ROWS), help=f"comma-separated: {', '.join((*ROWS, NO_FLAGS))}")
     p.add_argument("--seeds", default="0,1")
     p.add_argument("--data", default=None, help="cub100 root (default: $CUB100_ROOT or ../shared/...)")
     p.add_argument("--extra", action="append", default=[], metavar="ROW:--flag=value",
@@ -122,6 +130,20 @@ def run_one(row: str, seed: int, root: Path, extra: list[str], out_dir: Path) ->
             "val_recall@1": selected["val_recall@1"], "val_map@r": selected["val_map@r"], "trained": trained}
 
 
+def run_no_flags(seed: int, root: Path, out_dir: Path) -> dict[str, Any]:
+    """The user's command with no recipe flags (only where to write and the seed), on all of cub100: its last
+    epoch's numbers on every test species (the run evaluates all 50 after each epoch)."""
+    start = time.perf_counter()
+    cfg = resolve_config([*USER_COMMAND, "--data_path", str(root), "--seed", str(seed), "--output_dir",
+                          str(out_dir / f"{NO_FLAGS}_{seed}")])
+    result = train(cfg)
+    last = result["history"][-1]
+    return {"row": NO_FLAGS, "seed": seed, "epochs": cfg["num_epochs"], "image_size": cfg["image_size"],
+            "steps_per_epoch": cfg["max_steps_per_epoch"], "minutes": (time.perf_counter() - start) / 60,
+            "selected_epoch": None, "untrained": result["untrained"]["test"],
+            "trained": {m: last[f"test_{m}"] for m in METRICS}}
+
+
 def _mean_std(values: list[float], sign: str = "") -> str:
     std = statistics.stdev(values) if len(values) > 1 else 0.0
     return f"{statistics.mean(values):{sign}.3f} ± {std:.3f}"
@@ -129,18 +151,21 @@ def _mean_std(values: list[float], sign: str = "") -> str:
 
 def table(runs: list[dict[str, Any]]) -> str:
     """Markdown table: the off-the-shelf row, then every trained row (mean ± std over its seeds) with its R@1
-    gain over the off-the-shelf model (mean ± std, and the smallest gain of any seed)."""
-    lines = ["| row | seeds | " + " | ".join(HEADERS) + " | R@1 gain (min) |", "|---" * (len(HEADERS) + 3) + "|"]
+    gain over the off-the-shelf model (mean ± std, and the smallest gain of any seed); ``no_flags``'s gain is over
+    its own untrained model, at its own image size."""
+    lines = ["| row | px | seeds | " + " | ".join(HEADERS) + " | R@1 gain (min) |",
+             "|---" * (len(HEADERS) + 4) + "|"]
     base = next((r["trained"] for r in runs if r["row"] == OFF_THE_SHELF), None)
     for row in dict.fromkeys(r["row"] for r in runs):
         rs = [r for r in runs if r["row"] == row]
         cols = [_mean_std([r["trained"][m] for r in rs]) for m in METRICS]
         gain = ""
         if row != OFF_THE_SHELF and base is not None:
-            gains = [r["trained"]["recall@1"] - base["recall@1"] for r in rs]
+            gains = [r["trained"]["recall@1"] - r.get("untrained", base)["recall@1"] for r in rs]  # no_flags:
+            # over its own model before training (224 px), not the 128 px off-the-shelf row
             gain = f"{_mean_std(gains, '+')} ({min(gains):+.3f})"
         seeds = "—" if row == OFF_THE_SHELF else ",".join(str(r["seed"]) for r in rs)
-        lines.append(f"| {row} | {seeds} | " + " | ".join(cols) + f" | {gain} |")
+        lines.append(f"| {row} | {rs[0]['image_size']} | {seeds} | " + " | ".join(cols) + f" | {gain} |")
     return "\n".join(lines)
 
 
@@ -154,9 +179,9 @@ def main(args: argparse.Namespace) -> int:
         print(f"skipped: no cub100 at {root} (set CUB100_ROOT or pass --data)")
         return 0
     rows = [r.strip() for r in args.rows.split(",") if r.strip()]
-    unknown = [r for r in rows if r not in ROWS]
+    unknown = [r for r in rows if r not in (*ROWS, NO_FLAGS)]
     if unknown:
-        print(f"error: unknown rows {unknown}; choose among {', '.join(ROWS)}", file=sys.stderr)
+        print(f"error: unknown rows {unknown}; choose among {', '.join((*ROWS, NO_FLAGS))}", file=sys.stderr)
         return 2
     out = Path(args.json) if args.json else None
     runs: list[dict[str, Any]] = json.loads(out.read_text()) if out is not None and out.exists() else []
@@ -167,17 +192,19 @@ def main(args: argparse.Namespace) -> int:
         for row, seed in (job for job in todo if job not in done):
             if row == OFF_THE_SHELF:
                 run = off_the_shelf(root, Path(tmp) / row)
+            elif row == NO_FLAGS:
+                run = run_no_flags(seed, root, Path(tmp))
             else:
                 extra = [flag for item in args.extra for r, _, flag in [item.partition(":")] if r == row]
                 run = run_one(row, seed, root, extra, Path(tmp))
             runs.append(run)
             t = run["trained"]
             print(f"{row} seed {seed}: R@1 {t['recall@1']:.3f}, MAP@R {t['map@r']:.3f} (epoch "
-                  f"{run.get('selected_epoch', 0)} of {run['epochs']}, {run['minutes']:.1f} min)", flush=True)
+                  f"{run.get('selected_epoch') or run['epochs']} of {run['epochs']}, {run['minutes']:.1f} min)",
+                  flush=True)
             if out is not None:
                 atomic_write_text(out, json.dumps(runs, indent=1))
-    print(f"\ncub100 test species (50, disjoint from train), EfficientNet-Lite0 ImageNet weights, "
-          f"{runs[0]['image_size']} px:")
+    print("\ncub100 test species (50, disjoint from train), EfficientNet-Lite0 ImageNet weights:")
     print(table(runs))
     return 0
 
