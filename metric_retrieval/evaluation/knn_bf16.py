@@ -27,7 +27,8 @@ no row is left uncertified, so there is nothing to recompute afterwards.
 The back-end (``bf16``) serves ``metric="ip"`` and k ≤ ``max_k``: past that, the exact re-rank of k + margin
 candidates per row costs more than it saves and ``auto`` falls to the next back-end. Recall@K needs no top-k
 at all (:func:`metric_retrieval.evaluation.metrics.retrieval_metrics` counts the items above each query's best
-positive with the same bound).
+positive with the same bound), and :func:`certified_rank_and_relevance` reads the scores past the GEMM once, for
+the maximum of each block of ``COLUMN_BLOCK`` columns, then compares only the blocks that can hold a candidate.
 """
 from __future__ import annotations
 
@@ -45,6 +46,7 @@ __all__ = ["Bf16KNN", "ErrorBound", "LowPrecisionGallery", "certified_rank_and_r
 U32 = 2.0**-24
 SLACK = 1.0 + 2.0**-10  # covers the float32/float64 rounding of the norms the bound is made of
 PAIR_BLOCK = 4096  # (query, gallery) pairs re-scored per block (measured fastest of 2**10, 2**12, 2**15)
+COLUMN_BLOCK = 64  # gallery columns summarised by one maximum in certified_rank_and_relevance
 
 
 @functools.lru_cache(maxsize=1)
@@ -75,7 +77,8 @@ class LowPrecisionGallery:
     error bound needs."""
 
     g: torch.Tensor  # (N, D) float32
-    low: torch.Tensor  # (N, D) low-precision copy
+    low: torch.Tensor  # (N, D) low-precision copy: the first N rows of ``padded``
+    padded: torch.Tensor  # (N', D): ``low`` and zero rows up to a multiple N' of COLUMN_BLOCK
     max_norm: float  # max ‖g_j‖
     max_low_norm: float  # max ‖g̃_j‖
     max_residual: float  # max ‖g_j − g̃_j‖
@@ -84,10 +87,13 @@ class LowPrecisionGallery:
     def build(cls, g: torch.Tensor, dtype: torch.dtype) -> LowPrecisionGallery:
         if not bool(torch.isfinite(g).all()):
             raise ValueError("the gallery embeddings contain NaN or infinite values")
-        low = g.to(dtype)
+        n = g.shape[0]
+        padded = torch.zeros((-(-n // COLUMN_BLOCK) * COLUMN_BLOCK, g.shape[1]), dtype=dtype, device=g.device)
+        low = padded[:n]
+        low.copy_(g)
         if not bool(torch.isfinite(low).all()):
             raise ValueError(f"the gallery embeddings overflow {dtype}")
-        return cls(g, low, _max_norm(g), _max_norm(low), _max_norm(g - low.float()))
+        return cls(g, low, padded, _max_norm(g), _max_norm(low), _max_norm(g - low.float()))
 
 
 def _max_norm(x: torch.Tensor) -> float:
@@ -135,8 +141,10 @@ def round_down(t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     return (t - t.abs() * (2 * eps) - torch.finfo(dtype).tiny).to(dtype)
 
 
-def candidate_scores(q: torch.Tensor, gallery: LowPrecisionGallery) -> tuple[torch.Tensor, ErrorBound]:
-    """Low-precision scores (c, N) of a query chunk and their error bound."""
+def candidate_scores(q: torch.Tensor, gallery: LowPrecisionGallery, padded: bool = False
+                     ) -> tuple[torch.Tensor, ErrorBound]:
+    """Low-precision scores (c, N) of a query chunk and their error bound; ``padded``: (c, N') with −inf in the
+    padding columns (a whole number of COLUMN_BLOCK-column blocks)."""
     if not bool(torch.isfinite(q).all()):
         raise ValueError("the query embeddings contain NaN or infinite values")
     q_low = q.to(gallery.low.dtype)
@@ -145,7 +153,9 @@ def candidate_scores(q: torch.Tensor, gallery: LowPrecisionGallery) -> tuple[tor
         raise ValueError(f"inner products up to {largest:.3g} overflow {gallery.low.dtype}; normalise the "
                          "embeddings or use another kNN back-end")
     with _exact_accumulation():
-        a = q_low @ gallery.low.T
+        a = q_low @ (gallery.padded if padded else gallery.low).T
+    if padded:
+        a[:, gallery.low.shape[0]:] = float("-inf")
     return a, ErrorBound.of(q, q_low, gallery)
 
 
@@ -211,17 +221,27 @@ def certified_rank_and_relevance(q: torch.Tensor, gallery: LowPrecisionGallery, 
         rel (c, max(top)) bool: ``labels[i-th item] == query_labels[r]`` for positions i < top[r], False beyond.
     """
     c = q.shape[0]
-    a, bound = candidate_scores(q, gallery)
+    a, bound = candidate_scores(q, gallery, padded=True)
     has = torch.nonzero(exclude >= 0).flatten()
     a[has, exclude[has]] = float("-inf")
     width = int(top.max())
-    a_top = a.topk(width, dim=1).values.gather(1, (top - 1)[:, None]).double()  # the top[r]-th best candidate
-    floor_top = bound.lower(a_top)[:, 0]  # the exact top[r]-th score is at least this
+    # one pass over the scores: the maximum of each block of COLUMN_BLOCK columns. The top[r]-th largest block
+    # maximum is at most the top[r]-th largest score (top[r] blocks each hold a score at least that large), so it
+    # stands in for the top[r]-th best candidate: a lower bound costs no top-k over every column
+    blocks = a.view(c, -1, COLUMN_BLOCK).amax(dim=2)
+    a_top = (blocks if blocks.shape[1] >= width else a).topk(width, dim=1).values.gather(1, (top - 1)[:, None])
+    floor_top = bound.lower(a_top.double())[:, 0]  # the exact top[r]-th score is at least this
     t64 = t.double()
     thr = round_down(torch.minimum(bound.at_least(floor_top), bound.at_least(t64)), a.dtype)
-    rows, cols = torch.nonzero(a >= thr[:, None], as_tuple=True)  # every other item is below t and the top
-    av = a[rows, cols].double()[:, None]
+    # every other item is below t and the top; an item at or above thr lies in a block whose maximum is too, so
+    # only those blocks are compared column by column (in (row, col) order, as rank_pairs needs)
+    block_rows, block_ids = torch.nonzero(blocks >= thr[:, None], as_tuple=True)
+    segments = a.view(c, -1, COLUMN_BLOCK)[block_rows, block_ids]
     del a
+    hit, offset = torch.nonzero(segments >= thr[block_rows, None], as_tuple=True)
+    rows, cols = block_rows[hit], block_ids[hit] * COLUMN_BLOCK + offset
+    av = segments[hit, offset].double()[:, None]
+    del segments
     e = ErrorBound(bound.rho, bound.e[rows])
     lo, up = e.lower(av)[:, 0], e.upper(av)[:, 0]
 
@@ -281,9 +301,10 @@ class Bf16KNN:
     metrics = ("ip",)
     dtype = torch.bfloat16
     device = torch.device("cpu")
-    # Query rows per counted chunk (retrieval_metrics): the passes over a (256, 60,502) bf16 block (31 MB) run
-    # from cache; at SOP size this cost 37.0 CPU-s against 45.1 with the ~1,000-row blocks of auto_chunk_size
-    # (512 rows: 42.3). None: auto_chunk_size.
+    # Query rows per counted chunk (retrieval_metrics): the passes over a (256, 60,512) bf16 block (31 MB) run
+    # from cache; at SOP size, with the block maxima, 256 rows cost 25.3-26.9 CPU-s, 128 rows 27.4-27.6 and 512
+    # rows 27.6-30.9 (before them: 37.0 at 256, 45.1 with the ~1,000 rows of auto_chunk_size). None:
+    # auto_chunk_size.
     chunk_rows: int | None = 256
 
     @classmethod

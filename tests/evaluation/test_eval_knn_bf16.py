@@ -125,8 +125,17 @@ def labels_for(n: int, classes: int, seed: int) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, classes, n)
 
 
+@pytest.fixture(params=[64, 3, 1], ids=["blocks64", "blocks3", "blocks1"])
+def column_block(request, monkeypatch):
+    """The counted metrics summarise COLUMN_BLOCK columns by their maximum; at 64 these small galleries have
+    fewer blocks than the top list is long (the exact top-k stands in), at 3 the block bound and a partial
+    last block are used, at 1 every block is one column."""
+    monkeypatch.setattr(knn_bf16, "COLUMN_BLOCK", request.param)
+    return request.param
+
+
 @pytest.mark.parametrize("name", ["integer ties", "near ties and duplicates", "all identical"])
-def test_counted_recall_and_map_equal_brute_force(name):
+def test_counted_recall_and_map_equal_brute_force(name, column_block):
     x = DATASETS[name]()
     lab = labels_for(len(x), 7, seed=8)
     ks = (1, 2, 4, 8, 16, 1000)  # 1000: larger than the gallery, clamped to it
@@ -138,7 +147,7 @@ def test_counted_recall_and_map_equal_brute_force(name):
         assert got[key] == pytest.approx(ref[key], abs=1e-12), key
 
 
-def test_counted_metrics_with_a_separate_gallery_and_large_r():
+def test_counted_metrics_with_a_separate_gallery_and_large_r(column_block):
     q, g = integer_embeddings(50, 4, seed=9), integer_embeddings(200, 4, seed=10)
     ql, gl = labels_for(50, 3, seed=11), labels_for(200, 3, seed=12)  # R ≈ 67 per query, above r_cap = 16
     got = retrieval_metrics(q, ql, g, gl, ks=(1, 5, 50), backend="bf16", r_cap=16)
@@ -147,7 +156,7 @@ def test_counted_metrics_with_a_separate_gallery_and_large_r():
         assert got[key] == pytest.approx(val, abs=1e-12), key
 
 
-def test_counted_metrics_equal_faiss_on_sop_like_data():
+def test_counted_metrics_equal_faiss_on_sop_like_data(column_block):
     """On spread-out float data the float32 BLAS path and the certified path agree to every digit."""
     rng = np.random.default_rng(13)
     centers = rng.standard_normal((60, 32)).astype(np.float32)
