@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from metric_retrieval import data
+from tests.fake_files import small_tmpfs
 
 REPO = Path(__file__).resolve().parents[2]
 # triplet + semihard miner (global RNG) and DAS (its own generator) make the run depend on every RNG;
@@ -159,12 +160,8 @@ def test_corrupt_checkpoint_is_named_and_resume_latest_falls_back(tmp_path):
 
 
 def test_full_disk_is_one_error_line_also_in_train_log(tmp_path):
-    out = tmp_path / "small"
-    out.mkdir()
     # room for the run's logs and model_best.pth (45 MB), not for checkpoint_latest.pth with Adam's state
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=80m", "tmpfs", str(out)], capture_output=True).returncode:
-        pytest.skip("cannot mount a tmpfs here (needs root); tests/engine/test_safe_files.py patches the write")
-    try:
+    with small_tmpfs(tmp_path / "small", "80m", "tests/engine/test_safe_files.py patches the write") as out:
         result = train([*EXACT, "--batch_size", "16", "--num_epochs", "1", "--max_steps_per_epoch", "2",
                         "--output_dir", str(out)])
         assert result.returncode == 2 and "Traceback" not in result.stderr
@@ -173,8 +170,6 @@ def test_full_disk_is_one_error_line_also_in_train_log(tmp_path):
         assert "it needs about" in error[0]
         assert "no space left in" in (out / "train.log").read_text()
         assert not list(out.glob(".*.tmp"))
-    finally:
-        subprocess.run(["umount", str(out)], check=True)
 
 
 def test_second_training_into_the_same_folder_is_refused_until_the_first_dies(tmp_path):

@@ -24,7 +24,7 @@ from metric_retrieval.utils.io import (
     load_verified,
     payload_digest,
 )
-from tests.fake_files import WrappedFile
+from tests.fake_files import WrappedFile, small_tmpfs
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -120,16 +120,10 @@ def test_disk_full_is_one_clear_error_and_keeps_the_old_file(tmp_path, monkeypat
 
 
 def test_real_full_tmpfs_gives_the_same_error(tmp_path):
-    mount = tmp_path / "small"
-    mount.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount)], capture_output=True).returncode:
-        pytest.skip("cannot mount a tmpfs here (needs root); the patched-write test covers the logic")
-    try:
+    with small_tmpfs(tmp_path / "small", "2m", "the patched-write test covers the logic") as mount:
         with pytest.raises(DiskFullError, match=rf"no space left in {mount} while writing ckpt.pth"):
             atomic_save(checkpoint(1.0), mount / "ckpt.pth")
         assert list(mount.iterdir()) == []
-    finally:
-        subprocess.run(["umount", str(mount)], check=True)
 
 
 def test_text_writes_use_unique_temporary_names(tmp_path):

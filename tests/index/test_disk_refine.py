@@ -15,6 +15,7 @@ import pytest
 from metric_retrieval.retrieval.index_store import DEFAULT_K_FACTOR, IndexStore
 from metric_retrieval.utils.errors import UserError
 from metric_retrieval.utils.io import DiskFullError
+from tests.fake_files import small_tmpfs
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -172,11 +173,7 @@ def test_keep_items_rewrites_the_file_from_the_kept_vectors(tmp_path):
 
 
 def test_a_full_disk_is_one_clear_error_and_the_previous_version_stays(tmp_path):
-    mount = tmp_path / "small"
-    mount.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)], capture_output=True).returncode:
-        pytest.skip("cannot mount a tmpfs here (needs root)")
-    try:
+    with small_tmpfs(tmp_path / "small", "1m", "tests/engine/test_safe_files.py patches a write") as mount:
         x = integer_vectors(2000, dim=64)  # 512 KB a copy: the second add's staging copy does not fit
         store = fill(IndexStore.create(mount, 64, "IVF4,PQ8x4fs,RFlatDisk", "ip", lambda: x), x)
         store.save()
@@ -184,5 +181,3 @@ def test_a_full_disk_is_one_clear_error_and_the_previous_version_stays(tmp_path)
                                                 "space and rerun"):
             fill(store, x, start=2000)
         assert not list(mount.glob(".vectors-*.tmp")) and len(IndexStore.open(mount)) == 2000
-    finally:
-        subprocess.run(["umount", str(mount)], check=True)
