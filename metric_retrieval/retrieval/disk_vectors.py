@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from metric_retrieval.utils.errors import UserError
 from metric_retrieval.utils.io import _is_disk_full, disk_full_error
 
 __all__ = ["DISK_REFINE", "DiskVectors", "split_disk_refine"]
@@ -123,8 +124,11 @@ class DiskVectors:
         return self.path.stat().st_size // (self.dim * DTYPE.itemsize) if self.path is not None else 0
 
     def _start(self, copy_committed: bool) -> None:
-        self.root.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".vectors-", suffix=".tmp", dir=self.root)
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=".vectors-", suffix=".tmp", dir=self.root)
+        except OSError as err:
+            raise self._error(err, self.root / ".vectors-*.tmp") from None
         self._staging, self._hash = Path(tmp), hashlib.sha256()
         try:
             with os.fdopen(fd, "wb") as out:
@@ -151,11 +155,12 @@ class DiskVectors:
         self._hash.update(data)
         self.count += len(x)
 
-    def _error(self, err: OSError, path: Path, need: int = 0) -> Exception:
+    def _error(self, err: OSError, path: Path, need: int = 0) -> UserError:
+        """A full disk as :class:`DiskFullError`, any other write failure (a read-only folder, ...) as one line."""
         need = need or self.count * self.dim * DTYPE.itemsize
         if _is_disk_full(err, path.parent, need):
             return disk_full_error(path, need, REMEDY)
-        return OSError(err.errno, f"cannot write {path}: {err.strerror}")
+        return UserError(f"cannot write {path}: {err.strerror or err} (the index's previous version is intact)")
 
     # -- searching --------------------------------------------------------------------------------------------
     def rerank(self, queries: np.ndarray, candidates: np.ndarray, k: int, metric: str

@@ -172,6 +172,15 @@ def test_keep_items_rewrites_the_file_from_the_kept_vectors(tmp_path):
     np.testing.assert_array_equal(store.search(x[:40], 7)[1], brute_force(x[:40], x[keep], 7, "l2")[1])
 
 
+def test_an_unwritable_folder_is_one_clear_error(tmp_path):
+    x = integer_vectors(100)
+    store = IndexStore.create(tmp_path, 16, "IVF4,Flat,RFlatDisk", "ip", lambda: x)
+    store.root = store.vectors.root = tmp_path / "a_file" / "idx"  # below a file: nothing can be created there
+    (tmp_path / "a_file").write_text("")
+    with pytest.raises(UserError, match=r"cannot write .*a_file/idx/\.vectors-\*\.tmp: Not a directory"):
+        fill(store, x)
+
+
 def test_a_full_disk_is_one_clear_error_and_the_previous_version_stays(tmp_path):
     with small_tmpfs(tmp_path / "small", "1m", "tests/engine/test_safe_files.py patches a write") as mount:
         x = integer_vectors(2000, dim=64)  # 512 KB a copy: the second add's staging copy does not fit
