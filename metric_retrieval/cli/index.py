@@ -56,8 +56,7 @@ def get_args_parser(prog: str | None = None) -> argparse.ArgumentParser:
     b.add_argument("--seed", type=int, default=0, help="seed of the training sample and of k-means")
     b.add_argument("--k_factor", type=int, default=None,
                    help="refine indexes (…,RFlat, …,Refine(…), …,RFlatDisk): candidates re-ranked per result, "
-                        "stored with the "
-                        "index (default 16)")
+                        "stored with the index (default 16)")
     _embedding_flags(b)
     a = sub.add_parser("add", help="add images to an index without rebuilding it",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)

@@ -11,7 +11,7 @@ them exactly (inner product or squared L2, as faiss does) and keeps the best k, 
 Writes never touch a committed file: the first change after opening copies the committed file into a staging
 file (``.vectors-*.tmp``) and appends to it; :meth:`DiskVectors.commit` fsyncs it and renames it to the new
 generation's name. The SHA-256 is updated as the bytes are written, so committing reads nothing back, and opening
-verifies it over the whole file (read in 1 MB blocks: bounded memory at any size).
+verifies it over the whole file (``utils.io.file_sha256``: 1 MB blocks, bounded memory at any size).
 """
 from __future__ import annotations
 
@@ -25,12 +25,12 @@ from pathlib import Path
 import numpy as np
 
 from metric_retrieval.utils.errors import UserError
-from metric_retrieval.utils.io import _is_disk_full, disk_full_error
+from metric_retrieval.utils.io import disk_full_error, file_sha256, is_disk_full
 
 __all__ = ["DISK_REFINE", "DiskVectors", "split_disk_refine"]
 
 DISK_REFINE = "RFlatDisk"
-BLOCK = 1 << 20  # bytes per read when copying or hashing
+BLOCK = 1 << 20  # bytes per read when copying
 RERANK_ROWS = 1 << 14  # candidate rows gathered at once: 32 MB of 512-d float32
 REMEDY = "free some space and rerun the same command (the index's previous version is intact)"
 DTYPE = np.dtype("<f4")
@@ -69,11 +69,7 @@ class DiskVectors:
         if size != count * dim * DTYPE.itemsize:
             raise ValueError(f"{name} holds {size} bytes, {count} vectors of {dim} float32 need "
                              f"{count * dim * DTYPE.itemsize} (truncated or damaged)")
-        h = hashlib.sha256()
-        with open(path, "rb") as f:
-            for block in iter(lambda: f.read(BLOCK), b""):
-                h.update(block)
-        if h.hexdigest() != sha256:
+        if file_sha256(path) != sha256:
             raise ValueError(f"{name} does not match its checksum (edited or damaged)")
         return cls(root, dim, path, count, sha256)
 
@@ -158,7 +154,7 @@ class DiskVectors:
     def _error(self, err: OSError, path: Path, need: int = 0) -> UserError:
         """A full disk as :class:`DiskFullError`, any other write failure (a read-only folder, ...) as one line."""
         need = need or self.count * self.dim * DTYPE.itemsize
-        if _is_disk_full(err, path.parent, need):
+        if is_disk_full(err, path.parent, need):
             return disk_full_error(path, need, REMEDY)
         return UserError(f"cannot write {path}: {err.strerror or err} (the index's previous version is intact)")
 

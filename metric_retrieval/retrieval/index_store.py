@@ -57,7 +57,7 @@ from typing import Any
 
 import numpy as np
 
-from metric_retrieval.retrieval.disk_vectors import DiskVectors, split_disk_refine
+from metric_retrieval.retrieval.disk_vectors import REMEDY, DiskVectors, split_disk_refine
 from metric_retrieval.utils.errors import UserError
 from metric_retrieval.utils.faiss_lib import faiss_gpu_count
 from metric_retrieval.utils.faiss_lib import load_faiss as _faiss
@@ -71,7 +71,6 @@ FORMAT_VERSION = 2
 DEFAULT_K_FACTOR = 16  # issue 28: IVF1024,PQ64x4fs,RFlat at 1M x 512 reaches recall@10 0.955-0.990 (nprobe 8-32)
 META = "meta.json"
 PREVIOUS_META = "meta-prev.json"
-REMEDY = "free some space and rerun the same command (the index's previous version is intact)"
 logger = logging.getLogger(__name__)
 
 
@@ -295,9 +294,10 @@ class IndexStore:
         self.meta["count"] = len(self.items["paths"])
 
     def keep_items(self, keep: Sequence[int], vectors: Iterable[np.ndarray]) -> None:
-        """Keep only the items at positions ``keep`` (ascending), in a faiss index refilled with ``vectors``: their
-        vectors in that order, in batches. The index keeps its training (faiss ``reset`` empties the lists of an
-        IVF index and the codes of a PQ one, not the quantiser or the codebooks)."""
+        """Keep only the items at positions ``keep`` (ascending), in a faiss index (and, for ``…,RFlatDisk``, a
+        vectors file) refilled with ``vectors``: their vectors in that order, in batches. The index keeps its
+        training (faiss ``reset`` empties the lists of an IVF index and the codes of a PQ one, not the quantiser or
+        the codebooks)."""
         index = _faiss().clone_index(to_cpu(self.index))
         index.reset()
         if self.vectors is not None:

@@ -104,7 +104,7 @@ def format_size(num_bytes: int) -> str:
     return f"{num_bytes / 1e9:.1f} GB" if num_bytes >= 1e9 else f"{num_bytes / 1e6:.1f} MB"
 
 
-def _is_disk_full(err: BaseException, folder: Path, need: int) -> bool:
+def is_disk_full(err: BaseException, folder: Path, need: int) -> bool:
     """``err`` (or an error it chains) is ENOSPC/EDQUOT, or torch's writer failed with less space than ``need``."""
     seen: BaseException | None = err
     while seen is not None:
@@ -153,7 +153,7 @@ def atomic_write(path: str | os.PathLike, write: Any, need: int = 0, previous: s
         os.replace(tmp, path)
     except BaseException as err:
         Path(tmp).unlink(missing_ok=True)
-        if isinstance(err, (OSError, RuntimeError)) and _is_disk_full(err, path.parent, need):
+        if isinstance(err, (OSError, RuntimeError)) and is_disk_full(err, path.parent, need):
             raise disk_full_error(path, need, remedy) from None
         raise
     return path
